@@ -1,0 +1,121 @@
+/* cpu.c: which kernels this CPU and OS can run, chosen once per process; versions, status text
+ * and threads. */
+#include <stdlib.h>
+#include <string.h>
+#include "rnx_internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+int rnx_version_number(void) { return RNX_VERSION_NUMBER; }
+
+const char *rnx_status_string(rnx_status status) {
+    switch (status) {
+    case RNX_OK: return "ok";
+    case RNX_ERR_NULL_ARGUMENT: return "a required pointer is NULL";
+    case RNX_ERR_BAD_CONFIG: return "a size or option of the model configuration is out of range";
+    case RNX_ERR_BAD_ARGUMENT: return "a size, length or thread count is out of range";
+    case RNX_ERR_OUT_OF_MEMORY: return "out of memory";
+    case RNX_ERR_ISA_UNAVAILABLE: return "the requested instruction set is not available on this CPU";
+    case RNX_ERR_OVERFLOW: return "a size computation overflows";
+    }
+    return "unknown status";
+}
+
+const char *rnx_isa_name(rnx_isa isa) {
+    switch (isa) {
+    case RNX_ISA_AUTO: return "auto";
+    case RNX_ISA_SCALAR: return "scalar";
+    case RNX_ISA_AVX2: return "avx2";
+    case RNX_ISA_AVX512: return "avx512";
+    }
+    return "unknown";
+}
+
+int rnx_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int rnx_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+#if defined(RNX_X86_KERNELS)
+#include <cpuid.h>
+
+/* XCR0: which register states the OS saves on a context switch. */
+static unsigned long long read_xcr0(void) {
+    unsigned int lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+
+static int cpu_has(rnx_isa isa) {
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1;
+    if (!osxsave || !avx || !fma) return 0;
+    const unsigned long long xcr0 = read_xcr0();
+    if ((xcr0 & 0x6) != 0x6) return 0; /* SSE and AVX state */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1;
+    if (isa == RNX_ISA_AVX2) return avx2;
+    if (isa == RNX_ISA_AVX512) return avx2 && avx512f && avx512dq && (xcr0 & 0xE0) == 0xE0;
+    return 0;
+}
+#endif
+
+int rnx_isa_supported(rnx_isa isa) {
+    switch (isa) {
+    case RNX_ISA_SCALAR: return 1;
+#if defined(RNX_X86_KERNELS)
+    case RNX_ISA_AVX2:
+    case RNX_ISA_AVX512: return cpu_has(isa);
+#endif
+    default: return 0;
+    }
+}
+
+const rnx_kernels *rnx_kernels_for(rnx_isa isa) {
+    if (!rnx_isa_supported(isa)) return NULL;
+    switch (isa) {
+    case RNX_ISA_SCALAR: return &rnx_kernels_scalar;
+#if defined(RNX_X86_KERNELS)
+    case RNX_ISA_AVX2: return &rnx_kernels_avx2;
+    case RNX_ISA_AVX512: return &rnx_kernels_avx512;
+#endif
+    default: return NULL;
+    }
+}
+
+/* RNNEXT_ISA if set (RNX_ISA_AUTO when it names nothing usable), else the widest supported. */
+static rnx_isa choose_isa(void) {
+    const char *forced = getenv("RNNEXT_ISA");
+    if (forced && *forced) {
+        for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512; isa++)
+            if (strcmp(forced, rnx_isa_name((rnx_isa)isa)) == 0)
+                return rnx_isa_supported((rnx_isa)isa) ? (rnx_isa)isa : RNX_ISA_AUTO;
+        return RNX_ISA_AUTO;
+    }
+    for (int isa = RNX_ISA_AVX512; isa > RNX_ISA_SCALAR; isa--)
+        if (rnx_isa_supported((rnx_isa)isa)) return (rnx_isa)isa;
+    return RNX_ISA_SCALAR;
+}
+
+rnx_isa rnx_default_isa(void) {
+    /* Racing first calls compute the same value, so a plain static is enough. */
+    static volatile int chosen = -1;
+    if (chosen < 0) chosen = (int)choose_isa();
+    return (rnx_isa)chosen;
+}

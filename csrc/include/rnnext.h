@@ -1,0 +1,147 @@
+/* rnnext.h: the one public header of the rnnext C core.
+ *
+ * rnnext runs vanilla RNNs, LSTMs and GRUs on CPUs. Weights follow PyTorch's layout and gate
+ * orders; see the notes on rnx_config and rnx_model_create. Nothing outside this header is public.
+ *
+ * Conventions
+ *   B batch, T time steps, I input features, H hidden units, G gates (RNN 1, LSTM 4, GRU 3),
+ *   L layers, D directions (1 or 2). All arrays are float32, C order, owned by the caller.
+ *   Every call returns an rnx_status; the library never prints, exits or aborts.
+ *
+ * Thread safety
+ *   One rnx_model may be shared by any number of threads calling rnx_forward at once: a model is
+ *   read-only after rnx_model_create. The library never calls omp_set_num_threads; the thread
+ *   count is an argument of each call.
+ */
+#ifndef RNNEXT_H
+#define RNNEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32) && defined(RNNEXT_BUILD_SHARED)
+#define RNX_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define RNX_API __attribute__((visibility("default")))
+#else
+#define RNX_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RNX_VERSION_MAJOR 0
+#define RNX_VERSION_MINOR 1
+#define RNX_VERSION_PATCH 0
+#define RNX_VERSION_NUMBER (RNX_VERSION_MAJOR * 10000 + RNX_VERSION_MINOR * 100 + RNX_VERSION_PATCH)
+
+/* The run-time version, to check a shared library against the header it was compiled with. */
+RNX_API int rnx_version_number(void);
+
+/* Status codes. The numbers are stable. */
+typedef enum rnx_status {
+    RNX_OK = 0,
+    RNX_ERR_NULL_ARGUMENT = 1,   /* a required pointer was NULL */
+    RNX_ERR_BAD_CONFIG = 2,      /* a size or option in rnx_config is out of range */
+    RNX_ERR_BAD_ARGUMENT = 3,    /* a size, length or thread count passed to a call is out of range */
+    RNX_ERR_OUT_OF_MEMORY = 4,   /* an allocation failed */
+    RNX_ERR_ISA_UNAVAILABLE = 5, /* the requested instruction set is not supported by this CPU/OS */
+    RNX_ERR_OVERFLOW = 6         /* a size computation would overflow */
+} rnx_status;
+
+/* A static, never-NULL description of a status code. */
+RNX_API const char *rnx_status_string(rnx_status status);
+
+/* Recurrent cells.
+ *   RNX_CELL_RNN_TANH, RNX_CELL_RNN_RELU (G=1): h' = act(W_ih x + b_ih + W_hh h + b_hh)
+ *   RNX_CELL_LSTM (G=4, rows i, f, g, o):      c' = f*c + i*g,  h' = o*tanh(c')
+ *   RNX_CELL_GRU  (G=3, rows r, z, n):          n = tanh(W_in x + b_in + r*(W_hn h + b_hn)),
+ *                                               h' = (1-z)*n + z*h
+ */
+typedef enum rnx_cell {
+    RNX_CELL_RNN_TANH = 0,
+    RNX_CELL_RNN_RELU = 1,
+    RNX_CELL_LSTM = 2,
+    RNX_CELL_GRU = 3
+} rnx_cell;
+
+/* Instruction sets of the compute kernels. RNX_ISA_AUTO takes the one chosen at start-up: the
+ * best the CPU and OS support, or the one named by the environment variable RNNEXT_ISA
+ * (scalar, avx2 or avx512). RNX_ISA_SCALAR is portable C (the compiler maps its 4-wide generic
+ * vectors onto the baseline instruction set) and defines correctness. */
+typedef enum rnx_isa {
+    RNX_ISA_AUTO = 0,
+    RNX_ISA_SCALAR = 1,
+    RNX_ISA_AVX2 = 2,   /* AVX2 + FMA, 8 lanes */
+    RNX_ISA_AVX512 = 3  /* AVX-512F, 16 lanes */
+} rnx_isa;
+
+/* The instruction set that RNX_ISA_AUTO resolves to in this process. If RNNEXT_ISA names an
+ * unknown or unsupported instruction set, rnx_model_create with RNX_ISA_AUTO fails with
+ * RNX_ERR_ISA_UNAVAILABLE and this returns RNX_ISA_AUTO. */
+RNX_API rnx_isa rnx_default_isa(void);
+/* Whether this CPU and OS can run the kernels of `isa`. */
+RNX_API int rnx_isa_supported(rnx_isa isa);
+/* "auto", "scalar", "avx2", "avx512"; "unknown" for other values. */
+RNX_API const char *rnx_isa_name(rnx_isa isa);
+/* The number of threads a call with n_threads <= 0 would use: OpenMP's default (which honours
+ * OMP_NUM_THREADS), or 1 when the library was built without OpenMP. */
+RNX_API int rnx_max_threads(void);
+/* 1 when the library was compiled with OpenMP. */
+RNX_API int rnx_has_openmp(void);
+
+/* The architecture of a stack of recurrent layers. */
+typedef struct rnx_config {
+    int cell;          /* an rnx_cell */
+    int input_size;    /* I >= 1 */
+    int hidden_size;   /* H >= 1 */
+    int num_layers;    /* L >= 1 */
+    int bidirectional; /* 0 or 1: D = 1 + bidirectional */
+    int isa;           /* an rnx_isa; RNX_ISA_AUTO for the default */
+} rnx_config;
+
+typedef struct rnx_model rnx_model;
+
+/* The number of floats rnx_model_create reads from `params`, in *count. */
+RNX_API rnx_status rnx_param_count(const rnx_config *config, size_t *count);
+
+/* Builds a model from PyTorch-layout parameters, copied and packed into the kernel's layout;
+ * the caller keeps ownership of `params`. `params` holds, for each layer l and, inside it, each
+ * direction d (forward, then reverse), contiguously and in this order:
+ *   weight_ih (G*H, I_l)   I_0 = I, I_l = D*H for l > 0
+ *   weight_hh (G*H, H)
+ *   bias_ih   (G*H)
+ *   bias_hh   (G*H)
+ * which is the order of torch.nn.LSTM/GRU/RNN's parameters(). On success *out owns a new
+ * model, freed with rnx_model_free. On failure *out is NULL. */
+RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_config *config, const float *params);
+
+/* Frees a model; NULL is a no-op. */
+RNX_API void rnx_model_free(rnx_model *model);
+
+/* The configuration the model was built with, with isa resolved (never RNX_ISA_AUTO). */
+RNX_API rnx_config rnx_model_config(const rnx_model *model);
+
+/* Runs the stack over a batch of sequences.
+ *   y        (B, T, D*H) or NULL: the last layer's outputs, forward then reverse halves;
+ *            zero at steps t >= lengths[b].
+ *   h_n      (L*D, B, H) or NULL: each layer and direction's final hidden state, taken at
+ *            each sequence's last valid step.
+ *   c_n      (L*D, B, H) or NULL: the LSTM's final cell state (ignored for other cells).
+ *   x        (B, T, I), batch-first.
+ *   h0, c0   (L*D, B, H) or NULL for zeros: initial states (c0 for the LSTM only).
+ *   lengths  (B) or NULL for all T: valid steps of each sequence, 1 <= lengths[b] <= T.
+ *            The reverse direction starts at step lengths[b]-1 (packed-sequence semantics).
+ *   n_threads  threads to use (OpenMP over the batch); <= 0 for rnx_max_threads().
+ * The results do not depend on n_threads. Workspace is allocated once per call and does not grow
+ * with T, except for a stack of more than one bidirectional layer, whose inner layers' output
+ * sequences must be kept (B, T, 2*H). Safe to call concurrently on one model. */
+RNX_API rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
+                               const float *x, const float *h0, const float *c0,
+                               const int32_t *lengths, int B, int T, int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RNNEXT_H */

@@ -1,0 +1,196 @@
+/* kernel_impl.h: the fused kernels, written once over GCC/Clang generic vectors and compiled once
+ * per instruction set by kernel_<isa>.c, which defines RNX_VW (lanes), RNX_MR (rows per tile) and
+ * RNX_SUFFIX before including this file. The build gives each of those files its own -m flags.
+ *
+ * Layout and maths: see rnx_internal.h (rnx_packed) and rnnext.h (rnx_cell). */
+#include <stdint.h>
+#include <string.h>
+#include "rnx_internal.h"
+
+#define RNX_CAT2(a, b) a##_##b
+#define RNX_CAT(a, b) RNX_CAT2(a, b)
+#define RNX_K(name) RNX_CAT(name, RNX_SUFFIX)
+#define RNX_INLINE static inline __attribute__((always_inline))
+
+typedef float vf __attribute__((vector_size(RNX_VW * 4), may_alias));
+typedef int32_t vi __attribute__((vector_size(RNX_VW * 4), may_alias));
+
+/* ---------------------------------------------------------------------------------------------
+ * Vector maths. Every function propagates NaN (comparisons with NaN are false, so NaN lanes are
+ * never replaced by a clamp) and saturates correctly at +-inf.
+ * ------------------------------------------------------------------------------------------- */
+
+RNX_INLINE vf vsplat(float s) { return (vf){0} + s; }
+
+/* lanes of a where mask is set (all ones), else lanes of b */
+RNX_INLINE vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+
+/* exp(x): x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial, 2^n built in the
+ * exponent bits. Inputs are clamped to [-87.3, 88.7] so 2^n stays a normal float; exp(-87.3) is
+ * 1.2e-38 and exp(88.7) is 3.3e38, which the callers below turn into their exact limits. */
+RNX_INLINE vf vexp(vf x) {
+    const vf hi = vsplat(88.7f), lo = vsplat(-87.3f);
+    x = vselect(x > hi, hi, x);
+    x = vselect(x < lo, lo, x);
+    const vf shifter = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    vf t = x * 1.44269504088896341f + shifter;
+    vf n = t - shifter;
+    vi e = (vi)t - (vi)shifter; /* the same integer, as int lanes */
+    vf r = x - n * 0.693145751953125f; /* ln2 split in two for an exact product */
+    r = r - n * 1.428606765330187045e-06f;
+    vf p = vsplat(1.0f / 720.0f);
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    vi scale = (e + 127) << 23;
+    return p * (vf)scale;
+}
+
+RNX_INLINE vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+
+/* tanh(x) = sign(x) * (1 - 2 / (exp(2|x|) + 1)); absolute error below 3e-7 everywhere. */
+RNX_INLINE vf vtanh(vf x) {
+    vi sign = (vi)x & (vi)vsplat(-0.0f);
+    vf ax = (vf)((vi)x & ~(vi)vsplat(-0.0f));
+    vf t = 1.0f - 2.0f / (vexp(ax + ax) + 1.0f);
+    return (vf)((vi)t | sign);
+}
+
+RNX_INLINE vf vrelu(vf x) { return vselect(x < 0.0f, vsplat(0.0f), x); }
+
+RNX_INLINE vf vload(const float *p) { return *(const vf *)p; }
+RNX_INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
+
+/* ---------------------------------------------------------------------------------------------
+ * The product: acc[r][j] += sum_k a[r][k] * w[k][j] over K, for NR rows and NV vectors.
+ * NR and NV are constants after inlining, so the accumulators live in registers.
+ * ------------------------------------------------------------------------------------------- */
+
+RNX_INLINE void accumulate(vf acc[RNX_MR][4], const float *const *a, const float *w, int K,
+                           const int NR, const int NV) {
+    for (int k = 0; k < K; k++) {
+        const float *wk = w + (size_t)k * NV * RNX_VW;
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            vf ar = vsplat(a[r][k]);
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) acc[r][j] += ar * vload(wk + j * RNX_VW);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Input projection of a tile of rows.
+ * ------------------------------------------------------------------------------------------- */
+
+RNX_INLINE void project_tile(float *const *out, const float *const *a, const rnx_packed *w,
+                             int npanels, const int NR, const int NV) {
+    const int panel = NV * RNX_VW;
+    for (int p = 0; p < npanels; p++) {
+        vf acc[RNX_MR][4];
+        const float *bias = w->bx + (size_t)p * panel;
+        for (int r = 0; r < NR; r++)
+            for (int j = 0; j < NV; j++) acc[r][j] = vload(bias + j * RNX_VW);
+        accumulate(acc, a, w->wx + (size_t)p * w->in_size * panel, w->in_size, NR, NV);
+        for (int r = 0; r < NR; r++)
+            for (int j = 0; j < NV; j++) vstore(out[r] + (size_t)p * panel + j * RNX_VW, acc[r][j]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * One fused time step of a tile: recurrent product, biases, activations and state update of
+ * each panel while its gates are still in registers.
+ * ------------------------------------------------------------------------------------------- */
+
+RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
+                          const float *const *h_in, const float *const *xp,
+                          const unsigned char *active, const rnx_packed *w, int H, int npanels,
+                          const int NR, const int NV) {
+    const int panel = NV * RNX_VW;
+    const int units = (cell == RNX_CELL_LSTM || cell == RNX_CELL_GRU) ? RNX_VW : NV * RNX_VW;
+    for (int p = 0; p < npanels; p++) {
+        vf acc[RNX_MR][4];
+        const size_t xoff = (size_t)p * panel;
+        for (int r = 0; r < NR; r++)
+            for (int j = 0; j < NV; j++)
+                acc[r][j] = (cell == RNX_CELL_GRU && j == 2) ? vload(w->bhn + (size_t)p * RNX_VW)
+                                                               : vload(xp[r] + xoff + j * RNX_VW);
+        accumulate(acc, h_in, w->wh + (size_t)p * H * panel, H, NR, NV);
+        const size_t u0 = (size_t)p * units;
+        for (int r = 0; r < NR; r++) {
+            if (!active[r]) {
+                memcpy(h_out[r] + u0, h_in[r] + u0, (size_t)units * sizeof(float));
+                continue;
+            }
+            if (cell == RNX_CELL_LSTM) {
+                vf i = vsigmoid(acc[r][0]), f = vsigmoid(acc[r][1]);
+                vf g = vtanh(acc[r][2]), o = vsigmoid(acc[r][3]);
+                vf cn = f * vload(c[r] + u0) + i * g;
+                vstore(c[r] + u0, cn);
+                vstore(h_out[r] + u0, o * vtanh(cn));
+            } else if (cell == RNX_CELL_GRU) {
+                vf rg = vsigmoid(acc[r][0]), z = vsigmoid(acc[r][1]);
+                vf n = vtanh(vload(xp[r] + xoff + 2 * RNX_VW) + rg * acc[r][2]);
+                vf h = vload(h_in[r] + u0);
+                vstore(h_out[r] + u0, n + z * (h - n));
+            } else {
+                for (int j = 0; j < NV; j++) {
+                    vf v = cell == RNX_CELL_RNN_TANH ? vtanh(acc[r][j]) : vrelu(acc[r][j]);
+                    vstore(h_out[r] + u0 + j * RNX_VW, v);
+                }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Entry points: a switch turns the run-time row count, cell and vector count into constants.
+ * ------------------------------------------------------------------------------------------- */
+
+#define RNX_ROWS_SWITCH(CALL)                                                                     \
+    switch (nrows) {                                                                              \
+    case 1: CALL(1); break;                                                                       \
+    case 2: CALL(2); break;                                                                       \
+    case 3: CALL(3); break;                                                                       \
+    RNX_ROWS_MORE(CALL)                                                                           \
+    default: break;                                                                               \
+    }
+#if RNX_MR == 3
+#define RNX_ROWS_MORE(CALL)
+#elif RNX_MR == 4
+#define RNX_ROWS_MORE(CALL) case 4: CALL(4); break;
+#elif RNX_MR == 6
+#define RNX_ROWS_MORE(CALL) case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;
+#else
+#error "RNX_MR must be 3, 4 or 6"
+#endif
+
+static void RNX_K(project)(float *const *out, const float *const *a, const rnx_packed *w, int nv,
+                           int npanels, int nrows) {
+#define RNX_PROJECT(NR)                                                                           \
+    if (nv == 3) project_tile(out, a, w, npanels, NR, 3);                                         \
+    else project_tile(out, a, w, npanels, NR, 4)
+    RNX_ROWS_SWITCH(RNX_PROJECT)
+#undef RNX_PROJECT
+}
+
+static void RNX_K(step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
+                        const float *const *xp, const unsigned char *active, const rnx_packed *w,
+                        int H, int npanels, int nrows) {
+#define RNX_STEP(NR)                                                                              \
+    switch (cell) {                                                                               \
+    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, xp, active, w, H, npanels, NR, 4); break; \
+    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, xp, active, w, H, npanels, NR, 3); break;   \
+    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, xp, active, w, H, npanels, NR, 4); break; \
+    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, xp, active, w, H, npanels, NR, 4); break; \
+    }
+    RNX_ROWS_SWITCH(RNX_STEP)
+#undef RNX_STEP
+}
+
+const rnx_kernels RNX_K(rnx_kernels) = {
+    .isa = RNX_ISA_ID, .vw = RNX_VW, .mr = RNX_MR, .project = RNX_K(project), .step = RNX_K(step),
+};

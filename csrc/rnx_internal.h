@@ -1,0 +1,66 @@
+/* rnx_internal.h: what the C core's files share and nothing outside csrc/ sees. */
+#ifndef RNX_INTERNAL_H
+#define RNX_INTERNAL_H
+
+#include <stddef.h>
+#include "rnnext.h"
+
+/* The largest row tile of any kernel (rows of the batch computed together). */
+#define RNX_MAX_MR 8
+/* The widest vector (lanes) of any kernel; packed buffers are aligned to it. */
+#define RNX_ALIGN 64
+
+/* One layer and direction's weights, packed at model creation into the kernel's panel layout.
+ * A panel covers U hidden units and holds nv vectors of vw lanes for each k:
+ *   LSTM (nv=4) and GRU (nv=3): vector j is gate j of units p*vw .. p*vw+vw-1 (U = vw);
+ *   RNN  (nv=4): vector j holds units p*U + j*vw .. (U = 4*vw), all of the one gate.
+ * Units past H are padded with zero weights and biases, which keeps padded state lanes at 0. */
+typedef struct rnx_packed {
+    int in_size;   /* K of the input product: I for layer 0, D*H above */
+    float *wx;     /* (npanels, in_size, nv, vw): weight_ih */
+    float *wh;     /* (npanels, H, nv, vw): weight_hh */
+    float *bx;     /* (npanels, nv, vw): bias_ih + bias_hh (GRU's n gate: bias_in alone) */
+    float *bhn;    /* (npanels, vw): GRU's bias_hn, inside r*(...); NULL for other cells */
+} rnx_packed;
+
+/* The compute kernels of one instruction set. Both work on a tile of nrows <= mr rows. */
+typedef struct rnx_kernels {
+    rnx_isa isa;
+    int vw; /* lanes per vector */
+    int mr; /* rows per full tile */
+    /* out[r] = bx + W_x a[r], for r < nrows; a[r] has w->in_size floats, out[r] has
+     * npanels*nv*vw floats in the panel layout. */
+    void (*project)(float *const *out, const float *const *a, const rnx_packed *w,
+                    int nv, int npanels, int nrows);
+    /* One time step of `cell` for nrows rows: gates = xp[r] + W_h h_in[r] (+ bias_hn), then the
+     * cell's state update, written to h_out[r] (and c[r] in place for the LSTM). Rows with
+     * active[r] == 0 keep their state: h_out[r] = h_in[r], c[r] unchanged. All rows are Hp
+     * floats; xp[r] is the row written by project for this step. */
+    void (*step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
+                 const float *const *xp, const unsigned char *active, const rnx_packed *w,
+                 int H, int npanels, int nrows);
+} rnx_kernels;
+
+extern const rnx_kernels rnx_kernels_scalar;
+#if defined(RNX_X86_KERNELS)
+extern const rnx_kernels rnx_kernels_avx2;
+extern const rnx_kernels rnx_kernels_avx512;
+#endif
+
+/* The kernels of `isa` (never RNX_ISA_AUTO), or NULL where this build or CPU lacks them. */
+const rnx_kernels *rnx_kernels_for(rnx_isa isa);
+
+struct rnx_model {
+    rnx_config config;       /* isa resolved */
+    const rnx_kernels *kernels;
+    int gates;               /* G */
+    int nv;                  /* vectors per panel */
+    int units_per_panel;     /* U */
+    int hidden_padded;       /* Hp = npanels * U */
+    int npanels;
+    int directions;          /* D */
+    rnx_packed *packed;      /* (L*D) */
+    void *storage;           /* one aligned block holding every packed array */
+};
+
+#endif /* RNX_INTERNAL_H */

@@ -1,0 +1,44 @@
+# Declarations of the C core's public header, csrc/include/rnnext.h.
+from libc.stdint cimport int32_t
+
+cdef extern from "rnnext.h" nogil:
+    ctypedef enum rnx_status:
+        RNX_OK
+        RNX_ERR_NULL_ARGUMENT
+        RNX_ERR_BAD_CONFIG
+        RNX_ERR_BAD_ARGUMENT
+        RNX_ERR_OUT_OF_MEMORY
+        RNX_ERR_ISA_UNAVAILABLE
+        RNX_ERR_OVERFLOW
+
+    ctypedef enum rnx_isa:
+        RNX_ISA_AUTO
+        RNX_ISA_SCALAR
+        RNX_ISA_AVX2
+        RNX_ISA_AVX512
+
+    ctypedef struct rnx_config:
+        int cell
+        int input_size
+        int hidden_size
+        int num_layers
+        int bidirectional
+        int isa
+
+    ctypedef struct rnx_model:
+        pass
+
+    int rnx_version_number()
+    const char *rnx_status_string(rnx_status status)
+    rnx_isa rnx_default_isa()
+    int rnx_isa_supported(rnx_isa isa)
+    const char *rnx_isa_name(rnx_isa isa)
+    int rnx_max_threads()
+    int rnx_has_openmp()
+    rnx_status rnx_param_count(const rnx_config *config, size_t *count)
+    rnx_status rnx_model_create(rnx_model **out, const rnx_config *config, const float *params)
+    void rnx_model_free(rnx_model *model)
+    rnx_config rnx_model_config(const rnx_model *model)
+    rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
+                           const float *x, const float *h0, const float *c0,
+                           const int32_t *lengths, int B, int T, int n_threads)

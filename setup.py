@@ -1,0 +1,123 @@
+"""Build of rnnext's compiled core: the C sources in csrc/ and the Cython binding rnnext/_core.pyx.
+
+OpenMP: a probe compiles, links and runs a tiny OpenMP program with the compiler that builds the
+extension. Where that fails the build warns loudly and continues without threads;
+RNNEXT_NO_OPENMP=1 skips OpenMP on purpose.
+
+Kernels: csrc/kernel_scalar.c is built with the baseline flags. On x86-64, kernel_avx2.c and
+kernel_avx512.c are built as separate objects with their own -m flags, and the library picks one
+at run time from CPUID; nothing is built with -march=native.
+"""
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join("csrc")
+CORE_SOURCES = ["cpu.c", "model.c", "forward.c", "kernel_scalar.c"]
+X86_KERNELS = {
+    "kernel_avx2.c": ["-mavx2", "-mfma"],
+    "kernel_avx512.c": ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma"],
+}
+COMMON_FLAGS = ["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall"]
+OPENMP_FLAGS = ["-fopenmp"]
+
+OPENMP_PROBE = textwrap.dedent(
+    """
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d\\n", n == omp_get_max_threads());
+        return 0;
+    }
+    """
+)
+
+
+def is_x86_64():
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def warn(message):
+    bar = "*" * 78
+    sys.stderr.write(f"\n{bar}\nrnnext build WARNING: {message}\n{bar}\n\n")
+
+
+def openmp_works(compiler):
+    """Compile, link and run a tiny OpenMP program with `compiler`."""
+    tmp = tempfile.mkdtemp(prefix="rnnext-omp-")
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_PROBE)
+        objects = compiler.compile([src], output_dir=tmp, extra_postargs=OPENMP_FLAGS)
+        exe = os.path.join(tmp, "probe")
+        compiler.link_executable(objects, exe, extra_postargs=OPENMP_FLAGS)
+        out = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+        return out.returncode == 0 and out.stdout.strip() == "1"
+    except Exception:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildCore(build_ext):
+    """Adds the OpenMP decision and the per-ISA kernel objects to the extension."""
+
+    def build_extensions(self):
+        use_openmp = False
+        if os.environ.get("RNNEXT_NO_OPENMP", "") not in ("", "0"):
+            warn("RNNEXT_NO_OPENMP is set: building without OpenMP; every call runs on one thread.")
+        elif openmp_works(self.compiler):
+            use_openmp = True
+        else:
+            warn("the OpenMP probe failed to compile, link or run with this compiler: building "
+                 "WITHOUT OpenMP; every call runs on one thread. Install an OpenMP runtime "
+                 "(libgomp or libomp) and rebuild to use threads.")
+        for ext in self.extensions:
+            if use_openmp:
+                ext.extra_compile_args += OPENMP_FLAGS
+                ext.extra_link_args += OPENMP_FLAGS
+            if is_x86_64():
+                ext.define_macros.append(("RNX_X86_KERNELS", "1"))
+                for name, flags in X86_KERNELS.items():
+                    ext.extra_objects += self.compiler.compile(
+                        [os.path.join(CSRC, name)],
+                        output_dir=self.build_temp,
+                        macros=ext.define_macros,
+                        include_dirs=ext.include_dirs,
+                        extra_postargs=COMMON_FLAGS + flags,
+                    )
+        super().build_extensions()
+
+
+extension = Extension(
+    "rnnext._core",
+    sources=["rnnext/_core.pyx"] + [os.path.join(CSRC, s) for s in CORE_SOURCES],
+    include_dirs=[os.path.join(CSRC, "include"), CSRC, numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=list(COMMON_FLAGS),
+    extra_link_args=[],
+)
+
+compiler_directives = {"language_level": 3, "boundscheck": False, "wraparound": False,
+                       "cdivision": True, "initializedcheck": False}
+if os.environ.get("RNNEXT_DEBUG", "") not in ("", "0"):
+    compiler_directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
+
+setup(
+    ext_modules=cythonize([extension], compiler_directives=compiler_directives),
+    cmdclass={"build_ext": BuildCore},
+)
