@@ -65,14 +65,14 @@ RNX_INLINE vf vload(const float *p) { return *(const vf *)p; }
 RNX_INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
 
 /* ---------------------------------------------------------------------------------------------
- * The product: acc[r][j] += sum_k a[r][k] * w[k][j] over K, for NR rows and NV vectors.
- * NR and NV are constants after inlining, so the accumulators live in registers.
+ * The product: acc[r][j] += sum_k a[r][k] * w[k*ldw + j*VW ..] over K, for NR rows and NV
+ * vectors. NR and NV are constants after inlining, so the accumulators live in registers.
  * ------------------------------------------------------------------------------------------- */
 
 RNX_INLINE void accumulate(vf acc[RNX_MR][4], const float *const *a, const float *w, int K,
-                           const int NR, const int NV) {
+                           int ldw, const int NR, const int NV) {
     for (int k = 0; k < K; k++) {
-        const float *wk = w + (size_t)k * NV * RNX_VW;
+        const float *wk = w + (size_t)k * ldw;
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
             vf ar = vsplat(a[r][k]);
@@ -94,7 +94,7 @@ RNX_INLINE void project_tile(float *const *out, const float *const *a, const rnx
         const float *bias = w->bx + (size_t)p * panel;
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++) acc[r][j] = vload(bias + j * RNX_VW);
-        accumulate(acc, a, w->wx + (size_t)p * w->in_size * panel, w->in_size, NR, NV);
+        accumulate(acc, a, w->wx + (size_t)p * w->in_size * panel, w->in_size, panel, NR, NV);
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++) vstore(out[r] + (size_t)p * panel + j * RNX_VW, acc[r][j]);
     }
@@ -110,16 +110,17 @@ RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
                           const unsigned char *active, const rnx_packed *w, int H, int npanels,
                           const int NR, const int NV) {
     const int panel = NV * RNX_VW;
-    const int units = (cell == RNX_CELL_LSTM || cell == RNX_CELL_GRU) ? RNX_VW : NV * RNX_VW;
+    const int units = NV == 4 && cell != RNX_CELL_LSTM ? NV * RNX_VW : RNX_VW;
     for (int p = 0; p < npanels; p++) {
         vf acc[RNX_MR][4];
-        const size_t xoff = (size_t)p * panel;
+        const size_t xoff = (size_t)p * panel, u0 = (size_t)p * units;
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++)
                 acc[r][j] = (cell == RNX_CELL_GRU && j == 2) ? vload(w->bhn + (size_t)p * RNX_VW)
                                                                : vload(xp[r] + xoff + j * RNX_VW);
-        accumulate(acc, h_in, w->wh + (size_t)p * H * panel, H, NR, NV);
-        const size_t u0 = (size_t)p * units;
+        /* the GRU with the reset before the product takes only r and z here, n in gru_n_pass */
+        const int nv_here = cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : NV;
+        accumulate(acc, h_in, w->wh + (size_t)p * H * panel, H, panel, NR, nv_here);
         for (int r = 0; r < NR; r++) {
             if (!active[r]) {
                 memcpy(h_out[r] + u0, h_in[r] + u0, (size_t)units * sizeof(float));
@@ -136,12 +137,36 @@ RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
                 vf n = vtanh(vload(xp[r] + xoff + 2 * RNX_VW) + rg * acc[r][2]);
                 vf h = vload(h_in[r] + u0);
                 vstore(h_out[r] + u0, n + z * (h - n));
+            } else if (cell == RNX_CELL_GRU_RESET_BEFORE) {
+                /* r*h to the scratch row c[r], z parked in h_out until the n pass */
+                vstore(c[r] + u0, vsigmoid(acc[r][0]) * vload(h_in[r] + u0));
+                vstore(h_out[r] + u0, vsigmoid(acc[r][1]));
             } else {
                 for (int j = 0; j < NV; j++) {
                     vf v = cell == RNX_CELL_RNN_TANH ? vtanh(acc[r][j]) : vrelu(acc[r][j]);
                     vstore(h_out[r] + u0 + j * RNX_VW, v);
                 }
             }
+        }
+    }
+}
+
+/* The second pass of RNX_CELL_GRU_RESET_BEFORE, once r*h is complete for every unit:
+ * n = tanh(xn + W_hn (r*h) + b_hn), h' = n + z*(h - n) with z read back from h_out. */
+RNX_INLINE void gru_n_pass(float *const *h_out, const float *const *rh, const float *const *h_in,
+                           const float *const *xp, const unsigned char *active,
+                           const rnx_packed *w, int H, int npanels, const int NR) {
+    const int panel = 3 * RNX_VW;
+    for (int p = 0; p < npanels; p++) {
+        vf acc[RNX_MR][4];
+        const size_t xoff = (size_t)p * panel, u0 = (size_t)p * RNX_VW;
+        for (int r = 0; r < NR; r++) acc[r][0] = vload(w->bhn + u0);
+        accumulate(acc, rh, w->wh + (size_t)p * H * panel + 2 * RNX_VW, H, panel, NR, 1);
+        for (int r = 0; r < NR; r++) {
+            if (!active[r]) continue;
+            vf n = vtanh(vload(xp[r] + xoff + 2 * RNX_VW) + acc[r][0]);
+            vf z = vload(h_out[r] + u0);
+            vstore(h_out[r] + u0, n + z * (vload(h_in[r] + u0) - n));
         }
     }
 }
@@ -185,6 +210,10 @@ static void RNX_K(step)(int cell, float *const *h_out, float *const *c, const fl
     case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, xp, active, w, H, npanels, NR, 4); break; \
     case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, xp, active, w, H, npanels, NR, 3); break;   \
     case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, xp, active, w, H, npanels, NR, 4); break; \
+    case RNX_CELL_GRU_RESET_BEFORE:                                                               \
+        step_tile(RNX_CELL_GRU_RESET_BEFORE, h_out, c, h_in, xp, active, w, H, npanels, NR, 3);   \
+        gru_n_pass(h_out, (const float *const *)c, h_in, xp, active, w, H, npanels, NR);          \
+        break;                                                                                    \
     default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, xp, active, w, H, npanels, NR, 4); break; \
     }
     RNX_ROWS_SWITCH(RNX_STEP)

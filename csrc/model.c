@@ -9,7 +9,8 @@ static int cell_gates(int cell) {
     case RNX_CELL_RNN_TANH:
     case RNX_CELL_RNN_RELU: return 1;
     case RNX_CELL_LSTM: return 4;
-    case RNX_CELL_GRU: return 3;
+    case RNX_CELL_GRU:
+    case RNX_CELL_GRU_RESET_BEFORE: return 3;
     }
     return 0;
 }
@@ -81,7 +82,7 @@ static void pack_weight(const rnx_model *m, float *dst, const float *src, size_t
 /* bx (npanels, nv, vw) = bias_ih + bias_hh, leaving GRU's bias_hn to bhn (npanels, vw). */
 static void pack_biases(const rnx_model *m, rnx_packed *w, const float *b_ih, const float *b_hh) {
     const int H = m->config.hidden_size, vw = m->kernels->vw;
-    const int gru = m->config.cell == RNX_CELL_GRU;
+    const int gru = m->gates == 3;
     float *bx = w->bx;
     for (int p = 0; p < m->npanels; p++)
         for (int j = 0; j < m->nv; j++)
@@ -170,7 +171,7 @@ rnx_status rnx_model_create(rnx_model **out, const rnx_config *config, const flo
             w->bx = mem;
             aligned_floats(&n, (size_t)m->npanels * panel);
             mem += n;
-            w->bhn = cfg.cell == RNX_CELL_GRU ? mem : NULL;
+            w->bhn = m->gates == 3 ? mem : NULL;
             aligned_floats(&n, (size_t)m->npanels * kernels->vw);
             mem += n;
 

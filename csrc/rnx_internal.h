@@ -12,7 +12,7 @@
 
 /* One layer and direction's weights, packed at model creation into the kernel's panel layout.
  * A panel covers U hidden units and holds nv vectors of vw lanes for each k:
- *   LSTM (nv=4) and GRU (nv=3): vector j is gate j of units p*vw .. p*vw+vw-1 (U = vw);
+ *   LSTM (nv=4) and both GRUs (nv=3): vector j is gate j of units p*vw .. p*vw+vw-1 (U = vw);
  *   RNN  (nv=4): vector j holds units p*U + j*vw .. (U = 4*vw), all of the one gate.
  * Units past H are padded with zero weights and biases, which keeps padded state lanes at 0. */
 typedef struct rnx_packed {
@@ -20,7 +20,7 @@ typedef struct rnx_packed {
     float *wx;     /* (npanels, in_size, nv, vw): weight_ih */
     float *wh;     /* (npanels, H, nv, vw): weight_hh */
     float *bx;     /* (npanels, nv, vw): bias_ih + bias_hh (GRU's n gate: bias_in alone) */
-    float *bhn;    /* (npanels, vw): GRU's bias_hn, inside r*(...); NULL for other cells */
+    float *bhn;    /* (npanels, vw): the GRUs' bias_hn, kept out of bx; NULL for other cells */
 } rnx_packed;
 
 /* The compute kernels of one instruction set. Both work on a tile of nrows <= mr rows. */
@@ -35,7 +35,8 @@ typedef struct rnx_kernels {
     /* One time step of `cell` for nrows rows: gates = xp[r] + W_h h_in[r] (+ bias_hn), then the
      * cell's state update, written to h_out[r] (and c[r] in place for the LSTM). Rows with
      * active[r] == 0 keep their state: h_out[r] = h_in[r], c[r] unchanged. All rows are Hp
-     * floats; xp[r] is the row written by project for this step. */
+     * floats; xp[r] is the row written by project for this step. RNX_CELL_GRU_RESET_BEFORE uses
+     * c[r] as scratch for r*h. */
     void (*step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
                  const float *const *xp, const unsigned char *active, const rnx_packed *w,
                  int H, int npanels, int nrows);

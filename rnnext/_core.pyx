@@ -8,7 +8,7 @@ cdef extern from *:
     """
     const char *rnx_built_with
 
-CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
+CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3, "gru_reset_before": 4}
 ISAS = {"auto": RNX_ISA_AUTO, "scalar": RNX_ISA_SCALAR, "avx2": RNX_ISA_AVX2,
         "avx512": RNX_ISA_AVX512}
 

@@ -59,6 +59,8 @@ class Model:
     """A stack of RNN, LSTM or GRU layers with an optional dense head.
 
     cell: "rnn", "lstm" or "gru"; nonlinearity: "tanh" or "relu" (RNN only).
+    linear_before_reset (GRU only): True for PyTorch's GRU (ONNX linear_before_reset=1, Keras
+    reset_after=True); False for the variant that applies the reset before the recurrent product.
     output_size: None for no head, else the width of a dense head (weight (O, D*H), bias (O,))
     applied to each sequence's last valid step (output="many_to_one") or to every step
     ("many_to_many"), then activation: None, "softmax" or "sigmoid".
@@ -71,13 +73,17 @@ class Model:
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bidirectional=False,
                  nonlinearity="tanh", output_size=None, output="many_to_one", activation=None,
-                 seed=None, backend="c", params=None):
+                 seed=None, backend="c", params=None, linear_before_reset=True):
         cell = _choice("cell", str(cell).lower(), CELL_NAMES)
         self.nonlinearity = _choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         if cell != "rnn" and nonlinearity != "tanh":
             raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got {nonlinearity!r} "
                              f"for cell {cell!r}")
+        if cell != "gru" and not linear_before_reset:
+            raise ValueError(f"linear_before_reset: only the 'gru' cell takes False, got cell "
+                             f"{cell!r}")
         self.cell = cell
+        self.linear_before_reset = bool(linear_before_reset)
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
@@ -94,8 +100,13 @@ class Model:
 
     @property
     def core_cell(self):
-        """The cell's name in the core and the reference: rnn_tanh, rnn_relu, lstm or gru."""
-        return f"rnn_{self.nonlinearity}" if self.cell == "rnn" else self.cell
+        """The cell's name in the core and the reference: rnn_tanh, rnn_relu, lstm, gru or
+        gru_reset_before."""
+        if self.cell == "rnn":
+            return f"rnn_{self.nonlinearity}"
+        if self.cell == "gru" and not self.linear_before_reset:
+            return "gru_reset_before"
+        return self.cell
 
     @property
     def num_directions(self):
@@ -285,6 +296,8 @@ class Model:
 
     def __repr__(self):
         cell = f"rnn({self.nonlinearity})" if self.cell == "rnn" else self.cell
+        if self.core_cell == "gru_reset_before":
+            cell = "gru(linear_before_reset=False)"
         head = "" if self.output_size is None else (
             f", output_size={self.output_size}, output={self.output!r}, "
             f"activation={self.activation!r}")

@@ -9,12 +9,14 @@ with PyTorch's shapes and gate orders; see ../shared/DESIGN.md:
 - RNN (G=1): ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``
 - LSTM (G=4, rows i, f, g, o): ``c' = f*c + i*g``, ``h' = o*tanh(c')``
 - GRU (G=3, rows r, z, n): ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``, ``h' = (1-z)*n + z*h``
+- ``gru_reset_before``, the other GRU (ONNX linear_before_reset=0, Keras reset_after=False): the
+  same but ``n = tanh(W_in x + b_in + W_hn (r*h) + b_hn)``
 
 Letters: B batch, T time, I input, H hidden, G gates, L layers, D directions.
 """
 import numpy as np
 
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
 
 
 def sigmoid(x):
@@ -44,6 +46,13 @@ def param_shapes(cell, input_size, hidden_size, num_layers, bidirectional):
 def cell_step(cell, gx, h, c, w_hh, b_hh):
     """One step of `cell` from the input part gx = W_ih x + b_ih (B, G*H) and the state h (B, H)
     (c too, for the LSTM). Returns (h', c'); c' is None except for the LSTM."""
+    if cell == "gru_reset_before":
+        H = h.shape[1]
+        xr, xz, xn = np.split(gx, 3, axis=1)
+        r = sigmoid(xr + h @ w_hh[:H].T + b_hh[:H])
+        z = sigmoid(xz + h @ w_hh[H:2 * H].T + b_hh[H:2 * H])
+        n = np.tanh(xn + (r * h) @ w_hh[2 * H:].T + b_hh[2 * H:])
+        return (1.0 - z) * n + z * h, None
     gh = h @ w_hh.T + b_hh
     if cell == "lstm":
         i, f, g, o = np.split(gx + gh, 4, axis=1)

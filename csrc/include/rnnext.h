@@ -58,12 +58,15 @@ RNX_API const char *rnx_status_string(rnx_status status);
  *   RNX_CELL_LSTM (G=4, rows i, f, g, o):      c' = f*c + i*g,  h' = o*tanh(c')
  *   RNX_CELL_GRU  (G=3, rows r, z, n):          n = tanh(W_in x + b_in + r*(W_hn h + b_hn)),
  *                                               h' = (1-z)*n + z*h
+ *   RNX_CELL_GRU_RESET_BEFORE (G=3, as GRU but  n = tanh(W_in x + b_in + W_hn (r*h) + b_hn)
+ *     the reset applied before the product: ONNX linear_before_reset=0, Keras reset_after=False)
  */
 typedef enum rnx_cell {
     RNX_CELL_RNN_TANH = 0,
     RNX_CELL_RNN_RELU = 1,
     RNX_CELL_LSTM = 2,
-    RNX_CELL_GRU = 3
+    RNX_CELL_GRU = 3,
+    RNX_CELL_GRU_RESET_BEFORE = 4
 } rnx_cell;
 
 /* Instruction sets of the compute kernels. RNX_ISA_AUTO takes the one chosen at start-up: the
