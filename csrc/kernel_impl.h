@@ -65,85 +65,107 @@ RNX_INLINE vf vload(const float *p) { return *(const vf *)p; }
 RNX_INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
 
 /* ---------------------------------------------------------------------------------------------
- * The product: acc[r][j] += sum_k a[r][k] * w[k*ldw + j*VW ..] over K, for NR rows and NV
- * vectors. NR and NV are constants after inlining, so the accumulators live in registers.
+ * The product: acc[q][r][j] += sum_k a[r][k] * w[q*panel_stride + k*ldw + j*VW ..] over K, for
+ * NP panels, NR rows and NV vectors. NP, NR and NV are constants after inlining, so the
+ * accumulators live in registers. Every output is summed over k in the same order whatever the
+ * tile's shape, so results do not depend on how rows are grouped (or on the thread count).
  * ------------------------------------------------------------------------------------------- */
 
-RNX_INLINE void accumulate(vf acc[RNX_MR][4], const float *const *a, const float *w, int K,
-                           int ldw, const int NR, const int NV) {
+RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const float *w,
+                           size_t panel_stride, int K, int ldw, const int NP, const int NR,
+                           const int NV) {
     for (int k = 0; k < K; k++) {
         const float *wk = w + (size_t)k * ldw;
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
             vf ar = vsplat(a[r][k]);
+#pragma GCC unroll 2
+            for (int q = 0; q < NP; q++)
 #pragma GCC unroll 4
-            for (int j = 0; j < NV; j++) acc[r][j] += ar * vload(wk + j * RNX_VW);
+                for (int j = 0; j < NV; j++)
+                    acc[q][r][j] += ar * vload(wk + q * panel_stride + j * RNX_VW);
         }
     }
 }
 
+/* Two panels at a time when their accumulators fit in the registers: a tile of one or two rows
+ * (batch 1, streaming) then has enough independent sums to hide the FMA latency. */
+#define RNX_PAIR_PANELS(NR, NV) (2 * (NR) * (NV) <= 4 * RNX_MR)
+
 /* ---------------------------------------------------------------------------------------------
- * Input projection of a tile of rows.
+ * Input projection: out[r] = bx + W_x a[r] for the panels [p0, p1)
  * ------------------------------------------------------------------------------------------- */
 
-RNX_INLINE void project_tile(float *const *out, const float *const *a, const rnx_packed *w,
-                             int npanels, const int NR, const int NV) {
+RNX_INLINE void project_panels(float *const *out, const float *const *a, const rnx_packed *w,
+                               int p, const int NP, const int NR, const int NV) {
     const int panel = NV * RNX_VW;
-    for (int p = 0; p < npanels; p++) {
-        vf acc[RNX_MR][4];
-        const float *bias = w->bx + (size_t)p * panel;
+    const size_t stride = (size_t)w->in_size * panel;
+    vf acc[2][RNX_MR][4];
+    for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
-            for (int j = 0; j < NV; j++) acc[r][j] = vload(bias + j * RNX_VW);
-        accumulate(acc, a, w->wx + (size_t)p * w->in_size * panel, w->in_size, panel, NR, NV);
+            for (int j = 0; j < NV; j++) acc[q][r][j] = vload(w->bx + (size_t)(p + q) * panel + j * RNX_VW);
+    accumulate(acc, a, w->wx + p * stride, stride, w->in_size, panel, NP, NR, NV);
+    for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
-            for (int j = 0; j < NV; j++) vstore(out[r] + (size_t)p * panel + j * RNX_VW, acc[r][j]);
-    }
+            for (int j = 0; j < NV; j++)
+                vstore(out[r] + (size_t)(p + q) * panel + j * RNX_VW, acc[q][r][j]);
+}
+
+RNX_INLINE void project_tile(float *const *out, const float *const *a, const rnx_packed *w,
+                             int p0, int p1, const int NR, const int NV) {
+    int p = p0;
+    if (RNX_PAIR_PANELS(NR, NV))
+        for (; p + 1 < p1; p += 2) project_panels(out, a, w, p, 2, NR, NV);
+    for (; p < p1; p++) project_panels(out, a, w, p, 1, NR, NV);
 }
 
 /* ---------------------------------------------------------------------------------------------
- * One fused time step of a tile: recurrent product, biases, activations and state update of
- * each panel while its gates are still in registers.
+ * One fused time step: recurrent product, biases, activations and state update of each panel
+ * while its gates are still in registers.
  * ------------------------------------------------------------------------------------------- */
 
-RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
-                          const float *const *h_in, const float *const *xp,
-                          const unsigned char *active, const rnx_packed *w, int H, int npanels,
-                          const int NR, const int NV) {
+RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c,
+                            const float *const *h_in, const float *const *xp,
+                            const unsigned char *active, const rnx_packed *w, int H, int p,
+                            const int NP, const int NR, const int NV) {
     const int panel = NV * RNX_VW;
     const int units = NV == 4 && cell != RNX_CELL_LSTM ? NV * RNX_VW : RNX_VW;
-    for (int p = 0; p < npanels; p++) {
-        vf acc[RNX_MR][4];
-        const size_t xoff = (size_t)p * panel, u0 = (size_t)p * units;
+    const size_t stride = (size_t)H * panel;
+    vf acc[2][RNX_MR][4];
+    for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++)
-                acc[r][j] = (cell == RNX_CELL_GRU && j == 2) ? vload(w->bhn + (size_t)p * RNX_VW)
-                                                               : vload(xp[r] + xoff + j * RNX_VW);
-        /* the GRU with the reset before the product takes only r and z here, n in gru_n_pass */
-        const int nv_here = cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : NV;
-        accumulate(acc, h_in, w->wh + (size_t)p * H * panel, H, panel, NR, nv_here);
+                acc[q][r][j] = (cell == RNX_CELL_GRU && j == 2)
+                                   ? vload(w->bhn + (size_t)(p + q) * RNX_VW)
+                                   : vload(xp[r] + (size_t)(p + q) * panel + j * RNX_VW);
+    /* the GRU with the reset before the product takes only r and z here, n in gru_n_pass */
+    const int nv_here = cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : NV;
+    accumulate(acc, h_in, w->wh + p * stride, stride, H, panel, NP, NR, nv_here);
+    for (int q = 0; q < NP; q++) {
+        const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * units;
         for (int r = 0; r < NR; r++) {
             if (!active[r]) {
                 memcpy(h_out[r] + u0, h_in[r] + u0, (size_t)units * sizeof(float));
                 continue;
             }
             if (cell == RNX_CELL_LSTM) {
-                vf i = vsigmoid(acc[r][0]), f = vsigmoid(acc[r][1]);
-                vf g = vtanh(acc[r][2]), o = vsigmoid(acc[r][3]);
+                vf i = vsigmoid(acc[q][r][0]), f = vsigmoid(acc[q][r][1]);
+                vf g = vtanh(acc[q][r][2]), o = vsigmoid(acc[q][r][3]);
                 vf cn = f * vload(c[r] + u0) + i * g;
                 vstore(c[r] + u0, cn);
                 vstore(h_out[r] + u0, o * vtanh(cn));
             } else if (cell == RNX_CELL_GRU) {
-                vf rg = vsigmoid(acc[r][0]), z = vsigmoid(acc[r][1]);
-                vf n = vtanh(vload(xp[r] + xoff + 2 * RNX_VW) + rg * acc[r][2]);
+                vf rg = vsigmoid(acc[q][r][0]), z = vsigmoid(acc[q][r][1]);
+                vf n = vtanh(vload(xp[r] + xoff + 2 * RNX_VW) + rg * acc[q][r][2]);
                 vf h = vload(h_in[r] + u0);
                 vstore(h_out[r] + u0, n + z * (h - n));
             } else if (cell == RNX_CELL_GRU_RESET_BEFORE) {
                 /* r*h to the scratch row c[r], z parked in h_out until the n pass */
-                vstore(c[r] + u0, vsigmoid(acc[r][0]) * vload(h_in[r] + u0));
-                vstore(h_out[r] + u0, vsigmoid(acc[r][1]));
+                vstore(c[r] + u0, vsigmoid(acc[q][r][0]) * vload(h_in[r] + u0));
+                vstore(h_out[r] + u0, vsigmoid(acc[q][r][1]));
             } else {
                 for (int j = 0; j < NV; j++) {
-                    vf v = cell == RNX_CELL_RNN_TANH ? vtanh(acc[r][j]) : vrelu(acc[r][j]);
+                    vf v = cell == RNX_CELL_RNN_TANH ? vtanh(acc[q][r][j]) : vrelu(acc[q][r][j]);
                     vstore(h_out[r] + u0 + j * RNX_VW, v);
                 }
             }
@@ -153,22 +175,40 @@ RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
 
 /* The second pass of RNX_CELL_GRU_RESET_BEFORE, once r*h is complete for every unit:
  * n = tanh(xn + W_hn (r*h) + b_hn), h' = n + z*(h - n) with z read back from h_out. */
-RNX_INLINE void gru_n_pass(float *const *h_out, const float *const *rh, const float *const *h_in,
-                           const float *const *xp, const unsigned char *active,
-                           const rnx_packed *w, int H, int npanels, const int NR) {
+RNX_INLINE void gru_n_panels(float *const *h_out, const float *const *rh, const float *const *h_in,
+                             const float *const *xp, const unsigned char *active,
+                             const rnx_packed *w, int H, int p, const int NP, const int NR) {
     const int panel = 3 * RNX_VW;
-    for (int p = 0; p < npanels; p++) {
-        vf acc[RNX_MR][4];
-        const size_t xoff = (size_t)p * panel, u0 = (size_t)p * RNX_VW;
-        for (int r = 0; r < NR; r++) acc[r][0] = vload(w->bhn + u0);
-        accumulate(acc, rh, w->wh + (size_t)p * H * panel + 2 * RNX_VW, H, panel, NR, 1);
+    const size_t stride = (size_t)H * panel;
+    vf acc[2][RNX_MR][4];
+    for (int q = 0; q < NP; q++)
+        for (int r = 0; r < NR; r++) acc[q][r][0] = vload(w->bhn + (size_t)(p + q) * RNX_VW);
+    accumulate(acc, rh, w->wh + p * stride + 2 * RNX_VW, stride, H, panel, NP, NR, 1);
+    for (int q = 0; q < NP; q++) {
+        const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * RNX_VW;
         for (int r = 0; r < NR; r++) {
             if (!active[r]) continue;
-            vf n = vtanh(vload(xp[r] + xoff + 2 * RNX_VW) + acc[r][0]);
+            vf n = vtanh(vload(xp[r] + xoff + 2 * RNX_VW) + acc[q][r][0]);
             vf z = vload(h_out[r] + u0);
             vstore(h_out[r] + u0, n + z * (vload(h_in[r] + u0) - n));
         }
     }
+}
+
+RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
+                          const float *const *h_in, const float *const *xp,
+                          const unsigned char *active, const rnx_packed *w, int H, int p0, int p1,
+                          const int NR, const int NV) {
+    int p = p0;
+    if (RNX_PAIR_PANELS(NR, NV))
+        for (; p + 1 < p1; p += 2) step_panels(cell, h_out, c, h_in, xp, active, w, H, p, 2, NR, NV);
+    for (; p < p1; p++) step_panels(cell, h_out, c, h_in, xp, active, w, H, p, 1, NR, NV);
+    if (cell != RNX_CELL_GRU_RESET_BEFORE) return;
+    const float *const *rh = (const float *const *)c;
+    p = p0;
+    if (RNX_PAIR_PANELS(NR, 1))
+        for (; p + 1 < p1; p += 2) gru_n_panels(h_out, rh, h_in, xp, active, w, H, p, 2, NR);
+    for (; p < p1; p++) gru_n_panels(h_out, rh, h_in, xp, active, w, H, p, 1, NR);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -194,27 +234,26 @@ RNX_INLINE void gru_n_pass(float *const *h_out, const float *const *rh, const fl
 #endif
 
 static void RNX_K(project)(float *const *out, const float *const *a, const rnx_packed *w, int nv,
-                           int npanels, int nrows) {
+                           int p0, int p1, int nrows) {
 #define RNX_PROJECT(NR)                                                                           \
-    if (nv == 3) project_tile(out, a, w, npanels, NR, 3);                                         \
-    else project_tile(out, a, w, npanels, NR, 4)
+    if (nv == 3) project_tile(out, a, w, p0, p1, NR, 3);                                          \
+    else project_tile(out, a, w, p0, p1, NR, 4)
     RNX_ROWS_SWITCH(RNX_PROJECT)
 #undef RNX_PROJECT
 }
 
 static void RNX_K(step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
                         const float *const *xp, const unsigned char *active, const rnx_packed *w,
-                        int H, int npanels, int nrows) {
+                        int H, int p0, int p1, int nrows) {
 #define RNX_STEP(NR)                                                                              \
     switch (cell) {                                                                               \
-    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, xp, active, w, H, npanels, NR, 4); break; \
-    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, xp, active, w, H, npanels, NR, 3); break;   \
-    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, xp, active, w, H, npanels, NR, 4); break; \
+    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 4); break; \
+    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 3); break;   \
+    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 4); break; \
     case RNX_CELL_GRU_RESET_BEFORE:                                                               \
-        step_tile(RNX_CELL_GRU_RESET_BEFORE, h_out, c, h_in, xp, active, w, H, npanels, NR, 3);   \
-        gru_n_pass(h_out, (const float *const *)c, h_in, xp, active, w, H, npanels, NR);          \
+        step_tile(RNX_CELL_GRU_RESET_BEFORE, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 3);   \
         break;                                                                                    \
-    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, xp, active, w, H, npanels, NR, 4); break; \
+    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 4); break; \
     }
     RNX_ROWS_SWITCH(RNX_STEP)
 #undef RNX_STEP

@@ -28,18 +28,18 @@ typedef struct rnx_kernels {
     rnx_isa isa;
     int vw; /* lanes per vector */
     int mr; /* rows per full tile */
-    /* out[r] = bx + W_x a[r], for r < nrows; a[r] has w->in_size floats, out[r] has
-     * npanels*nv*vw floats in the panel layout. */
+    /* out[r] = bx + W_x a[r] for r < nrows and the panels [p0, p1); a[r] has w->in_size floats,
+     * out[r] is a whole row of npanels*nv*vw floats in the panel layout. */
     void (*project)(float *const *out, const float *const *a, const rnx_packed *w,
-                    int nv, int npanels, int nrows);
-    /* One time step of `cell` for nrows rows: gates = xp[r] + W_h h_in[r] (+ bias_hn), then the
+                    int nv, int p0, int p1, int nrows);
+    /* One time step of `cell` for nrows rows and the panels [p0, p1): gates = xp[r] + W_h h_in[r] (+ bias_hn), then the
      * cell's state update, written to h_out[r] (and c[r] in place for the LSTM). Rows with
      * active[r] == 0 keep their state: h_out[r] = h_in[r], c[r] unchanged. All rows are Hp
      * floats; xp[r] is the row written by project for this step. RNX_CELL_GRU_RESET_BEFORE uses
      * c[r] as scratch for r*h. */
     void (*step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
                  const float *const *xp, const unsigned char *active, const rnx_packed *w,
-                 int H, int npanels, int nrows);
+                 int H, int p0, int p1, int nrows);
 } rnx_kernels;
 
 extern const rnx_kernels rnx_kernels_scalar;
@@ -63,5 +63,47 @@ struct rnx_model {
     rnx_packed *packed;      /* (L*D) */
     void *storage;           /* one aligned block holding every packed array */
 };
+
+/* ---------------------------------------------------------------------------------------------
+ * The step loop (forward.c), shared by rnx_forward and the streams (stream.c)
+ * ------------------------------------------------------------------------------------------- */
+
+/* A (rows, T, width) sequence somewhere in memory: row r at step t starts at
+ * base + r*row_stride + (t - t_origin)*t_stride. Input views are only read. */
+typedef struct rnx_seq_view {
+    float *base;
+    ptrdiff_t row_stride, t_stride;
+    int t_origin;
+} rnx_seq_view;
+
+/* Threads that share one slice of the batch, each taking a range of panels of every step, with
+ * one barrier per step. size 1: a thread alone on its slice. */
+typedef struct rnx_team {
+    int id, size;
+} rnx_team;
+
+/* The scratch memory of one slice of Bs rows, sized by (Bs, H, chunk) and, only for stacks of
+ * bidirectional layers, by T. */
+typedef struct rnx_workspace {
+    int Bs, chunk, xp_width;
+    int parity;     /* which of the two h buffers held the states when they were loaded */
+    float *xp;      /* (chunk, Bs, xp_width): input projections of one chunk, panel layout */
+    float *state;   /* (L*D, 3, Bs, Hp): two h buffers and c, for each layer and direction */
+    float *mid[2];  /* inner layers' outputs: (chunk, Bs, H) if D == 1, (T, Bs, 2H) if D == 2 */
+    int32_t *len;   /* (Bs): valid steps of each row */
+    void *block;
+} rnx_workspace;
+
+rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T);
+void rnx_workspace_free(rnx_workspace *ws);
+/* States in (and zeros where h0, c0 are NULL) from user arrays (L*D, B, H), rows b0 .. b0+Bs. */
+void rnx_load_states(const rnx_model *m, rnx_workspace *ws, const float *h0, const float *c0,
+                     int B, int b0);
+/* The current states out to user arrays (L*D, B, H) (either may be NULL), after `steps` steps. */
+void rnx_store_states(const rnx_model *m, const rnx_workspace *ws, float *h, float *c, int B,
+                      int b0, int steps);
+/* Runs the whole stack over T steps from x to y (y.base may be NULL). */
+void rnx_run_stack(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq_view x,
+                   rnx_seq_view y, int T);
 
 #endif /* RNX_INTERNAL_H */
