@@ -42,3 +42,12 @@ cdef extern from "rnnext.h" nogil:
     rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
                            const float *x, const float *h0, const float *c0,
                            const int32_t *lengths, int B, int T, int n_threads)
+
+    ctypedef struct rnx_stream:
+        pass
+
+    rnx_status rnx_stream_create(rnx_stream **out, const rnx_model *model, int batch)
+    void rnx_stream_free(rnx_stream *stream)
+    rnx_status rnx_stream_reset(rnx_stream *stream, const float *h0, const float *c0)
+    rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x)
+    rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c)

@@ -2,6 +2,11 @@
 # Python (model.py) validates shapes and allocates outputs before anything reaches here.
 from libc.stdint cimport int32_t
 
+import numpy as np
+cimport numpy as np
+
+np.import_array()
+
 cdef extern from *:
     """
     static const char *rnx_built_with = __VERSION__;
@@ -102,3 +107,66 @@ cdef class CoreModel:
             status = rnx_forward(self.ptr, y_p, hn_p, cn_p, &x[0, 0, 0], h0_p, c0_p, len_p,
                                  B, T, n_threads)
         check(status, "forward")
+
+    def stream(self, int batch):
+        return CoreStream(self, batch)
+
+
+cdef class CoreStream:
+    """One step per call of a unidirectional CoreModel over `batch` sequences, the states kept in
+    C. step() is the hot path: a float32 C-contiguous x goes to C without a copy."""
+    cdef rnx_stream *ptr
+    cdef readonly CoreModel model
+    cdef readonly int batch, input_size, hidden_size
+
+    def __cinit__(self, CoreModel model not None, int batch):
+        cdef rnx_config cfg = rnx_model_config(model.ptr)
+        self.model = model
+        self.batch = batch
+        self.input_size = cfg.input_size
+        self.hidden_size = cfg.hidden_size
+        check(rnx_stream_create(&self.ptr, model.ptr, batch), "stream")
+
+    def __dealloc__(self):
+        rnx_stream_free(self.ptr)
+
+    def step(self, x):
+        """x (batch, I), or (I,) when batch is 1 -> the top layer's new h, of the same rank."""
+        cdef const float[::1] x1
+        cdef const float[:, ::1] x2
+        cdef const float *xp
+        cdef Py_ssize_t rows, cols
+        try:  # the fast path: float32, C-contiguous, no copy
+            if x.ndim == 1:
+                x1 = x
+                xp, rows, cols = &x1[0], 1, x1.shape[0]
+            else:
+                x2 = x
+                xp, rows, cols = &x2[0, 0], x2.shape[0], x2.shape[1]
+        except (AttributeError, ValueError, TypeError, IndexError):
+            arr = np.asarray(x)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"x: expected an array of real numbers, got dtype {arr.dtype}")
+            return self.step(np.ascontiguousarray(arr, dtype=np.float32))
+        flat = x.ndim == 1
+        if rows != self.batch or cols != self.input_size or x.ndim > 2:
+            want = f"({self.batch}, {self.input_size})" + (
+                f" or ({self.input_size},)" if self.batch == 1 else "")
+            raise ValueError(f"x: expected shape {want}, got {tuple(x.shape)}")
+        if flat:
+            y = np.empty(self.hidden_size, np.float32)
+        else:
+            y = np.empty((self.batch, self.hidden_size), np.float32)
+        cdef float *yp = <float *>np.PyArray_DATA(y)
+        with nogil:
+            rnx_stream_step(self.ptr, yp, xp)
+        return y
+
+    def reset(self, const float[:, :, ::1] h0=None, const float[:, :, ::1] c0=None):
+        """States to h0, c0 (L, batch, H), or zeros where None; shapes checked by the caller."""
+        rnx_stream_reset(self.ptr, &h0[0, 0, 0] if h0 is not None else NULL,
+                         &c0[0, 0, 0] if c0 is not None else NULL)
+
+    def state(self, float[:, :, ::1] h not None, float[:, :, ::1] c):
+        """Copies the states into h, c (L, batch, H); c may be None."""
+        rnx_stream_state(self.ptr, &h[0, 0, 0], &c[0, 0, 0] if c is not None else NULL)

@@ -294,6 +294,15 @@ class Model:
         out = self._last_valid(y, h_n, lengths)
         return out[0] if unbatched else out
 
+    def stream(self, batch=1, backend=None):
+        """A Stream that runs this (unidirectional) model one step at a time over `batch`
+        sequences, the state kept inside: step(x_t), reset(), state."""
+        from .stream import Stream
+
+        batch = _positive_int("batch", batch)
+        return Stream(self, batch, _choice("backend", self.backend if backend is None else backend,
+                                           BACKENDS))
+
     def __repr__(self):
         cell = f"rnn({self.nonlinearity})" if self.cell == "rnn" else self.cell
         if self.core_cell == "gru_reset_before":

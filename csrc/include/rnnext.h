@@ -144,6 +144,26 @@ RNX_API rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, flo
                                const float *x, const float *h0, const float *c0,
                                const int32_t *lengths, int B, int T, int n_threads);
 
+/* Streaming: one time step per call, the state kept inside.
+ *
+ * A stream runs a unidirectional model (bidirectional ones need the future: RNX_ERR_BAD_CONFIG)
+ * over `batch` sequences, one step at a time, on the calling thread. Its memory is allocated by
+ * rnx_stream_create; rnx_stream_step allocates nothing, which suits real-time callers. The model
+ * must outlive the stream. One stream belongs to one thread at a time; many streams may share a
+ * model. */
+typedef struct rnx_stream rnx_stream;
+
+/* A new stream on `model` with zero states. On failure *out is NULL. */
+RNX_API rnx_status rnx_stream_create(rnx_stream **out, const rnx_model *model, int batch);
+/* Frees a stream; NULL is a no-op. */
+RNX_API void rnx_stream_free(rnx_stream *stream);
+/* Sets the states: h0, c0 (L, batch, H), or NULL for zeros (c0 is read for the LSTM only). */
+RNX_API rnx_status rnx_stream_reset(rnx_stream *stream, const float *h0, const float *c0);
+/* One step: x (batch, I) in; y (batch, H) out, the top layer's new hidden state (may be NULL). */
+RNX_API rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x);
+/* The current states into h, c (L, batch, H); either may be NULL. */
+RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c);
+
 #ifdef __cplusplus
 }
 #endif
