@@ -119,3 +119,13 @@ rnx_isa rnx_default_isa(void) {
     if (chosen < 0) chosen = (int)choose_isa();
     return (rnx_isa)chosen;
 }
+
+rnx_status rnx_activation(rnx_isa isa, rnx_function function, float *out, const float *in,
+                          size_t n) {
+    if ((!out || !in) && n > 0) return RNX_ERR_NULL_ARGUMENT;
+    if (function != RNX_FN_SIGMOID && function != RNX_FN_TANH) return RNX_ERR_BAD_ARGUMENT;
+    const rnx_kernels *k = rnx_kernels_for(isa == RNX_ISA_AUTO ? rnx_default_isa() : isa);
+    if (!k) return RNX_ERR_ISA_UNAVAILABLE;
+    k->activate(function, out, in, n);
+    return RNX_OK;
+}

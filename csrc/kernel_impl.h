@@ -259,6 +259,18 @@ static void RNX_K(step)(int cell, float *const *h_out, float *const *c, const fl
 #undef RNX_STEP
 }
 
+static void RNX_K(activate)(rnx_function f, float *out, const float *in, size_t n) {
+    for (size_t i = 0; i < n; i += RNX_VW) {
+        float buf[RNX_VW] __attribute__((aligned(RNX_VW * 4))) = {0};
+        const size_t m = n - i < RNX_VW ? n - i : RNX_VW;
+        memcpy(buf, in + i, m * sizeof(float));
+        vf v = vload(buf);
+        vstore(buf, f == RNX_FN_SIGMOID ? vsigmoid(v) : vtanh(v));
+        memcpy(out + i, buf, m * sizeof(float));
+    }
+}
+
 const rnx_kernels RNX_K(rnx_kernels) = {
     .isa = RNX_ISA_ID, .vw = RNX_VW, .mr = RNX_MR, .project = RNX_K(project), .step = RNX_K(step),
+    .activate = RNX_K(activate),
 };

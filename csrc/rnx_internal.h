@@ -40,6 +40,8 @@ typedef struct rnx_kernels {
     void (*step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
                  const float *const *xp, const unsigned char *active, const rnx_packed *w,
                  int H, int p0, int p1, int nrows);
+    /* out[i] = f(in[i]) for i < n with the kernels' vector maths (rnx_activation) */
+    void (*activate)(rnx_function f, float *out, const float *in, size_t n);
 } rnx_kernels;
 
 extern const rnx_kernels rnx_kernels_scalar;

@@ -17,6 +17,13 @@ cdef extern from "rnnext.h" nogil:
         RNX_ISA_AVX2
         RNX_ISA_AVX512
 
+    ctypedef enum rnx_function:
+        RNX_FN_SIGMOID
+        RNX_FN_TANH
+
+    rnx_status rnx_activation(rnx_isa isa, rnx_function function, float *out, const float *values,
+                              size_t n)
+
     ctypedef struct rnx_config:
         int cell
         int input_size

@@ -56,6 +56,18 @@ def isa_supported(str name):
     return bool(rnx_isa_supported(ISAS[name]))
 
 
+def activation(str name, const float[::1] x not None, str isa="auto"):
+    """The kernels' vectorised sigmoid or tanh of x, on the kernels of `isa`."""
+    cdef rnx_function f = RNX_FN_SIGMOID if name == "sigmoid" else RNX_FN_TANH
+    if name not in ("sigmoid", "tanh"):
+        raise ValueError(f"name: expected 'sigmoid' or 'tanh', got {name!r}")
+    out = np.empty(x.shape[0], np.float32)
+    cdef float[::1] o = out
+    check(rnx_activation(ISAS[isa], f, &o[0] if o.shape[0] else NULL,
+                         &x[0] if x.shape[0] else NULL, x.shape[0]), f"activation(isa={isa!r})")
+    return out
+
+
 def param_count(str cell, int input_size, int hidden_size, int num_layers, bint bidirectional):
     cdef rnx_config cfg = rnx_config(CELLS[cell], input_size, hidden_size, num_layers,
                                      bidirectional, RNX_ISA_AUTO)

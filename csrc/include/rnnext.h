@@ -94,6 +94,14 @@ RNX_API int rnx_max_threads(void);
 /* 1 when the library was compiled with OpenMP. */
 RNX_API int rnx_has_openmp(void);
 
+/* The kernels' vectorised activation functions, exposed so their accuracy can be checked:
+ * out[i] = f(in[i]) for i < n, with f RNX_FN_SIGMOID or RNX_FN_TANH, on the kernels of `isa`.
+ * Maximum absolute error against the exact function: 2e-7 (sigmoid), 4e-7 (tanh) over all
+ * finite floats; +-inf give the limits (0, 1; -1, 1) and NaN gives NaN. */
+typedef enum rnx_function { RNX_FN_SIGMOID = 0, RNX_FN_TANH = 1 } rnx_function;
+RNX_API rnx_status rnx_activation(rnx_isa isa, rnx_function function, float *out, const float *in,
+                                  size_t n);
+
 /* The architecture of a stack of recurrent layers. */
 typedef struct rnx_config {
     int cell;          /* an rnx_cell */
