@@ -230,6 +230,29 @@ def add_peak_shares(points, peaks):
             b["pct_peak"] = None if peak is None else 100 * b["gflops"] / peak
 
 
+def load_warnings(load_at_start, peaks, points):
+    """Signs that other processes shared the cores during the run (this machine is shared):
+    load before the run started, a k-thread peak well short of k times the 1-thread one, a
+    backend above the peak."""
+    found = []
+    if load_at_start > 0.5:
+        found.append(f"load average {load_at_start:.2f} over the minute before the run: other "
+                     f"processes were using the cores, multi-thread figures are unreliable")
+    one = peaks.get(1, {}).get("gflops")
+    for k, p in peaks.items():
+        if one is not None and k != "error" and k > 1 and p["gflops"] < 0.75 * k * one:
+            found.append(f"the {k}-thread peak is {p['gflops'] / one:.2f}x the 1-thread peak: "
+                         f"other processes were using the cores, {k}-thread figures are "
+                         f"unreliable")
+    above = sorted({f"{r['cell']} B={r['batch']} H={r['hidden']} threads={r['threads']}"
+                    for r in points for b in r["backends"].values()
+                    if b["pct_peak"] is not None and b["pct_peak"] > 100})
+    if above:
+        found.append(f"above 100% of the measured peak (the peak was measured under load): "
+                     f"{', '.join(above)}")
+    return found
+
+
 # ------------------------------------------------------------------------------------------------
 # streaming
 
@@ -336,6 +359,7 @@ def markdown(report):
     for cell, nodes in report["notes"].get("onnx_nodes", {}).items():
         lines.append(f"- ONNX model ({cell}): torch.onnx.export(dynamo=False, opset "
                      f"{ONNX_OPSET}), nodes {' '.join(nodes)}")
+    lines += [f"- **warning**: {w}" for w in report["warnings"]]
     lines += ["", "| cell | B | H | threads | rnnext ms | GFLOP/s | % peak | torch ms | ORT ms "
               "| numpy ms | vs best | vs numpy |",
               "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
@@ -385,6 +409,8 @@ def main(argv=None):
     report["load_average_end"] = list(os.getloadavg())
     report["peak"] = better_peaks(peak_start, measure_peak(args.threads))
     add_peak_shares(report["points"], report["peak"])
+    report["warnings"] = load_warnings(report["machine"]["load_average"][0], report["peak"],
+                                       report["points"])
     text = markdown(report)
     print(text)
     os.makedirs(args.out, exist_ok=True)
