@@ -1,0 +1,425 @@
+"""Forward-pass timings side by side, in one run: rnnext compiled, the rnnext NumPy fallback,
+PyTorch CPU and ONNX Runtime (each when importable), on the same weights and the same input.
+
+    PYTHONPATH=. python bench/bench_forward.py             # the default grid (minutes)
+    PYTHONPATH=. python bench/bench_forward.py --quick     # a small grid, a few repeats
+    PYTHONPATH=. python bench/bench_forward.py --cells lstm --batch 64 --hidden 256 --threads 2
+
+Every point is a one-layer, one-direction cell run over x (B, T, I) returning the whole output
+sequence (B, T, H). The torch module (batch_first=True) is built first; rnnext's model comes from
+rnnext.from_torch(module) and the ONNX model from torch.onnx.export(module). Each backend's first
+call is the warm-up and is checked against torch's output (or, without torch, the NumPy
+reference) before that backend is timed, so a wrong result is never timed. Times are the
+median of the timed calls. The fp32 matrix-product peak is measured in the same run, at its start
+and at its end (peak.py), and the better of the two is the figure.
+
+Output: a Markdown report on stdout and in <out>/latest.md, every number in <out>/latest.json.
+"""
+import argparse
+import io
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+import rnnext
+from common import machine_info, measure_peak, optional_import, time_call
+
+CELLS = ("lstm", "gru", "rnn")
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+FRAMEWORKS = ("torch", "onnxruntime")
+ONNX_OPSET = 17
+MAX_REPEATS = 100000
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+STREAM_INPUT, STREAM_HIDDEN, STREAM_STEPS = 16, 64, 200
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cells", nargs="+", choices=CELLS, help="default: all three")
+    p.add_argument("--batch", nargs="+", type=positive_int, help="default: 1 64")
+    p.add_argument("--hidden", nargs="+", type=positive_int,
+                   help="default: 128 256 512 (--quick: 128)")
+    p.add_argument("--threads", nargs="+", type=positive_int, help="default: 1 2")
+    p.add_argument("--steps", type=positive_int, default=100, help="T (default 100)")
+    p.add_argument("--input-size", type=positive_int, default=64, help="I (default 64)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small grid (hidden 128) and short timings, to check the script works")
+    p.add_argument("--repeats", type=positive_int,
+                   help="timed calls per backend and point (default: adaptive, see --target)")
+    p.add_argument("--target", type=float,
+                   help="seconds of timed calls per backend and point when adaptive "
+                        "(default 0.3, --quick 0.05)")
+    p.add_argument("--numpy-repeats", type=positive_int,
+                   help="at most this many timed calls of the slow NumPy fallback (default 3, "
+                        "--quick 1)")
+    p.add_argument("--numpy-max-hidden", type=positive_int,
+                   help="do not time the NumPy fallback above this hidden size (default: time "
+                        "it everywhere)")
+    p.add_argument("--no-streaming", action="store_true", help="skip the streaming section")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=RESULTS, help=f"folder for latest.md and latest.json "
+                                                  f"(default {RESULTS})")
+    args = p.parse_args(argv)
+    args.cells = args.cells or list(CELLS)
+    args.batch = args.batch or [1, 64]
+    args.hidden = args.hidden or ([128] if args.quick else [128, 256, 512])
+    args.threads = args.threads or [1, 2]
+    args.target = args.target or (0.05 if args.quick else 0.3)
+    args.numpy_repeats = args.numpy_repeats or (1 if args.quick else 3)
+    return args
+
+
+def tolerance(steps):
+    """(rtol, atol) for float32 outputs after `steps` steps: rounding differences between
+    implementations grow along a sequence."""
+    return (1e-4, 1e-5) if steps <= 100 else (1e-3, 1e-4)
+
+
+def checked(what, out, ref, steps):
+    """The largest absolute difference of out from ref; stops the run if they are not close."""
+    out = np.asarray(out).reshape(ref.shape)
+    rtol, atol = tolerance(steps)
+    diff = float(np.max(np.abs(out - ref)))
+    if not np.allclose(out, ref, rtol=rtol, atol=atol):
+        raise SystemExit(f"{what}: output differs from the reference (max abs diff {diff:.3g}, "
+                         f"rtol {rtol}, atol {atol}); not timing it")
+    return diff
+
+
+# ------------------------------------------------------------------------------------------------
+# the backends of one point
+
+
+def export_onnx(torch, module, x):
+    """The module as ONNX bytes, for the static shape of x, by torch's TorchScript exporter
+    (dynamo=False), which torch 2.13 still has (deprecated): one LSTM/GRU/RNN node with the
+    gates permuted by torch, between the transposes that batch_first needs."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.from_numpy(x),), buf, dynamo=False, input_names=["x"],
+                          output_names=["y"], opset_version=ONNX_OPSET)
+    return buf.getvalue()
+
+
+def ort_session(ort, onnx_bytes, threads):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def backend_calls(mods, model, module, onnx_bytes, x, threads, time_numpy):
+    """{backend: call returning the output sequence}, each using `threads` threads."""
+    calls = {"rnnext": lambda: model.forward(x, n_threads=threads)[0]}
+    torch = mods["torch"]
+    if torch is not None:
+        x_torch = torch.from_numpy(x)
+        torch.set_num_threads(threads)  # nothing else sets it until these calls are timed
+
+        def torch_call():
+            with torch.inference_mode():
+                return module(x_torch)[0].numpy()
+
+        calls["torch"] = torch_call
+    if onnx_bytes is not None:
+        session = ort_session(mods["onnxruntime"], onnx_bytes, threads)
+        calls["onnxruntime"] = lambda: session.run(["y"], {"x": x})[0]
+    if time_numpy:
+        limits = mods["threadpoolctl"]
+
+        def numpy_call():
+            if limits is None:
+                return model.forward(x, backend="numpy")[0]
+            with limits.threadpool_limits(limits=threads, user_api="blas"):
+                return model.forward(x, backend="numpy")[0]
+
+        calls["numpy"] = numpy_call
+    return calls
+
+
+def repeat_limits(args, slow):
+    """(least, most, exact or None) timed calls of one backend at one point; the slow NumPy
+    fallback gets at most --numpy-repeats."""
+    if slow:
+        return 1, args.numpy_repeats, (None if args.repeats is None
+                                       else min(args.repeats, args.numpy_repeats))
+    return 3, MAX_REPEATS, args.repeats
+
+
+def build_point(mods, cell, input_size, hidden, seed):
+    """(rnnext model, torch module or None) with the same weights."""
+    torch = mods["torch"]
+    if torch is None:
+        return rnnext.Model(cell, input_size, hidden, seed=seed), None
+    torch.manual_seed(seed)
+    module = getattr(torch.nn, TORCH_CLASSES[cell])(input_size, hidden, batch_first=True).eval()
+    return rnnext.from_torch(module), module
+
+
+def bench_point(args, mods, cell, batch, hidden, notes):
+    """The records of one (cell, batch, hidden) point, one per thread count."""
+    T, I = args.steps, args.input_size
+    model, module = build_point(mods, cell, I, hidden, args.seed)
+    x = np.random.default_rng(args.seed).standard_normal((batch, T, I)).astype(np.float32)
+    if module is not None:
+        with mods["torch"].inference_mode():
+            ref = module(mods["torch"].from_numpy(x))[0].numpy()
+    else:
+        ref = model.forward(x, backend="numpy")[0]
+    onnx_bytes = None
+    if module is not None and mods["onnxruntime"] is not None and mods["onnx"] is not None:
+        onnx_bytes = export_onnx(mods["torch"], module, x)
+        notes.setdefault("onnx_nodes", {})[cell] = [
+            n.op_type for n in mods["onnx"].load_from_string(onnx_bytes).graph.node]
+    time_numpy = args.numpy_max_hidden is None or hidden <= args.numpy_max_hidden
+    flops = 2 * GATES[cell] * hidden * (I + hidden) * batch * T
+    records = []
+    for threads in args.threads:
+        calls = backend_calls(mods, model, module, onnx_bytes, x, threads, time_numpy)
+        rec = {"cell": cell, "batch": batch, "hidden": hidden, "input": I, "steps": T,
+               "threads": threads, "flops": flops, "backends": {}}
+        for name, call in calls.items():
+            what = f"{name} {cell} B={batch} H={hidden} threads={threads}"
+            diff = checked(what, call(), ref, T)
+            seconds, n = time_call(call, args.target, *repeat_limits(args, name == "numpy"))
+            rec["backends"][name] = {"ms": seconds * 1e3, "repeats": n,
+                                     "gflops": flops / seconds / 1e9, "max_abs_diff": diff}
+        ms = {name: b["ms"] for name, b in rec["backends"].items()}
+        others = [f for f in FRAMEWORKS if f in ms]
+        if others:
+            best = min(others, key=ms.get)
+            rec["best_framework"] = best
+            rec["speedup_vs_best_framework"] = ms[best] / ms["rnnext"]
+        if "numpy" in ms:
+            rec["speedup_vs_numpy"] = ms["numpy"] / ms["rnnext"]
+        print(f"  {cell:4} B={batch:<3} H={hidden:<4} threads={threads}: " +
+              ", ".join(f"{name} {v:.3f} ms" for name, v in ms.items()), file=sys.stderr)
+        records.append(rec)
+    return records
+
+
+def better_peaks(start, end):
+    """Per thread count, the better of the peaks measured at the start and at the end of the run
+    (load from other users of a shared machine lowers one of them), with both figures."""
+    measured = [p for p in (start, end) if "error" not in p]
+    if not measured:
+        return start
+    return {k: dict(max((p[k] for p in measured), key=lambda r: r["gflops"]),
+                    gflops_measured=[p[k]["gflops"] for p in measured]) for k in measured[0]}
+
+
+def add_peak_shares(points, peaks):
+    """Each backend's GFLOP/s as a percentage of the peak for its thread count (None without)."""
+    for rec in points:
+        peak = peaks.get(rec["threads"], {}).get("gflops")
+        for b in rec["backends"].values():
+            b["pct_peak"] = None if peak is None else 100 * b["gflops"] / peak
+
+
+def load_warnings(load_at_start, peaks, points):
+    """Signs that other processes shared the cores during the run (this machine is shared):
+    load before the run started, a k-thread peak well short of k times the 1-thread one, a
+    backend above the peak."""
+    found = []
+    if load_at_start > 0.5:
+        found.append(f"load average {load_at_start:.2f} over the minute before the run: other "
+                     f"processes were using the cores, multi-thread figures are unreliable")
+    one = peaks.get(1, {}).get("gflops")
+    for k, p in peaks.items():
+        if one is not None and k != "error" and k > 1 and p["gflops"] < 0.75 * k * one:
+            found.append(f"the {k}-thread peak is {p['gflops'] / one:.2f}x the 1-thread peak: "
+                         f"other processes were using the cores, {k}-thread figures are "
+                         f"unreliable")
+    above = sorted({f"{r['cell']} B={r['batch']} H={r['hidden']} threads={r['threads']}"
+                    for r in points for b in r["backends"].values()
+                    if b["pct_peak"] is not None and b["pct_peak"] > 100})
+    if above:
+        found.append(f"above 100% of the measured peak (the peak was measured under load): "
+                     f"{', '.join(above)}")
+    return found
+
+
+# ------------------------------------------------------------------------------------------------
+# streaming
+
+
+def bench_streaming(args, mods):
+    """Microseconds per step of a batch-1 LSTM fed one step at a time, the state carried:
+    rnnext's Model.stream (when the library has it), torch nn.LSTM and nn.LSTMCell."""
+    torch = mods["torch"]
+    I, H, steps = STREAM_INPUT, STREAM_HIDDEN, STREAM_STEPS
+    xs = np.random.default_rng(args.seed).standard_normal((steps, 1, I)).astype(np.float32)
+    result = {"cell": "lstm", "input": I, "hidden": H, "batch": 1, "steps_per_call": steps,
+              "threads": 1, "us_per_step": {}, "notes": []}
+    calls = {}
+    if torch is None:
+        model = rnnext.Model("lstm", I, H, seed=args.seed)
+        ref = model.forward(xs[:, 0], backend="numpy")[0]
+        result["notes"].append("torch is not importable: no torch rows")
+    else:
+        torch.set_num_threads(1)
+        torch.manual_seed(args.seed)
+        lstm = torch.nn.LSTM(I, H, batch_first=True).eval()
+        cell = torch.nn.LSTMCell(I, H).eval()
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).copy_(getattr(lstm, name + "_l0"))
+        model = rnnext.from_torch(lstm)
+        x_steps = torch.from_numpy(xs)
+        with torch.inference_mode():
+            ref = lstm(x_steps.reshape(1, steps, I))[0][0].numpy()
+
+        def torch_lstm_steps():
+            with torch.inference_mode():
+                state, outs = None, []
+                for x_t in x_steps:
+                    y, state = lstm(x_t[None], state)
+                    outs.append(y)
+                return torch.cat(outs).numpy()
+
+        def torch_cell_steps():
+            with torch.inference_mode():
+                state, outs = None, []
+                for x_t in x_steps:
+                    state = cell(x_t, state)
+                    outs.append(state[0])
+                return torch.cat(outs).numpy()
+
+        calls["torch nn.LSTM, state carried"] = torch_lstm_steps
+        calls["torch nn.LSTMCell"] = torch_cell_steps
+    if hasattr(rnnext.Model, "stream"):
+        def rnnext_steps():
+            stream = model.stream()
+            return np.asarray([stream.step(x_t) for x_t in xs])
+
+        calls = {"rnnext stream.step": rnnext_steps, **calls}
+    else:
+        result["notes"].append("rnnext.Model has no stream() yet: no rnnext row")
+    for name, call in calls.items():
+        checked(f"streaming {name}", call(), ref, steps)
+        seconds, _ = time_call(call, args.target, *repeat_limits(args, slow=False))
+        result["us_per_step"][name] = seconds / steps * 1e6
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+
+
+def fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(report):
+    m, peaks, s = report["machine"], report["peak"], report["settings"]
+    rc = m["rnnext"]
+    lines = [
+        "# rnnext forward benchmark", "",
+        f"{m['date']}; {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical "
+        f"CPUs; load average {m['load_average'][0]:.2f} at start, "
+        f"{report['load_average_end'][0]:.2f} at end.",
+        f"rnnext {rc['version']} (ISA {rc['isa']}, OpenMP {rc['openmp']}, gcc {rc['compiler']}); "
+        + ", ".join(f"{k} {v or 'not importable'}" for k, v in m["versions"].items()) + ".",
+        "Environment: " + (", ".join(f"{k}={v}" for k, v in m["env"].items() if v is not None)
+                           if any(m["env"].values()) else "none of " + ", ".join(m["env"]))
+        + " (the peak is measured without the OPENBLAS variables). NumPy fallback's BLAS: "
+        + (", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']}"
+                     for b in m["numpy_blas"]) or "unknown (no threadpoolctl)") + ".",
+        "",
+        f"One layer, one direction, T={s['steps']} steps, I={s['input_size']} inputs, the whole "
+        f"output sequence returned. ms: median of the timed calls after a checked warm-up call. "
+        f"GFLOP/s with flops = 2*G*H*(I+H)*B*T (G = 4 LSTM, 3 GRU, 1 RNN). "
+        f"% peak: of the fp32 matrix-product peak below. vs best: time of the faster of torch "
+        f"and ONNX Runtime / rnnext time (> 1: rnnext faster); vs numpy likewise.",
+        "",
+    ]
+    if "error" in peaks:
+        lines.append(f"fp32 peak: not measured ({peaks['error']}).")
+    for k, p in sorted((k, p) for k, p in peaks.items() if k != "error"):
+        kernels = ", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']} "
+                            f"({b['num_threads']} threads)" for b in p["blas"])
+        runs = " / ".join(f"{g:.1f}" for g in p["gflops_measured"])
+        lines.append(f"- fp32 peak, {k} thread(s): {p['gflops']:.1f} GFLOP/s (start / end of "
+                     f"the run: {runs}; {p['method']}"
+                     + (f"; {kernels}" if kernels else "") + ")")
+    for cell, nodes in report["notes"].get("onnx_nodes", {}).items():
+        lines.append(f"- ONNX model ({cell}): torch.onnx.export(dynamo=False, opset "
+                     f"{ONNX_OPSET}), nodes {' '.join(nodes)}")
+    lines += [f"- **warning**: {w}" for w in report["warnings"]]
+    lines += ["", "| cell | B | H | threads | rnnext ms | GFLOP/s | % peak | torch ms | ORT ms "
+              "| numpy ms | vs best | vs numpy |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in report["points"]:
+        b = r["backends"]
+        ms = {name: fmt(b[name]["ms"] if name in b else None, ".3f")
+              for name in ("rnnext", "torch", "onnxruntime", "numpy")}
+        best = r.get("best_framework")
+        vs_best = "-" if best is None else \
+            f"{r['speedup_vs_best_framework']:.2f}x ({'ORT' if best == 'onnxruntime' else best})"
+        lines.append(f"| {r['cell']} | {r['batch']} | {r['hidden']} | {r['threads']} "
+                     f"| {ms['rnnext']} | {b['rnnext']['gflops']:.1f} "
+                     f"| {fmt(b['rnnext']['pct_peak'], '.1f')} | {ms['torch']} "
+                     f"| {ms['onnxruntime']} | {ms['numpy']} | {vs_best} "
+                     f"| {fmt(r.get('speedup_vs_numpy'), '.1f')} |")
+    st = report.get("streaming")
+    if st is not None:
+        lines += ["", f"Streaming: LSTM I={st['input']} H={st['hidden']} batch 1, one step per "
+                      f"call, state carried, {st['threads']} thread, median over calls of "
+                      f"{st['steps_per_call']} steps.", ""]
+        lines += [f"- {note}" for note in st["notes"]]
+        if st["us_per_step"]:
+            lines += ["", "| implementation | µs per step |", "|---|--:|"]
+            lines += [f"| {name} | {us:.2f} |" for name, us in st["us_per_step"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    mods = {name: optional_import(name)
+            for name in ("numpy", "torch", "onnxruntime", "onnx", "threadpoolctl")}
+    report = {"machine": machine_info(mods), "notes": {}}
+    report["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
+    missing = [name for name, m in mods.items() if m is None]
+    if missing:
+        print(f"not importable, left out: {', '.join(missing)}", file=sys.stderr)
+    print(f"measuring the fp32 matrix-product peak for threads {args.threads} ...",
+          file=sys.stderr)
+    peak_start = measure_peak(args.threads)
+    report["points"] = []
+    for cell in args.cells:
+        for hidden in args.hidden:
+            for batch in args.batch:
+                report["points"] += bench_point(args, mods, cell, batch, hidden,
+                                                report["notes"])
+    report["streaming"] = None if args.no_streaming else bench_streaming(args, mods)
+    report["load_average_end"] = list(os.getloadavg())
+    report["peak"] = better_peaks(peak_start, measure_peak(args.threads))
+    add_peak_shares(report["points"], report["peak"])
+    report["warnings"] = load_warnings(report["machine"]["load_average"][0], report["peak"],
+                                       report["points"])
+    text = markdown(report)
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Helpers shared by the benchmarks: optional imports, timing, the machine's description and the
+fp32 matrix-product peak (measured by peak.py in a child process)."""
+import datetime
+import gc
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+PEAK_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak.py")
+# OpenBLAS reads these when it loads; set, they can select a slower kernel than the CPU allows,
+# so the peak is measured in a child process without them.
+OPENBLAS_KERNEL_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+ENV_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "RNNEXT_ISA") + OPENBLAS_KERNEL_VARS
+
+
+def optional_import(name):
+    """The module, or None when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def time_call(fn, target_s, min_repeats, max_repeats, repeats=None):
+    """(median seconds per call, number of timed calls) of fn, which the caller has warmed up.
+
+    Exactly `repeats` calls when given; else the first call's time sets the count so that the
+    calls take about target_s together, within [min_repeats, max_repeats]. The garbage
+    collector is off while timing so that a collection does not land in one backend's samples.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        fn()
+        samples = [time.perf_counter() - start]
+        if repeats is None:
+            repeats = int(min(max_repeats, max(min_repeats, round(target_s / samples[0]))))
+        for _ in range(repeats - 1):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return statistics.median(samples), len(samples)
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, else what platform says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(modules):
+    """Where and when the run happened: CPU, cores, load, versions of `modules` ({name: module
+    or None}), the rnnext build and the environment variables that change the timings."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    import rnnext.config
+
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "load_average": list(os.getloadavg()),
+        "platform": platform.platform(),
+        "rnnext": rnnext.config.config(),
+        "versions": {name: (getattr(m, "__version__", "?") if m is not None else None)
+                     for name, m in modules.items()},
+        "env": {name: os.environ.get(name) for name in ENV_VARS},
+        "numpy_blas": blas_kernels(modules.get("threadpoolctl")),
+    }
+
+
+def blas_kernels(threadpoolctl):
+    """What threadpoolctl says of the BLAS libraries loaded in this process (the NumPy
+    fallback's kernel, which OPENBLAS_CORETYPE changes); [] without threadpoolctl."""
+    if threadpoolctl is None:
+        return []
+    return [{k: lib.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"]
+
+
+def measure_peak(thread_counts):
+    """{threads: record} from peak.py, run without the OpenBLAS kernel variables; the record
+    holds gflops, the library and, for NumPy, the BLAS kernel threadpoolctl reports. On
+    failure, {"error": text} instead."""
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_KERNEL_VARS}
+    proc = subprocess.run([sys.executable, PEAK_SCRIPT] + [str(k) for k in thread_counts],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                else f"peak.py exited with {proc.returncode}"}
+    return {int(k): v for k, v in json.loads(proc.stdout).items()}
