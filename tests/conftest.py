@@ -1,0 +1,3 @@
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
