@@ -1,3 +1,124 @@
+"""Shared helpers: models with random weights, inputs, states and the float32 comparison.
+
+Every compiled result is judged against the NumPy reference (rnnext.reference), and the
+reference itself against PyTorch in test_torch_parity.py.
+"""
+import itertools
 import pathlib
+import random
+import zlib
+
+import numpy as np
+import pytest
+
+from rnnext import Model
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# every recurrent cell the core knows, by its core name, as Model arguments
+CELL_ARGS = {
+    "rnn_tanh": {"cell": "rnn", "nonlinearity": "tanh"},
+    "rnn_relu": {"cell": "rnn", "nonlinearity": "relu"},
+    "lstm": {"cell": "lstm"},
+    "gru": {"cell": "gru"},
+    "gru_reset_before": {"cell": "gru", "linear_before_reset": False},
+}
+CELLS = list(CELL_ARGS)
+ISAS = ["scalar", "avx2", "avx512"]
+
+F32_RTOL, F32_ATOL = 1e-4, 1e-5
+
+
+def make_model(cell, input_size=3, hidden_size=5, num_layers=1, bidirectional=False, seed=0,
+               **head):
+    """A Model of the core cell `cell` (a key of CELL_ARGS) with PyTorch-style random weights
+    (seeded); head holds output_size, output, activation when a dense head is wanted."""
+    model = Model(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
+                  bidirectional=bidirectional, seed=seed, **CELL_ARGS[cell], **head)
+    assert model.core_cell == cell
+    return model
+
+
+def random_x(rng, B, T, I):
+    return rng.standard_normal((B, T, I)).astype(np.float32)
+
+
+def random_lengths(rng, pattern, B, T):
+    """None ("full"), all ones ("ones"), or lengths in [1, T] that include 1 and T where B
+    allows ("mixed")."""
+    if pattern == "full":
+        return None
+    if pattern == "ones":
+        return np.ones(B, np.int64)
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[0] = T
+    if B > 1:
+        lengths[-1] = 1
+    return lengths
+
+
+def random_state(rng, model, B):
+    """An initial state of the model's shape: h, or (h, c) for the LSTM."""
+    shape = (model.num_layers * model.num_directions, B, model.hidden_size)
+    h = (0.5 * rng.standard_normal(shape)).astype(np.float32)
+    if model.cell == "lstm":
+        return h, (0.5 * rng.standard_normal(shape)).astype(np.float32)
+    return h
+
+
+def state_parts(state):
+    """The arrays of a state: (h,) or (h, c)."""
+    return tuple(state) if isinstance(state, tuple) else (state,)
+
+
+def assert_f32_close(actual, expected, what=""):
+    np.testing.assert_allclose(actual, expected, rtol=F32_RTOL, atol=F32_ATOL, err_msg=what)
+
+
+def assert_forward_matches_reference(model, x, state=None, lengths=None, n_threads=None):
+    """The compiled forward (y and every part of the final state) against the reference."""
+    y_c, s_c = model.forward(x, state=state, lengths=lengths, n_threads=n_threads, backend="c")
+    y_r, s_r = model.forward(x, state=state, lengths=lengths, backend="numpy")
+    assert y_c.shape == y_r.shape
+    assert_f32_close(y_c, y_r, "y")
+    for name, got, want in zip(("h_n", "c_n"), state_parts(s_c), state_parts(s_r)):
+        assert_f32_close(got, want, name)
+
+
+def flat_core_params(model):
+    """The recurrent parameters in the order the C core reads them (Model.param_shapes order,
+    head excluded)."""
+    names = [n for n in model.param_shapes() if not n.startswith("head.")]
+    return np.concatenate([model.params[n].ravel() for n in names]).astype(np.float32)
+
+
+def pairwise_cases(axes, seed=0):
+    """Rows that together hold every pair of values of every two axes (a greedy covering
+    array): far fewer rows than the cartesian product, and each value of each axis appears.
+    axes: {name: list of values}; returns a list of {name: value}."""
+    names = list(axes)
+    uncovered = {(a, i, b, j)
+                 for a, b in itertools.combinations(range(len(names)), 2)
+                 for i in range(len(axes[names[a]])) for j in range(len(axes[names[b]]))}
+    rnd = random.Random(seed)
+    rows = []
+    while uncovered:
+        a, i, b, j = min(uncovered)
+        row = {a: i, b: j}
+        rest = [k for k in range(len(names)) if k not in row]
+        rnd.shuffle(rest)
+        for k in rest:
+            def gain(v):
+                return sum(((min(k, m), v if k < m else w, max(k, m), w if k < m else v)
+                            in uncovered) for m, w in row.items())
+            row[k] = max(range(len(axes[names[k]])), key=lambda v: (gain(v), rnd.random()))
+        uncovered -= {(p, row[p], q, row[q])
+                      for p, q in itertools.combinations(sorted(row), 2)}
+        rows.append({names[k]: axes[names[k]][v] for k, v in row.items()})
+    return rows
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's name, so every test sees fixed data."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))

@@ -1,0 +1,132 @@
+"""Every instruction set's kernels against the NumPy reference, through the Cython CoreModel
+(isa=...) and through the RNNEXT_ISA environment variable read at process start."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import rnnext
+from conftest import (CELLS, ISAS, assert_f32_close, flat_core_params, make_model,
+                      random_lengths, random_state, state_parts)
+from rnnext import _core, reference
+
+
+def require_isa(isa):
+    if not _core.isa_supported(isa):
+        pytest.skip(f"the {isa} kernels are not supported by this CPU/OS or build")
+
+
+# (num_layers, bidirectional, B, T, H): H around each kernel's panel width (4, 8, 16 lanes; the
+# RNN packs 4 vectors per panel) and B around its row tile (4, 3, 6 rows), so tails are run
+SHAPES = [(1, False, 1, 3, 1), (2, True, 13, 9, 17), (1, False, 7, 20, 70), (3, True, 5, 4, 33),
+          (1, True, 25, 70, 9)]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "L{}-{}-B{}-T{}-H{}".format(
+    s[0], "bi" if s[1] else "uni", *s[2:]))
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("isa", ISAS)
+def test_isa_matches_reference(isa, cell, shape, n_threads, rng):
+    require_isa(isa)
+    L, bidirectional, B, T, H = shape
+    I = 6
+    model = make_model(cell, I, H, L, bidirectional)
+    core = _core.CoreModel(model.core_cell, I, H, L, bidirectional, flat_core_params(model),
+                           isa=isa)
+    assert core.isa == isa
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    lengths = random_lengths(rng, "mixed", B, T).astype(np.int32)
+    parts = state_parts(random_state(rng, model, B))
+    h0, c0 = parts[0], (parts[1] if cell == "lstm" else None)
+    LD, DH = L * model.num_directions, model.num_directions * H
+    y = np.full((B, T, DH), np.nan, np.float32)
+    h_n = np.full((LD, B, H), np.nan, np.float32)
+    c_n = np.full((LD, B, H), np.nan, np.float32) if cell == "lstm" else None
+    core.forward(y, h_n, c_n, x, h0, c0, lengths, n_threads)
+    y_ref, h_ref, c_ref = reference.forward(model.core_cell, model.params, x, L, bidirectional,
+                                            h0, c0, lengths)
+    assert_f32_close(y, y_ref, "y")
+    assert_f32_close(h_n, h_ref, "h_n")
+    if cell == "lstm":
+        assert_f32_close(c_n, c_ref, "c_n")
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_unsupported_isa_is_refused(isa):
+    if _core.isa_supported(isa):
+        pytest.skip(f"this CPU supports {isa}: nothing to refuse")
+    with pytest.raises(RuntimeError, match=isa):
+        _core.CoreModel("gru", 2, 3, 1, False, np.zeros(_core.param_count("gru", 2, 3, 1, False),
+                                                        np.float32), isa=isa)
+
+
+def test_default_isa_is_the_widest_supported():
+    if os.environ.get("RNNEXT_ISA"):
+        pytest.skip("RNNEXT_ISA is set in this environment")
+    widest = [isa for isa in ISAS if _core.isa_supported(isa)][-1]
+    assert _core.default_isa() == widest
+    assert make_model("gru").core().isa == widest
+
+
+# ---------------------------------------------------------------------------------------------
+# RNNEXT_ISA in a fresh process
+
+
+def run_python(code, rnnext_isa):
+    """Runs code in a new interpreter with RNNEXT_ISA set, importing this checkout's rnnext."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "RNNEXT_ISA": rnnext_isa, "PYTHONPATH": path}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_env_scalar_is_reported_by_show_config():
+    out = run_python("import rnnext; rnnext.show_config()", "scalar")
+    assert out.returncode == 0, out.stderr
+    assert any(line.split() == ["isa:", "scalar"] for line in out.stdout.splitlines()), out.stdout
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_env_forces_the_isa_of_every_model(isa):
+    """A Model built under RNNEXT_ISA=isa runs that ISA's kernels: bit for bit what a CoreModel
+    built with isa= gives."""
+    require_isa(isa)
+    out = run_python("""
+        import numpy as np
+        from rnnext import Model, _core
+        model = Model("lstm", 4, 9, num_layers=2, bidirectional=True, seed=0)
+        assert model.core().isa == %r, model.core().isa
+        x = np.random.default_rng(0).standard_normal((5, 7, 4)).astype(np.float32)
+        y, (h, c) = model.forward(x, n_threads=1)
+        flat = np.concatenate([model.params[n].ravel() for n in model.param_shapes()])
+        core = _core.CoreModel("lstm", 4, 9, 2, True, flat, isa=%r)
+        y2, h2, c2 = np.empty_like(y), np.empty_like(h), np.empty_like(c)
+        core.forward(y2, h2, c2, x, None, None, None, 1)
+        assert np.array_equal(y, y2) and np.array_equal(h, h2) and np.array_equal(c, c2)
+        print("ok")
+        """ % (isa, isa), isa)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_env_bogus_isa_is_a_clear_error():
+    out = run_python("""
+        import numpy as np
+        import rnnext
+        model = rnnext.Model("gru", 2, 3, seed=0)
+        x = np.zeros((1, 4, 2), np.float32)
+        model.forward(x, backend="numpy")
+        try:
+            model.forward(x)
+        except RuntimeError as e:
+            print("RuntimeError:", e)
+        rnnext.show_config()
+        """, "bogus")
+    assert out.returncode == 0, out.stderr
+    errors = [line for line in out.stdout.splitlines() if line.startswith("RuntimeError:")]
+    assert len(errors) == 1 and "RNNEXT_ISA" in errors[0], out.stdout
+    assert "bogus" in next(line for line in out.stdout.splitlines() if "isa:" in line)
