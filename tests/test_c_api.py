@@ -6,18 +6,16 @@ import os
 import platform
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import (CELLS, assert_f32_close, flat_core_params, make_model,
+from conftest import (REPO, assert_f32_close, flat_core_params, make_model,
                       random_lengths, random_state, state_parts)
 from rnnext import _core, reference
 
-ROOT = Path(__file__).resolve().parent.parent
-CSRC = ROOT / "csrc"
-PROGRAM = ROOT / "tests" / "c" / "test_core.c"
+CSRC = REPO / "csrc"
+PROGRAM = REPO / "tests" / "c" / "test_core.c"
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 # per-file flags of the x86-64 kernels, as setup.py builds them; other machines skip those files
 KERNEL_FLAGS = {"kernel_avx2.c": ["-mavx2", "-mfma"],
@@ -147,7 +145,7 @@ def test_c_program_matches_reference(core_program, case, tmp_path, rng):
     run_and_compare(core_program, case, tmp_path, rng)
 
 
-@pytest.mark.parametrize("case", CASES[:3], ids=case_id)
+@pytest.mark.parametrize("case", CASES[:3] + CASES[-1:], ids=case_id)
 def test_c_program_under_address_and_undefined_sanitizers(sanitized_program, case, tmp_path,
                                                           rng):
     run_and_compare(sanitized_program, case, tmp_path, rng, env={**os.environ, **SANITIZER_ENV})

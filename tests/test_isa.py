@@ -20,9 +20,10 @@ def require_isa(isa):
 
 
 # (num_layers, bidirectional, B, T, H): H around each kernel's panel width (4, 8, 16 lanes; the
-# RNN packs 4 vectors per panel) and B around its row tile (4, 3, 6 rows), so tails are run
+# RNN packs 4 vectors per panel) and B around its row tile (4, 3, 6 rows), so tails are run;
+# B=2 with two threads takes the path where the threads split each step's panels
 SHAPES = [(1, False, 1, 3, 1), (2, True, 13, 9, 17), (1, False, 7, 20, 70), (3, True, 5, 4, 33),
-          (1, True, 25, 70, 9)]
+          (1, True, 25, 70, 9), (2, False, 2, 15, 50)]
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
