@@ -35,19 +35,17 @@ def _positive_int(name, value):
 
 
 def _float32_array(name, value):
-    """value as a C-contiguous float32 array (a copy only where needed)."""
+    """value as a C-contiguous float32 array (a copy only where needed). Real numbers only:
+    booleans, integers and floats; complex, object, string and date arrays are refused."""
     try:
         arr = np.asarray(value)
     except Exception as e:
         raise TypeError(f"{name}: expected an array of real numbers, got {type(value).__name__}"
                         f" ({e})") from None
     if arr.dtype.kind not in "biuf":
-        try:
-            arr = arr.astype(np.float32)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name}: expected an array of real numbers, got dtype "
-                            f"{arr.dtype}") from None
-    return np.ascontiguousarray(arr, dtype=np.float32)
+        raise TypeError(f"{name}: expected an array of real numbers (bool, int or float), got "
+                        f"dtype {arr.dtype}")
+    return arr.astype(np.float32, order="C", copy=False)
 
 
 def _softmax(z):
@@ -74,7 +72,7 @@ class Model:
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bidirectional=False,
                  nonlinearity="tanh", output_size=None, output="many_to_one", activation=None,
                  seed=None, backend="c", params=None, linear_before_reset=True):
-        cell = _choice("cell", str(cell).lower(), CELL_NAMES)
+        cell = _choice("cell", cell.lower() if isinstance(cell, str) else cell, CELL_NAMES)
         self.nonlinearity = _choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         if cell != "rnn" and nonlinearity != "tanh":
             raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got {nonlinearity!r} "
@@ -228,11 +226,11 @@ class Model:
     def _recurrent(self, x, h0, c0, lengths, n_threads, backend, need_sequence):
         """The stack over x: (y (B, T, D*H) or None, h_n, c_n or None)."""
         backend = _choice("backend", self.backend if backend is None else backend, BACKENDS)
+        n_threads = resolve_threads(n_threads)
         if backend == "numpy":
             y, h_n, c_n = reference.forward(self.core_cell, self.params, x, self.num_layers,
                                             self.bidirectional, h0, c0, lengths)
             return y, h_n, c_n
-        n_threads = resolve_threads(n_threads)
         B, T, _ = x.shape
         LD, H = self.num_layers * self.num_directions, self.hidden_size
         y = np.empty((B, T, self.num_directions * H), np.float32) if need_sequence else None
