@@ -19,6 +19,12 @@ const char *rnx_status_string(rnx_status status) {
     case RNX_ERR_OUT_OF_MEMORY: return "out of memory";
     case RNX_ERR_ISA_UNAVAILABLE: return "the requested instruction set is not available on this CPU";
     case RNX_ERR_OVERFLOW: return "a size computation overflows";
+    case RNX_ERR_FILE_LENGTH: return "the file's length disagrees with its header (truncated or trailing bytes)";
+    case RNX_ERR_FILE_HEADER: return "the file's header is not a well-formed safetensors header";
+    case RNX_ERR_FILE_DTYPE: return "a tensor's dtype is not one rnnext reads";
+    case RNX_ERR_FILE_OFFSETS: return "a tensor's byte range is out of bounds, overlapping, or wrong for its shape";
+    case RNX_ERR_FILE_MODEL: return "the file does not describe an rnnext model";
+    case RNX_ERR_FILE_VERSION: return "the file's format version is newer than this library's";
     }
     return "unknown status";
 }

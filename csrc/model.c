@@ -197,3 +197,5 @@ rnx_config rnx_model_config(const rnx_model *model) {
     rnx_config none = {0};
     return model ? model->config : none;
 }
+
+int rnx_cell_gates(int cell) { return cell_gates(cell); }

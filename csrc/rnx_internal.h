@@ -50,6 +50,9 @@ extern const rnx_kernels rnx_kernels_avx2;
 extern const rnx_kernels rnx_kernels_avx512;
 #endif
 
+/* G, the gates of `cell` (an rnx_cell), or 0 for an unknown cell. */
+int rnx_cell_gates(int cell);
+
 /* The kernels of `isa` (never RNX_ISA_AUTO), or NULL where this build or CPU lacks them. */
 const rnx_kernels *rnx_kernels_for(rnx_isa isa);
 

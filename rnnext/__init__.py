@@ -10,5 +10,20 @@ except ImportError as e:  # pragma: no cover - depends on how Python was started
 from .config import __version__, show_config
 from .convert import from_torch
 from .model import Model
+from .io import load
 
-__all__ = ["Model", "from_torch", "show_config", "__version__"]
+__all__ = ["Model", "from_torch", "load", "from_onnx", "from_keras", "show_config", "__version__"]
+
+
+def from_onnx(source, backend="c"):
+    """A Model from an ONNX graph of LSTM, GRU or RNN nodes (see rnnext.onnx_io.from_onnx)."""
+    from .onnx_io import from_onnx
+
+    return from_onnx(source, backend=backend)
+
+
+def from_keras(model, backend="c"):
+    """A Model from a Keras model of LSTM, GRU or SimpleRNN layers (see rnnext.keras_io)."""
+    from .keras_io import from_keras
+
+    return from_keras(model, backend=backend)

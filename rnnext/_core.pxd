@@ -1,5 +1,5 @@
 # Declarations of the C core's public header, csrc/include/rnnext.h.
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint64_t
 
 cdef extern from "rnnext.h" nogil:
     ctypedef enum rnx_status:
@@ -10,6 +10,12 @@ cdef extern from "rnnext.h" nogil:
         RNX_ERR_OUT_OF_MEMORY
         RNX_ERR_ISA_UNAVAILABLE
         RNX_ERR_OVERFLOW
+        RNX_ERR_FILE_LENGTH
+        RNX_ERR_FILE_HEADER
+        RNX_ERR_FILE_DTYPE
+        RNX_ERR_FILE_OFFSETS
+        RNX_ERR_FILE_MODEL
+        RNX_ERR_FILE_VERSION
 
     ctypedef enum rnx_isa:
         RNX_ISA_AUTO
@@ -58,3 +64,35 @@ cdef extern from "rnnext.h" nogil:
     rnx_status rnx_stream_reset(rnx_stream *stream, const float *h0, const float *c0)
     rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x)
     rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c)
+
+    # files
+    ctypedef enum rnx_dtype:
+        RNX_DTYPE_F32
+        RNX_DTYPE_F16
+        RNX_DTYPE_BF16
+        RNX_DTYPE_F64
+
+    ctypedef struct rnx_tensor_info:
+        const char *name
+        rnx_dtype dtype
+        int ndim
+        uint64_t shape[8]
+        uint64_t offset
+        uint64_t nbytes
+
+    ctypedef struct rnx_file:
+        pass
+
+    const char *rnx_dtype_name(rnx_dtype dtype)
+    rnx_status rnx_file_parse(rnx_file **out, const void *data, size_t size, char *message,
+                              size_t message_size)
+    void rnx_file_free(rnx_file *file)
+    size_t rnx_file_tensor_count(const rnx_file *file)
+    const rnx_tensor_info *rnx_file_tensor(const rnx_file *file, size_t index)
+    size_t rnx_file_metadata_count(const rnx_file *file)
+    rnx_status rnx_file_metadata(const rnx_file *file, size_t index, const char **key,
+                                 const char **value)
+    rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor, float *out,
+                                 size_t count)
+    rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config, int *output_size,
+                                     char *message, size_t message_size)

@@ -1,6 +1,6 @@
 # Thin binding of the C core: memoryviews in, one call with the GIL released, status -> exception.
 # Python (model.py) validates shapes and allocates outputs before anything reaches here.
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint64_t
 
 import numpy as np
 cimport numpy as np
@@ -182,3 +182,89 @@ cdef class CoreStream:
     def state(self, float[:, :, ::1] h not None, float[:, :, ::1] c):
         """Copies the states into h, c (L, batch, H); c may be None."""
         rnx_stream_state(self.ptr, &h[0, 0, 0], &c[0, 0, 0] if c is not None else NULL)
+
+
+# ------------------------------------------------------------------------------------------------
+# files: the C parser (csrc/safetensors.c) checks everything; this only copies its results out
+
+CELL_NAMES = {0: ("rnn", "tanh"), 1: ("rnn", "relu"), 2: ("lstm", "tanh"), 3: ("gru", "tanh")}
+
+
+cdef int check_file(rnx_status status, const char *message, str what) except -1:
+    if status == RNX_OK:
+        return 0
+    text = message.decode("utf-8", "replace") or rnx_status_string(status).decode()
+    if status == RNX_ERR_OUT_OF_MEMORY:
+        raise MemoryError(f"{what}: {text}")
+    raise ValueError(f"{what}: {text} (rnnext status {<int>status})")
+
+
+cdef class TensorFile:
+    """A parsed and checked safetensors buffer: its tensor table and metadata."""
+    cdef rnx_file *ptr
+    cdef object data  # the bytes the table points into, kept alive with it
+
+    def __cinit__(self, const unsigned char[::1] data not None, str what="file"):
+        cdef char message[512]
+        cdef const void *p = &data[0] if data.shape[0] else NULL
+        cdef size_t size = data.shape[0]
+        cdef rnx_status status
+        self.data = data
+        message[0] = 0
+        with nogil:
+            status = rnx_file_parse(&self.ptr, p, size, message, sizeof(message))
+        check_file(status, message, what)
+
+    def __dealloc__(self):
+        rnx_file_free(self.ptr)
+
+    def metadata(self):
+        """{key: value}, in key order."""
+        cdef const char *key
+        cdef const char *value
+        out = {}
+        for i in range(rnx_file_metadata_count(self.ptr)):
+            rnx_file_metadata(self.ptr, i, &key, &value)
+            out[key.decode()] = value.decode()
+        return out
+
+    def tensors(self):
+        """[(name, dtype, shape, offset, nbytes)] in file order."""
+        cdef const rnx_tensor_info *t
+        out = []
+        for i in range(rnx_file_tensor_count(self.ptr)):
+            t = rnx_file_tensor(self.ptr, i)
+            out.append((t.name.decode(), rnx_dtype_name(t.dtype).decode(),
+                        tuple(t.shape[d] for d in range(t.ndim)), t.offset, t.nbytes))
+        return out
+
+    def read(self, size_t index):
+        """Tensor `index` as a float32 array of its shape."""
+        import numpy as np
+
+        cdef const rnx_tensor_info *t = rnx_file_tensor(self.ptr, index)
+        if t == NULL:
+            raise IndexError(f"index: expected < {rnx_file_tensor_count(self.ptr)}, got {index}")
+        out = np.empty(tuple(t.shape[d] for d in range(t.ndim)), np.float32)
+        cdef float[::1] flat = out.reshape(-1)
+        cdef float *dst = &flat[0] if flat.shape[0] else NULL
+        cdef rnx_status status
+        with nogil:
+            status = rnx_file_read_f32(self.ptr, t, dst, flat.shape[0])
+        check(status, "read")
+        return out
+
+    def model_config(self, str what="file"):
+        """The model architecture the metadata describes, checked against the tensors:
+        {cell, nonlinearity, input_size, hidden_size, num_layers, bidirectional, output_size}."""
+        cdef char message[512]
+        cdef rnx_config cfg
+        cdef int output_size = 0
+        message[0] = 0
+        check_file(rnx_file_model_config(self.ptr, &cfg, &output_size, message, sizeof(message)),
+                   message, what)
+        cell, nonlinearity = CELL_NAMES[cfg.cell]
+        return {"cell": cell, "nonlinearity": nonlinearity, "input_size": cfg.input_size,
+                "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+                "bidirectional": bool(cfg.bidirectional),
+                "output_size": output_size if output_size else None}

@@ -301,6 +301,33 @@ class Model:
         return Stream(self, batch, _choice("backend", self.backend if backend is None else backend,
                                            BACKENDS))
 
+    # ------------------------------------------------------------------------------------------
+    # files, pickling and export
+
+    def to_bytes(self):
+        """The model as the bytes of an rnnext (safetensors) file; rnnext.load reads them back."""
+        from . import io
+
+        return io.to_bytes(self)
+
+    def save(self, path):
+        """Writes the model to `path` as an rnnext (safetensors) file; rnnext.load reads it."""
+        from . import io
+
+        io.save(self, path)
+
+    def __reduce__(self):
+        # the weights travel as the file's bytes; the compiled model is rebuilt on first use
+        from . import io
+
+        return io._unpickle, (self.to_bytes(), self.backend)
+
+    def to_onnx(self, path=None, opset=17):
+        """The model as an ONNX graph (see rnnext.onnx_io.to_onnx), written to `path` if given."""
+        from .onnx_io import to_onnx
+
+        return to_onnx(self, path, opset=opset)
+
     def __repr__(self):
         cell = f"rnn({self.nonlinearity})" if self.cell == "rnn" else self.cell
         if self.core_cell == "gru_reset_before":

@@ -47,7 +47,14 @@ typedef enum rnx_status {
     RNX_ERR_BAD_ARGUMENT = 3,    /* a size, length or thread count passed to a call is out of range */
     RNX_ERR_OUT_OF_MEMORY = 4,   /* an allocation failed */
     RNX_ERR_ISA_UNAVAILABLE = 5, /* the requested instruction set is not supported by this CPU/OS */
-    RNX_ERR_OVERFLOW = 6         /* a size computation would overflow */
+    RNX_ERR_OVERFLOW = 6,        /* a size computation would overflow */
+    RNX_ERR_FILE_LENGTH = 7,     /* a file's length disagrees with its header: truncated or trailing bytes */
+    RNX_ERR_FILE_HEADER = 8,     /* a file's header is not a well-formed safetensors JSON header */
+    RNX_ERR_FILE_DTYPE = 9,      /* a tensor's dtype is not one rnnext reads */
+    RNX_ERR_FILE_OFFSETS = 10,   /* a tensor's byte range is out of bounds, overlaps another, leaves a
+                                    gap or disagrees with its shape and dtype */
+    RNX_ERR_FILE_MODEL = 11,     /* a file's metadata or tensors do not describe an rnnext model */
+    RNX_ERR_FILE_VERSION = 12    /* a file was written in a newer format version than this library's */
 } rnx_status;
 
 /* A static, never-NULL description of a status code. */
@@ -171,6 +178,107 @@ RNX_API rnx_status rnx_stream_reset(rnx_stream *stream, const float *h0, const f
 RNX_API rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x);
 /* The current states into h, c (L, batch, H); either may be NULL. */
 RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c);
+
+/* ---------------------------------------------------------------------------------------------
+ * Files
+ *
+ * An rnnext file is a safetensors file, so the safetensors tools open it:
+ *   8 bytes    N, the header's length, little-endian unsigned (at most RNX_FILE_MAX_HEADER)
+ *   N bytes    a JSON object, UTF-8, optionally padded with spaces: for each tensor
+ *              "name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, and
+ *              "__metadata__": {"key": "value", ...} with string values only
+ *   the data   the tensors' raw little-endian bytes; each tensor's [begin, end) counts from the
+ *              data's start, and the ranges tile the data exactly, without gaps or overlaps
+ * The metadata of a model file (all values strings):
+ *   format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
+ *   nonlinearity "tanh" | "relu" (optional, "tanh" by default; "relu" for "rnn" only),
+ *   input_size, hidden_size, num_layers (decimal integers >= 1), bidirectional "0" | "1",
+ *   output_size (optional decimal integer >= 1: a dense head), output, activation (the head's
+ *   options, read by the Python package). Other keys are ignored.
+ * Its tensors are the parameters with PyTorch's names and shapes (weight_ih_l0, weight_hh_l0,
+ * bias_ih_l0, bias_hh_l0, ..._reverse; head.weight (O, D*H) and head.bias (O) with a head) and
+ * nothing else.
+ * Parsing reads only the bytes it is given, checks every size with overflow-checked arithmetic,
+ * and never runs code from the file. The calls below that take `message` write a NUL-terminated
+ * description of a failure into it (truncated to message_size bytes; NULL or 0 for none).
+ * ------------------------------------------------------------------------------------------- */
+
+/* The largest header accepted, in bytes (as the safetensors library). */
+#define RNX_FILE_MAX_HEADER 100000000u
+/* The most dimensions a tensor of a file may have. */
+#define RNX_FILE_MAX_DIMS 8
+/* The format version this library writes, and the newest it reads. */
+#define RNX_FILE_FORMAT_VERSION 1
+
+/* The dtypes a file's tensors may have (safetensors' names in comments); others are refused
+ * with RNX_ERR_FILE_DTYPE. Every one is read as float32. */
+typedef enum rnx_dtype {
+    RNX_DTYPE_F32 = 0,  /* "F32" */
+    RNX_DTYPE_F16 = 1,  /* "F16", IEEE half */
+    RNX_DTYPE_BF16 = 2, /* "BF16" */
+    RNX_DTYPE_F64 = 3   /* "F64", rounded to float32 when read */
+} rnx_dtype;
+
+/* "F32", "F16", "BF16", "F64"; "unknown" for other values. */
+RNX_API const char *rnx_dtype_name(rnx_dtype dtype);
+
+/* One tensor of a parsed file. */
+typedef struct rnx_tensor_info {
+    const char *name;                  /* NUL-terminated UTF-8, owned by the rnx_file */
+    rnx_dtype dtype;
+    int ndim;                          /* 0 .. RNX_FILE_MAX_DIMS */
+    uint64_t shape[RNX_FILE_MAX_DIMS]; /* the first ndim are set */
+    uint64_t offset;                   /* where its bytes start, from the start of the file */
+    uint64_t nbytes;                   /* product of shape times the dtype's size */
+} rnx_tensor_info;
+
+/* A parsed and checked file: its tensor table and metadata. It refers to the bytes it was parsed
+ * from, which must stay unchanged and alive until rnx_file_free. Read-only: safe to share. */
+typedef struct rnx_file rnx_file;
+
+/* Parses and checks the `size` bytes at `data` as a safetensors file: the header length (at most
+ * RNX_FILE_MAX_HEADER and within the buffer), well-formed JSON, dtypes, shapes (at most
+ * RNX_FILE_MAX_DIMS dimensions), byte ranges (in bounds, matching shape and dtype, tiling the
+ * data without gaps or overlaps), unique names and metadata keys, and the exact file length.
+ * On success *out owns a new table, freed with rnx_file_free; on failure *out is NULL and
+ * `message` says what is wrong, naming the tensor or key. */
+RNX_API rnx_status rnx_file_parse(rnx_file **out, const void *data, size_t size, char *message,
+                                  size_t message_size);
+
+/* Frees a table; NULL is a no-op. */
+RNX_API void rnx_file_free(rnx_file *file);
+
+/* The number of tensors; the tensor of `index` in file order (by byte offset), or NULL when
+ * index >= the count; the tensor called `name`, or NULL. */
+RNX_API size_t rnx_file_tensor_count(const rnx_file *file);
+RNX_API const rnx_tensor_info *rnx_file_tensor(const rnx_file *file, size_t index);
+RNX_API const rnx_tensor_info *rnx_file_find(const rnx_file *file, const char *name);
+
+/* The number of metadata entries; entry `index` (in key order) in *key and *value, which the
+ * table owns (RNX_ERR_BAD_ARGUMENT when index >= the count); the value of `key`, or NULL. */
+RNX_API size_t rnx_file_metadata_count(const rnx_file *file);
+RNX_API rnx_status rnx_file_metadata(const rnx_file *file, size_t index, const char **key,
+                                     const char **value);
+RNX_API const char *rnx_file_metadata_get(const rnx_file *file, const char *key);
+
+/* Reads `tensor` (one of `file`'s) as float32 into out, which holds `count` floats: count must
+ * be the tensor's number of elements (RNX_ERR_BAD_ARGUMENT otherwise). */
+RNX_API rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor,
+                                     float *out, size_t count);
+
+/* The architecture of the model file `file`, from its metadata, checked against its tensors:
+ * exactly the expected names, each with the expected shape. *config gets it, with isa set to
+ * RNX_ISA_AUTO; *output_size the head's width, or 0 without a head (output_size may be NULL). */
+RNX_API rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config,
+                                         int *output_size, char *message, size_t message_size);
+
+/* Builds a model from the `size` bytes of a model file at `data` (rnx_file_parse, then
+ * rnx_file_model_config, then rnx_model_create with instruction set `isa`, an rnx_isa).
+ * The bytes are not needed afterwards. A head in the file is checked and not used: the C core
+ * runs the recurrent layers. On success *out owns a new model, freed with rnx_model_free; on
+ * failure *out is NULL and `message` says why. */
+RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa,
+                                  char *message, size_t message_size);
 
 #ifdef __cplusplus
 }
