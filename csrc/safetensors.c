@@ -56,6 +56,7 @@ const char *rnx_dtype_name(rnx_dtype dtype) {
 
 typedef struct parser {
     const unsigned char *start, *p, *end; /* the header, and the next byte to read */
+    const char *context;                  /* the tensor being parsed, or NULL */
     char *arena;                          /* decoded strings; never fuller than the header */
     size_t arena_used;
     char *message;
@@ -70,7 +71,9 @@ typedef struct entry {
 
 static rnx_status syntax(parser *ps, const char *what) {
     return fail(ps->message, ps->message_size, RNX_ERR_FILE_HEADER,
-                "header: %s at byte %zu of the JSON header", what, (size_t)(ps->p - ps->start));
+                "header: %s%s%s%s at byte %zu of the JSON header", ps->context ? "'" : "",
+                ps->context ? ps->context : "", ps->context ? "': " : "", what,
+                (size_t)(ps->p - ps->start));
 }
 
 static void skip_space(parser *ps) {
@@ -255,7 +258,8 @@ static rnx_status parse_tensor(parser *ps, entry *t) {
     int seen = 0;
     rnx_status s = expect(ps, '{');
     if (s != RNX_OK) return s;
-    if (!accept(ps, '}')) do {
+    if (!accept(ps, '}')) {
+        do {
             const char *key, *dtype;
             if ((s = parse_string(ps, &key)) != RNX_OK || (s = expect(ps, ':')) != RNX_OK) return s;
             int which = !strcmp(key, "dtype") ? DTYPE : !strcmp(key, "shape") ? SHAPE
@@ -294,7 +298,8 @@ static rnx_status parse_tensor(parser *ps, entry *t) {
                 t->end = offsets[1];
             }
         } while (accept(ps, ','));
-    if ((s = expect(ps, '}')) != RNX_OK) return s;
+        if ((s = expect(ps, '}')) != RNX_OK) return s;
+    }
     if (seen != (DTYPE | SHAPE | OFFSETS))
         return fail(ps->message, ps->message_size, RNX_ERR_FILE_HEADER,
                     "tensor '" NAME_FMT "': missing '%s'", t->info.name,
@@ -429,25 +434,30 @@ static rnx_status parse_header(parser *ps, rnx_file *f, entry **entries) {
     rnx_status s;
     if (ps->p >= ps->end || *ps->p != '{') return syntax(ps, "the header does not start with '{'");
     ps->p++;
-    if (!accept(ps, '}')) do {
+    if (!accept(ps, '}')) {
+        do {
             const char *name;
             if ((s = parse_string(ps, &name)) != RNX_OK || (s = expect(ps, ':')) != RNX_OK) return s;
+            ps->context = name;
             if (!strcmp(name, "__metadata__")) {
                 if (have_metadata)
                     return fail(ps->message, ps->message_size, RNX_ERR_FILE_HEADER,
                                 "header: duplicate key '__metadata__'");
                 have_metadata = 1;
                 if ((s = parse_metadata(ps, &f->meta, &f->nmeta)) != RNX_OK) return s;
-                continue;
+            } else {
+                if ((s = reserve((void **)entries, &capacity, f->ntensors, sizeof **entries)) !=
+                    RNX_OK)
+                    return fail(ps->message, ps->message_size, s, "header: too many tensors");
+                entry *t = &(*entries)[f->ntensors++];
+                memset(t, 0, sizeof *t);
+                t->info.name = name;
+                if ((s = parse_tensor(ps, t)) != RNX_OK) return s;
             }
-            if ((s = reserve((void **)entries, &capacity, f->ntensors, sizeof **entries)) != RNX_OK)
-                return fail(ps->message, ps->message_size, s, "header: too many tensors");
-            entry *t = &(*entries)[f->ntensors++];
-            memset(t, 0, sizeof *t);
-            t->info.name = name;
-            if ((s = parse_tensor(ps, t)) != RNX_OK) return s;
+            ps->context = NULL;
         } while (accept(ps, ','));
-    if ((s = expect(ps, '}')) != RNX_OK) return s;
+        if ((s = expect(ps, '}')) != RNX_OK) return s;
+    }
     skip_space(ps);
     if (ps->p != ps->end) return syntax(ps, "unexpected bytes after the JSON object");
     return RNX_OK;
@@ -487,7 +497,7 @@ static rnx_status parse_file(rnx_file *f, char *message, size_t message_size) {
         return fail(message, message_size, RNX_ERR_FILE_LENGTH,
                     "truncated: the header length is %llu bytes, the file holds %zu after it",
                     (unsigned long long)header_len, f->size - 8);
-    parser ps = {f->data + 8, f->data + 8, f->data + 8 + header_len, NULL, 0, message,
+    parser ps = {f->data + 8, f->data + 8, f->data + 8 + header_len, NULL, NULL, 0, message,
                  message_size};
     /* decoded strings plus their NULs never outgrow the quoted strings of the header */
     f->strings = ps.arena = malloc((size_t)header_len + 1);
