@@ -695,6 +695,17 @@ static rnx_status read_architecture(const rnx_file *f, rnx_config *c, int *outpu
     if (relu && c->cell != RNX_CELL_RNN_RELU)
         return fail(message, message_size, RNX_ERR_FILE_MODEL,
                     "metadata: nonlinearity 'relu' is for the 'rnn' cell only, got cell '%s'", cell);
+    if (rnx_file_metadata_get(f, "linear_before_reset")) {
+        int linear_before_reset;
+        if (c->cell != RNX_CELL_GRU)
+            return fail(message, message_size, RNX_ERR_FILE_MODEL,
+                        "metadata: 'linear_before_reset' is for the 'gru' cell only, got cell '%s'",
+                        cell);
+        if ((s = meta_int(f, "linear_before_reset", 1, &linear_before_reset, message,
+                          message_size)) != RNX_OK)
+            return s;
+        if (!linear_before_reset) c->cell = RNX_CELL_GRU_RESET_BEFORE;
+    }
 
     int bidirectional;
     if ((s = meta_int(f, "input_size", 0, &c->input_size, message, message_size)) != RNX_OK ||

@@ -187,7 +187,9 @@ cdef class CoreStream:
 # ------------------------------------------------------------------------------------------------
 # files: the C parser (csrc/safetensors.c) checks everything; this only copies its results out
 
-CELL_NAMES = {0: ("rnn", "tanh"), 1: ("rnn", "relu"), 2: ("lstm", "tanh"), 3: ("gru", "tanh")}
+# core cell -> (Model's cell, nonlinearity, linear_before_reset)
+CELL_NAMES = {0: ("rnn", "tanh", True), 1: ("rnn", "relu", True), 2: ("lstm", "tanh", True),
+              3: ("gru", "tanh", True), 4: ("gru", "tanh", False)}
 
 
 cdef int check_file(rnx_status status, const char *message, str what) except -1:
@@ -256,15 +258,17 @@ cdef class TensorFile:
 
     def model_config(self, str what="file"):
         """The model architecture the metadata describes, checked against the tensors:
-        {cell, nonlinearity, input_size, hidden_size, num_layers, bidirectional, output_size}."""
+        {cell, nonlinearity, linear_before_reset, input_size, hidden_size, num_layers,
+        bidirectional, output_size}."""
         cdef char message[512]
         cdef rnx_config cfg
         cdef int output_size = 0
         message[0] = 0
         check_file(rnx_file_model_config(self.ptr, &cfg, &output_size, message, sizeof(message)),
                    message, what)
-        cell, nonlinearity = CELL_NAMES[cfg.cell]
-        return {"cell": cell, "nonlinearity": nonlinearity, "input_size": cfg.input_size,
+        cell, nonlinearity, linear_before_reset = CELL_NAMES[cfg.cell]
+        return {"cell": cell, "nonlinearity": nonlinearity,
+                "linear_before_reset": linear_before_reset, "input_size": cfg.input_size,
                 "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
                 "bidirectional": bool(cfg.bidirectional),
                 "output_size": output_size if output_size else None}

@@ -24,6 +24,8 @@ def _metadata(model):
             "nonlinearity": model.nonlinearity, "input_size": str(model.input_size),
             "hidden_size": str(model.hidden_size), "num_layers": str(model.num_layers),
             "bidirectional": "1" if model.bidirectional else "0"}
+    if model.cell == "gru":
+        meta["linear_before_reset"] = "1" if model.linear_before_reset else "0"
     if model.output_size is not None:
         meta.update(output_size=str(model.output_size), output=model.output,
                     activation=model.activation or "none")
@@ -86,7 +88,9 @@ def load(source, backend="c"):
                 "activation": _head_option(meta, "activation", ACTIVATIONS, "none", what)}
     return Model(config["cell"], config["input_size"], config["hidden_size"],
                  num_layers=config["num_layers"], bidirectional=config["bidirectional"],
-                 nonlinearity=config["nonlinearity"], backend=backend, params=params, **head)
+                 nonlinearity=config["nonlinearity"],
+                 linear_before_reset=config["linear_before_reset"], backend=backend,
+                 params=params, **head)
 
 
 def inspect(source):

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 import rnnext
 from rnnext import Model
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from conftest import REPO
+
+ROOT = str(REPO)
 
 ARCHITECTURES = [
     dict(cell="rnn", input_size=3, hidden_size=4),
@@ -30,6 +31,7 @@ ARCHITECTURES = [
          activation="softmax"),
     dict(cell="lstm", input_size=4, hidden_size=3, output_size=2, output="many_to_many",
          activation="sigmoid"),
+    dict(cell="gru", input_size=3, hidden_size=4, num_layers=2, linear_before_reset=False),
 ]
 
 
@@ -301,6 +303,8 @@ def _with_metadata(change):
     (lambda m: m.update(bidirectional="1"), "missing tensor 'weight_ih_l0_reverse'"),
     (lambda m: m.update(output_size="2"), "missing tensor 'head.weight'"),
     (lambda m: m.update(hidden_size="2147483647", num_layers="2147483647"), "overflows"),
+    (lambda m: m.update(linear_before_reset="0"), "'linear_before_reset' is for the 'gru' cell"),
+    (lambda m: m.update(cell="gru", linear_before_reset="yes"), "'linear_before_reset' is 'yes'"),
 ])
 def test_bad_architecture_is_refused(change, expected):
     assert expected in load_error(_with_metadata(change))

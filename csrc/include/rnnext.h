@@ -192,6 +192,8 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  * The metadata of a model file (all values strings):
  *   format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
  *   nonlinearity "tanh" | "relu" (optional, "tanh" by default; "relu" for "rnn" only),
+ *   linear_before_reset "1" | "0" (optional, "1" by default; "gru" only: "0" is
+ *   RNX_CELL_GRU_RESET_BEFORE),
  *   input_size, hidden_size, num_layers (decimal integers >= 1), bidirectional "0" | "1",
  *   output_size (optional decimal integer >= 1: a dense head), output, activation (the head's
  *   options, read by the Python package). Other keys are ignored.
