@@ -1,4 +1,5 @@
-"""The rnnext command line: `rnnext demo` (also `python -m rnnext demo`)."""
+"""The rnnext command line: `rnnext demo`, `rnnext config`, `rnnext convert IN OUT`, `rnnext inspect
+FILE` (also `python -m rnnext ...`)."""
 import argparse
 import sys
 import time
@@ -6,6 +7,7 @@ import time
 import numpy as np
 
 from .config import config, show_config
+from .file_commands import add_commands as add_file_commands
 from .model import Model
 
 
@@ -58,6 +60,7 @@ def main(argv=None):
     p.set_defaults(func=demo)
     sub.add_parser("config", help="print the build and run-time configuration").set_defaults(
         func=lambda args: show_config() or 0)
+    add_file_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,130 @@
+"""from_torch on state_dicts, and the command line's convert and inspect, against PyTorch and
+ONNX Runtime."""
+import numpy as np
+import pytest
+
+import rnnext
+from rnnext.cli import main
+
+from conftest import F32_ATOL, F32_RTOL
+
+torch = pytest.importorskip("torch", reason="torch not installed")
+
+I, H, B, T = 3, 5, 4, 6
+
+
+class Net(torch.nn.Module):
+    """A recurrent module with a Linear head on the last step, as people write them."""
+
+    def __init__(self, mode="LSTM", bias=True, **kwargs):
+        super().__init__()
+        self.rnn = getattr(torch.nn, mode)(I, H, batch_first=True, bias=bias, **kwargs)
+        D = 2 if kwargs.get("bidirectional") else 1
+        self.fc = torch.nn.Linear(D * H, 3)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return torch.softmax(self.fc(y[:, -1]), -1)
+
+
+def inputs(seed=0):
+    return np.random.default_rng(seed).standard_normal((B, T, I)).astype(np.float32)
+
+
+def torch_output(net, x):
+    with torch.no_grad():
+        return net(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("mode, cell, kwargs", [
+    ("LSTM", "lstm", dict(num_layers=2, bidirectional=True)),
+    ("GRU", "gru", dict(num_layers=3)),
+    ("RNN", "rnn", dict(nonlinearity="relu", bidirectional=True)),
+])
+def test_state_dict_with_prefixes_matches_torch(mode, cell, kwargs):
+    torch.manual_seed(0)
+    net = Net(mode, **kwargs).eval()
+    model = rnnext.from_torch(net.state_dict(), cell=cell, prefix="rnn.", head_prefix="fc.",
+                              nonlinearity=kwargs.get("nonlinearity", "tanh"),
+                              output="many_to_one", activation="softmax")
+    assert model.num_layers == kwargs.get("num_layers", 1)
+    x = inputs()
+    np.testing.assert_allclose(model.predict(x), torch_output(net, x), rtol=F32_RTOL,
+                               atol=F32_ATOL)
+
+
+def test_state_dict_without_bias_and_as_numpy_matches_torch():
+    torch.manual_seed(1)
+    rnn = torch.nn.GRU(I, H, num_layers=2, bias=False, batch_first=True)
+    state = {k: v.numpy() for k, v in rnn.state_dict().items()}
+    model = rnnext.from_torch(state, cell="gru")
+    x = inputs(1)
+    with torch.no_grad():
+        expected = rnn(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(model.forward(x)[0], expected, rtol=F32_RTOL, atol=F32_ATOL)
+
+
+def test_state_dict_errors_name_the_problem():
+    state = torch.nn.LSTM(I, H, proj_size=2).state_dict()
+    with pytest.raises(ValueError, match="'weight_hr_l0' is not a parameter"):
+        rnnext.from_torch(state, cell="lstm")
+    with pytest.raises(ValueError, match="cell: a state_dict needs its cell"):
+        rnnext.from_torch(torch.nn.GRU(I, H).state_dict())
+    with pytest.raises(ValueError, match="weight_ih_l0"):
+        rnnext.from_torch(torch.nn.GRU(I, H).state_dict(), cell="lstm")
+    with pytest.raises(ValueError, match="head_prefix 'head.' names no head.weight"):
+        rnnext.from_torch(torch.nn.GRU(I, H).state_dict(), cell="gru", head_prefix="head.")
+
+
+def test_convert_state_dict_to_rnnext_and_onnx_and_inspect(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    torch.manual_seed(2)
+    net = Net("LSTM", num_layers=2).eval()
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    options = ["--cell", "lstm", "--prefix", "rnn.", "--head-prefix", "fc.", "--output",
+               "many_to_one", "--activation", "softmax"]
+    assert main(["convert", str(tmp_path / "net.pt"), str(tmp_path / "net.rnx"), *options]) == 0
+    assert main(["convert", str(tmp_path / "net.rnx"), str(tmp_path / "net.onnx")]) == 0
+    x = inputs(3)
+    expected = torch_output(net, x)
+    np.testing.assert_allclose(rnnext.load(tmp_path / "net.rnx").predict(x), expected,
+                               rtol=F32_RTOL, atol=F32_ATOL)
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["y"], {"x": x})[0], expected, rtol=F32_RTOL,
+                               atol=F32_ATOL)
+    assert main(["convert", str(tmp_path / "net.onnx"), str(tmp_path / "back.rnx")]) == 0
+    np.testing.assert_allclose(rnnext.load(tmp_path / "back.rnx").predict(x), expected,
+                               rtol=F32_RTOL, atol=F32_ATOL)
+
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "net.rnx")]) == 0
+    printed = capsys.readouterr().out
+    count = sum(p.numel() for p in net.parameters())
+    assert f"{count} parameters" in printed
+    assert "cell: lstm" in printed and "num_layers: 2" in printed
+    assert "weight_hh_l1             F32  (20, 5)" in printed
+    assert main(["inspect", str(tmp_path / "net.onnx")]) == 0
+    assert f"parameters: {count}" in capsys.readouterr().out
+
+
+def test_convert_keras(tmp_path):
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras", reason="keras not installed")
+    model = keras.Sequential([keras.Input((T, I)), keras.layers.GRU(H, reset_after=False),
+                              keras.layers.Dense(2, activation="sigmoid")])
+    model.save(tmp_path / "m.keras")
+    assert main(["convert", str(tmp_path / "m.keras"), str(tmp_path / "m.rnx")]) == 0
+    x = inputs(4)
+    np.testing.assert_allclose(rnnext.load(tmp_path / "m.rnx").predict(x),
+                               model.predict(x, verbose=0), rtol=F32_RTOL, atol=F32_ATOL)
+
+
+def test_command_errors_are_one_line(tmp_path, capsys):
+    torch.save(torch.nn.GRU(I, H).state_dict(), tmp_path / "gru.pt")
+    assert main(["convert", str(tmp_path / "gru.pt"), str(tmp_path / "out.rnx")]) == 1
+    assert "a state_dict needs --cell" in capsys.readouterr().err
+    (tmp_path / "bad.rnx").write_bytes(b"\x05" + b"\0" * 7 + b"{}")
+    assert main(["inspect", str(tmp_path / "bad.rnx")]) == 1
+    assert "truncated" in capsys.readouterr().err
