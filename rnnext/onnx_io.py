@@ -137,7 +137,7 @@ def _data_input(graph, node):
 
 
 def _chain(graph):
-    """[(node, output index)] from the graph's input to its first output, along the data path."""
+    """[(node, output index)] from a graph input to the first output, along the data path."""
     if len(graph.outputs) == 0:
         _refuse(None, "has no outputs")
     chain, name = [], graph.outputs[0]
@@ -153,8 +153,7 @@ def _chain(graph):
                           "layer (Gemm, or MatMul and Add) and Softmax or Sigmoid")
         chain.append((node, k))
         name = _data_input(graph, node)
-    chain.reverse()
-    return chain, name
+    return chain[::-1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,13 +245,13 @@ def _reshape(node, path, target):
 
 
 def _last_step(node, path, label):
+    """Marks the path as one time step when an index or slice takes the last one of axis T."""
     if label != "T":
-        return False
+        return
     if path.stage != "seq":
         _refuse(node, "takes a time step of something that is not a recurrent output sequence")
     path.stage = "last"
     path.from_time_index = True
-    return True
 
 
 def _shape_op(graph, node, path):
@@ -443,7 +442,7 @@ def from_onnx(source, backend="c"):
     """A Model from an ONNX model (a path, the file's bytes, or an onnx.ModelProto); see the
     module's documentation for what is supported and what the Model's outputs mean."""
     graph = _Graph(_load(source))
-    chain, x_name = _chain(graph)
+    chain = _chain(graph)
     recurrent = [node for node, _ in chain if node.op_type in RECURRENT_OPS]
     if not recurrent:
         _refuse(None, "has no LSTM, GRU or RNN node on the path to its first output")
