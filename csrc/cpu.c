@@ -55,6 +55,29 @@ int rnx_max_threads(void) {
 #endif
 }
 
+/* libgomp's thread pool does not survive fork(): a child that starts a parallel region after its
+ * parent had one waits forever for threads that were not copied. Such children run serially. */
+#ifdef _OPENMP
+#include <pthread.h>
+static volatile int parallel_started = 0, forked_after_parallel = 0;
+static void on_fork_child(void) { forked_after_parallel = parallel_started; }
+static void register_fork_handler(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+#endif
+
+int rnx_threads_for_call(int n_threads) {
+#ifdef _OPENMP
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_fork_handler);
+    if (forked_after_parallel) return 1;
+    const int threads = n_threads > 0 ? n_threads : omp_get_max_threads();
+    if (threads > 1) parallel_started = 1;
+    return threads;
+#else
+    (void)n_threads;
+    return 1;
+#endif
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 #if defined(RNX_X86_KERNELS)

@@ -256,8 +256,8 @@ rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
         for (int b = 0; b < B; b++)
             if (lengths[b] < 1 || lengths[b] > T) return RNX_ERR_BAD_ARGUMENT;
     const forward_args args = {y, h_n, c_n, x, h0, c0, lengths, B, T};
-    const int threads = n_threads > 0 ? n_threads : rnx_max_threads();
-    if (threads <= 1 || !rnx_has_openmp()) return run_rows(model, &args, 0, B, 1);
+    const int threads = rnx_threads_for_call(n_threads);
+    if (threads <= 1) return run_rows(model, &args, 0, B, 1);
     /* fewer than two rows a thread: share the rows, split the panels (measured 1.4-2x on 2
      * threads for B = 2, 3 where slices of 1 and 2 rows leave a thread idle half the time) */
     if (B < 2 * threads) return run_rows(model, &args, 0, B, team_threads(model, B, threads));

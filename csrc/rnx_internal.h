@@ -53,6 +53,10 @@ extern const rnx_kernels rnx_kernels_avx512;
 /* G, the gates of `cell` (an rnx_cell), or 0 for an unknown cell. */
 int rnx_cell_gates(int cell);
 
+/* Threads for a call asking for n_threads (<= 0: the OpenMP default): 1 without OpenMP, and 1 in
+ * a process forked after its parent started OpenMP threads (libgomp cannot run there). */
+int rnx_threads_for_call(int n_threads);
+
 /* The kernels of `isa` (never RNX_ISA_AUTO), or NULL where this build or CPU lacks them. */
 const rnx_kernels *rnx_kernels_for(rnx_isa isa);
 

@@ -151,7 +151,9 @@ RNX_API rnx_config rnx_model_config(const rnx_model *model);
  *   h0, c0   (L*D, B, H) or NULL for zeros: initial states (c0 for the LSTM only).
  *   lengths  (B) or NULL for all T: valid steps of each sequence, 1 <= lengths[b] <= T.
  *            The reverse direction starts at step lengths[b]-1 (packed-sequence semantics).
- *   n_threads  threads to use (OpenMP over the batch); <= 0 for rnx_max_threads().
+ *   n_threads  threads to use (OpenMP over the batch); <= 0 for rnx_max_threads(). In a process
+ *            forked after this library started threads, calls run on one thread (libgomp's
+ *            threads do not survive fork()).
  * The results do not depend on n_threads. Workspace is allocated once per call and does not grow
  * with T, except for a stack of more than one bidirectional layer, whose inner layers' output
  * sequences must be kept (B, T, 2*H). Safe to call concurrently on one model. */
