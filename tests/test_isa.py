@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -82,8 +83,9 @@ def run_python(code, rnnext_isa):
     root = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "RNNEXT_ISA": rnnext_isa, "PYTHONPATH": path}
+    # run outside the source tree, where `import rnnext` would find the uncompiled sources first
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
 
 
 def test_env_scalar_is_reported_by_show_config():
