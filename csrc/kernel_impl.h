@@ -75,15 +75,20 @@ RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const fl
                            size_t panel_stride, int K, int ldw, const int NP, const int NR,
                            const int NV) {
     for (int k = 0; k < K; k++) {
+        /* the weights of step k in registers, reused by every row: one load per vector */
         const float *wk = w + (size_t)k * ldw;
+        vf wv[2][4];
+#pragma GCC unroll 2
+        for (int q = 0; q < NP; q++)
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) wv[q][j] = vload(wk + q * panel_stride + j * RNX_VW);
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
             vf ar = vsplat(a[r][k]);
 #pragma GCC unroll 2
             for (int q = 0; q < NP; q++)
 #pragma GCC unroll 4
-                for (int j = 0; j < NV; j++)
-                    acc[q][r][j] += ar * vload(wk + q * panel_stride + j * RNX_VW);
+                for (int j = 0; j < NV; j++) acc[q][r][j] += ar * wv[q][j];
         }
     }
 }
