@@ -13,6 +13,7 @@ import numpy as np
 
 from . import reference
 from .config import resolve_threads
+from .train import TrainingMixin
 
 CELL_NAMES = ("rnn", "lstm", "gru")
 BACKENDS = ("c", "numpy")
@@ -53,7 +54,7 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-class Model:
+class Model(TrainingMixin):
     """A stack of RNN, LSTM or GRU layers with an optional dense head.
 
     cell: "rnn", "lstm" or "gru"; nonlinearity: "tanh" or "relu" (RNN only).
@@ -91,6 +92,7 @@ class Model:
         self.activation = _choice("activation", activation, ACTIVATIONS)
         self.backend = _choice("backend", backend, BACKENDS)
         self._core = None
+        self._tape = None  # the compiled core's training tape (train.py), kept across steps
         self.params = self._initial_params(seed) if params is None else self._checked_params(params)
 
     # ------------------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Optimizers and gradient clipping, with PyTorch's update rules (torch.optim.SGD, Adam,
+torch.nn.utils.clip_grad_norm_ and clip_grad_value_), on {name: array} dicts.
+
+An optimizer updates the arrays of a params dict in place and keeps its own state per name.
+"""
+import numpy as np
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name}: expected a number > 0, got {value}")
+    return float(value)
+
+
+def _fraction(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {value}")
+    return float(value)
+
+
+class SGD:
+    """p -= lr * v with v = momentum * v + g (v = g when momentum is 0)."""
+
+    def __init__(self, lr=0.01, momentum=0.0):
+        self.lr = _positive("lr", lr)
+        self.momentum = _fraction("momentum", momentum)
+        self.velocity = {}
+
+    def step(self, params, grads):
+        for name, g in grads.items():
+            if self.momentum:
+                v = self.velocity.get(name)
+                v = g.copy() if v is None else self.momentum * v + g
+                self.velocity[name] = v
+                g = v
+            params[name] -= (self.lr * g).astype(params[name].dtype, copy=False)
+
+    def __repr__(self):
+        return f"SGD(lr={self.lr}, momentum={self.momentum})"
+
+
+class Adam:
+    """Adam (Kingma and Ba) with bias correction: p -= lr * m_hat / (sqrt(v_hat) + eps)."""
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8):
+        self.lr = _positive("lr", lr)
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_fraction("betas[0]", betas[0]), _fraction("betas[1]", betas[1]))
+        self.eps = _positive("eps", eps)
+        self.m, self.v, self.t = {}, {}, 0
+
+    def step(self, params, grads):
+        self.t += 1
+        b1, b2 = self.betas
+        for name, g in grads.items():
+            m = self.m.get(name, 0.0) * b1 + (1.0 - b1) * g
+            v = self.v.get(name, 0.0) * b2 + (1.0 - b2) * (g * g)
+            self.m[name], self.v[name] = m, v
+            m_hat = m / (1.0 - b1 ** self.t)
+            v_hat = v / (1.0 - b2 ** self.t)
+            params[name] -= (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(
+                params[name].dtype, copy=False)
+
+    def __repr__(self):
+        return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps})"
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def make_optimizer(optimizer, lr=None):
+    """An optimizer from a name ("sgd", "adam", with lr or the default's) or an instance."""
+    if isinstance(optimizer, (SGD, Adam)):
+        if lr is not None:
+            raise ValueError(f"lr: expected None when optimizer is an instance ({optimizer!r}), "
+                             f"got {lr}")
+        return optimizer
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {tuple(OPTIMIZERS)} or an SGD/Adam "
+                         f"instance, got {optimizer!r}")
+    return OPTIMIZERS[optimizer]() if lr is None else OPTIMIZERS[optimizer](lr=lr)
+
+
+def global_norm(grads):
+    """sqrt of the sum of every gradient's squared entries."""
+    return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+
+
+def clip_by_norm(grads, max_norm):
+    """Scales all gradients in place by max_norm / (norm + 1e-6) when their global norm exceeds
+    max_norm (torch.nn.utils.clip_grad_norm_). Returns the norm before clipping."""
+    norm = global_norm(grads)
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1.0:
+        for g in grads.values():
+            g *= scale
+    return norm
+
+
+def clip_by_value(grads, limit):
+    """Clips every gradient entry in place to [-limit, limit] (clip_grad_value_)."""
+    for g in grads.values():
+        np.clip(g, -limit, limit, out=g)
+
+
+def parse_clip(clip):
+    """None, a number (the global norm), ("norm", x) or ("value", x) -> (kind, x) or None."""
+    if clip is None:
+        return None
+    if isinstance(clip, (tuple, list)) and len(clip) == 2 and clip[0] in ("norm", "value"):
+        return clip[0], _positive(f"clip[1] ({clip[0]})", clip[1])
+    if isinstance(clip, (int, float, np.floating, np.integer)) and not isinstance(clip, bool):
+        return "norm", _positive("clip", clip)
+    raise TypeError(f"clip: expected None, a number (global norm), ('norm', x) or ('value', x), "
+                    f"got {clip!r}")
+
+
+def clip_grads(grads, clip):
+    """Applies parse_clip(clip) to grads in place."""
+    rule = parse_clip(clip)
+    if rule is None:
+        return
+    if rule[0] == "norm":
+        clip_by_norm(grads, rule[1])
+    else:
+        clip_by_value(grads, rule[1])
