@@ -20,7 +20,9 @@ typedef int32_t vi __attribute__((vector_size(RNX_VW * 4), may_alias));
  * never replaced by a clamp) and saturates correctly at +-inf.
  * ------------------------------------------------------------------------------------------- */
 
-RNX_INLINE vf vsplat(float s) { return (vf){0} + s; }
+/* s - 0 is s for every s (0 + s is not: 0 + -0 = +0), so the compiler folds this to a broadcast,
+ * which an FMA takes as a memory operand; (vf){0} + s costs an extra add per broadcast. */
+RNX_INLINE vf vsplat(float s) { return s - (vf){0}; }
 
 /* lanes of a where mask is set (all ones), else lanes of b */
 RNX_INLINE vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
@@ -65,15 +67,17 @@ RNX_INLINE vf vload(const float *p) { return *(const vf *)p; }
 RNX_INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
 
 /* ---------------------------------------------------------------------------------------------
- * The product: acc[q][r][j] += sum_k a[r][k] * w[q*panel_stride + k*ldw + j*VW ..] over K, for
+ * The product: acc[q][r][j] += sum_k a[r][k*AS] * w[q*panel_stride + k*ldw + j*VW ..] over K, for
  * NP panels, NR rows and NV vectors. NP, NR and NV are constants after inlining, so the
  * accumulators live in registers. Every output is summed over k in the same order whatever the
  * tile's shape, so results do not depend on how rows are grouped (or on the thread count).
+ * AS, the stride of a row's elements, is 1 except in the training kernels' weight gradients,
+ * which read states in place.
  * ------------------------------------------------------------------------------------------- */
 
-RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const float *w,
-                           size_t panel_stride, int K, int ldw, const int NP, const int NR,
-                           const int NV) {
+RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const ptrdiff_t AS,
+                           const float *w, size_t panel_stride, int K, int ldw, const int NP,
+                           const int NR, const int NV) {
     for (int k = 0; k < K; k++) {
         /* the weights of step k in registers, reused by every row: one load per vector */
         const float *wk = w + (size_t)k * ldw;
@@ -84,7 +88,7 @@ RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const fl
             for (int j = 0; j < NV; j++) wv[q][j] = vload(wk + q * panel_stride + j * RNX_VW);
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
-            vf ar = vsplat(a[r][k]);
+            vf ar = vsplat(a[r][k * AS]);
 #pragma GCC unroll 2
             for (int q = 0; q < NP; q++)
 #pragma GCC unroll 4
@@ -109,7 +113,7 @@ RNX_INLINE void project_panels(float *const *out, const float *const *a, const r
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++) acc[q][r][j] = vload(w->bx + (size_t)(p + q) * panel + j * RNX_VW);
-    accumulate(acc, a, w->wx + p * stride, stride, w->in_size, panel, NP, NR, NV);
+    accumulate(acc, a, 1, w->wx + p * stride, stride, w->in_size, panel, NP, NR, NV);
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++)
@@ -129,10 +133,19 @@ RNX_INLINE void project_tile(float *const *out, const float *const *a, const rnx
  * while its gates are still in registers.
  * ------------------------------------------------------------------------------------------- */
 
+/* Training mode: a step's NG activated gates at gates_off and `extra` (LSTM c', GRU
+ * W_hn h + b_hn) at extra_off of the row's tape (layout: see rnx_tape in backward.c). */
+RNX_INLINE void tape_store(float *row, size_t gates_off, size_t extra_off, const vf *gates,
+                           const int NG, vf extra) {
+    for (int j = 0; j < NG; j++) vstore(row + gates_off + j * RNX_VW, gates[j]);
+    vstore(row + extra_off, extra);
+}
+
 RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c,
                             const float *const *h_in, const float *const *xp,
-                            const unsigned char *active, const rnx_packed *w, int H, int p,
-                            const int NP, const int NR, const int NV) {
+                            const unsigned char *active, float *const *tape,
+                            const rnx_packed *w, int H, int npanels, int p, const int NP,
+                            const int NR, const int NV, const int TAPE) {
     const int panel = NV * RNX_VW;
     const int units = NV == 4 && cell != RNX_CELL_LSTM ? NV * RNX_VW : RNX_VW;
     const size_t stride = (size_t)H * panel;
@@ -145,7 +158,7 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
                                    : vload(xp[r] + (size_t)(p + q) * panel + j * RNX_VW);
     /* the GRU with the reset before the product takes only r and z here, n in gru_n_pass */
     const int nv_here = cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : NV;
-    accumulate(acc, h_in, w->wh + p * stride, stride, H, panel, NP, NR, nv_here);
+    accumulate(acc, h_in, 1, w->wh + p * stride, stride, H, panel, NP, NR, nv_here);
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * units;
         for (int r = 0; r < NR; r++) {
@@ -159,9 +172,18 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
                 vf cn = f * vload(c[r] + u0) + i * g;
                 vstore(c[r] + u0, cn);
                 vstore(h_out[r] + u0, o * vtanh(cn));
+                if (TAPE) {
+                    const vf gates[4] = {i, f, g, o};
+                    tape_store(tape[r], xoff, (size_t)npanels * panel + u0, gates, 4, cn);
+                }
             } else if (cell == RNX_CELL_GRU) {
                 vf rg = vsigmoid(acc[q][r][0]), z = vsigmoid(acc[q][r][1]);
                 vf n = vtanh(vload(xp[r] + xoff + 2 * RNX_VW) + rg * acc[q][r][2]);
+                if (TAPE) {
+                    const vf gates[3] = {rg, z, n};
+                    tape_store(tape[r], xoff, (size_t)npanels * panel + u0, gates, 3,
+                               acc[q][r][2]);
+                }
                 vf h = vload(h_in[r] + u0);
                 vstore(h_out[r] + u0, n + z * (h - n));
             } else if (cell == RNX_CELL_GRU_RESET_BEFORE) {
@@ -188,7 +210,7 @@ RNX_INLINE void gru_n_panels(float *const *h_out, const float *const *rh, const 
     vf acc[2][RNX_MR][4];
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++) acc[q][r][0] = vload(w->bhn + (size_t)(p + q) * RNX_VW);
-    accumulate(acc, rh, w->wh + p * stride + 2 * RNX_VW, stride, H, panel, NP, NR, 1);
+    accumulate(acc, rh, 1, w->wh + p * stride + 2 * RNX_VW, stride, H, panel, NP, NR, 1);
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * RNX_VW;
         for (int r = 0; r < NR; r++) {
@@ -202,12 +224,16 @@ RNX_INLINE void gru_n_panels(float *const *h_out, const float *const *rh, const 
 
 RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
                           const float *const *h_in, const float *const *xp,
-                          const unsigned char *active, const rnx_packed *w, int H, int p0, int p1,
-                          const int NR, const int NV) {
+                          const unsigned char *active, float *const *tape, const rnx_packed *w,
+                          int H, int npanels, int p0, int p1, const int NR, const int NV,
+                          const int TAPE) {
     int p = p0;
     if (RNX_PAIR_PANELS(NR, NV))
-        for (; p + 1 < p1; p += 2) step_panels(cell, h_out, c, h_in, xp, active, w, H, p, 2, NR, NV);
-    for (; p < p1; p++) step_panels(cell, h_out, c, h_in, xp, active, w, H, p, 1, NR, NV);
+        for (; p + 1 < p1; p += 2)
+            step_panels(cell, h_out, c, h_in, xp, active, tape, w, H, npanels, p, 2, NR, NV,
+                        TAPE);
+    for (; p < p1; p++)
+        step_panels(cell, h_out, c, h_in, xp, active, tape, w, H, npanels, p, 1, NR, NV, TAPE);
     if (cell != RNX_CELL_GRU_RESET_BEFORE) return;
     const float *const *rh = (const float *const *)c;
     p = p0;
@@ -252,13 +278,31 @@ static void RNX_K(step)(int cell, float *const *h_out, float *const *c, const fl
                         int H, int p0, int p1, int nrows) {
 #define RNX_STEP(NR)                                                                              \
     switch (cell) {                                                                               \
-    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 4); break; \
-    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 3); break;   \
-    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 4); break; \
+    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
+    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0); break;   \
+    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
     case RNX_CELL_GRU_RESET_BEFORE:                                                               \
-        step_tile(RNX_CELL_GRU_RESET_BEFORE, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 3);   \
+        step_tile(RNX_CELL_GRU_RESET_BEFORE, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0); \
         break;                                                                                    \
-    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, xp, active, w, H, p0, p1, NR, 4); break; \
+    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
+    }
+    RNX_ROWS_SWITCH(RNX_STEP)
+#undef RNX_STEP
+}
+
+/* step in training mode: the same step, which also stores each active row's gates in tape[r]
+ * (tape[r] may be xp[r]), over all npanels panels. A separate entry point, so that the inference
+ * step's code stays as it was (measured: folding the tape into it cost the GRU 8%). */
+static void RNX_K(step_train)(int cell, float *const *h_out, float *const *c,
+                              const float *const *h_in, const float *const *xp,
+                              const unsigned char *active, float *const *tape,
+                              const rnx_packed *w, int H, int npanels, int nrows) {
+#define RNX_STEP(NR)                                                                              \
+    switch (cell) {                                                                               \
+    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
+    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, xp, active, tape, w, H, npanels, 0, npanels, NR, 3, 1); break;   \
+    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
+    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
     }
     RNX_ROWS_SWITCH(RNX_STEP)
 #undef RNX_STEP
@@ -275,7 +319,11 @@ static void RNX_K(activate)(rnx_function f, float *out, const float *in, size_t 
     }
 }
 
+/* The training kernels (backward pass) share this file's vector maths and products. */
+#include "kernel_train_impl.h"
+
 const rnx_kernels RNX_K(rnx_kernels) = {
     .isa = RNX_ISA_ID, .vw = RNX_VW, .mr = RNX_MR, .project = RNX_K(project), .step = RNX_K(step),
-    .activate = RNX_K(activate),
+    .activate = RNX_K(activate), .step_train = RNX_K(step_train), .matmul = RNX_K(matmul),
+    .cell_grads = RNX_K(cell_grads),
 };

@@ -55,7 +55,7 @@ rnx_status rnx_param_count(const rnx_config *config, size_t *count) {
  * ------------------------------------------------------------------------------------------- */
 
 /* The gate and hidden unit that lane v of vector j in panel p holds. */
-static void panel_slot(const rnx_model *m, int p, int j, int v, int *gate, int *unit) {
+void rnx_panel_slot(const rnx_model *m, int p, int j, int v, int *gate, int *unit) {
     const int vw = m->kernels->vw;
     if (m->gates == 1) {
         *gate = 0;
@@ -74,7 +74,7 @@ static void pack_weight(const rnx_model *m, float *dst, const float *src, size_t
             for (int j = 0; j < m->nv; j++)
                 for (int v = 0; v < vw; v++) {
                     int gate, unit;
-                    panel_slot(m, p, j, v, &gate, &unit);
+                    rnx_panel_slot(m, p, j, v, &gate, &unit);
                     *dst++ = unit < H ? src[((size_t)gate * H + unit) * K + k] : 0.0f;
                 }
 }
@@ -88,7 +88,7 @@ static void pack_biases(const rnx_model *m, rnx_packed *w, const float *b_ih, co
         for (int j = 0; j < m->nv; j++)
             for (int v = 0; v < vw; v++) {
                 int gate, unit;
-                panel_slot(m, p, j, v, &gate, &unit);
+                rnx_panel_slot(m, p, j, v, &gate, &unit);
                 const size_t row = (size_t)gate * H + unit;
                 float b = 0.0f;
                 if (unit < H) b = b_ih[row] + ((gru && gate == 2) ? 0.0f : b_hh[row]);

@@ -42,6 +42,24 @@ typedef struct rnx_kernels {
                  int H, int p0, int p1, int nrows);
     /* out[i] = f(in[i]) for i < n with the kernels' vector maths (rnx_activation) */
     void (*activate)(rnx_function f, float *out, const float *in, size_t n);
+    /* Training. step over all npanels panels that also stores the active rows' gates in tape[r]
+     * (see rnx_tape in backward.c; not for RNX_CELL_GRU_RESET_BEFORE); tape[r] may be xp[r]. */
+    void (*step_train)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
+                       const float *const *xp, const unsigned char *active, float *const *tape,
+                       const rnx_packed *w, int H, int npanels, int nrows);
+    /* Training. out[r] = init[r] + a[r] W for r < nrows (init NULL: zeros); W (K,
+     * npanels*4*vw) has its row k of panel p (4*vw floats) at w + p*panel_stride + k*ldw
+     * (packed panels: ldw 4*vw, panel_stride K*4*vw); a[r] has K floats a_stride apart, out[r]
+     * and init[r] npanels*4*vw (out may be init). */
+    void (*matmul)(float *const *out, const float *const *init, const float *const *a,
+                   ptrdiff_t a_stride, const float *w, int ldw, size_t panel_stride, int K,
+                   int npanels, int nrows);
+    /* Training. The gate gradients of one active step of one row, from dh = dLoss/dh' (Hp
+     * floats): g (a tape row, see rnx_tape in backward.c) holds the step's gates and receives
+     * their gradients; dc (LSTM) holds dLoss/dc' and receives dLoss/dc; dh_direct receives the
+     * part of dLoss/dh that does not pass through W_hh (GRU z*dh, else 0). */
+    void (*cell_grads)(int cell, float *g, float *dh_direct, float *dc, const float *dh,
+                       const float *c_prev, const float *h_prev, const float *h_new, int npanels);
 } rnx_kernels;
 
 extern const rnx_kernels rnx_kernels_scalar;
@@ -59,6 +77,9 @@ int rnx_threads_for_call(int n_threads);
 
 /* The kernels of `isa` (never RNX_ISA_AUTO), or NULL where this build or CPU lacks them. */
 const rnx_kernels *rnx_kernels_for(rnx_isa isa);
+
+/* The gate and hidden unit that lane v of vector j in panel p of a packed weight holds. */
+void rnx_panel_slot(const rnx_model *m, int p, int j, int v, int *gate, int *unit);
 
 struct rnx_model {
     rnx_config config;       /* isa resolved */

@@ -41,6 +41,9 @@ cdef extern from "rnnext.h" nogil:
     ctypedef struct rnx_model:
         pass
 
+    ctypedef struct rnx_tape:
+        pass
+
     int rnx_version_number()
     const char *rnx_status_string(rnx_status status)
     rnx_isa rnx_default_isa()
@@ -96,3 +99,12 @@ cdef extern from "rnnext.h" nogil:
                                  size_t count)
     rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config, int *output_size,
                                      char *message, size_t message_size)
+
+    rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
+    void rnx_tape_free(rnx_tape *tape)
+    rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, float *h_n,
+                                 float *c_n, const float *x, const float *h0, const float *c0,
+                                 const int32_t *lengths, int B, int T, int n_threads)
+    rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
+                            float *dh0, float *dc0, const float *x, const float *dy,
+                            const float *dh_n, const float *dc_n, int n_threads)

@@ -103,6 +103,12 @@ cdef class CoreModel:
     def isa(self):
         return rnx_isa_name(<rnx_isa>rnx_model_config(self.ptr).isa).decode()
 
+    @property
+    def config(self):
+        """(cell, input_size, hidden_size, num_layers, bidirectional, isa) as the core has it."""
+        cdef rnx_config c = rnx_model_config(self.ptr)
+        return (c.cell, c.input_size, c.hidden_size, c.num_layers, c.bidirectional, c.isa)
+
     def forward(self, float[:, :, ::1] y, float[:, :, ::1] h_n, float[:, :, ::1] c_n,
                 const float[:, :, ::1] x not None, const float[:, :, ::1] h0,
                 const float[:, :, ::1] c0, const int32_t[::1] lengths, int n_threads):
@@ -122,6 +128,66 @@ cdef class CoreModel:
 
     def stream(self, int batch):
         return CoreStream(self, batch)
+
+    def forward_train(self, CoreTape tape not None, float[:, :, ::1] y, float[:, :, ::1] h_n,
+                      float[:, :, ::1] c_n, const float[:, :, ::1] x not None,
+                      const float[:, :, ::1] h0, const float[:, :, ::1] c0,
+                      const int32_t[::1] lengths, int n_threads):
+        """Runs rnx_forward_train into `tape`; arguments as forward."""
+        cdef float *y_p = &y[0, 0, 0] if y is not None else NULL
+        cdef float *hn_p = &h_n[0, 0, 0] if h_n is not None else NULL
+        cdef float *cn_p = &c_n[0, 0, 0] if c_n is not None else NULL
+        cdef const float *h0_p = &h0[0, 0, 0] if h0 is not None else NULL
+        cdef const float *c0_p = &c0[0, 0, 0] if c0 is not None else NULL
+        cdef const int32_t *len_p = &lengths[0] if lengths is not None else NULL
+        cdef int B = x.shape[0], T = x.shape[1]
+        cdef rnx_status status
+        with nogil:
+            status = rnx_forward_train(self.ptr, tape.ptr, y_p, hn_p, cn_p, &x[0, 0, 0], h0_p,
+                                       c0_p, len_p, B, T, n_threads)
+        check(status, "forward_train")
+
+    def backward(self, CoreTape tape not None, float[::1] grads not None, float[:, :, ::1] dx,
+                 float[:, :, ::1] dh0, float[:, :, ::1] dc0, const float[:, :, ::1] x not None,
+                 const float[:, :, ::1] dy, const float[:, :, ::1] dh_n,
+                 const float[:, :, ::1] dc_n, int n_threads):
+        """Runs rnx_backward over the pass in `tape`. Optional arrays may be None; shapes are
+        checked by the caller."""
+        cdef size_t count = 0
+        cdef rnx_config cfg = rnx_model_config(self.ptr)
+        check(rnx_param_count(&cfg, &count), "backward")
+        if <size_t>grads.shape[0] != count:
+            raise ValueError(f"grads: expected {count} floats, got {grads.shape[0]}")
+        cdef float *dx_p = &dx[0, 0, 0] if dx is not None else NULL
+        cdef float *dh0_p = &dh0[0, 0, 0] if dh0 is not None else NULL
+        cdef float *dc0_p = &dc0[0, 0, 0] if dc0 is not None else NULL
+        cdef const float *dy_p = &dy[0, 0, 0] if dy is not None else NULL
+        cdef const float *dhn_p = &dh_n[0, 0, 0] if dh_n is not None else NULL
+        cdef const float *dcn_p = &dc_n[0, 0, 0] if dc_n is not None else NULL
+        cdef rnx_status status
+        with nogil:
+            status = rnx_backward(self.ptr, tape.ptr, &grads[0], dx_p, dh0_p, dc0_p, &x[0, 0, 0],
+                                  dy_p, dhn_p, dcn_p, n_threads)
+        check(status, "backward (it needs a forward_train with the same model first)")
+
+
+cdef class CoreTape:
+    """Owns one rnx_tape: what a training-mode forward pass keeps for the backward pass."""
+    cdef rnx_tape *ptr
+    cdef readonly int B, T
+    cdef readonly tuple config
+
+    def __cinit__(self, CoreModel model not None, int B, int T):
+        check(rnx_tape_create(&self.ptr, model.ptr, B, T), "CoreTape")
+        self.B, self.T = B, T
+        self.config = model.config
+
+    def __dealloc__(self):
+        rnx_tape_free(self.ptr)
+
+    def fits(self, CoreModel model not None, int B, int T):
+        """Whether this tape serves `model` for B sequences of T steps."""
+        return model.config == self.config and B <= self.B and T <= self.T
 
 
 cdef class CoreStream:

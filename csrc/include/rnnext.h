@@ -284,6 +284,52 @@ RNX_API rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *confi
 RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa,
                                   char *message, size_t message_size);
 
+/* ---------------------------------------------------------------------------------------------
+ * Training: backpropagation through time
+ *
+ * A training step is rnx_forward_train, which keeps in a tape what the backward pass needs (each
+ * step's activated gates and states), then rnx_backward, which turns the gradient of the loss
+ * with respect to the outputs into gradients of the parameters (and of x and the initial state).
+ * rnx_forward keeps nothing. Losses, heads and optimizers are the caller's.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct rnx_tape rnx_tape;
+
+/* Creates a tape for training-mode passes over up to B sequences of up to T steps, with any
+ * model of `model`'s configuration (rnx_model_config), so it can be kept across parameter
+ * updates. Its size grows with B*T: about 4*B*T*(L*D*(G+2) + (L-1)*D)*H bytes. On failure *out
+ * is NULL. One tape serves one pass at a time. RNX_CELL_GRU_RESET_BEFORE is not trained here:
+ * RNX_ERR_BAD_CONFIG. */
+RNX_API rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T);
+
+/* Frees a tape; NULL is a no-op. */
+RNX_API void rnx_tape_free(rnx_tape *tape);
+
+/* rnx_forward (same arguments and results) that also fills `tape` for rnx_backward. B and T
+ * must not exceed the tape's; the model must have the tape's configuration
+ * (RNX_ERR_BAD_ARGUMENT otherwise). x, h0, c0 and lengths are not kept: rnx_backward takes x
+ * again. */
+RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, float *h_n,
+                                     float *c_n, const float *x, const float *h0, const float *c0,
+                                     const int32_t *lengths, int B, int T, int n_threads);
+
+/* Backpropagation through the pass that the last rnx_forward_train recorded in `tape` with the
+ * same `model` (RNX_ERR_BAD_ARGUMENT otherwise, or when the tape was already used: the backward
+ * pass overwrites it, so each rnx_backward needs a new rnx_forward_train).
+ *   grads      (rnx_param_count floats): dLoss/dparams, in the layout of rnx_model_create's
+ *              params (PyTorch's); overwritten.
+ *   dx         (B, T, I) or NULL: dLoss/dx.
+ *   dh0, dc0   (L*D, B, H) or NULL: dLoss/dh0, dLoss/dc0 (c0: the LSTM only).
+ *   x          (B, T, I): the x given to rnx_forward_train.
+ *   dy         (B, T, D*H) or NULL for zeros: dLoss/dy; entries at steps t >= lengths[b] are
+ *              ignored (those outputs are constant zeros).
+ *   dh_n, dc_n (L*D, B, H) or NULL for zeros: dLoss/dh_n, dLoss/dc_n.
+ *   n_threads  as rnx_forward. The results do not depend on it: every sum runs in one order.
+ * Workspace (transposed weights and per-thread buffers) is allocated once per call. */
+RNX_API rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
+                                float *dh0, float *dc0, const float *x, const float *dy,
+                                const float *dh_n, const float *dc_n, int n_threads);
+
 #ifdef __cplusplus
 }
 #endif
