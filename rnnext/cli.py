@@ -1,5 +1,5 @@
 """The rnnext command line: `rnnext demo`, `rnnext config`, `rnnext convert IN OUT`, `rnnext inspect
-FILE` (also `python -m rnnext ...`)."""
+FILE`, `rnnext sentiment`, `rnnext charlm` (also `python -m rnnext ...`)."""
 import argparse
 import sys
 import time
@@ -8,6 +8,7 @@ import numpy as np
 
 from .config import config, show_config
 from .file_commands import add_commands as add_file_commands
+from .tasks.commands import add_task_commands
 from .model import Model
 
 
@@ -61,6 +62,7 @@ def main(argv=None):
     sub.add_parser("config", help="print the build and run-time configuration").set_defaults(
         func=lambda args: show_config() or 0)
     add_file_commands(sub)
+    add_task_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,112 @@
+"""A character-level LSTM language model (rnnext/data/alice.txt: Lewis Carroll, 1865, public
+domain), trained with truncated backpropagation through time, then sampled with a temperature.
+
+The text becomes one-hot characters. Its first 90% is cut into `streams` equal parts read side
+by side (a batch of long sequences), trained on in chunks of `bptt` steps that carry the LSTM's
+state from one chunk to the next; the last 10% is held out. Losses are in nats per character;
+the report gives bits per character next to the text's unigram entropy (the loss of a model that
+knows only how often each character occurs).
+"""
+import time
+
+import numpy as np
+
+from ..model import Model
+from . import data_text
+
+
+def load():
+    """The shipped text."""
+    return data_text("alice.txt")
+
+
+def alphabet(text):
+    """The sorted characters of text."""
+    return sorted(set(text))
+
+
+def unigram_entropy(text):
+    """Bits per character of the text's character frequencies."""
+    _, counts = np.unique(np.frombuffer(text.encode("utf-32-le"), np.uint32), return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def one_hot(ids, size):
+    x = np.zeros(ids.shape + (size,), np.float32)
+    np.put_along_axis(x, ids[..., None], 1.0, axis=-1)
+    return x
+
+
+def streams(text, chars, count):
+    """(x (count, L, V) one-hot, y (count, L) next-character indices): text cut into `count`
+    consecutive parts of L + 1 characters each (the tail that does not fit is dropped)."""
+    index = {c: i for i, c in enumerate(chars)}
+    ids = np.array([index[c] for c in text], np.int64)
+    L = (len(ids) - 1) // count
+    if L < 1:
+        raise ValueError(f"streams: expected a text longer than {count} characters, got "
+                         f"{len(ids)}")
+    rows = np.stack([ids[i * L:i * L + L + 1] for i in range(count)])
+    return one_hot(rows[:, :-1], len(chars)), rows[:, 1:]
+
+
+def sample(model, chars, length, temperature=1.0, prime="Alice ", seed=0):
+    """`length` characters drawn one at a time from the model after reading `prime`, each from
+    the softmax of the logits divided by `temperature` (below 1: safer, above 1: wilder)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected a number > 0, got {temperature}")
+    index = {c: i for i, c in enumerate(chars)}
+    unknown = sorted(set(prime) - set(index))
+    if unknown or not prime:
+        raise ValueError(f"prime: expected a non-empty text of the model's characters, got "
+                         f"{prime!r} (unknown: {unknown})")
+    rng = np.random.default_rng(seed)
+    V = len(chars)
+    probs, state = model.forward(one_hot(np.array([index[c] for c in prime]), V))
+    p = probs[-1]
+    out = []
+    for _ in range(length):
+        logp = np.log(np.maximum(p, 1e-30)) / temperature
+        q = np.exp(logp - logp.max())
+        c = int(rng.choice(V, p=q / q.sum()))
+        out.append(chars[c])
+        probs, state = model.forward(one_hot(np.array([c]), V), state=state)
+        p = probs[-1]
+    return prime + "".join(out)
+
+
+def run(hidden=128, epochs=40, streams_count=16, bptt=50, lr=0.005, clip=5.0, temperature=0.7,
+        sample_length=400, seed=0, n_threads=None, verbose=True, backend="c"):
+    """Trains the task's LSTM (Adam, gradients clipped to a global norm) and samples from it.
+    Returns a dict: model, history (Model.fit's, with the held-out text as validation data),
+    train_bits and test_bits (per character, Model.evaluate's at the end), unigram_bits,
+    seconds (of training), chars, sample."""
+    text = load()
+    chars = alphabet(text)
+    cut = int(len(text) * 0.9)
+    x, y = streams(text[:cut], chars, streams_count)
+    vx, vy = streams(text[cut:], chars, 1)
+    model = Model("lstm", len(chars), hidden, output_size=len(chars), output="many_to_many",
+                  activation="softmax", seed=seed, backend=backend)
+    unigram = unigram_entropy(text)
+    if verbose:
+        print(f"charlm: {len(text)} characters ({len(chars)} distinct), {cut} for training as "
+              f"{streams_count} streams of {x.shape[1]}, {len(text) - cut} held out; unigram "
+              f"entropy {unigram:.3f} bits/char\n{model}")
+    start = time.perf_counter()
+    history = model.fit(x, y, epochs=epochs, batch_size=streams_count, optimizer="adam", lr=lr,
+                        clip=clip, bptt=bptt, shuffle=False, validation_data=(vx, vy),
+                        seed=seed, verbose=verbose, n_threads=n_threads)
+    seconds = time.perf_counter() - start
+    nats = np.log(2.0)
+    result = dict(model=model, history=history, seconds=seconds, chars=chars,
+                  unigram_bits=unigram,
+                  train_bits=model.evaluate(x, y, bptt=bptt, n_threads=n_threads)["loss"] / nats,
+                  test_bits=model.evaluate(vx, vy, bptt=bptt, n_threads=n_threads)["loss"] / nats)
+    result["sample"] = sample(model, chars, sample_length, temperature, seed=seed)
+    if verbose:
+        print(f"trained in {seconds:.1f} s: {result['train_bits']:.3f} bits/char on the training "
+              f"text, {result['test_bits']:.3f} on the held-out text, against a unigram entropy "
+              f"of {unigram:.3f}\nsample at temperature {temperature}:\n\n{result['sample']}\n")
+    return result
