@@ -10,8 +10,8 @@ cross-entropy on class targets: for torch, zero_grad + forward + loss.backward()
 for rnnext, Model.loss_and_grads + Model.apply_grads (the compiled path packs the updated
 weights again each step, and that is timed too). x is (B, T, I).
 
-Before timing, the first step of each backend is checked: rnnext's loss and gradients against
-torch autograd's on the same weights. Timed steps alternate between the backends, so that a
+Before timing, rnnext's loss and gradients (both backends) are checked against torch autograd's
+on the same weights. Timing runs in rounds, each with a block of steps per backend, so that a
 change of load on the machine hits all of them alike; each figure is the best step, in ms.
 """
 import argparse
@@ -48,7 +48,8 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=100, help="T (default 100)")
     p.add_argument("--input-size", type=int, default=64, help="I (default 64)")
     p.add_argument("--threads", type=int, default=2, help="threads for rnnext and torch (2)")
-    p.add_argument("--repeats", type=int, default=10, help="timed steps per backend (10)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed steps per backend in each of 3 rounds (5)")
     p.add_argument("--numpy-seconds", type=float, default=3.0,
                    help="time budget per point for the NumPy fallback (at least one step)")
     return p.parse_args(argv)
@@ -109,14 +110,18 @@ def check_gradients(torch, module, head, x, y, backend, threads):
     return worst
 
 
-def best_of(fns, repeats):
-    """Alternates the step functions `repeats` times; the best time (s) of each."""
+def best_of(fns, repeats, rounds=3):
+    """The best time (s) of each step function: `rounds` rounds, in each one block of `repeats`
+    steps per function after one untimed step. Blocks rather than alternate steps, because a
+    library's threads keep spinning for a while after its step and would slow the next one."""
     best = [float("inf")] * len(fns)
-    for _ in range(repeats):
+    for _ in range(rounds):
         for i, fn in enumerate(fns):
-            start = time.perf_counter()
             fn()
-            best[i] = min(best[i], time.perf_counter() - start)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - start)
     return best
 
 
@@ -128,7 +133,7 @@ def main(argv=None):
     T, I = args.steps, args.input_size
     print(f"rnnext {rnnext.__version__} (isa {rnnext.config.config()['isa']}), torch "
           f"{torch.__version__}, numpy {np.__version__}; {args.threads} threads; T={T}, I={I}; "
-          f"many-to-one cross-entropy, SGD; best of {args.repeats} steps (NumPy: within "
+          f"many-to-one cross-entropy, SGD; best of 3 x {args.repeats} steps (NumPy: within "
           f"{args.numpy_seconds:g} s)\n")
     print("| cell | B | H | rnnext ms | torch ms | numpy ms | vs torch | vs numpy |")
     print("|---|---|---|---|---|---|---|---|")
@@ -139,8 +144,6 @@ def main(argv=None):
             model = rnnext.from_torch(module, head=head, output="many_to_one")
             fns = [rnnext_step_fn(model, x, y, args.threads),
                    torch_step_fn(torch, module, head, x, y)]
-            for fn in fns:  # warm-up: allocations, thread pools
-                fn()
             t_c, t_torch = best_of(fns, args.repeats)
 
             check_gradients(torch, module, head, x, y, "numpy", args.threads)
