@@ -80,10 +80,10 @@ def run(hidden=64, epochs=200, batch_size=16, lr=0.002, held_out=0.2, seed=0, n_
     if verbose:
         print(f"trained in {seconds:.1f} s: training accuracy {result['train_accuracy']:.1%}, "
               f"held-out accuracy {result['test_accuracy']:.1%}")
-        examples = [["the", "food", "was", "not", "bad"],
-                    ["i", "was", "happy", "but", "the", "ending", "was", "awful"]]
-        xe, le, _ = encode([(0, e) for e in examples], vocab)
-        probs = model.predict(xe, lengths=le, n_threads=n_threads)
-        for words, p in zip(examples, probs):
-            print(f"  {' '.join(words)!r}: {LABELS[int(p.argmax())]} (p = {p.max():.3f})")
+        probs = model.predict(x[test[:6]], lengths=lengths[test[:6]], n_threads=n_threads)
+        print("held-out sentences (label -> prediction):")
+        for i, p in zip(test[:6], probs):
+            label, words = rows[i]
+            print(f"  {' '.join(words)!r}: {LABELS[label]} -> {LABELS[int(p.argmax())]} "
+                  f"(p = {p.max():.3f})")
     return result
