@@ -5,6 +5,10 @@ Adam and torch.nn.utils' clipping, and, for fit, the same steps written out by h
 loss_and_grads and the forward pass.
 """
 import io
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -311,3 +315,36 @@ def test_bad_fit_arguments_are_refused(small):
         model.apply_grads({}, "sgd")
     with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\), got 1.5"):
         optim.SGD(momentum=1.5)
+
+
+FORKED_TRAINING = textwrap.dedent("""
+    import multiprocessing as mp
+    import numpy as np
+    import rnnext
+
+    model = rnnext.Model("lstm", 8, 64, output_size=3, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 30, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+    expected = model.loss_and_grads(x, y, n_threads=2)[1]  # the parent starts OpenMP threads
+
+    def work(_):
+        return model.loss_and_grads(x, y, n_threads=2)[1]
+
+    with mp.get_context("fork").Pool(2) as pool:
+        results = pool.map_async(work, range(2)).get(timeout=60)
+    assert all(np.array_equal(r[k], expected[k]) for r in results for k in expected)
+    print("ok")
+""")
+
+
+def test_forked_workers_train_without_hanging(tmp_path):
+    """libgomp's threads do not survive fork(): training calls in the child run on one thread,
+    with the same gradients."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    run = subprocess.run([sys.executable, "-c", FORKED_TRAINING], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
