@@ -15,10 +15,11 @@
 #define RNX_CHUNK_BYTES (256 * 1024)
 #define RNX_MAX_CHUNK 64
 /* A team splits a step only when each thread gets at least this many multiply-adds of the
- * recurrent product per step; below it the barrier costs more than the split saves. Measured on
- * 2 cores (Zen 4), B=1, T=100: LSTM H=32 (2K per thread) 0.74x, GRU H=64 (6K) 1.17x,
- * LSTM H=64 (8K) 1.33x, LSTM H=256 (64K) 2.1x against one thread. */
-#define RNX_TEAM_MIN_MACS (6 * 1024)
+ * recurrent product per step; below it the barrier costs about what the split saves, and more
+ * when another process shares the cores. Measured on 2 cores (Zen 4), B=1, T=100, against one
+ * thread: LSTM H=32 (2K a thread) 0.74x, LSTM H=64 (8K) 1.33x quiet, RNN H=128 (8K) 1.00x quiet
+ * and 0.5x under load, GRU H=128 (24K) 1.5x, LSTM H=256 (64K) 2.1x. */
+#define RNX_TEAM_MIN_MACS (16 * 1024)
 
 /* Panels are taken in blocks whose weights stay in L2 (1 MB on Zen 4, 2 MB on Sapphire Rapids)
  * while every row tile of the batch uses them; without blocks a large W_hh (LSTM H=512: 4 MB)

@@ -76,6 +76,35 @@ def param_count(str cell, int input_size, int hidden_size, int num_layers, bint 
     return count
 
 
+cdef struct run_arrays:
+    float *y
+    float *h_n
+    float *c_n
+    const float *x
+    const float *h0
+    const float *c0
+    const int32_t *lengths
+    int B
+    int T
+
+
+cdef run_arrays run_pointers(float[:, :, ::1] y, float[:, :, ::1] h_n, float[:, :, ::1] c_n,
+                             const float[:, :, ::1] x, const float[:, :, ::1] h0,
+                             const float[:, :, ::1] c0, const int32_t[::1] lengths):
+    """The pointers a forward call hands to C: NULL for each optional array that is None."""
+    cdef run_arrays a
+    a.y = &y[0, 0, 0] if y is not None else NULL
+    a.h_n = &h_n[0, 0, 0] if h_n is not None else NULL
+    a.c_n = &c_n[0, 0, 0] if c_n is not None else NULL
+    a.x = &x[0, 0, 0]
+    a.h0 = &h0[0, 0, 0] if h0 is not None else NULL
+    a.c0 = &c0[0, 0, 0] if c0 is not None else NULL
+    a.lengths = &lengths[0] if lengths is not None else NULL
+    a.B = x.shape[0]
+    a.T = x.shape[1]
+    return a
+
+
 cdef class CoreModel:
     """Owns one packed rnx_model. Read-only once built, so one instance serves many threads."""
     cdef rnx_model *ptr
@@ -113,17 +142,11 @@ cdef class CoreModel:
                 const float[:, :, ::1] x not None, const float[:, :, ::1] h0,
                 const float[:, :, ::1] c0, const int32_t[::1] lengths, int n_threads):
         """Runs rnx_forward. Optional arrays may be None; shapes are checked by the caller."""
-        cdef float *y_p = &y[0, 0, 0] if y is not None else NULL
-        cdef float *hn_p = &h_n[0, 0, 0] if h_n is not None else NULL
-        cdef float *cn_p = &c_n[0, 0, 0] if c_n is not None else NULL
-        cdef const float *h0_p = &h0[0, 0, 0] if h0 is not None else NULL
-        cdef const float *c0_p = &c0[0, 0, 0] if c0 is not None else NULL
-        cdef const int32_t *len_p = &lengths[0] if lengths is not None else NULL
-        cdef int B = x.shape[0], T = x.shape[1]
+        cdef run_arrays a = run_pointers(y, h_n, c_n, x, h0, c0, lengths)
         cdef rnx_status status
         with nogil:
-            status = rnx_forward(self.ptr, y_p, hn_p, cn_p, &x[0, 0, 0], h0_p, c0_p, len_p,
-                                 B, T, n_threads)
+            status = rnx_forward(self.ptr, a.y, a.h_n, a.c_n, a.x, a.h0, a.c0, a.lengths, a.B, a.T,
+                                 n_threads)
         check(status, "forward")
 
     def stream(self, int batch):
@@ -134,17 +157,11 @@ cdef class CoreModel:
                       const float[:, :, ::1] h0, const float[:, :, ::1] c0,
                       const int32_t[::1] lengths, int n_threads):
         """Runs rnx_forward_train into `tape`; arguments as forward."""
-        cdef float *y_p = &y[0, 0, 0] if y is not None else NULL
-        cdef float *hn_p = &h_n[0, 0, 0] if h_n is not None else NULL
-        cdef float *cn_p = &c_n[0, 0, 0] if c_n is not None else NULL
-        cdef const float *h0_p = &h0[0, 0, 0] if h0 is not None else NULL
-        cdef const float *c0_p = &c0[0, 0, 0] if c0 is not None else NULL
-        cdef const int32_t *len_p = &lengths[0] if lengths is not None else NULL
-        cdef int B = x.shape[0], T = x.shape[1]
+        cdef run_arrays a = run_pointers(y, h_n, c_n, x, h0, c0, lengths)
         cdef rnx_status status
         with nogil:
-            status = rnx_forward_train(self.ptr, tape.ptr, y_p, hn_p, cn_p, &x[0, 0, 0], h0_p,
-                                       c0_p, len_p, B, T, n_threads)
+            status = rnx_forward_train(self.ptr, tape.ptr, a.y, a.h_n, a.c_n, a.x, a.h0, a.c0,
+                                       a.lengths, a.B, a.T, n_threads)
         check(status, "forward_train")
 
     def backward(self, CoreTape tape not None, float[::1] grads not None, float[:, :, ::1] dx,

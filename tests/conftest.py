@@ -4,8 +4,13 @@ Every compiled result is judged against the NumPy reference (rnnext.reference), 
 reference itself against PyTorch in test_torch_parity.py.
 """
 import itertools
+import os
 import pathlib
 import random
+import subprocess
+import sys
+import tempfile
+import textwrap
 import zlib
 
 import numpy as np
@@ -14,6 +19,18 @@ import pytest
 from rnnext import Model
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_python(code, **env_vars):
+    """Runs code in a new interpreter with env_vars set, importing the rnnext these tests import.
+    It runs outside the source tree, where `import rnnext` would find the uncompiled sources."""
+    import rnnext
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, **env_vars, "PYTHONPATH": path}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
 
 # every recurrent cell the core knows, by its core name, as Model arguments
 CELL_ARGS = {

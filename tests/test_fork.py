@@ -1,11 +1,8 @@
 """A worker forked after the parent ran threads: libgomp cannot start threads there, so the core
 runs such calls on one thread instead of waiting forever, with the same results."""
-import os
-import subprocess
-import sys
 import textwrap
 
-import rnnext
+from conftest import run_python
 
 SCRIPT = textwrap.dedent("""
     import multiprocessing as mp
@@ -27,12 +24,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_forked_workers_do_not_hang(tmp_path):
-    # the rnnext this test imported, run from outside the source tree
-    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    run = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+def test_forked_workers_do_not_hang():
+    run = run_python(SCRIPT)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"

@@ -211,3 +211,23 @@ def test_returned_state_continues_the_sequence(cell, num_layers, backend, rng):
                 np.testing.assert_array_equal(got, want)
             else:  # NumPy's matrix products may block differently for other T
                 np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B", [1, 2, 3])
+def test_small_batch_team_matches_one_thread_and_reference(cell, B, rng):
+    """Batches under two rows a thread with enough work per step (H=200: at least 25K
+    multiply-adds a thread per step on every ISA, above csrc/forward.c's RNX_TEAM_MIN_MACS) are
+    run by a team that splits each step's panels; the reset-before GRU stays on one thread."""
+    model = make_model(cell, 5, 200, 2, False)
+    T = 30
+    x = random_x(rng, B, T, 5)
+    state, lengths = random_state(rng, model, B), random_lengths(rng, "mixed", B, T)
+    one = run_c(model, x, state, lengths, 1)
+    for a, b in zip(one, run_c(model, x, state, lengths, 2)):
+        np.testing.assert_array_equal(a, b)
+    parts = state_parts(state)
+    y_ref, h_ref, _ = reference.forward(model.core_cell, model.params, x, 2, False, parts[0],
+                                        parts[1] if len(parts) == 2 else None, lengths)
+    assert_f32_close(one[0], y_ref, "y")
+    assert_f32_close(one[1], h_ref, "h_n")

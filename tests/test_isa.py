@@ -1,17 +1,13 @@
 """Every instruction set's kernels against the NumPy reference, through the Cython CoreModel
 (isa=...) and through the RNNEXT_ISA environment variable read at process start."""
 import os
-import subprocess
-import sys
-import tempfile
-import textwrap
 
 import numpy as np
 import pytest
 
 import rnnext
 from conftest import (CELLS, ISAS, assert_f32_close, flat_core_params, make_model,
-                      random_lengths, random_state, state_parts)
+                      random_lengths, random_state, run_python, state_parts)
 from rnnext import _core, reference
 
 
@@ -21,8 +17,7 @@ def require_isa(isa):
 
 
 # (num_layers, bidirectional, B, T, H): H around each kernel's panel width (4, 8, 16 lanes; the
-# RNN packs 4 vectors per panel) and B around its row tile (4, 3, 6 rows), so tails are run;
-# B=2 with two threads takes the path where the threads split each step's panels
+# RNN packs 4 vectors per panel) and B around its row tile (4, 3, 6 rows), so tails are run
 SHAPES = [(1, False, 1, 3, 1), (2, True, 13, 9, 17), (1, False, 7, 20, 70), (3, True, 5, 4, 33),
           (1, True, 25, 70, 9), (2, False, 2, 15, 50)]
 
@@ -78,18 +73,8 @@ def test_default_isa_is_the_widest_supported():
 # RNNEXT_ISA in a fresh process
 
 
-def run_python(code, rnnext_isa):
-    """Runs code in a new interpreter with RNNEXT_ISA set, importing this checkout's rnnext."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "RNNEXT_ISA": rnnext_isa, "PYTHONPATH": path}
-    # run outside the source tree, where `import rnnext` would find the uncompiled sources first
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
-
-
 def test_env_scalar_is_reported_by_show_config():
-    out = run_python("import rnnext; rnnext.show_config()", "scalar")
+    out = run_python("import rnnext; rnnext.show_config()", RNNEXT_ISA="scalar")
     assert out.returncode == 0, out.stderr
     assert any(line.split() == ["isa:", "scalar"] for line in out.stdout.splitlines()), out.stdout
 
@@ -112,7 +97,7 @@ def test_env_forces_the_isa_of_every_model(isa):
         core.forward(y2, h2, c2, x, None, None, None, 1)
         assert np.array_equal(y, y2) and np.array_equal(h, h2) and np.array_equal(c, c2)
         print("ok")
-        """ % (isa, isa), isa)
+        """ % (isa, isa), RNNEXT_ISA=isa)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
@@ -128,7 +113,7 @@ def test_env_bogus_isa_is_a_clear_error():
         except RuntimeError as e:
             print("RuntimeError:", e)
         rnnext.show_config()
-        """, "bogus")
+        """, RNNEXT_ISA="bogus")
     assert out.returncode == 0, out.stderr
     errors = [line for line in out.stdout.splitlines() if line.startswith("RuntimeError:")]
     assert len(errors) == 1 and "RNNEXT_ISA" in errors[0], out.stdout

@@ -5,15 +5,13 @@ Adam and torch.nn.utils' clipping, and, for fit, the same steps written out by h
 loss_and_grads and the forward pass.
 """
 import io
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
 import rnnext
+from conftest import run_python
 from rnnext import losses, optim
 
 
@@ -338,13 +336,9 @@ FORKED_TRAINING = textwrap.dedent("""
 """)
 
 
-def test_forked_workers_train_without_hanging(tmp_path):
+def test_forked_workers_train_without_hanging():
     """libgomp's threads do not survive fork(): training calls in the child run on one thread,
     with the same gradients."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    run = subprocess.run([sys.executable, "-c", FORKED_TRAINING], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    run = run_python(FORKED_TRAINING)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
