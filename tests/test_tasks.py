@@ -5,7 +5,7 @@ import collections
 import numpy as np
 import pytest
 
-from rnnext import cli
+from rnnext import Model, cli
 from rnnext.tasks import charlm, sentiment
 
 
@@ -70,6 +70,21 @@ def test_charlm_short_run_and_sampling():
         charlm.sample(result["model"], result["chars"], 5, temperature=0)
     with pytest.raises(ValueError, match="prime: expected a non-empty text"):
         charlm.sample(result["model"], result["chars"], 5, prime="\u00e9")
+
+
+def test_charlm_samples_from_a_saved_model(tmp_path, capsys):
+    path = tmp_path / "charlm.rnx"
+    result = charlm.run(hidden=16, epochs=1, streams_count=4, bptt=25, sample_length=10,
+                        verbose=False, save=path)
+    expected = charlm.sample(result["model"], result["chars"], 30, temperature=0.5, seed=3)
+    assert charlm.sample_saved(path, 30, temperature=0.5, seed=3) == expected
+    assert cli.main(["charlm", "--load", str(path), "--length", "30", "--temperature", "0.5",
+                     "--seed", "3"]) == 0
+    assert capsys.readouterr().out.strip() == expected.strip()
+    other = tmp_path / "other.rnx"
+    Model("lstm", 3, 4, output_size=3).save(other)
+    with pytest.raises(ValueError, match="path: expected a charlm model"):
+        charlm.sample_saved(other)
 
 
 def test_command_line_runs_both_tasks(capsys):

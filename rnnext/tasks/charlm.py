@@ -76,12 +76,26 @@ def sample(model, chars, length, temperature=1.0, prime="Alice ", seed=0):
     return prime + "".join(out)
 
 
+def sample_saved(path, length=400, temperature=0.7, prime="Alice ", seed=0):
+    """Text sampled from a model saved by run(save=path): its characters are the shipped text's
+    alphabet, in the order alphabet() gives."""
+    from ..io import load as load_model
+
+    model = load_model(path)
+    chars = alphabet(load())
+    if model.input_size != len(chars) or model.output_size != len(chars):
+        raise ValueError(f"path: expected a charlm model of {len(chars)} characters in and out, "
+                         f"got input_size {model.input_size} and output_size "
+                         f"{model.output_size}")
+    return sample(model, chars, length, temperature, prime, seed)
+
+
 def run(hidden=128, epochs=40, streams_count=16, bptt=50, lr=0.005, clip=5.0, temperature=0.7,
-        sample_length=400, seed=0, n_threads=None, verbose=True, backend="c"):
+        sample_length=400, seed=0, n_threads=None, verbose=True, backend="c", save=None):
     """Trains the task's LSTM (Adam, gradients clipped to a global norm) and samples from it.
     Returns a dict: model, history (Model.fit's, with the held-out text as validation data),
     train_bits and test_bits (per character, Model.evaluate's at the end), unigram_bits,
-    seconds (of training), chars, sample."""
+    seconds (of training), chars, sample. save: a path to save the trained model to."""
     text = load()
     chars = alphabet(text)
     cut = int(len(text) * 0.9)
@@ -105,6 +119,8 @@ def run(hidden=128, epochs=40, streams_count=16, bptt=50, lr=0.005, clip=5.0, te
                   train_bits=model.evaluate(x, y, bptt=bptt, n_threads=n_threads)["loss"] / nats,
                   test_bits=model.evaluate(vx, vy, bptt=bptt, n_threads=n_threads)["loss"] / nats)
     result["sample"] = sample(model, chars, sample_length, temperature, seed=seed)
+    if save is not None:
+        model.save(save)
     if verbose:
         print(f"trained in {seconds:.1f} s: {result['train_bits']:.3f} bits/char on the training "
               f"text, {result['test_bits']:.3f} on the held-out text, against a unigram entropy "

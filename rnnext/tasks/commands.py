@@ -17,9 +17,12 @@ def sentiment(args):
 def charlm(args):
     from . import charlm as task
 
+    if args.load:
+        print(task.sample_saved(args.load, args.length, args.temperature, seed=args.seed))
+        return 0
     result = task.run(hidden=args.hidden, epochs=args.epochs, bptt=args.bptt, lr=args.lr,
                       temperature=args.temperature, sample_length=args.length, seed=args.seed,
-                      n_threads=args.threads)
+                      n_threads=args.threads, save=args.save)
     return 0 if result["train_bits"] < result["unigram_bits"] else 1
 
 
@@ -41,6 +44,8 @@ def add_task_commands(sub):
     p.add_argument("--lr", type=float, default=0.005)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--length", type=int, default=400, help="characters to sample")
+    p.add_argument("--save", metavar="PATH", help="save the trained model (an rnnext file)")
+    p.add_argument("--load", metavar="PATH", help="sample from a saved model, without training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=charlm)
