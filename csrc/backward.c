@@ -144,6 +144,7 @@ rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     if (!model) return RNX_ERR_NULL_ARGUMENT;
     if (model->config.cell == RNX_CELL_GRU_RESET_BEFORE) return RNX_ERR_BAD_CONFIG;
     if (B < 1 || T < 1) return RNX_ERR_BAD_ARGUMENT;
+    if ((long long)B * T > RNX_MAX_ROWS) return RNX_ERR_OVERFLOW;
     rnx_tape *t = calloc(1, sizeof *t);
     if (!t) return RNX_ERR_OUT_OF_MEMORY;
     t->config = model->config;
@@ -593,9 +594,11 @@ static void copy_inputs(float *inputs, const rnx_tape *t, const rnx_model *m, co
                         int l, int d, int k0, int kc) {
     const size_t I_l = (size_t)layer_input_size(&m->config, l);
     for (int kk = 0; kk < kc; kk++) {
-        const int s = (k0 + kk) / t->B, b = (k0 + kk) % t->B;
-        memcpy(inputs + kk * I_l, layer_input(t, m, x, l, b, step_time(d, t->T, s)),
-               I_l * sizeof(float));
+        const int s = (k0 + kk) / t->B, b = (k0 + kk) % t->B, time = step_time(d, t->T, s);
+        /* inputs past a sequence's length meet zero gate gradients: zeros keep NaN padding out */
+        float *row = inputs + kk * I_l;
+        if (time < t->lengths[b]) memcpy(row, layer_input(t, m, x, l, b, time), I_l * sizeof(float));
+        else memset(row, 0, I_l * sizeof(float));
     }
 }
 

@@ -87,8 +87,13 @@ def layer_backward(cell, params, layer, direction, x, steps, dout, dh, dc):
 
 
 def forward_train(cell, params, x, num_layers, bidirectional, h0=None, c0=None, lengths=None):
-    """reference.forward that also returns the trace backward needs: (y, h_n, c_n, trace)."""
+    """reference.forward that also returns the trace backward needs: (y, h_n, c_n, trace).
+    Inputs past each sequence's length are traced as zeros: the steps there are inactive, so
+    they reach no gradient (not even as NaN)."""
     trace = {}
+    if lengths is not None:
+        T = np.shape(x)[1]
+        x = np.where((np.arange(T)[None, :] < np.asarray(lengths)[:, None])[:, :, None], x, 0.0)
     y, h_n, c_n = forward(cell, params, x, num_layers, bidirectional, h0, c0, lengths, trace)
     return y, h_n, c_n, trace
 
