@@ -162,6 +162,7 @@ cdef class CoreModel:
         with nogil:
             status = rnx_forward_train(self.ptr, tape.ptr, a.y, a.h_n, a.c_n, a.x, a.h0, a.c0,
                                        a.lengths, a.B, a.T, n_threads)
+        tape.run = (a.B, a.T) if status == RNX_OK else None
         check(status, "forward_train")
 
     def backward(self, CoreTape tape not None, float[::1] grads not None, float[:, :, ::1] dx,
@@ -175,6 +176,19 @@ cdef class CoreModel:
         check(rnx_param_count(&cfg, &count), "backward")
         if <size_t>grads.shape[0] != count:
             raise ValueError(f"grads: expected {count} floats, got {grads.shape[0]}")
+        if tape.run is None:
+            raise ValueError("tape: backward expected a tape filled by forward_train, got an "
+                             "empty one")
+        B, T = tape.run
+        D = 2 if cfg.bidirectional else 1
+        LD, H = cfg.num_layers * D, cfg.hidden_size
+        for name, arr, want in (("x", x, (B, T, cfg.input_size)), ("dx", dx, (B, T, cfg.input_size)),
+                                ("dy", dy, (B, T, D * H)), ("dh_n", dh_n, (LD, B, H)),
+                                ("dc_n", dc_n, (LD, B, H)), ("dh0", dh0, (LD, B, H)),
+                                ("dc0", dc0, (LD, B, H))):
+            if arr is not None and tuple(arr.shape[:3]) != want:
+                raise ValueError(f"{name}: expected shape {want} (the forward_train pass), got "
+                                 f"{tuple(arr.shape[:3])}")
         cdef float *dx_p = &dx[0, 0, 0] if dx is not None else NULL
         cdef float *dh0_p = &dh0[0, 0, 0] if dh0 is not None else NULL
         cdef float *dc0_p = &dc0[0, 0, 0] if dc0 is not None else NULL
@@ -193,6 +207,7 @@ cdef class CoreTape:
     cdef rnx_tape *ptr
     cdef readonly int B, T
     cdef readonly tuple config
+    cdef public object run  # (B, T) of the forward_train pass it holds, or None
 
     def __cinit__(self, CoreModel model not None, int B, int T):
         check(rnx_tape_create(&self.ptr, model.ptr, B, T), "CoreTape")
@@ -231,22 +246,23 @@ cdef class CoreStream:
         cdef const float[:, ::1] x2
         cdef const float *xp
         cdef Py_ssize_t rows, cols
-        try:  # the fast path: float32, C-contiguous, no copy
-            if x.ndim == 1:
-                x1 = x
-                xp, rows, cols = &x1[0], 1, x1.shape[0]
-            else:
-                x2 = x
-                xp, rows, cols = &x2[0, 0], x2.shape[0], x2.shape[1]
-        except (AttributeError, ValueError, TypeError, IndexError):
+        want = f"({self.batch}, {self.input_size})" + (
+            f" or ({self.input_size},)" if self.batch == 1 else "")
+        if getattr(x, "dtype", None) != np.float32 or not x.flags.c_contiguous:
             arr = np.asarray(x)
             if arr.dtype.kind not in "biuf":
                 raise TypeError(f"x: expected an array of real numbers, got dtype {arr.dtype}")
-            return self.step(np.ascontiguousarray(arr, dtype=np.float32))
+            x = np.ascontiguousarray(arr, dtype=np.float32)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"x: expected shape {want}, got {tuple(x.shape)}")
+        if x.ndim == 1:  # float32, C-contiguous: no copy
+            x1 = x
+            xp, rows, cols = &x1[0], 1, x1.shape[0]
+        else:
+            x2 = x
+            xp, rows, cols = &x2[0, 0], x2.shape[0], x2.shape[1]
         flat = x.ndim == 1
-        if rows != self.batch or cols != self.input_size or x.ndim > 2:
-            want = f"({self.batch}, {self.input_size})" + (
-                f" or ({self.input_size},)" if self.batch == 1 else "")
+        if rows != self.batch or cols != self.input_size:
             raise ValueError(f"x: expected shape {want}, got {tuple(x.shape)}")
         if flat:
             y = np.empty(self.hidden_size, np.float32)

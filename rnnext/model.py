@@ -9,6 +9,8 @@ NaN and inf in x are not checked: they flow through the maths as IEEE arithmetic
 backends, and reach only the outputs and states of the sequences that hold them, from that step
 on (a NaN at step t makes that sequence's later states NaN; other sequences are unaffected).
 """
+import threading
+
 import numpy as np
 
 from . import reference
@@ -27,11 +29,14 @@ def _choice(name, value, allowed):
     return value
 
 
+MAX_SIZE = 1 << 24  # the core's RNX_MAX_SIZE
+
+
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {value}")
+    if not 1 <= value <= MAX_SIZE:
+        raise ValueError(f"{name}: expected an int in [1, {MAX_SIZE}], got {value}")
     return int(value)
 
 
@@ -92,7 +97,8 @@ class Model(TrainingMixin):
         self.activation = _choice("activation", activation, ACTIVATIONS)
         self.backend = _choice("backend", backend, BACKENDS)
         self._core = None
-        self._tape = None  # the compiled core's training tape (train.py), kept across steps
+        self._tapes = threading.local()  # the compiled core's training tape (train.py), one
+        # per thread, kept across steps
         self.params = self._initial_params(seed) if params is None else self._checked_params(params)
 
     # ------------------------------------------------------------------------------------------
@@ -154,12 +160,7 @@ class Model(TrainingMixin):
     def core(self):
         """The compiled model, packed once from the parameters and kept until they change."""
         if self._core is None:
-            from ._core import CoreModel
-
-            names = [n for n in self.param_shapes() if not n.startswith("head.")]
-            flat = np.concatenate([self.params[n].ravel() for n in names])
-            self._core = CoreModel(self.core_cell, self.input_size, self.hidden_size,
-                                   self.num_layers, self.bidirectional, flat)
+            self._core = self._core_from(self.params)
         return self._core
 
     # ------------------------------------------------------------------------------------------

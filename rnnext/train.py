@@ -491,9 +491,11 @@ class TrainingMixin:
                          self.bidirectional, flat)
 
     def _training_tape(self, core, B, T):
-        """The compiled core's training tape for (B, T), kept while it fits."""
+        """This thread's training tape of the compiled core for (B, T), kept while it fits: a
+        tape holds one forward pass until its backward pass, so threads never share one."""
         from ._core import CoreTape
 
-        if self._tape is None or not self._tape.fits(core, B, T):
-            self._tape = CoreTape(core, B, T)
-        return self._tape
+        tape = getattr(self._tapes, "tape", None)
+        if tape is None or not tape.fits(core, B, T):
+            tape = self._tapes.tape = CoreTape(core, B, T)
+        return tape
