@@ -270,6 +270,7 @@ rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
                        int n_threads) {
     if (!model || !x) return RNX_ERR_NULL_ARGUMENT;
     if (B < 1 || T < 1) return RNX_ERR_BAD_ARGUMENT;
+    if ((long long)B * T > RNX_MAX_ROWS) return RNX_ERR_OVERFLOW;
     if (lengths)
         for (int b = 0; b < B; b++)
             if (lengths[b] < 1 || lengths[b] > T) return RNX_ERR_BAD_ARGUMENT;

@@ -1,4 +1,4 @@
-/* AVX-512F kernels; this file alone is compiled with -mavx512f -mavx512dq -mavx2 -mfma. */
+/* AVX-512F/DQ kernels; this file alone is compiled with -mavx512f -mavx512dq -mavx2 -mfma. */
 #define RNX_VW 16
 #define RNX_MR 6
 #define RNX_SUFFIX avx512

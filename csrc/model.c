@@ -22,8 +22,9 @@ static int add_ok(size_t *out, size_t a, size_t b) { return !__builtin_add_overf
 static rnx_status check_config(const rnx_config *c) {
     if (!c) return RNX_ERR_NULL_ARGUMENT;
     if (cell_gates(c->cell) == 0 || c->input_size < 1 || c->hidden_size < 1 || c->num_layers < 1 ||
-        (c->bidirectional != 0 && c->bidirectional != 1) || c->isa < RNX_ISA_AUTO ||
-        c->isa > RNX_ISA_AVX512)
+        c->input_size > RNX_MAX_SIZE || c->hidden_size > RNX_MAX_SIZE ||
+        c->num_layers > RNX_MAX_SIZE || (c->bidirectional != 0 && c->bidirectional != 1) ||
+        c->isa < RNX_ISA_AUTO || c->isa > RNX_ISA_AVX512)
         return RNX_ERR_BAD_CONFIG;
     return RNX_OK;
 }

@@ -30,6 +30,9 @@ def resolve_threads(n_threads):
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"n_threads: expected an int or None, got {type(n_threads).__name__}")
     n_threads = int(n_threads)
+    if abs(n_threads) > 1 << 16:
+        raise ValueError(f"n_threads: expected at most {1 << 16} threads either way, got "
+                         f"{n_threads}")
     if n_threads == 0:
         raise ValueError("n_threads: expected None, a positive count or a negative count back "
                          "from the maximum, got 0")

@@ -84,7 +84,7 @@ typedef enum rnx_isa {
     RNX_ISA_AUTO = 0,
     RNX_ISA_SCALAR = 1,
     RNX_ISA_AVX2 = 2,   /* AVX2 + FMA, 8 lanes */
-    RNX_ISA_AVX512 = 3  /* AVX-512F, 16 lanes */
+    RNX_ISA_AVX512 = 3  /* AVX-512F and DQ, 16 lanes */
 } rnx_isa;
 
 /* The instruction set that RNX_ISA_AUTO resolves to in this process. If RNNEXT_ISA names an
@@ -110,11 +110,16 @@ RNX_API rnx_status rnx_activation(rnx_isa isa, rnx_function function, float *out
                                   size_t n);
 
 /* The architecture of a stack of recurrent layers. */
+/* Sizes above this are refused (RNX_ERR_BAD_CONFIG), so that no int product of sizes can wrap. */
+#define RNX_MAX_SIZE (1 << 24)
+/* Calls with B * T above this are refused (RNX_ERR_OVERFLOW). */
+#define RNX_MAX_ROWS 0x7fffffff
+
 typedef struct rnx_config {
     int cell;          /* an rnx_cell */
-    int input_size;    /* I >= 1 */
-    int hidden_size;   /* H >= 1 */
-    int num_layers;    /* L >= 1 */
+    int input_size;    /* 1 <= I <= RNX_MAX_SIZE */
+    int hidden_size;   /* 1 <= H <= RNX_MAX_SIZE */
+    int num_layers;    /* 1 <= L <= RNX_MAX_SIZE */
     int bidirectional; /* 0 or 1: D = 1 + bidirectional */
     int isa;           /* an rnx_isa; RNX_ISA_AUTO for the default */
 } rnx_config;
