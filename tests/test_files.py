@@ -77,7 +77,6 @@ def test_save_load_round_trip(tmp_path, arch):
 
 def test_file_layout_is_safetensors():
     safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="safetensors not installed")
-    from safetensors import safe_open
 
     model = Model("lstm", 3, 4, num_layers=2, bidirectional=True, output_size=2, seed=1)
     data = model.to_bytes()

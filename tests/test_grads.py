@@ -309,3 +309,52 @@ def test_compiled_core_refuses_to_train_the_reset_before_gru():
     model.loss_and_grads(x, y, backend="numpy")
     with pytest.raises(ValueError, match="configuration"):
         _core.CoreTape(model.core(), 2, 3)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_padding_past_lengths_reaches_no_gradient(backend):
+    """NaN (or anything) in x past a sequence's length changes neither the loss nor a gradient."""
+    model = rnnext.Model("lstm", 3, 8, num_layers=2, bidirectional=True, output_size=2,
+                         activation="softmax", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    lengths, y = np.array([6, 3, 1, 5]), np.array([0, 1, 1, 0])
+    padded = x.copy()
+    for b, n in enumerate(lengths):
+        padded[b, n:] = np.nan
+    loss, grads = model.loss_and_grads(x, y, lengths=lengths, backend=backend)
+    loss_p, grads_p = model.loss_and_grads(padded, y, lengths=lengths, backend=backend)
+    assert loss_p == loss
+    for name in grads:
+        np.testing.assert_array_equal(grads_p[name], grads[name], err_msg=name)
+
+
+def test_threads_training_one_model_at_once_get_their_own_gradients():
+    """Training calls release the GIL; each thread keeps its own tape, so concurrent calls on one
+    model give each caller exactly its single-threaded gradients."""
+    import threading
+
+    model = rnnext.Model("gru", 3, 16, output_size=2, activation="softmax", seed=0)
+    rng = np.random.default_rng(1)
+    batches = [(rng.standard_normal((B, T, 3)).astype(np.float32), rng.integers(0, 2, B))
+               for B, T in ((1, 40), (64, 7), (5, 23), (17, 3))]
+    expected = [model.loss_and_grads(x, y, n_threads=1)[1] for x, y in batches]
+    failures = []
+
+    def work(i):
+        x, y = batches[i]
+        try:
+            for _ in range(30):
+                grads = model.loss_and_grads(x, y, n_threads=1)[1]
+                if any(not np.array_equal(grads[n], expected[i][n]) for n in grads):
+                    failures.append(f"batch {i}: wrong gradients")
+                    return
+        except Exception as e:  # an error in a thread would not fail the test by itself
+            failures.append(f"batch {i}: {e!r}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures

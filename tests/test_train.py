@@ -302,7 +302,7 @@ def test_bad_fit_arguments_are_refused(small):
     with pytest.raises(ValueError, match="bptt: truncated backpropagation needs a many-to-many "
                                          "model, got output='many_to_one'"):
         model.fit(x, y, bptt=2, verbose=False)
-    with pytest.raises(ValueError, match="epochs: expected an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"epochs: expected an int in \[1, 16777216\], got 0"):
         model.fit(x, y, epochs=0, verbose=False)
     with pytest.raises(TypeError, match="validation_data: expected"):
         model.fit(x, y, validation_data=x, verbose=False)
