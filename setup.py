@@ -23,8 +23,8 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
-CORE_SOURCES = ["cpu.c", "model.c", "forward.c", "stream.c", "kernel_scalar.c", "safetensors.c",
-                "backward.c"]
+CORE_SOURCES = ["arena.c", "cpu.c", "model.c", "forward.c", "stream.c", "kernel_scalar.c",
+                "safetensors.c", "backward.c"]
 X86_KERNELS = {
     "kernel_avx2.c": ["-mavx2", "-mfma"],
     "kernel_avx512.c": ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma"],

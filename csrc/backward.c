@@ -61,42 +61,7 @@ struct rnx_tape {
  * Sizes and memory
  * ------------------------------------------------------------------------------------------- */
 
-/* An aligned bump allocator over one block: `plan` mode counts, `place` mode hands out. */
-typedef struct arena {
-    char *base;
-    size_t used;
-    int overflow;
-} arena;
-
-static void *arena_take(arena *a, size_t count, size_t elem) {
-    size_t bytes;
-    if (__builtin_mul_overflow(count, elem, &bytes) ||
-        __builtin_add_overflow(bytes, (size_t)RNX_ALIGN - 1, &bytes)) {
-        a->overflow = 1;
-        return NULL;
-    }
-    bytes = bytes / RNX_ALIGN * RNX_ALIGN;
-    void *p = a->base ? a->base + a->used : NULL;
-    if (__builtin_add_overflow(a->used, bytes, &a->used)) a->overflow = 1;
-    return p;
-}
-
-/* Runs `layout` twice: once to size the block, once to place the arrays in it. */
-static rnx_status arena_build(void **block, void (*layout)(arena *, void *), void *what) {
-    arena a = {NULL, 0, 0};
-    layout(&a, what);
-    if (a.overflow) return RNX_ERR_OVERFLOW;
-    if (posix_memalign(block, RNX_ALIGN, a.used ? a.used : RNX_ALIGN) != 0) return RNX_ERR_OUT_OF_MEMORY;
-    a = (arena){*block, 0, 0};
-    layout(&a, what);
-    return RNX_OK;
-}
-
 static int round_up(int n, int to) { return (n + to - 1) / to * to; }
-
-static int layer_input_size(const rnx_config *c, int layer) {
-    return layer == 0 ? c->input_size : (1 + c->bidirectional) * c->hidden_size;
-}
 
 static int xp_width(const rnx_model *m) { return m->npanels * m->nv * m->kernels->vw; }
 
@@ -123,19 +88,19 @@ typedef struct tape_plan {
     const rnx_model *model;
 } tape_plan;
 
-static void tape_layout(arena *a, void *what) {
+static void tape_layout(rnx_arena *a, void *what) {
     tape_plan *p = what;
     rnx_tape *t = p->tape;
     const rnx_model *m = p->model;
     const int L = m->config.num_layers, LD = L * m->directions, H = m->config.hidden_size;
     const size_t BT = (size_t)t->B_max * t->T_max;
     for (int ld = 0; ld < LD; ld++) {
-        t->layers[ld].gates = arena_take(a, BT * t->stride, sizeof(float));
-        t->layers[ld].h = arena_take(a, (BT + t->B_max) * state_stride(m), sizeof(float));
+        t->layers[ld].gates = rnx_arena_take(a, BT * t->stride, sizeof(float));
+        t->layers[ld].h = rnx_arena_take(a, (BT + t->B_max) * state_stride(m), sizeof(float));
     }
-    t->outputs = arena_take(a, (size_t)(L - 1) * BT * m->directions * H, sizeof(float));
-    t->c0 = arena_take(a, (size_t)LD * t->B_max * m->hidden_padded, sizeof(float));
-    t->lengths = arena_take(a, (size_t)t->B_max, sizeof(int32_t));
+    t->outputs = rnx_arena_take(a, (size_t)(L - 1) * BT * m->directions * H, sizeof(float));
+    t->c0 = rnx_arena_take(a, (size_t)LD * t->B_max * m->hidden_padded, sizeof(float));
+    t->lengths = rnx_arena_take(a, (size_t)t->B_max, sizeof(int32_t));
 }
 
 rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T) {
@@ -158,7 +123,7 @@ rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
         return RNX_ERR_OUT_OF_MEMORY;
     }
     tape_plan plan = {t, model};
-    rnx_status s = arena_build(&t->block, tape_layout, &plan);
+    rnx_status s = rnx_arena_build(&t->block, tape_layout, &plan);
     if (s != RNX_OK) {
         free(t->layers);
         free(t);
@@ -300,7 +265,7 @@ static int thread_count(int n_threads, double macs) {
 static double layer_macs(const rnx_model *m, int layer, int B, int T) {
     const double GH = (double)m->gates * m->config.hidden_size;
     return (double)B * T * m->directions * GH *
-           (layer_input_size(&m->config, layer) + m->config.hidden_size);
+           (rnx_layer_input_size(&m->config, layer) + m->config.hidden_size);
 }
 
 static double stack_macs(const rnx_model *m, int B, int T) {
@@ -441,7 +406,7 @@ typedef struct backward_plan {
     float *ones;             /* (KC) */
 } backward_plan;
 
-static void backward_layout(arena *a, void *what) {
+static void backward_layout(rnx_arena *a, void *what) {
     backward_plan *p = what;
     const rnx_model *m = p->m;
     const int L = m->config.num_layers, D = m->directions, pw = 4 * m->kernels->vw;
@@ -449,26 +414,26 @@ static void backward_layout(arena *a, void *what) {
     for (int l = 0; l < L; l++)
         for (int d = 0; d < D; d++) {
             layer_grads *g = &p->layers[l * D + d];
-            g->w_hh_t = arena_take(a, (size_t)p->Hq * xp_width(m), sizeof(float));
-            const int I_l = layer_input_size(&m->config, l);
+            g->w_hh_t = rnx_arena_take(a, (size_t)p->Hq * xp_width(m), sizeof(float));
+            const int I_l = rnx_layer_input_size(&m->config, l);
             g->w_ih_t = l > 0 || p->need_dx
-                            ? arena_take(a, (size_t)round_up(I_l, pw) * input_grad_width(m),
+                            ? rnx_arena_take(a, (size_t)round_up(I_l, pw) * input_grad_width(m),
                                          sizeof(float))
                             : NULL;
         }
     for (int i = 0; i < p->threads; i++) {
         thread_scratch *s = &p->scratch[i];
-        s->dh[0] = arena_take(a, (size_t)p->Bs * p->Hq, sizeof(float));
-        s->dh[1] = arena_take(a, (size_t)p->Bs * p->Hq, sizeof(float));
-        s->dc = arena_take(a, (size_t)p->Bs * m->hidden_padded, sizeof(float));
-        s->inputs = arena_take(a, (size_t)RNX_KC * p->I_max, sizeof(float));
-        s->g = m->config.cell == RNX_CELL_GRU ? arena_take(a, (size_t)p->Mt * RNX_KC, sizeof(float))
+        s->dh[0] = rnx_arena_take(a, (size_t)p->Bs * p->Hq, sizeof(float));
+        s->dh[1] = rnx_arena_take(a, (size_t)p->Bs * p->Hq, sizeof(float));
+        s->dc = rnx_arena_take(a, (size_t)p->Bs * m->hidden_padded, sizeof(float));
+        s->inputs = rnx_arena_take(a, (size_t)RNX_KC * p->I_max, sizeof(float));
+        s->g = m->config.cell == RNX_CELL_GRU ? rnx_arena_take(a, (size_t)p->Mt * RNX_KC, sizeof(float))
                                                : NULL;
-        s->acc_h = arena_take(a, (size_t)(H + 1) * p->Mt, sizeof(float));
-        s->acc_i = arena_take(a, (size_t)(p->I_max + 1) * p->Mt, sizeof(float));
+        s->acc_h = rnx_arena_take(a, (size_t)(H + 1) * p->Mt, sizeof(float));
+        s->acc_i = rnx_arena_take(a, (size_t)(p->I_max + 1) * p->Mt, sizeof(float));
     }
-    p->dlayer = p->Wd ? arena_take(a, (size_t)p->t->B * p->t->T * p->Wd, sizeof(float)) : NULL;
-    p->ones = arena_take(a, RNX_KC, sizeof(float));
+    p->dlayer = p->Wd ? rnx_arena_take(a, (size_t)p->t->B * p->t->T * p->Wd, sizeof(float)) : NULL;
+    p->ones = rnx_arena_take(a, RNX_KC, sizeof(float));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -557,7 +522,7 @@ static void input_grad(const backward_plan *p, const backward_args *a, int l, in
     const rnx_tape *t = p->t;
     const rnx_kernels *k = m->kernels;
     const int D = m->directions, T = t->T, mr = k->mr;
-    const int I_l = layer_input_size(&m->config, l), nq = (I_l + 4 * k->vw - 1) / (4 * k->vw);
+    const int I_l = rnx_layer_input_size(&m->config, l), nq = (I_l + 4 * k->vw - 1) / (4 * k->vw);
     const float *g_rows[RNX_MAX_MR], *init[RNX_MAX_MR];
     float *out[RNX_MAX_MR];
     const int nrows = (b1 - b0) * T;
@@ -592,7 +557,7 @@ static void input_grad(const backward_plan *p, const backward_args *a, int l, in
 /* inputs (kc, I_l): the layer's input rows of pairs k0 .. k0+kc-1, one after the other. */
 static void copy_inputs(float *inputs, const rnx_tape *t, const rnx_model *m, const float *x,
                         int l, int d, int k0, int kc) {
-    const size_t I_l = (size_t)layer_input_size(&m->config, l);
+    const size_t I_l = (size_t)rnx_layer_input_size(&m->config, l);
     for (int kk = 0; kk < kc; kk++) {
         const int s = (k0 + kk) / t->B, b = (k0 + kk) % t->B, time = step_time(d, t->T, s);
         /* inputs past a sequence's length meet zero gate gradients: zeros keep NaN padding out */
@@ -655,7 +620,7 @@ static void weight_grads(const backward_plan *p, const backward_args *a, int l, 
     const rnx_tape *t = p->t;
     const rnx_kernels *k = m->kernels;
     const int ld = l * m->directions + d, H = m->config.hidden_size, pw = 4 * k->vw;
-    const int I_l = layer_input_size(&m->config, l), npanels = (m1 - m0) / pw;
+    const int I_l = rnx_layer_input_size(&m->config, l), npanels = (m1 - m0) / pw;
     const int K = t->T * t->B, gru = m->config.cell == RNX_CELL_GRU;
     const size_t width = (size_t)(m1 - m0);
     float *bias_h = ws->acc_h + (size_t)H * width, *bias_i = ws->acc_i + (size_t)I_l * width;
@@ -720,7 +685,7 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
     p.layers = calloc((size_t)LD, sizeof *p.layers);
     p.scratch = calloc((size_t)threads, sizeof *p.scratch);
     void *block = NULL;
-    rnx_status status = p.layers && p.scratch ? arena_build(&block, backward_layout, &p)
+    rnx_status status = p.layers && p.scratch ? rnx_arena_build(&block, backward_layout, &p)
                                               : RNX_ERR_OUT_OF_MEMORY;
     if (status != RNX_OK) {
         free(p.layers);
@@ -730,7 +695,7 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
     for (int i = 0; i < RNX_KC; i++) p.ones[i] = 1.0f;
     size_t offset = 0;
     for (int l = 0; l < L; l++) {
-        const int I_l = layer_input_size(&m->config, l);
+        const int I_l = rnx_layer_input_size(&m->config, l);
         for (int d = 0; d < D; d++) {
             layer_grads *g = &p.layers[l * D + d];
             const rnx_packed *w = &m->packed[l * D + d];

@@ -42,20 +42,27 @@ static void team_barrier(rnx_team team) {
  * Workspace and states
  * ------------------------------------------------------------------------------------------- */
 
-/* Reserves count*elem bytes, rounded up to the alignment, at *offset of a block of *total. */
-static int grow(size_t *total, size_t *offset, size_t count, size_t elem) {
-    size_t bytes;
-    if (__builtin_mul_overflow(count, elem, &bytes) ||
-        __builtin_add_overflow(bytes, (size_t)RNX_ALIGN - 1, &bytes))
-        return 0;
-    bytes = bytes / RNX_ALIGN * RNX_ALIGN;
-    *offset = *total;
-    return !__builtin_add_overflow(*total, bytes, total);
+typedef struct workspace_plan {
+    rnx_workspace *ws;
+    const rnx_model *model;
+    size_t mid; /* floats of each inner-layer buffer */
+} workspace_plan;
+
+static void workspace_layout(rnx_arena *a, void *what) {
+    const workspace_plan *p = what;
+    rnx_workspace *ws = p->ws;
+    const rnx_model *m = p->model;
+    const size_t Bs = (size_t)ws->Bs, LD = (size_t)m->config.num_layers * m->directions;
+    ws->xp = rnx_arena_take(a, (size_t)ws->chunk * Bs * ws->xp_width, sizeof(float));
+    ws->state = rnx_arena_take(a, LD * 3 * Bs * m->hidden_padded, sizeof(float));
+    ws->mid[0] = rnx_arena_take(a, p->mid, sizeof(float));
+    ws->mid[1] = rnx_arena_take(a, p->mid, sizeof(float));
+    ws->len = rnx_arena_take(a, Bs, sizeof(int32_t));
 }
 
 rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T) {
     const rnx_config *c = &m->config;
-    const int L = c->num_layers, D = m->directions, H = c->hidden_size, Hp = m->hidden_padded;
+    const int L = c->num_layers, D = m->directions, H = c->hidden_size;
     memset(ws, 0, sizeof *ws);
     ws->Bs = Bs;
     ws->xp_width = m->npanels * m->nv * m->kernels->vw;
@@ -64,22 +71,9 @@ rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, i
     if (chunk > RNX_MAX_CHUNK) chunk = RNX_MAX_CHUNK;
     if (chunk > (size_t)T) chunk = (size_t)T;
     ws->chunk = (int)chunk;
-
-    size_t total = 0, o_xp, o_state, o_mid0, o_mid1, o_len, mid = 0;
-    if (L > 1) mid = D == 1 ? chunk * Bs * (size_t)H : (size_t)T * Bs * 2 * (size_t)H;
-    if (!grow(&total, &o_xp, chunk * Bs * (size_t)ws->xp_width, sizeof(float)) ||
-        !grow(&total, &o_state, (size_t)L * D * 3 * Bs * (size_t)Hp, sizeof(float)) ||
-        !grow(&total, &o_mid0, mid, sizeof(float)) || !grow(&total, &o_mid1, mid, sizeof(float)) ||
-        !grow(&total, &o_len, (size_t)Bs, sizeof(int32_t)))
-        return RNX_ERR_OVERFLOW;
-    if (posix_memalign(&ws->block, RNX_ALIGN, total) != 0) return RNX_ERR_OUT_OF_MEMORY;
-    char *b = ws->block;
-    ws->xp = (float *)(b + o_xp);
-    ws->state = (float *)(b + o_state);
-    ws->mid[0] = (float *)(b + o_mid0);
-    ws->mid[1] = (float *)(b + o_mid1);
-    ws->len = (int32_t *)(b + o_len);
-    return RNX_OK;
+    workspace_plan plan = {ws, m, 0};
+    if (L > 1) plan.mid = D == 1 ? chunk * Bs * (size_t)H : (size_t)T * Bs * 2 * (size_t)H;
+    return rnx_arena_build(&ws->block, workspace_layout, &plan);
 }
 
 void rnx_workspace_free(rnx_workspace *ws) {

@@ -29,8 +29,8 @@ static rnx_status check_config(const rnx_config *c) {
     return RNX_OK;
 }
 
-static size_t layer_input_size(const rnx_config *c, int layer) {
-    return layer == 0 ? (size_t)c->input_size : (size_t)(1 + c->bidirectional) * c->hidden_size;
+int rnx_layer_input_size(const rnx_config *c, int layer) {
+    return layer == 0 ? c->input_size : (1 + c->bidirectional) * c->hidden_size;
 }
 
 rnx_status rnx_param_count(const rnx_config *config, size_t *count) {
@@ -42,7 +42,8 @@ rnx_status rnx_param_count(const rnx_config *config, size_t *count) {
     for (int l = 0; l < config->num_layers; l++) {
         size_t per_dir, wx;
         /* weight_ih + weight_hh + two biases = GH * (I_l + H + 2) */
-        if (!add_ok(&per_dir, layer_input_size(config, l), (size_t)config->hidden_size + 2) ||
+        const size_t I_l = (size_t)rnx_layer_input_size(config, l);
+        if (!add_ok(&per_dir, I_l, (size_t)config->hidden_size + 2) ||
             !mul_ok(&wx, GH, per_dir) || !mul_ok(&wx, wx, (size_t)1 + config->bidirectional) ||
             !add_ok(&total, total, wx))
             return RNX_ERR_OVERFLOW;
@@ -138,7 +139,7 @@ rnx_status rnx_model_create(rnx_model **out, const rnx_config *config, const flo
     size_t total = 0;
     for (int l = 0; l < cfg.num_layers; l++) {
         size_t wx, wh, bx, bhn, n;
-        if (!mul_ok(&wx, (size_t)m->npanels * panel, layer_input_size(&cfg, l)) ||
+        if (!mul_ok(&wx, (size_t)m->npanels * panel, (size_t)rnx_layer_input_size(&cfg, l)) ||
             !mul_ok(&wh, (size_t)m->npanels * panel, H) || !aligned_floats(&wx, wx) ||
             !aligned_floats(&wh, wh) || !aligned_floats(&bx, (size_t)m->npanels * panel) ||
             !aligned_floats(&bhn, (size_t)m->npanels * kernels->vw) || !add_ok(&n, wx, wh) ||
@@ -158,7 +159,7 @@ rnx_status rnx_model_create(rnx_model **out, const rnx_config *config, const flo
     float *mem = m->storage;
     const float *src = params;
     for (int l = 0; l < cfg.num_layers; l++) {
-        const size_t K = layer_input_size(&cfg, l), GH = (size_t)m->gates * H;
+        const size_t K = (size_t)rnx_layer_input_size(&cfg, l), GH = (size_t)m->gates * H;
         for (int d = 0; d < m->directions; d++) {
             rnx_packed *w = &m->packed[l * m->directions + d];
             size_t n;

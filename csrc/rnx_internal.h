@@ -75,6 +75,20 @@ int rnx_cell_gates(int cell);
  * a process forked after its parent started OpenMP threads (libgomp cannot run there). */
 int rnx_threads_for_call(int n_threads);
 
+/* An aligned bump allocator over one block (arena.c): rnx_arena_build runs `layout` once with no
+ * block to size it (rnx_arena_take returns NULL and counts), then again to place every array in
+ * the block it allocated, each aligned to RNX_ALIGN. Size overflow gives RNX_ERR_OVERFLOW. */
+typedef struct rnx_arena {
+    char *base;
+    size_t used;
+    int overflow;
+} rnx_arena;
+void *rnx_arena_take(rnx_arena *a, size_t count, size_t elem);
+rnx_status rnx_arena_build(void **block, void (*layout)(rnx_arena *, void *), void *what);
+
+/* K of layer `layer`'s input product: I for layer 0, D*H above. */
+int rnx_layer_input_size(const rnx_config *c, int layer);
+
 /* The kernels of `isa` (never RNX_ISA_AUTO), or NULL where this build or CPU lacks them. */
 const rnx_kernels *rnx_kernels_for(rnx_isa isa);
 

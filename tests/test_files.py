@@ -378,7 +378,7 @@ def test_c_loader_under_sanitizers(tmp_path):
     exe = tmp_path / "file_loader"
     sources = [os.path.join(ROOT, "tests", "c", "file_loader.c")] + [
         os.path.join(ROOT, "csrc", name)
-        for name in ("safetensors.c", "model.c", "cpu.c", "forward.c", "kernel_scalar.c")]
+        for name in ("safetensors.c", "model.c", "cpu.c", "forward.c", "arena.c", "kernel_scalar.c")]
     build_cmd = [gcc, "-std=gnu11", "-O1", "-g", "-fsanitize=address,undefined",
                  "-fno-sanitize-recover=all", "-I" + os.path.join(ROOT, "csrc", "include"),
                  "-I" + os.path.join(ROOT, "csrc"), *sources, "-o", str(exe), "-lm"]
