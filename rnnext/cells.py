@@ -5,11 +5,13 @@ Cells, by the core's names: rnn_tanh, rnn_relu (G=1), lstm (G=4, gate rows i, f,
 gru_reset_before (G=3, rows r, z, n), PyTorch's layout. Other frameworks order the gate blocks
 differently: Keras LSTM i, f, c, o (ours), Keras GRU z, r, h; ONNX LSTM i, o, f, c, ONNX GRU
 z, r, h. `from_keras` / `from_onnx` hold, for each of our gate blocks, the index of the block
-in that framework's order (ours = concatenate(theirs[p] for p in from_x)).
+in that framework's order (ours = concatenate(theirs[p] for p in from_x)). Each cell also names
+the PyTorch module mode, Keras layer class and ONNX operator it is.
 
 Activation functions: the names of the layer list (ONNX's, lower-cased), each with ONNX's
 default alpha and beta, a NumPy forward f(x, alpha, beta) and its derivative
-df(x, y, alpha, beta) given the input x and the output y = f(x).
+df(x, y, alpha, beta) given the input x and the output y = f(x), and the Keras 3 name that is
+the same function (with the alpha and beta that make it so).
 """
 from dataclasses import dataclass
 
@@ -25,6 +27,8 @@ class Cell:
     from_onnx: tuple     # our block p is ONNX's block from_onnx[p]
     activations: tuple   # default activation functions, ONNX order: (f,), (f, g) or (f, g, h)
     onnx_op: str         # the ONNX operator
+    torch_mode: str      # torch.nn.RNNBase.mode, None where PyTorch has no such module
+    keras_layer: str     # the Keras layer class
 
     @property
     def num_gates(self):
@@ -43,17 +47,19 @@ class Cell:
 
 
 _LSTM = dict(layer_type="lstm", gates=("i", "f", "g", "o"), from_keras=(0, 1, 2, 3),
-             from_onnx=(0, 2, 3, 1), activations=("sigmoid", "tanh", "tanh"), onnx_op="LSTM")
+             from_onnx=(0, 2, 3, 1), activations=("sigmoid", "tanh", "tanh"), onnx_op="LSTM",
+             keras_layer="LSTM")
 _GRU = dict(layer_type="gru", gates=("r", "z", "n"), from_keras=(1, 0, 2), from_onnx=(1, 0, 2),
-            activations=("sigmoid", "tanh"), onnx_op="GRU")
-_RNN = dict(layer_type="rnn", gates=("h",), from_keras=(0,), from_onnx=(0,), onnx_op="RNN")
+            activations=("sigmoid", "tanh"), onnx_op="GRU", keras_layer="GRU")
+_RNN = dict(layer_type="rnn", gates=("h",), from_keras=(0,), from_onnx=(0,), onnx_op="RNN",
+            keras_layer="SimpleRNN")
 
 CELLS = {
-    "rnn_tanh": Cell("rnn_tanh", activations=("tanh",), **_RNN),
-    "rnn_relu": Cell("rnn_relu", activations=("relu",), **_RNN),
-    "lstm": Cell("lstm", **_LSTM),
-    "gru": Cell("gru", **_GRU),
-    "gru_reset_before": Cell("gru_reset_before", **_GRU),
+    "rnn_tanh": Cell("rnn_tanh", activations=("tanh",), torch_mode="RNN_TANH", **_RNN),
+    "rnn_relu": Cell("rnn_relu", activations=("relu",), torch_mode="RNN_RELU", **_RNN),
+    "lstm": Cell("lstm", torch_mode="LSTM", **_LSTM),
+    "gru": Cell("gru", torch_mode="GRU", **_GRU),
+    "gru_reset_before": Cell("gru_reset_before", torch_mode=None, **_GRU),
 }
 
 # the parameters of a recurrent layer and direction, in the file's order, and their shapes in
@@ -112,39 +118,58 @@ class Activation:
     uses_beta: bool
     forward: object      # f(x, alpha, beta)
     derivative: object   # df/dx from (x, y, alpha, beta), y = f(x)
+    keras: str           # Keras 3's name of the same function, None where Keras has none
+    keras_alpha_beta: tuple  # the (alpha, beta) that make it Keras's function
 
 
-def _activation(name, onnx, forward, derivative, alpha=None, beta=None):
-    return Activation(name, onnx, 0.0 if alpha is None else alpha, 0.0 if beta is None else beta,
-                      alpha is not None, beta is not None, forward, derivative)
+def _activation(name, onnx, forward, derivative, alpha=None, beta=None, keras=None,
+                keras_alpha_beta=None):
+    alpha_beta = (0.0 if alpha is None else alpha, 0.0 if beta is None else beta)
+    return Activation(name, onnx, *alpha_beta, alpha is not None, beta is not None, forward,
+                      derivative, keras, keras_alpha_beta or alpha_beta)
 
 
 ACTIVATIONS = {a.name: a for a in [
-    _activation("linear", None, lambda x, a, b: x, lambda x, y, a, b: np.ones_like(x)),
+    _activation("linear", None, lambda x, a, b: x, lambda x, y, a, b: np.ones_like(x),
+                keras="linear"),
     _activation("sigmoid", "Sigmoid", lambda x, a, b: sigmoid(x),
-                lambda x, y, a, b: y * (1.0 - y)),
-    _activation("tanh", "Tanh", lambda x, a, b: np.tanh(x), lambda x, y, a, b: 1.0 - y * y),
+                lambda x, y, a, b: y * (1.0 - y), keras="sigmoid"),
+    _activation("tanh", "Tanh", lambda x, a, b: np.tanh(x), lambda x, y, a, b: 1.0 - y * y,
+                keras="tanh"),
     _activation("relu", "Relu", lambda x, a, b: np.maximum(x, 0.0),
-                lambda x, y, a, b: (x > 0.0).astype(x.dtype)),
+                lambda x, y, a, b: (x > 0.0).astype(x.dtype), keras="relu"),
+    # Keras 3's hard_sigmoid is relu6(x + 3) / 6: alpha 1/6, beta 0.5
     _activation("hard_sigmoid", "HardSigmoid",
                 lambda x, a, b: np.clip(a * x + b, 0.0, 1.0),
                 lambda x, y, a, b: np.where((a * x + b > 0.0) & (a * x + b < 1.0), a, 0.0),
-                alpha=0.2, beta=0.5),
+                alpha=0.2, beta=0.5, keras="hard_sigmoid", keras_alpha_beta=(1.0 / 6.0, 0.5)),
     _activation("affine", "Affine", lambda x, a, b: a * x + b,
                 lambda x, y, a, b: np.full_like(x, a), alpha=1.0, beta=0.0),
     _activation("leaky_relu", "LeakyRelu", lambda x, a, b: np.where(x >= 0.0, x, a * x),
-                lambda x, y, a, b: np.where(x >= 0.0, 1.0, a), alpha=0.01),
+                lambda x, y, a, b: np.where(x >= 0.0, 1.0, a), alpha=0.01,
+                keras="leaky_relu", keras_alpha_beta=(0.2, 0.0)),  # Keras's negative_slope
     _activation("thresholded_relu", "ThresholdedRelu", lambda x, a, b: np.where(x > a, x, 0.0),
                 lambda x, y, a, b: (x > a).astype(x.dtype), alpha=1.0),
     _activation("scaled_tanh", "ScaledTanh", lambda x, a, b: a * np.tanh(b * x),
                 lambda x, y, a, b: a * b * (1.0 - np.tanh(b * x) ** 2), alpha=1.0, beta=1.0),
     _activation("elu", "Elu", lambda x, a, b: np.where(x >= 0.0, x, a * np.expm1(np.minimum(x, 0.0))),
-                lambda x, y, a, b: np.where(x >= 0.0, 1.0, y + a), alpha=1.0),
+                lambda x, y, a, b: np.where(x >= 0.0, 1.0, y + a), alpha=1.0, keras="elu"),
     _activation("softsign", "Softsign", lambda x, a, b: x / (1.0 + np.abs(x)),
-                lambda x, y, a, b: 1.0 / (1.0 + np.abs(x)) ** 2),
+                lambda x, y, a, b: 1.0 / (1.0 + np.abs(x)) ** 2, keras="softsign"),
     _activation("softplus", "Softplus", lambda x, a, b: np.logaddexp(0.0, x),
-                lambda x, y, a, b: sigmoid(x)),
+                lambda x, y, a, b: sigmoid(x), keras="softplus"),
 ]}
+
+# Keras 3's activation names -> ours
+FROM_KERAS_ACTIVATION = {a.keras: a.name for a in ACTIVATIONS.values() if a.keras}
+
+
+def activation_from_keras(name):
+    """(our name, alpha, beta) of a Keras 3 activation name, or a ValueError naming it."""
+    if name not in FROM_KERAS_ACTIVATION:
+        raise ValueError(f"expected one of {sorted(FROM_KERAS_ACTIVATION)}, got {name!r}")
+    ours = ACTIVATIONS[FROM_KERAS_ACTIVATION[name]]
+    return (ours.name, *ours.keras_alpha_beta)
 
 # ONNX's activation names (case-insensitive, as ONNX Runtime reads them) -> ours
 FROM_ONNX_ACTIVATION = {a.onnx.lower(): a.name for a in ACTIVATIONS.values() if a.onnx}
