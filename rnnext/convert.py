@@ -63,8 +63,8 @@ def torch_layers(rnn, head=None, output="many_to_many", activation=None, *, cell
     if not isinstance(rnn, torch.nn.RNNBase) or mode not in modes:
         raise TypeError(f"rnn: expected a torch.nn.RNN, LSTM or GRU, got {type(rnn).__name__}")
     direction = "bidirectional" if rnn.bidirectional else "forward"
-    layer = _recurrent_layer(modes[mode], rnn.hidden_size, direction,
-                             getattr(rnn, "proj_size", 0))
+    layer = recurrent_layer(modes[mode], rnn.hidden_size, direction=direction,
+                            **_lstm_options(modes[mode], getattr(rnn, "proj_size", 0)))
     recurrent = [layer] * rnn.num_layers
     tensors = {name: _numpy(p) for name, p in rnn.named_parameters()}
     if head is not None:
@@ -82,16 +82,20 @@ def torch_layers(rnn, head=None, output="many_to_many", activation=None, *, cell
     return _assemble(recurrent, rnn.input_size, tensors, head, output, activation, "rnn")
 
 
-def _recurrent_layer(cell, units, direction, proj_size=0, peepholes=False):
-    """The layer object of a cell (cells.CELLS entry) with PyTorch's options."""
-    options = {"direction": direction}
+def recurrent_layer(cell, units, **options):
+    """The layer object (layers.RNN, LSTM or GRU) of a cell (a cells.CELLS entry) with the
+    options its class takes (direction, merge, activations, proj_size, ...); the cell sets the
+    RNN's nonlinearity and the GRU's reset_after. Every importer makes its layers here."""
     if cell.layer_type == "rnn":
         options["nonlinearity"] = cell.activations[0]
-    elif cell.layer_type == "lstm":
-        options.update(proj_size=proj_size, peepholes=peepholes)
-    elif cell.name == "gru_reset_before":
-        options["reset_after"] = False
+    elif cell.layer_type == "gru":
+        options["reset_after"] = cell.name != "gru_reset_before"
     return LAYER_CLASSES[cell.layer_type](units, **options)
+
+
+def _lstm_options(cell, proj_size=0, peepholes=False):
+    """PyTorch's options of a layer: an LSTM's proj_size (and rnnext's peepholes)."""
+    return dict(proj_size=proj_size, peepholes=peepholes) if cell.layer_type == "lstm" else {}
 
 
 def _assemble(recurrent, input_size, tensors, head_units, output, activation, source):
@@ -158,9 +162,11 @@ def _state_dict_layers(state, cell, nonlinearity, prefix, head_prefix, output, a
         w_hh, w_hr = tensors.get(f"weight_hh_l{k}"), tensors.get(f"weight_hr_l{k}")
         if w_hh is None:
             raise ValueError(f"state_dict: missing {prefix}weight_hh_l{k}")
-        recurrent.append(_recurrent_layer(
-            core, w_hh.shape[0] // core.num_gates, "bidirectional" if reverse[k] else "forward",
-            0 if w_hr is None else w_hr.shape[0], f"weight_peephole_l{k}" in tensors))
+        recurrent.append(recurrent_layer(
+            core, w_hh.shape[0] // core.num_gates,
+            direction="bidirectional" if reverse[k] else "forward",
+            **_lstm_options(core, 0 if w_hr is None else w_hr.shape[0],
+                            f"weight_peephole_l{k}" in tensors)))
     head_units = None
     if head_prefix:
         if head_prefix + "weight" not in state:
