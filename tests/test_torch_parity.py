@@ -194,7 +194,8 @@ def test_from_torch_state_dict_errors_name_the_entry():
     state = torch.nn.LSTM(I, H, num_layers=2).state_dict()
     with pytest.raises(ValueError, match="cell: a state_dict needs its cell"):
         torch_layers(state)
-    with pytest.raises(ValueError, match=r"^state_dict: 'weight_hh_l0' expected shape \(24, 8\), got \(24, 6\)"):
+    with pytest.raises(ValueError,
+                       match=r"^state_dict: 'weight_hh_l0' expected shape \(24, 8\), got \(24, 6\)"):
         torch_layers(state, cell="gru")
     del state["weight_ih_l1"]
     with pytest.raises(ValueError, match=r"^state_dict: missing 'weight_ih_l1'"):
