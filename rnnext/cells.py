@@ -29,6 +29,7 @@ class Cell:
     onnx_op: str         # the ONNX operator
     torch_mode: str      # torch.nn.RNNBase.mode, None where PyTorch has no such module
     keras_layer: str     # the Keras layer class
+    keras_activations: tuple  # the Keras options that hold `activations`, in their order
 
     @property
     def num_gates(self):
@@ -48,11 +49,13 @@ class Cell:
 
 _LSTM = dict(layer_type="lstm", gates=("i", "f", "g", "o"), from_keras=(0, 1, 2, 3),
              from_onnx=(0, 2, 3, 1), activations=("sigmoid", "tanh", "tanh"), onnx_op="LSTM",
-             keras_layer="LSTM")
+             keras_layer="LSTM",
+             keras_activations=("recurrent_activation", "activation", "activation"))
 _GRU = dict(layer_type="gru", gates=("r", "z", "n"), from_keras=(1, 0, 2), from_onnx=(1, 0, 2),
-            activations=("sigmoid", "tanh"), onnx_op="GRU", keras_layer="GRU")
+            activations=("sigmoid", "tanh"), onnx_op="GRU", keras_layer="GRU",
+            keras_activations=("recurrent_activation", "activation"))
 _RNN = dict(layer_type="rnn", gates=("h",), from_keras=(0,), from_onnx=(0,), onnx_op="RNN",
-            keras_layer="SimpleRNN")
+            keras_layer="SimpleRNN", keras_activations=("activation",))
 
 CELLS = {
     "rnn_tanh": Cell("rnn_tanh", activations=("tanh",), torch_mode="RNN_TANH", **_RNN),

@@ -50,15 +50,12 @@ def _activation_name(value):
 
 
 def _activations(layer, config, cell):
-    """(activations, alpha, beta) of a Keras recurrent layer in ONNX order: RNN (activation,),
-    LSTM (recurrent_activation, activation, activation), GRU (recurrent_activation,
-    activation)."""
-    options = {"rnn": ("activation",), "lstm": ("recurrent_activation", "activation", "activation"),
-               "gru": ("recurrent_activation", "activation")}[cell.layer_type]
-    defaults = {"activation": "tanh", "recurrent_activation": "sigmoid"}
+    """(activations, alpha, beta) of a Keras recurrent layer in ONNX order, from the options
+    cell.keras_activations names: RNN (activation,), LSTM (recurrent_activation, activation,
+    activation), GRU (recurrent_activation, activation)."""
     functions = []
-    for option in options:
-        name = _activation_name(config.get(option, defaults[option]))
+    for option in cell.keras_activations:
+        name = _activation_name(config[option])
         try:
             functions.append(activation_from_keras(name))
         except ValueError as e:

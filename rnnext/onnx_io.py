@@ -27,7 +27,8 @@ layout 1) is recurrent layer k's state (rows k*D .. k*D+D-1 of the stacked (L*D,
 when the layers are uniform). Zero initial states, constant or computed (as PyTorch's exporter
 does), are the default.
 
-Export writes what maps back onto these ops (see to_onnx).
+ONNX holds activation_alpha, activation_beta and clip as float32: a value that float32 does not
+represent comes back rounded. Export writes what maps back onto these ops (see to_onnx).
 """
 import numpy as np
 
@@ -38,9 +39,7 @@ from .convert import recurrent_layer
 from .model import Model
 
 # ONNX's recurrent operators and the cell each one is with its default attributes
-ONNX_CELLS = {}
-for _cell in CELLS.values():
-    ONNX_CELLS.setdefault(_cell.onnx_op, _cell)
+ONNX_CELLS = {c.onnx_op: c for c in CELLS.values() if c.name in ("rnn_tanh", "lstm", "gru")}
 # a bidirectional output merged by reducing its direction axis
 MERGE_OPS = {"ReduceSum": "sum", "ReduceMean": "ave", "ReduceProd": "mul"}
 # readouts that reduce over time
