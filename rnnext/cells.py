@@ -128,17 +128,19 @@ ACTIVATIONS = {a.name: a for a in [
                 lambda x, y, a, b: (x > 0.0).astype(x.dtype)),
     _activation("hard_sigmoid", "HardSigmoid",
                 lambda x, a, b: np.clip(a * x + b, 0.0, 1.0),
-                lambda x, y, a, b: np.where((a * x + b > 0.0) & (a * x + b < 1.0), a, 0.0),
+                lambda x, y, a, b: np.where((a * x + b > 0.0) & (a * x + b < 1.0),
+                                            np.full_like(x, a), 0.0),
                 alpha=0.2, beta=0.5),
     _activation("affine", "Affine", lambda x, a, b: a * x + b,
                 lambda x, y, a, b: np.full_like(x, a), alpha=1.0, beta=0.0),
     _activation("leaky_relu", "LeakyRelu", lambda x, a, b: np.where(x >= 0.0, x, a * x),
-                lambda x, y, a, b: np.where(x >= 0.0, 1.0, a), alpha=0.01),
+                lambda x, y, a, b: np.where(x >= 0.0, np.ones_like(x), a), alpha=0.01),
     _activation("thresholded_relu", "ThresholdedRelu", lambda x, a, b: np.where(x > a, x, 0.0),
                 lambda x, y, a, b: (x > a).astype(x.dtype), alpha=1.0),
     _activation("scaled_tanh", "ScaledTanh", lambda x, a, b: a * np.tanh(b * x),
                 lambda x, y, a, b: a * b * (1.0 - np.tanh(b * x) ** 2), alpha=1.0, beta=1.0),
-    _activation("elu", "Elu", lambda x, a, b: np.where(x >= 0.0, x, a * np.expm1(np.minimum(x, 0.0))),
+    _activation("elu", "Elu",
+                lambda x, a, b: np.where(x >= 0.0, x, a * np.expm1(np.minimum(x, 0.0))),
                 lambda x, y, a, b: np.where(x >= 0.0, 1.0, y + a), alpha=1.0),
     _activation("softsign", "Softsign", lambda x, a, b: x / (1.0 + np.abs(x)),
                 lambda x, y, a, b: 1.0 / (1.0 + np.abs(x)) ** 2),
@@ -167,15 +169,22 @@ def onnx_alpha_beta(activations, alpha, beta):
             [float(b) for f, b in zip(table, beta) if f.uses_beta])
 
 
+# ONNX Runtime reads an absent alpha or beta as 0 for these functions (it has defaults only for
+# LeakyRelu, HardSigmoid and Elu), not as the ONNX operators' defaults the layers use
+ONNXRUNTIME_ZERO_DEFAULTS = ("affine", "thresholded_relu", "scaled_tanh")
+
+
 def activations_from_onnx(names, alpha=None, beta=None):
     """(activations, activation_alpha, activation_beta) tuples in our form from an ONNX node's
     attributes for one direction: the names, and the lists that hold a value per function that
-    uses one (absent: ONNX's defaults)."""
+    uses one. Absent values are what ONNX Runtime computes with: its defaults, 0 for the
+    functions in ONNXRUNTIME_ZERO_DEFAULTS."""
     ours = tuple(activation_from_onnx(n) for n in names)
     alphas, betas = list(alpha or ()), list(beta or ())
     out_a, out_b = [], []
     for name in ours:
         f = ACTIVATIONS[name]
-        out_a.append(float(alphas.pop(0)) if f.uses_alpha and alphas else f.alpha)
-        out_b.append(float(betas.pop(0)) if f.uses_beta and betas else f.beta)
+        absent_a, absent_b = (0.0, 0.0) if name in ONNXRUNTIME_ZERO_DEFAULTS else (f.alpha, f.beta)
+        out_a.append(float(alphas.pop(0)) if f.uses_alpha and alphas else absent_a)
+        out_b.append(float(betas.pop(0)) if f.uses_beta and betas else absent_b)
     return ours, tuple(out_a), tuple(out_b)
