@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from rnnext import layers as L
-from rnnext.cells import (ACTIVATIONS, CELLS, PEEPHOLE_FROM_ONNX, onnx_alpha_beta,
-                          activations_from_onnx, permute_gates)
+from rnnext.cells import (ACTIVATIONS, CELLS, FROM_KERAS_ACTIVATION, PEEPHOLE_FROM_ONNX,
+                          activation_from_keras, activations_from_onnx, onnx_alpha_beta,
+                          permute_gates)
 from rnnext.reference import forward_model
 
 from conftest import F32_ATOL, F32_RTOL
@@ -180,7 +181,7 @@ def test_bidirectional_merges_match_torch_halves(merge, rng):
 # ONNX Runtime
 
 
-OPS = {"lstm": "LSTM", "gru": "GRU", "gru_reset_before": "GRU", "rnn_tanh": "RNN"}
+ONNX_CELLS = ["lstm", "gru", "gru_reset_before", "rnn_tanh"]
 
 
 def run_onnx_node(op, x, weights, attrs, lengths=None, h0=None, c0=None, peepholes=None):
@@ -225,8 +226,8 @@ def onnx_case(cell, rng, units=4, direction="forward", activations=None, alpha=N
               with_state=True):
     """A random ONNX node of `cell` and the same layer in rnnext: returns (ORT's (y, y_h),
     rnnext's (y, states)), y as (B, T, D*H)."""
-    op, H = OPS[cell], units
-    cell_info = CELLS[cell]
+    cell_info, H = CELLS[cell], units
+    op = cell_info.onnx_op
     G, D = cell_info.num_gates, 2 if direction == "bidirectional" else 1
     W = rng.uniform(-0.6, 0.6, (D, G * H, I)).astype(np.float32)
     R = rng.uniform(-0.6, 0.6, (D, G * H, H)).astype(np.float32)
@@ -278,6 +279,7 @@ def onnx_case(cell, rng, units=4, direction="forward", activations=None, alpha=N
             ours["weight_peephole"] = P[d].reshape(3, H)[list(PEEPHOLE_FROM_ONNX)]
         params.update({f"{k}_l0" + ("_reverse" if reverse else ""): v.astype(np.float64)
                        for k, v in ours.items()})
+        np.testing.assert_array_equal(permute_gates(ours["weight_ih"], cell_info.to_onnx), W[d])
     state = None if h0 is None else [(h0, c0)]
     got_ours = forward_model(spec, params, x, state, lengths)
     return got_onnx, got_ours
@@ -311,7 +313,7 @@ def test_every_activation_matches_onnxruntime(cell, name, custom, rng):
 
 
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
-@pytest.mark.parametrize("cell", list(OPS))
+@pytest.mark.parametrize("cell", ONNX_CELLS)
 def test_clip_matches_onnxruntime(cell, direction, rng):
     got = onnx_case(cell, rng, direction=direction, clip=0.4)
     assert_onnx_close(*got)
@@ -323,7 +325,7 @@ def test_clip_matches_onnxruntime(cell, direction, rng):
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
-@pytest.mark.parametrize("cell", list(OPS))
+@pytest.mark.parametrize("cell", ONNX_CELLS)
 def test_directions_lengths_states_match_onnxruntime(cell, direction, with_lengths, with_state,
                                                      rng):
     assert_onnx_close(*onnx_case(cell, rng, direction=direction, with_lengths=with_lengths,
@@ -379,6 +381,7 @@ def pre_padded(rng):
     mask = np.ones((B, T), bool)
     for b, pad in enumerate([0, 2, 5, 3]):
         mask[b, :pad] = False
+    mask[0, 3] = False  # a hole after valid steps
     return np.where(mask[:, :, None], x, 0.0).astype(np.float32), mask
 
 
@@ -430,6 +433,9 @@ def test_masked_bidirectional_matches_keras(merge, rng):
     seq, _ = forward_model(L.build([L.GRU(H, direction="bidirectional", merge=merge)], I), params,
                            x, mask=mask)
     np.testing.assert_allclose(seq[mask], want_seq[mask], **tol)
+    # Bidirectional outputs zeros at masked steps, as rnnext does (a plain LSTM repeats its
+    # previous output at a masked step after a valid one)
+    np.testing.assert_array_equal(seq[~mask], want_seq[~mask])
 
 
 def test_embedding_mask_zero_matches_keras(rng):
@@ -450,6 +456,18 @@ def test_embedding_mask_zero_matches_keras(rng):
     spec = L.build([L.Embedding(V, E, mask_zero=True), L.GRU(H), L.Readout("final")])
     got, _ = forward_model(spec, params, ids)
     np.testing.assert_allclose(got, want, rtol=F32_RTOL, atol=F32_ATOL)
+
+
+@pytest.mark.parametrize("name", list(FROM_KERAS_ACTIVATION))
+def test_keras_activation_names_match_keras(name):
+    keras = keras_module()
+    x = np.linspace(-6.0, 6.0, 241)
+    ours, alpha, beta = activation_from_keras(name)
+    want = np.asarray(keras.activations.get(name)(x.astype(np.float32)))
+    np.testing.assert_allclose(ACTIVATIONS[ours].forward(x, alpha, beta), want, rtol=F32_RTOL,
+                               atol=F32_ATOL)
+    with pytest.raises(ValueError, match="activation"):
+        activation_from_keras("gelu")
 
 
 # ----------------------------------------------------------------------------------------------
