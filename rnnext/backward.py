@@ -143,7 +143,8 @@ def readout_grad(mode, seq, mask, dy):
         last, any_valid = last_valid(mask)
         dseq[np.arange(B), last] = np.where(any_valid[:, None], dy, 0.0)
     elif mode == "mean":
-        dseq = dy[:, None, :] * mask[:, :, None] / np.maximum(mask.sum(axis=1), 1)[:, None, None]
+        count = np.maximum(mask.sum(axis=1), 1).astype(seq.dtype)
+        dseq = dy[:, None, :] * mask[:, :, None] / count[:, None, None]
     elif mode == "max":
         where = np.argmax(np.where(mask[:, :, None], seq, -np.inf), axis=1)  # (B, F)
         rows, cols = np.meshgrid(np.arange(B), np.arange(seq.shape[2]), indexing="ij")

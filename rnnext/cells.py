@@ -5,7 +5,8 @@ Cells, by the core's names: rnn_tanh, rnn_relu (G=1), lstm (G=4, gate rows i, f,
 gru_reset_before (G=3, rows r, z, n), PyTorch's layout. Other frameworks order the gate blocks
 differently: Keras LSTM i, f, c, o (ours), Keras GRU z, r, h; ONNX LSTM i, o, f, c, ONNX GRU
 z, r, h. `from_keras` / `from_onnx` hold, for each of our gate blocks, the index of the block
-in that framework's order (ours = concatenate(theirs[p] for p in from_x)).
+in that framework's order (ours = concatenate(theirs[p] for p in from_x)); Cell.to_onnx is the
+inverse, for exporters.
 
 Activation functions: the names of the layer list (ONNX's, lower-cased), each with ONNX's
 default alpha and beta, a NumPy forward f(x, alpha, beta) and its derivative
@@ -36,11 +37,6 @@ class Cell:
         """The inverse of from_onnx: ONNX's block q is our block to_onnx[q]."""
         return tuple(int(p) for p in np.argsort(self.from_onnx))
 
-    @property
-    def to_keras(self):
-        """The inverse of from_keras: Keras's block q is our block to_keras[q]."""
-        return tuple(int(p) for p in np.argsort(self.from_keras))
-
 
 _LSTM = dict(layer_type="lstm", gates=("i", "f", "g", "o"), from_keras=(0, 1, 2, 3),
              from_onnx=(0, 2, 3, 1), activations=("sigmoid", "tanh", "tanh"), onnx_op="LSTM")
@@ -56,11 +52,12 @@ CELLS = {
     "gru_reset_before": Cell("gru_reset_before", **_GRU),
 }
 
-# the parameters of a recurrent layer and direction, in the file's order, and their shapes in
-# G (gates), H (units), I (input width), S (state width: P or H), P (proj_size)
+# the parameters of a recurrent layer and direction, in the file's order (their shapes:
+# layers.recurrent_param_shapes)
 RECURRENT_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
                     "weight_peephole")
-PEEPHOLE_GATES = ("i", "f", "o")  # rows of weight_peephole; ONNX's P holds i, o, f
+# weight_peephole's rows are i, f, o; ONNX's P holds i, o, f: our row p is ONNX's row
+# PEEPHOLE_FROM_ONNX[p]
 PEEPHOLE_FROM_ONNX = (0, 2, 1)
 
 
@@ -128,17 +125,19 @@ ACTIVATIONS = {a.name: a for a in [
                 lambda x, y, a, b: (x > 0.0).astype(x.dtype)),
     _activation("hard_sigmoid", "HardSigmoid",
                 lambda x, a, b: np.clip(a * x + b, 0.0, 1.0),
-                lambda x, y, a, b: np.where((a * x + b > 0.0) & (a * x + b < 1.0), a, 0.0),
+                lambda x, y, a, b: np.where((a * x + b > 0.0) & (a * x + b < 1.0),
+                                            np.full_like(x, a), 0.0),
                 alpha=0.2, beta=0.5),
     _activation("affine", "Affine", lambda x, a, b: a * x + b,
                 lambda x, y, a, b: np.full_like(x, a), alpha=1.0, beta=0.0),
     _activation("leaky_relu", "LeakyRelu", lambda x, a, b: np.where(x >= 0.0, x, a * x),
-                lambda x, y, a, b: np.where(x >= 0.0, 1.0, a), alpha=0.01),
+                lambda x, y, a, b: np.where(x >= 0.0, np.ones_like(x), a), alpha=0.01),
     _activation("thresholded_relu", "ThresholdedRelu", lambda x, a, b: np.where(x > a, x, 0.0),
                 lambda x, y, a, b: (x > a).astype(x.dtype), alpha=1.0),
     _activation("scaled_tanh", "ScaledTanh", lambda x, a, b: a * np.tanh(b * x),
                 lambda x, y, a, b: a * b * (1.0 - np.tanh(b * x) ** 2), alpha=1.0, beta=1.0),
-    _activation("elu", "Elu", lambda x, a, b: np.where(x >= 0.0, x, a * np.expm1(np.minimum(x, 0.0))),
+    _activation("elu", "Elu",
+                lambda x, a, b: np.where(x >= 0.0, x, a * np.expm1(np.minimum(x, 0.0))),
                 lambda x, y, a, b: np.where(x >= 0.0, 1.0, y + a), alpha=1.0),
     _activation("softsign", "Softsign", lambda x, a, b: x / (1.0 + np.abs(x)),
                 lambda x, y, a, b: 1.0 / (1.0 + np.abs(x)) ** 2),
@@ -167,15 +166,40 @@ def onnx_alpha_beta(activations, alpha, beta):
             [float(b) for f, b in zip(table, beta) if f.uses_beta])
 
 
+# Keras 3's activation names -> (ours, alpha, beta): Keras's hard_sigmoid is relu6(x + 3) / 6
+# and its leaky_relu's default slope is 0.2
+FROM_KERAS_ACTIVATION = {
+    "linear": ("linear", 0.0, 0.0), "sigmoid": ("sigmoid", 0.0, 0.0), "tanh": ("tanh", 0.0, 0.0),
+    "relu": ("relu", 0.0, 0.0), "hard_sigmoid": ("hard_sigmoid", 1.0 / 6.0, 0.5),
+    "leaky_relu": ("leaky_relu", 0.2, 0.0), "elu": ("elu", 1.0, 0.0),
+    "softsign": ("softsign", 0.0, 0.0), "softplus": ("softplus", 0.0, 0.0),
+}
+
+
+def activation_from_keras(name):
+    """(our name, alpha, beta) of a Keras 3 activation name, or a ValueError naming it."""
+    if name not in FROM_KERAS_ACTIVATION:
+        raise ValueError(f"activation: expected one of {sorted(FROM_KERAS_ACTIVATION)}, got "
+                         f"{name!r}")
+    return FROM_KERAS_ACTIVATION[name]
+
+
+# ONNX Runtime reads an absent alpha or beta as 0 for these functions (it has defaults only for
+# LeakyRelu, HardSigmoid and Elu), not as the ONNX operators' defaults the layers use
+ONNXRUNTIME_ZERO_DEFAULTS = ("affine", "thresholded_relu", "scaled_tanh")
+
+
 def activations_from_onnx(names, alpha=None, beta=None):
     """(activations, activation_alpha, activation_beta) tuples in our form from an ONNX node's
     attributes for one direction: the names, and the lists that hold a value per function that
-    uses one (absent: ONNX's defaults)."""
+    uses one. Absent values are what ONNX Runtime computes with: its defaults, 0 for the
+    functions in ONNXRUNTIME_ZERO_DEFAULTS."""
     ours = tuple(activation_from_onnx(n) for n in names)
     alphas, betas = list(alpha or ()), list(beta or ())
     out_a, out_b = [], []
     for name in ours:
         f = ACTIVATIONS[name]
-        out_a.append(float(alphas.pop(0)) if f.uses_alpha and alphas else f.alpha)
-        out_b.append(float(betas.pop(0)) if f.uses_beta and betas else f.beta)
+        absent_a, absent_b = (0.0, 0.0) if name in ONNXRUNTIME_ZERO_DEFAULTS else (f.alpha, f.beta)
+        out_a.append(float(alphas.pop(0)) if f.uses_alpha and alphas else absent_a)
+        out_b.append(float(betas.pop(0)) if f.uses_beta and betas else absent_b)
     return ours, tuple(out_a), tuple(out_b)

@@ -223,7 +223,7 @@ def readout(mode, merge_mode, seq, final_h, mask):
         last, _ = last_valid(mask)
         return np.where(any_valid, seq[np.arange(B), last], 0.0)
     if mode == "mean":
-        return seq.sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
+        return seq.sum(axis=1) / np.maximum(mask.sum(axis=1), 1).astype(seq.dtype)[:, None]
     return np.where(any_valid, np.where(mask[:, :, None], seq, -np.inf).max(axis=1), 0.0)
 
 
