@@ -416,7 +416,8 @@ def core_layers(spec):
     if spec.embedding is not None:
         e = spec.embedding
         out.append({"kind": "embedding", "input_size": e.vocab_size, "units": e.dim,
-                    "padding_idx": e.padding_idx, "mask_zero": int(e.mask_zero)})
+                    "padding_idx": -1 if e.padding_idx is None else e.padding_idx,
+                    "mask_zero": int(e.mask_zero)})
     for r in spec.recurrent:
         out.append({"kind": "recurrent", "cell": r.cell, "input_size": r.input_size,
                     "units": r.units, "direction": r.direction,

@@ -29,6 +29,8 @@ class Stream:
         self.backend = backend
         self._core = model.core().stream(batch) if backend == "c" else None
         self.reset()
+        if self._core is not None and spec.embedding is None:
+            self.step = self._core.step  # the core checks x itself: no Python frame per step
 
     def reset(self):
         """All states to zeros."""
@@ -63,34 +65,26 @@ class Stream:
                       for h, c in self.model._state_shapes(self.batch)]
         self._states = states
 
-    def _input(self, x):
-        """x as one step of forward's input: (batch, 1, I) floats or (batch, 1) ids, and whether
-        the caller dropped the batch axis."""
+    def step(self, x):
+        """One step: x_t (or token ids) in, the step's output out (a new array)."""
         model, batch = self.model, self.batch
         if model.spec.embedding is not None:
-            arr = np.asarray(x)
-            flat = arr.ndim == 0
-            if arr.shape != (() if flat and batch == 1 else (batch,)):
+            ids = np.asarray(x)
+            flat = ids.ndim == 0 and batch == 1
+            if self._core is not None:
+                y = self._core.step(ids.reshape(1) if flat else ids)
+                return y[0] if flat else y
+            if ids.shape != (() if flat else (batch,)):
                 raise ValueError(f"x: expected {batch} token ids, shape ({batch},), got shape "
-                                 f"{arr.shape}")
-            ids, _ = model._ids(arr.reshape(batch, 1))
-            return ids, flat
-        arr = np.asarray(x)
-        flat = arr.ndim == 1
-        I = model.input_size
-        if arr.shape != ((I,) if flat and batch == 1 else (batch, I)):
-            raise ValueError(f"x: expected shape ({batch}, {I}), got {arr.shape}")
-        steps, *_ = model._inputs(arr.reshape(batch, 1, I), None, None)
-        return steps, flat
-
-    def step(self, x):
-        """One step: x_t in, the step's output out (a new array)."""
-        steps, flat = self._input(x)
-        if self._core is not None:
-            y = self._core.step(steps[:, 0])
+                                 f"{ids.shape}")
+            steps, _ = model._ids(ids.reshape(batch, 1))
         else:
-            y, self._states = reference.forward_model(self.model.spec, self.model.params, steps,
-                                                      self._states)
-            if y.ndim == 3:
-                y = y[:, 0]
+            arr = np.asarray(x)
+            flat = arr.ndim == 1 and batch == 1
+            I = model.input_size
+            if arr.shape != ((I,) if flat else (batch, I)):
+                raise ValueError(f"x: expected shape ({batch}, {I}), got {arr.shape}")
+            steps = model._inputs(arr.reshape(batch, 1, I), None, None)[0]
+        y, self._states = reference.forward_model(model.spec, model.params, steps, self._states)
+        y = y[:, 0] if y.ndim == 3 else y
         return y[0] if flat else y
