@@ -143,7 +143,8 @@ def readout_grad(mode, seq, mask, dy):
         last, any_valid = last_valid(mask)
         dseq[np.arange(B), last] = np.where(any_valid[:, None], dy, 0.0)
     elif mode == "mean":
-        dseq = dy[:, None, :] * mask[:, :, None] / np.maximum(mask.sum(axis=1), 1)[:, None, None]
+        count = np.maximum(mask.sum(axis=1), 1).astype(seq.dtype)
+        dseq = dy[:, None, :] * mask[:, :, None] / count[:, None, None]
     elif mode == "max":
         where = np.argmax(np.where(mask[:, :, None], seq, -np.inf), axis=1)  # (B, F)
         rows, cols = np.meshgrid(np.arange(B), np.arange(seq.shape[2]), indexing="ij")
@@ -177,8 +178,40 @@ def forward_train_model(spec, params, x, state=None, lengths=None, mask=None):
         x = np.where(valid[:, :, None], x, 0.0)
     trace = {}
     y, states = forward_model(spec, params, x, state, lengths, mask, trace)
-    trace.update(states=states, y=y)
+    trace.update(states=states)
     return y, states, trace
+
+
+def head_backward(spec, params, trace, dy_out):
+    """Back through reference.head_forward (its trace): ({name: gradient} of the dense layers,
+    dLoss/d(top sequence) (B, T, F), dLoss/d(top layer's final h) (D, B, S) or None when the
+    readout does not read it). dy_out: dLoss/d(the model's output), or None for zeros."""
+    mask, top = trace["mask"], trace["top"]
+    dy = np.zeros_like(trace["y"]) if dy_out is None else np.asarray(dy_out, top.dtype)
+    if spec.dense and spec.readout == "sequence":
+        dy = np.where(mask[:, :, None], dy, 0.0)
+    grads = {}
+    for d, (z_in, z_out) in zip(reversed(spec.dense), reversed(trace["dense"])):
+        weight = dense_param_name("weight", d.index)
+        dz = dense_activate_grad(d.activation, z_out, dy)
+        flat_dz, flat_in = dz.reshape(-1, d.units), z_in.reshape(-1, d.input_size)
+        grads[weight] = flat_dz.T @ flat_in
+        grads[dense_param_name("bias", d.index)] = flat_dz.sum(axis=0)
+        dy = dz @ params[weight]
+    if spec.readout == "final":
+        return grads, np.zeros_like(top), np.stack(
+            merge_grad(spec.recurrent[-1].merge, dy, list(trace["final_h"])))
+    return grads, readout_grad(spec.readout, top, mask, dy), None
+
+
+def embedding_backward(spec, ids, dx):
+    """dLoss/d(embedding.weight) from dx = dLoss/d(looked-up vectors) (B, T, E): rows summed by
+    id, the padding row's held at zero."""
+    grad = np.zeros((spec.embedding.vocab_size, spec.embedding.dim), dx.dtype)
+    np.add.at(grad, ids, dx)
+    if spec.embedding.padding_idx is not None:
+        grad[spec.embedding.padding_idx] = 0.0
+    return grad
 
 
 def backward_model(spec, params, trace, dy_out, dstates=None):
@@ -188,33 +221,17 @@ def backward_model(spec, params, trace, dy_out, dstates=None):
     [(dh (D, B, S), dc (D, B, H) or None)] per recurrent layer: the gradients of the final
     states. Returns ({name: gradient} of every parameter in param_shapes order, dLoss/dx
     (B, T, I) (None for ids), [(dh0, dc0 or None)] per recurrent layer)."""
-    mask, top, states = trace["mask"], trace["top"], trace["states"]
-    dtype = top.dtype
-    shapes = L.param_shapes(spec)
-    grads = {}
-    dy = np.zeros_like(trace["y"]) if dy_out is None else np.asarray(dy_out, dtype)
-    if spec.dense and spec.readout == "sequence":
-        dy = np.where(mask[:, :, None], dy, 0.0)
-    for d, (z_in, z_out) in zip(reversed(spec.dense), reversed(trace["dense"])):
-        weight = dense_param_name("weight", d.index)
-        dz = dense_activate_grad(d.activation, z_out, dy)
-        flat_dz, flat_in = dz.reshape(-1, d.units), z_in.reshape(-1, d.input_size)
-        grads[weight] = flat_dz.T @ flat_in
-        grads[dense_param_name("bias", d.index)] = flat_dz.sum(axis=0)
-        dy = dz @ params[weight]
+    states = trace["states"]
+    dtype = trace["top"].dtype
+    grads, dseq, dfinal_top = head_backward(spec, params, trace, dy_out)
     dfinal = []
     for r, (h, c) in zip(spec.recurrent, states):
         dh, dc = (None, None) if dstates is None else dstates[r.index]
         dfinal.append((np.zeros_like(h) if dh is None else np.asarray(dh, dtype),
                        None if c is None else
                        np.zeros_like(c) if dc is None else np.asarray(dc, dtype)))
-    top_spec = spec.recurrent[-1]
-    if spec.readout == "final":
-        dseq = np.zeros_like(top)
-        dh_top = merge_grad(top_spec.merge, dy, list(states[-1][0]))
-        dfinal[-1] = (dfinal[-1][0] + np.stack(dh_top), dfinal[-1][1])
-    else:
-        dseq = readout_grad(spec.readout, top, mask, dy)
+    if dfinal_top is not None:
+        dfinal[-1] = (dfinal[-1][0] + dfinal_top, dfinal[-1][1])
     dstates0 = [None] * len(spec.recurrent)
     for r in reversed(spec.recurrent):
         x = trace["inputs"][r.index]
@@ -234,13 +251,9 @@ def backward_model(spec, params, trace, dy_out, dstates=None):
         dseq = dx
     dx = dseq
     if spec.embedding is not None:
-        emb = np.zeros(shapes[EMBEDDING_PARAM], dtype)
-        np.add.at(emb, trace["ids"], dx)
-        if spec.embedding.padding_idx is not None:
-            emb[spec.embedding.padding_idx] = 0.0
-        grads[EMBEDDING_PARAM] = emb
+        grads[EMBEDDING_PARAM] = embedding_backward(spec, trace["ids"], dx)
         dx = None
-    return {name: grads[name] for name in shapes}, dx, dstates0
+    return {name: grads[name] for name in L.param_shapes(spec)}, dx, dstates0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,13 +5,13 @@ Cells, by the core's names: rnn_tanh, rnn_relu (G=1), lstm (G=4, gate rows i, f,
 gru_reset_before (G=3, rows r, z, n), PyTorch's layout. Other frameworks order the gate blocks
 differently: Keras LSTM i, f, c, o (ours), Keras GRU z, r, h; ONNX LSTM i, o, f, c, ONNX GRU
 z, r, h. `from_keras` / `from_onnx` hold, for each of our gate blocks, the index of the block
-in that framework's order (ours = concatenate(theirs[p] for p in from_x)). Each cell also names
-the PyTorch module mode, Keras layer class and ONNX operator it is.
+in that framework's order (ours = concatenate(theirs[p] for p in from_x)); Cell.to_onnx is the
+inverse, for exporters. Each cell also names the PyTorch module mode, Keras layer class (and
+the Keras options that hold its activations) and ONNX operator it is.
 
 Activation functions: the names of the layer list (ONNX's, lower-cased), each with ONNX's
 default alpha and beta, a NumPy forward f(x, alpha, beta) and its derivative
-df(x, y, alpha, beta) given the input x and the output y = f(x), and the Keras 3 name that is
-the same function (with the alpha and beta that make it so).
+df(x, y, alpha, beta) given the input x and the output y = f(x).
 """
 from dataclasses import dataclass
 
@@ -41,11 +41,6 @@ class Cell:
         """The inverse of from_onnx: ONNX's block q is our block to_onnx[q]."""
         return tuple(int(p) for p in np.argsort(self.from_onnx))
 
-    @property
-    def to_keras(self):
-        """The inverse of from_keras: Keras's block q is our block to_keras[q]."""
-        return tuple(int(p) for p in np.argsort(self.from_keras))
-
 
 _LSTM = dict(layer_type="lstm", gates=("i", "f", "g", "o"), from_keras=(0, 1, 2, 3),
              from_onnx=(0, 2, 3, 1), activations=("sigmoid", "tanh", "tanh"), onnx_op="LSTM",
@@ -65,11 +60,12 @@ CELLS = {
     "gru_reset_before": Cell("gru_reset_before", torch_mode=None, **_GRU),
 }
 
-# the parameters of a recurrent layer and direction, in the file's order, and their shapes in
-# G (gates), H (units), I (input width), S (state width: P or H), P (proj_size)
+# the parameters of a recurrent layer and direction, in the file's order (their shapes:
+# layers.recurrent_param_shapes)
 RECURRENT_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
                     "weight_peephole")
-PEEPHOLE_GATES = ("i", "f", "o")  # rows of weight_peephole; ONNX's P holds i, o, f
+# weight_peephole's rows are i, f, o; ONNX's P holds i, o, f: our row p is ONNX's row
+# PEEPHOLE_FROM_ONNX[p]
 PEEPHOLE_FROM_ONNX = (0, 2, 1)
 
 
@@ -121,58 +117,41 @@ class Activation:
     uses_beta: bool
     forward: object      # f(x, alpha, beta)
     derivative: object   # df/dx from (x, y, alpha, beta), y = f(x)
-    keras: str           # Keras 3's name of the same function, None where Keras has none
-    keras_alpha_beta: tuple  # the (alpha, beta) that make it Keras's function
 
 
-def _activation(name, onnx, forward, derivative, alpha=None, beta=None, keras=None,
-                keras_alpha_beta=None):
-    alpha_beta = (0.0 if alpha is None else alpha, 0.0 if beta is None else beta)
-    return Activation(name, onnx, *alpha_beta, alpha is not None, beta is not None, forward,
-                      derivative, keras, keras_alpha_beta or alpha_beta)
+def _activation(name, onnx, forward, derivative, alpha=None, beta=None):
+    return Activation(name, onnx, 0.0 if alpha is None else alpha, 0.0 if beta is None else beta,
+                      alpha is not None, beta is not None, forward, derivative)
 
 
 ACTIVATIONS = {a.name: a for a in [
-    _activation("linear", None, lambda x, a, b: x, lambda x, y, a, b: np.ones_like(x),
-                keras="linear"),
+    _activation("linear", None, lambda x, a, b: x, lambda x, y, a, b: np.ones_like(x)),
     _activation("sigmoid", "Sigmoid", lambda x, a, b: sigmoid(x),
-                lambda x, y, a, b: y * (1.0 - y), keras="sigmoid"),
-    _activation("tanh", "Tanh", lambda x, a, b: np.tanh(x), lambda x, y, a, b: 1.0 - y * y,
-                keras="tanh"),
+                lambda x, y, a, b: y * (1.0 - y)),
+    _activation("tanh", "Tanh", lambda x, a, b: np.tanh(x), lambda x, y, a, b: 1.0 - y * y),
     _activation("relu", "Relu", lambda x, a, b: np.maximum(x, 0.0),
-                lambda x, y, a, b: (x > 0.0).astype(x.dtype), keras="relu"),
-    # Keras 3's hard_sigmoid is relu6(x + 3) / 6: alpha 1/6, beta 0.5
+                lambda x, y, a, b: (x > 0.0).astype(x.dtype)),
     _activation("hard_sigmoid", "HardSigmoid",
                 lambda x, a, b: np.clip(a * x + b, 0.0, 1.0),
-                lambda x, y, a, b: np.where((a * x + b > 0.0) & (a * x + b < 1.0), a, 0.0),
-                alpha=0.2, beta=0.5, keras="hard_sigmoid", keras_alpha_beta=(1.0 / 6.0, 0.5)),
+                lambda x, y, a, b: np.where((a * x + b > 0.0) & (a * x + b < 1.0),
+                                            np.full_like(x, a), 0.0),
+                alpha=0.2, beta=0.5),
     _activation("affine", "Affine", lambda x, a, b: a * x + b,
                 lambda x, y, a, b: np.full_like(x, a), alpha=1.0, beta=0.0),
     _activation("leaky_relu", "LeakyRelu", lambda x, a, b: np.where(x >= 0.0, x, a * x),
-                lambda x, y, a, b: np.where(x >= 0.0, 1.0, a), alpha=0.01,
-                keras="leaky_relu", keras_alpha_beta=(0.2, 0.0)),  # Keras's negative_slope
+                lambda x, y, a, b: np.where(x >= 0.0, np.ones_like(x), a), alpha=0.01),
     _activation("thresholded_relu", "ThresholdedRelu", lambda x, a, b: np.where(x > a, x, 0.0),
                 lambda x, y, a, b: (x > a).astype(x.dtype), alpha=1.0),
     _activation("scaled_tanh", "ScaledTanh", lambda x, a, b: a * np.tanh(b * x),
                 lambda x, y, a, b: a * b * (1.0 - np.tanh(b * x) ** 2), alpha=1.0, beta=1.0),
-    _activation("elu", "Elu", lambda x, a, b: np.where(x >= 0.0, x, a * np.expm1(np.minimum(x, 0.0))),
-                lambda x, y, a, b: np.where(x >= 0.0, 1.0, y + a), alpha=1.0, keras="elu"),
+    _activation("elu", "Elu",
+                lambda x, a, b: np.where(x >= 0.0, x, a * np.expm1(np.minimum(x, 0.0))),
+                lambda x, y, a, b: np.where(x >= 0.0, 1.0, y + a), alpha=1.0),
     _activation("softsign", "Softsign", lambda x, a, b: x / (1.0 + np.abs(x)),
-                lambda x, y, a, b: 1.0 / (1.0 + np.abs(x)) ** 2, keras="softsign"),
+                lambda x, y, a, b: 1.0 / (1.0 + np.abs(x)) ** 2),
     _activation("softplus", "Softplus", lambda x, a, b: np.logaddexp(0.0, x),
-                lambda x, y, a, b: sigmoid(x), keras="softplus"),
+                lambda x, y, a, b: sigmoid(x)),
 ]}
-
-# Keras 3's activation names -> ours
-FROM_KERAS_ACTIVATION = {a.keras: a.name for a in ACTIVATIONS.values() if a.keras}
-
-
-def activation_from_keras(name):
-    """(our name, alpha, beta) of a Keras 3 activation name, or a ValueError naming it."""
-    if name not in FROM_KERAS_ACTIVATION:
-        raise ValueError(f"expected one of {sorted(FROM_KERAS_ACTIVATION)}, got {name!r}")
-    ours = ACTIVATIONS[FROM_KERAS_ACTIVATION[name]]
-    return (ours.name, *ours.keras_alpha_beta)
 
 # ONNX's activation names (case-insensitive, as ONNX Runtime reads them) -> ours
 FROM_ONNX_ACTIVATION = {a.onnx.lower(): a.name for a in ACTIVATIONS.values() if a.onnx}
@@ -195,15 +174,40 @@ def onnx_alpha_beta(activations, alpha, beta):
             [float(b) for f, b in zip(table, beta) if f.uses_beta])
 
 
+# Keras 3's activation names -> (ours, alpha, beta): Keras's hard_sigmoid is relu6(x + 3) / 6
+# and its leaky_relu's default slope is 0.2
+FROM_KERAS_ACTIVATION = {
+    "linear": ("linear", 0.0, 0.0), "sigmoid": ("sigmoid", 0.0, 0.0), "tanh": ("tanh", 0.0, 0.0),
+    "relu": ("relu", 0.0, 0.0), "hard_sigmoid": ("hard_sigmoid", 1.0 / 6.0, 0.5),
+    "leaky_relu": ("leaky_relu", 0.2, 0.0), "elu": ("elu", 1.0, 0.0),
+    "softsign": ("softsign", 0.0, 0.0), "softplus": ("softplus", 0.0, 0.0),
+}
+
+
+def activation_from_keras(name):
+    """(our name, alpha, beta) of a Keras 3 activation name, or a ValueError naming it."""
+    if name not in FROM_KERAS_ACTIVATION:
+        raise ValueError(f"activation: expected one of {sorted(FROM_KERAS_ACTIVATION)}, got "
+                         f"{name!r}")
+    return FROM_KERAS_ACTIVATION[name]
+
+
+# ONNX Runtime reads an absent alpha or beta as 0 for these functions (it has defaults only for
+# LeakyRelu, HardSigmoid and Elu), not as the ONNX operators' defaults the layers use
+ONNXRUNTIME_ZERO_DEFAULTS = ("affine", "thresholded_relu", "scaled_tanh")
+
+
 def activations_from_onnx(names, alpha=None, beta=None):
     """(activations, activation_alpha, activation_beta) tuples in our form from an ONNX node's
     attributes for one direction: the names, and the lists that hold a value per function that
-    uses one (absent: ONNX's defaults)."""
+    uses one. Absent values are what ONNX Runtime computes with: its defaults, 0 for the
+    functions in ONNXRUNTIME_ZERO_DEFAULTS."""
     ours = tuple(activation_from_onnx(n) for n in names)
     alphas, betas = list(alpha or ()), list(beta or ())
     out_a, out_b = [], []
     for name in ours:
         f = ACTIVATIONS[name]
-        out_a.append(float(alphas.pop(0)) if f.uses_alpha and alphas else f.alpha)
-        out_b.append(float(betas.pop(0)) if f.uses_beta and betas else f.beta)
+        absent_a, absent_b = (0.0, 0.0) if name in ONNXRUNTIME_ZERO_DEFAULTS else (f.alpha, f.beta)
+        out_a.append(float(alphas.pop(0)) if f.uses_alpha and alphas else absent_a)
+        out_b.append(float(betas.pop(0)) if f.uses_beta and betas else absent_b)
     return ours, tuple(out_a), tuple(out_b)

@@ -28,7 +28,8 @@ import os
 import numpy as np
 
 from . import layers as L
-from .cells import CELLS, activation_from_keras, dense_param_name, param_name, permute_gates
+from .cells import (CELLS, FROM_KERAS_ACTIVATION, activation_from_keras, dense_param_name,
+                    param_name, permute_gates)
 from .convert import recurrent_layer
 from .model import Model
 
@@ -56,10 +57,10 @@ def _activations(layer, config, cell):
     functions = []
     for option in cell.keras_activations:
         name = _activation_name(config[option])
-        try:
-            functions.append(activation_from_keras(name))
-        except ValueError as e:
-            _refuse(layer, f"{option}: {e}")
+        if name not in FROM_KERAS_ACTIVATION:
+            _refuse(layer, f"{option} {name!r} is not supported (only "
+                           f"{sorted(FROM_KERAS_ACTIVATION)})")
+        functions.append(activation_from_keras(name))
     return tuple(zip(*functions))
 
 
@@ -203,15 +204,10 @@ def _read_recurrent(layer):
 def _dense_activation(layer, value):
     """Our Dense activation of a Keras activation (linear is None)."""
     name = _activation_name(value)
-    if name == "softmax":
-        return name
-    try:
-        ours, _, _ = activation_from_keras(name)
-    except ValueError as e:
-        _refuse(layer, f"activation: {e}")
+    ours = "softmax" if name == "softmax" else FROM_KERAS_ACTIVATION.get(name, (None,))[0]
     if ours == "linear":
         return None
-    if ours not in L.DENSE_ACTIVATIONS:
+    if ours is None or ours not in L.DENSE_ACTIVATIONS:
         _refuse(layer, f"activation {name!r} is not supported (only "
                        f"{[a for a in L.DENSE_ACTIVATIONS if a]} and linear)")
     return ours

@@ -9,6 +9,7 @@ core receives.
 Parameters (names, shapes, order), states, masks and the file's metadata: see the contract
 (LAYERS.md in the design documents) and the functions below.
 """
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -68,8 +69,22 @@ def _set(obj, name, value):
 # the layers
 
 
-@dataclass(frozen=True)
-class Embedding:
+class _Layer:
+    """What the layer classes share: a repr with the required arguments and only the options
+    that differ from their defaults, as a user would write the layer."""
+
+    def __repr__(self):
+        fields = dataclasses.fields(self)
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        plain = type(self)(*(getattr(self, name) for name in required))
+        parts = [repr(getattr(self, name)) for name in required]
+        parts += [f"{f.name}={getattr(self, f.name)!r}" for f in fields
+                  if f.name not in required and getattr(self, f.name) != getattr(plain, f.name)]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+@dataclass(frozen=True, repr=False)
+class Embedding(_Layer):
     """Token ids (B, T) in, vectors (B, T, dim) out. padding_idx: PyTorch's (that row is zero
     at initialisation and gets no gradient); mask_zero: Keras's (id 0 is a masked step)."""
     vocab_size: int
@@ -119,8 +134,8 @@ def _recurrent_post_init(layer, layer_type, cell):
         _set(layer, "clip", float(clip))
 
 
-@dataclass(frozen=True)
-class RNN:
+@dataclass(frozen=True, repr=False)
+class RNN(_Layer):
     """h' = f(W_ih x + b_ih + W_hh h + b_hh), f = nonlinearity unless activations says."""
     units: int
     nonlinearity: str = "tanh"
@@ -140,8 +155,8 @@ class RNN:
                              f"give one of them")
 
 
-@dataclass(frozen=True)
-class LSTM:
+@dataclass(frozen=True, repr=False)
+class LSTM(_Layer):
     """LSTM with PyTorch's proj_size and ONNX's peepholes and input_forget (see LAYERS.md)."""
     units: int
     proj_size: int = 0
@@ -164,8 +179,8 @@ class LSTM:
         _set(self, "input_forget", _bool("input_forget", self.input_forget))
 
 
-@dataclass(frozen=True)
-class GRU:
+@dataclass(frozen=True, repr=False)
+class GRU(_Layer):
     """GRU; reset_after=True is PyTorch's (ONNX linear_before_reset=1)."""
     units: int
     reset_after: bool = True
@@ -181,8 +196,8 @@ class GRU:
         _recurrent_post_init(self, "gru", "gru")
 
 
-@dataclass(frozen=True)
-class Readout:
+@dataclass(frozen=True, repr=False)
+class Readout(_Layer):
     """How the top recurrent layer's output becomes one vector per sequence (see READOUTS)."""
     mode: str
 
@@ -190,8 +205,8 @@ class Readout:
         _choice("mode", self.mode, READOUTS)
 
 
-@dataclass(frozen=True)
-class Dense:
+@dataclass(frozen=True, repr=False)
+class Dense(_Layer):
     units: int
     activation: str = None
 
@@ -392,6 +407,31 @@ def init_params(spec, seed=None, dtype=np.float32):
             value = rng.uniform(-bound, bound, size=shape)
         params[name] = value.astype(dtype)
     return params
+
+
+def core_layers(spec):
+    """The layer list as the compiled core's rnx_layer records: one dict per layer, keyed by
+    rnx_layer's field names, enums by their names (rnnext._core maps them to the C values)."""
+    out = []
+    if spec.embedding is not None:
+        e = spec.embedding
+        out.append({"kind": "embedding", "input_size": e.vocab_size, "units": e.dim,
+                    "padding_idx": -1 if e.padding_idx is None else e.padding_idx,
+                    "mask_zero": int(e.mask_zero)})
+    for r in spec.recurrent:
+        out.append({"kind": "recurrent", "cell": r.cell, "input_size": r.input_size,
+                    "units": r.units, "direction": r.direction,
+                    "merge": r.merge if r.num_directions == 2 else "concat",
+                    "proj_size": r.proj_size, "peepholes": int(r.peepholes),
+                    "input_forget": int(r.input_forget), "clip": r.clip,
+                    "activations": list(r.activations), "alpha": list(r.activation_alpha),
+                    "beta": list(r.activation_beta)})
+    if any(isinstance(layer, Readout) for layer in spec.layers):
+        out.append({"kind": "readout", "readout": spec.readout})
+    for d in spec.dense:
+        out.append({"kind": "dense", "input_size": d.input_size, "units": d.units,
+                    "activation": d.activation or "linear"})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

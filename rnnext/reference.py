@@ -223,7 +223,7 @@ def readout(mode, merge_mode, seq, final_h, mask):
         last, _ = last_valid(mask)
         return np.where(any_valid, seq[np.arange(B), last], 0.0)
     if mode == "mean":
-        return seq.sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
+        return seq.sum(axis=1) / np.maximum(mask.sum(axis=1), 1).astype(seq.dtype)[:, None]
     return np.where(any_valid, np.where(mask[:, :, None], seq, -np.inf).max(axis=1), 0.0)
 
 
@@ -256,7 +256,7 @@ def forward_model(spec, params, x, state=None, lengths=None, mask=None, trace=No
     B = x.shape[0]
     states0 = initial_states(spec, state, B, x.dtype)
     if trace is not None:
-        trace.update(ids=ids, mask=valid, inputs=[], outputs=[], finals=[], steps={}, dense=[])
+        trace.update(ids=ids, mask=valid, inputs=[], outputs=[], steps={})
     layer_in, states = x, []
     for r, (h0, c0) in zip(spec.recurrent, states0):
         outs, hs, cs = [], [], []
@@ -274,10 +274,17 @@ def forward_model(spec, params, x, state=None, lengths=None, mask=None, trace=No
         if trace is not None:
             trace["outputs"].append(outs)
         layer_in = merge(r.merge, outs)
-    top = spec.recurrent[-1]
-    y = readout(spec.readout, top.merge, layer_in, states[-1][0], valid)
+    y = head_forward(spec, params, layer_in, states[-1][0], valid, trace)
+    return y, states
+
+
+def head_forward(spec, params, top, final_h, valid, trace=None):
+    """The readout and the dense layers over the top recurrent layer's output sequence top
+    (B, T, F) and final h (D, B, S); valid: the (B, T) mask of valid steps. trace: an optional
+    dict that receives what backward.head_backward needs."""
+    y = readout(spec.readout, spec.recurrent[-1].merge, top, final_h, valid)
     if trace is not None:
-        trace.update(top=layer_in)
+        trace.update(top=top, final_h=final_h, dense=[])
     for d in spec.dense:
         z_in = y
         y = dense_activate(d.activation, z_in @ params[dense_param_name("weight", d.index)].T
@@ -286,7 +293,9 @@ def forward_model(spec, params, x, state=None, lengths=None, mask=None, trace=No
             trace["dense"].append((z_in, y))
     if spec.dense and spec.readout == "sequence":
         y = np.where(valid[:, :, None], y, 0.0)
-    return y, states
+    if trace is not None:
+        trace.update(y=y)
+    return y
 
 
 # ----------------------------------------------------------------------------------------------
