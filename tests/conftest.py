@@ -88,29 +88,13 @@ def state_parts(state):
     return tuple(state) if isinstance(state, tuple) else (state,)
 
 
-def forward_imported(imported, x, state=None, lengths=None, mask=None):
-    """An importer's (layers, input_size, params) run as Model.forward runs a layer list, on
-    the NumPy reference: (y, state), state PyTorch's stacked h or (h, c) for a uniform stack,
-    else a list with h or (h, c) per recurrent layer (as Model's state argument too)."""
-    from rnnext import layers as L
-    from rnnext.reference import forward_model
-
+def forward_imported(imported, x, state=None, lengths=None, mask=None, backend="numpy"):
+    """Model.forward of an importer's (layers, input_size, params): (y, state), state PyTorch's
+    stacked h or (h, c) for a uniform stack, else a list with h or (h, c) per recurrent layer.
+    The reference by default: it runs every layer option."""
     layers, input_size, params = imported
-    spec = L.build(layers, input_size)
-    lstm = [r.cell == "lstm" for r in spec.recurrent]
-    if state is not None:
-        parts = state if not spec.uniform else [
-            tuple(p[k:k + r.num_directions] for p in state_parts(state))
-            for k, r in zip(np.cumsum([0] + [r.num_directions for r in spec.recurrent]),
-                            spec.recurrent)]
-        state = [(p[0], p[1]) if is_lstm else (p if isinstance(p, np.ndarray) else p[0], None)
-                 for p, is_lstm in zip(parts, lstm)]
-    y, states = forward_model(spec, params, x, state, lengths, mask)
-    states = [(h, c) if is_lstm else h for (h, c), is_lstm in zip(states, lstm)]
-    if spec.uniform:
-        states = (tuple(np.concatenate(p) for p in zip(*states)) if lstm[0]
-                  else np.concatenate(states))
-    return y, states
+    model = Model(layers, input_size, params=params, backend=backend)
+    return model.forward(x, state=state, lengths=lengths, mask=mask)
 
 
 def assert_f32_close(actual, expected, what=""):

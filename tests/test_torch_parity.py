@@ -144,14 +144,22 @@ def test_from_torch_state_dict_with_head_matches_the_module(rng):
     assert_f32_close(forward_imported(imported, x, lengths=lengths)[0], z.numpy())
 
 
-def test_from_torch_builds_a_model():
-    """The public function: torch_layers' list in a Model (the layer-list Model of branch
-    `model`), its outputs the reference's."""
-    rnn = torch_module("lstm", 2, True, batch_first=True, proj_size=2)
-    model = rnnext.from_torch(rnn, torch.nn.Linear(4, 3), output="many_to_one")
-    x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
-    assert_f32_close(model.predict(x), forward_imported(torch_layers(
-        rnn, torch.nn.Linear(4, 3), output="many_to_one"), x)[0])
+@pytest.mark.parametrize("mode", MODES)
+def test_from_torch_builds_a_compiled_model(mode, rng):
+    """The public function: torch_layers' list in a Model on the compiled core, against torch."""
+    rnn = torch_module(mode, 2, True, batch_first=False)
+    torch.manual_seed(2)
+    head = torch.nn.Linear(2 * H, 3)
+    model = rnnext.from_torch(rnn, head, output="many_to_one", activation="softmax")
+    assert model.backend == "c"
+    x, lengths, state = random_inputs(rng, mode, 2, True)
+    seq, _ = torch_forward(rnn, x, lengths, state)
+    with torch.no_grad():
+        z = torch.softmax(head(torch.from_numpy(seq[np.arange(B), lengths - 1])), -1).numpy()
+    y, s = model.forward(x, state=state, lengths=lengths)
+    assert_f32_close(y, z)
+    for got, want in zip(state_parts(s), state_parts(torch_forward(rnn, x, lengths, state)[1])):
+        assert_f32_close(got, want)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
