@@ -22,7 +22,6 @@ import numpy as np
 from . import layers as L
 from . import reference
 from .config import resolve_threads
-from .train import TrainingMixin
 
 BACKENDS = ("c", "numpy")
 MAX_SIZE = 1 << 24  # the core's RNX_MAX_SIZE
@@ -61,7 +60,7 @@ _SHORTHAND_DEFAULTS = dict(hidden_size=None, num_layers=1, bidirectional=False,
                            activation=None, linear_before_reset=True)
 
 
-class Model(TrainingMixin):
+class Model:
     """A list of layers: Model([Embedding(..)?, LSTM(..), GRU(..), .., Readout(..)?, Dense(..),
     ..], input_size=I) (input_size: the features of x; None with an Embedding).
 
@@ -391,6 +390,38 @@ class Model(TrainingMixin):
         batch = _positive_int("batch", batch)
         return Stream(self, batch, _choice("backend", self.backend if backend is None else backend,
                                            BACKENDS))
+
+    # ------------------------------------------------------------------------------------------
+    # training: rnnext.train, imported when first used (inference does not need it)
+
+    def loss_and_grads(self, x, y, lengths=None, loss="cross_entropy", state=None,
+                       n_threads=None, backend=None, mask=None):
+        """(loss, grads) on a batch; see rnnext.train.loss_and_grads."""
+        from .train import loss_and_grads
+
+        return loss_and_grads(self, x, y, lengths, mask, loss, state, None, n_threads, backend)
+
+    def apply_grads(self, grads, optimizer, clip=None):
+        """One optimizer update from grads; see rnnext.train.apply_grads."""
+        from .train import apply_grads
+
+        apply_grads(self, grads, optimizer, clip)
+
+    def fit(self, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
+            clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
+            seed=None, verbose=True, n_threads=None, backend=None, mask=None):
+        """Trains the model on (x, y); returns the history. See rnnext.train.fit."""
+        from .train import fit
+
+        return fit(self, x, y, lengths, epochs, batch_size, optimizer, lr, clip, loss, shuffle,
+                   validation_data, bptt, seed, verbose, n_threads, backend, mask)
+
+    def evaluate(self, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
+                 n_threads=None, backend=None, mask=None):
+        """{"loss", "accuracy"} on (x, y); see rnnext.train.evaluate."""
+        from .train import evaluate
+
+        return evaluate(self, x, y, lengths, loss, batch_size, bptt, n_threads, backend, mask)
 
     # ------------------------------------------------------------------------------------------
     # files, pickling and export
