@@ -278,10 +278,11 @@ def forward_model(spec, params, x, state=None, lengths=None, mask=None, trace=No
         trace.update(top=layer_in)
     for d in spec.dense:
         z_in = y
-        y = dense_activate(d.activation, z_in @ params[dense_param_name("weight", d.index)].T
-                           + params[dense_param_name("bias", d.index)])
+        z = z_in @ params[dense_param_name("weight", d.index)].T + \
+            params[dense_param_name("bias", d.index)]
+        y = dense_activate(d.activation, z)
         if trace is not None:
-            trace["dense"].append((z_in, y))
+            trace["dense"].append((z_in, z, y))
     if spec.dense and spec.readout == "sequence":
         y = np.where(valid[:, :, None], y, 0.0)
     return y, states
