@@ -64,7 +64,8 @@ typedef struct rnx_layer {
 
 /* f(x) for one of the elementwise rnx_act (not RNX_ACT_SOFTMAX). */
 float rnx_act_value(int act, float x, float alpha, float beta);
-/* f'(x), the derivative at x (at a kink: the right-hand one, as PyTorch's relu takes 0 at 0). */
+/* f'(x), the derivative at x; at a kink, that of the branch the definition takes there (relu'(0)
+ * = 0, as PyTorch). */
 float rnx_act_derivative(int act, float x, float alpha, float beta);
 
 /* ---------------------------------------------------------------------------------------------
