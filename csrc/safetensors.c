@@ -657,6 +657,22 @@ static rnx_status meta_int(const rnx_file *f, const char *key, int flag, int *ou
     return RNX_OK;
 }
 
+/* The layer list of a version-1 architecture (its recurrent layers; the head is the Python
+ * package's), in a new array *out. */
+static rnx_status config_layers(const rnx_config *c, rnx_layer **out) {
+    *out = NULL;
+    if (c->num_layers > RNX_MAX_LAYERS) return RNX_ERR_BAD_CONFIG;
+    rnx_layer *layers = malloc((size_t)c->num_layers * sizeof *layers);
+    if (!layers) return RNX_ERR_OUT_OF_MEMORY;
+    const int D = 1 + c->bidirectional;
+    for (int l = 0; l < c->num_layers; l++)
+        layers[l] = rnx_recurrent_layer((rnx_cell)c->cell, l ? D * c->hidden_size : c->input_size,
+                                        c->hidden_size,
+                                        D == 2 ? RNX_DIRECTION_BIDIRECTIONAL : RNX_DIRECTION_FORWARD);
+    *out = layers;
+    return RNX_OK;
+}
+
 /* The architecture in the metadata, without the tensors. */
 static rnx_status read_architecture(const rnx_file *f, rnx_config *c, int *output_size,
                                     char *message, size_t message_size) {
@@ -720,7 +736,10 @@ static rnx_status read_architecture(const rnx_file *f, rnx_config *c, int *outpu
         (s = meta_int(f, "output_size", 0, output_size, message, message_size)) != RNX_OK)
         return s;
     size_t count;
-    if ((s = rnx_param_count(c, &count)) != RNX_OK)
+    rnx_layer *layers = NULL;
+    if ((s = config_layers(c, &layers)) == RNX_OK) s = rnx_param_count(layers, c->num_layers, &count);
+    free(layers);
+    if (s != RNX_OK)
         return fail(message, message_size, s, "metadata: the architecture's size overflows");
     return RNX_OK;
 }
@@ -808,14 +827,13 @@ rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int is
     *out = NULL;
     rnx_file *f = NULL;
     rnx_config c;
+    rnx_layer *layers = NULL;
     size_t count, bytes;
     float *params = NULL;
     rnx_status s = rnx_file_parse(&f, data, size, message, message_size);
     if (s == RNX_OK) s = rnx_file_model_config(f, &c, NULL, message, message_size);
-    if (s == RNX_OK) {
-        c.isa = isa;
-        s = rnx_param_count(&c, &count);
-    }
+    if (s == RNX_OK) s = config_layers(&c, &layers);
+    if (s == RNX_OK) s = rnx_param_count(layers, c.num_layers, &count);
     if (s == RNX_OK && __builtin_mul_overflow(count, sizeof(float), &bytes)) s = RNX_ERR_OVERFLOW;
     if (s == RNX_OK && !(params = malloc(bytes ? bytes : 1))) s = RNX_ERR_OUT_OF_MEMORY;
     float *dst = params;
@@ -828,9 +846,10 @@ rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int is
                 s = rnx_file_read_f32(f, t, dst, n);
                 dst += n;
             }
-    if (s == RNX_OK) s = rnx_model_create(out, &c, params);
+    if (s == RNX_OK) s = rnx_model_create(out, layers, c.num_layers, isa, params);
     if (s != RNX_OK && message && message_size && !message[0])
         fail(message, message_size, s, "%s", rnx_status_string(s));
+    free(layers);
     free(params);
     rnx_file_free(f);
     return s;
