@@ -19,45 +19,6 @@
 
 #include "rnx_internal.h"
 
-/* A copy of the public header's model section (/work/spec/header_model_section.h), until
- * rnnext.h has it: RNX_MAX_LAYERS comes with that section, and then this copy drops out. */
-#ifndef RNX_MAX_LAYERS
-typedef enum rnx_act {
-    RNX_ACT_LINEAR = 0,
-    RNX_ACT_SIGMOID = 1,
-    RNX_ACT_TANH = 2,
-    RNX_ACT_RELU = 3,
-    RNX_ACT_HARD_SIGMOID = 4,
-    RNX_ACT_AFFINE = 5,
-    RNX_ACT_LEAKY_RELU = 6,
-    RNX_ACT_THRESHOLDED_RELU = 7,
-    RNX_ACT_SCALED_TANH = 8,
-    RNX_ACT_ELU = 9,
-    RNX_ACT_SOFTSIGN = 10,
-    RNX_ACT_SOFTPLUS = 11,
-    RNX_ACT_SOFTMAX = 12
-} rnx_act;
-
-typedef struct rnx_layer {
-    int kind;
-    int input_size;
-    int units;
-    int padding_idx;
-    int mask_zero;
-    int cell;
-    int direction;
-    int merge;
-    int proj_size;
-    int peepholes;
-    int input_forget;
-    float clip;
-    int activations[3];
-    float alpha[3], beta[3];
-    int readout;
-    int activation;
-} rnx_layer;
-#endif
-
 /* ---------------------------------------------------------------------------------------------
  * Activation functions (rnx_act, ONNX's definitions; a = alpha, b = beta)
  * ------------------------------------------------------------------------------------------- */
@@ -124,7 +85,8 @@ void rnx_general_project(const rnx_general *g, float *const *xp, const float *co
 /* One time step of nrows rows: h[r] (S floats) and, for the LSTM, c[r] (H) become the states
  * after the step, in place; xp[r] is the row rnx_general_project wrote for it. Rows with
  * active[r] == 0 are left as they are (their tape row too). tape: NULL (inference), or tape[r]
- * receives the active row's record for rnx_general_step_backward. c may be NULL but for the LSTM. */
+ * receives the active row's record for rnx_general_step_backward; tape[r] may be xp[r] (the step
+ * reads xp[r] before it writes the tape). c may be NULL but for the LSTM. */
 void rnx_general_step(const rnx_general *g, float *const *h, float *const *c,
                       const float *const *xp, const unsigned char *active, float *const *tape,
                       float *scratch, int nrows);
