@@ -114,7 +114,9 @@ typedef struct rnx_block {
     int hidden_padded;      /* Hp = npanels * U */
     int npanels;
     rnx_packed packed[2];   /* (D): forward, then reverse (a reverse-only layer: its one) */
-    const rnx_general *general; /* the plain path, or NULL for the packed kernels */
+    const rnx_general *general; /* (D): each direction's plain path (general.h), or NULL for the
+                                   packed kernels; set whenever rnx_general_needed(layer, 1),
+                                   since training has no packed reset-before GRU */
     size_t state_offset;    /* floats of h per sequence before this layer's in States */
     size_t cell_offset;     /* the same for c (LSTM layers only take room) */
 } rnx_block;
