@@ -28,9 +28,13 @@ def recurrent(cell, I, H, direction="forward", merge="concat"):
                 merge=merge if direction == "bidirectional" else "concat")
 
 
+def state(layer):
+    return layer.get("proj_size") or layer["units"]
+
+
 def width(layer):
-    return 2 * layer["units"] if (layer["direction"] == "bidirectional"
-                                  and layer["merge"] == "concat") else layer["units"]
+    return 2 * state(layer) if (layer["direction"] == "bidirectional"
+                                and layer["merge"] == "concat") else state(layer)
 
 
 def stack(cell, I, sizes, direction="forward", merge="concat"):
@@ -52,8 +56,13 @@ def param_shapes(layers):
             suffixes = {"forward": [""], "reverse": ["_reverse"],
                         "bidirectional": ["", "_reverse"]}[l["direction"]]
             for s in suffixes:
-                shapes += [(f"weight_ih_l{k}{s}", (G * H, I)), (f"weight_hh_l{k}{s}", (G * H, H)),
+                shapes += [(f"weight_ih_l{k}{s}", (G * H, I)),
+                           (f"weight_hh_l{k}{s}", (G * H, state(l))),
                            (f"bias_ih_l{k}{s}", (G * H,)), (f"bias_hh_l{k}{s}", (G * H,))]
+                if l.get("proj_size"):
+                    shapes.append((f"weight_hr_l{k}{s}", (l["proj_size"], H)))
+                if l.get("peepholes"):
+                    shapes.append((f"weight_peephole_l{k}{s}", (3, H)))
             k += 1
         elif l["kind"] == "dense":
             shapes += [(f"dense{j}.weight", (l["units"], l["input_size"])),
@@ -97,7 +106,75 @@ def core(layers, params, isa="avx512"):
 # the reference: float64 torch cells, Keras masks
 
 
+DEFAULT_ACTS = {"lstm": ["sigmoid", "tanh", "tanh"], "gru": ["sigmoid", "tanh"],
+                "rnn_tanh": ["tanh"], "rnn_relu": ["relu"]}
+OPTIONS = ("proj_size", "peepholes", "input_forget", "clip", "activations")
+
+
+def torch_act(name, x, a, b):
+    return {"linear": lambda: x, "sigmoid": lambda: torch.sigmoid(x),
+            "tanh": lambda: torch.tanh(x), "relu": lambda: torch.relu(x),
+            "hard_sigmoid": lambda: torch.clamp(a * x + b, 0.0, 1.0),
+            "affine": lambda: a * x + b, "leaky_relu": lambda: torch.where(x >= 0, x, a * x),
+            "thresholded_relu": lambda: torch.where(x > a, x, torch.zeros_like(x)),
+            "scaled_tanh": lambda: a * torch.tanh(b * x),
+            "elu": lambda: torch.where(x >= 0, x, a * torch.expm1(x)),
+            "softsign": lambda: x / (1 + torch.abs(x)),
+            "softplus": lambda: torch.nn.functional.softplus(x)}[name]()
+
+
+def option_cell(layer, params, k, suffix):
+    """A cell with LAYERS.md's options (ONNX's clip, peepholes, input_forget, activations with
+    alpha/beta; PyTorch's proj_size) in float64 torch: (x, (h, c)) -> (h', c') for the LSTM,
+    (x, h) -> h' otherwise, as torch's cells."""
+    cell, H = layer["cell"], layer["units"]
+    p = {n: torch.from_numpy(params[f"{n}_l{k}{suffix}"]).double()
+         for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_peephole")
+         if f"{n}_l{k}{suffix}" in params}
+    names = list(layer.get("activations") or DEFAULT_ACTS[cell])
+    alpha = list(layer.get("alpha") or [0, 0, 0])
+    beta = list(layer.get("beta") or [0, 0, 0])
+    clip = layer.get("clip") or 0.0
+
+    def f(j, v):
+        if clip:
+            v = torch.clamp(v, -clip, clip)
+        return torch_act(names[j], v, alpha[j], beta[j])
+
+    def lstm(x, state):
+        h, c = state
+        a = x @ p["weight_ih"].T + p["bias_ih"] + h @ p["weight_hh"].T + p["bias_hh"]
+        ai, af, ag, ao = a.split(H, -1)
+        peep = p.get("weight_peephole")
+        if peep is not None:
+            ai, af = ai + peep[0] * c, af + peep[1] * c
+        i = f(0, ai)
+        fg = 1 - i if layer.get("input_forget") else f(0, af)
+        c_new = fg * c + i * f(1, ag)
+        if peep is not None:
+            ao = ao + peep[2] * c_new
+        h_new = f(0, ao) * torch_act(names[2], c_new, alpha[2], beta[2])
+        if "weight_hr" in p:
+            h_new = h_new @ p["weight_hr"].T
+        return h_new, c_new
+
+    def gru(x, h):
+        xp = x @ p["weight_ih"].T + p["bias_ih"]
+        hh = h @ p["weight_hh"].T + p["bias_hh"]
+        r = f(0, xp[:, :H] + hh[:, :H])
+        z = f(0, xp[:, H:2 * H] + hh[:, H:2 * H])
+        n = f(1, xp[:, 2 * H:] + r * hh[:, 2 * H:])
+        return (1 - z) * n + z * h
+
+    def rnn(x, h):
+        return f(0, x @ p["weight_ih"].T + p["bias_ih"] + h @ p["weight_hh"].T + p["bias_hh"])
+
+    return {"lstm": lstm, "gru": gru}.get(cell, rnn)
+
+
 def torch_cell(layer, params, k, suffix):
+    if any(layer.get(o) for o in OPTIONS):
+        return option_cell(layer, params, k, suffix)
     I, H, cell = layer["input_size"], layer["units"], layer["cell"]
     if cell == "lstm":
         mod = torch.nn.LSTMCell(I, H)
@@ -138,21 +215,21 @@ def reference(layers, params, inputs, mask, h0=None, c0=None):
         finals = None
         while i < len(layers) and layers[i]["kind"] == "recurrent":
             l = layers[i]
-            H = l["units"]
+            H, S = l["units"], state(l)
             dirs = {"forward": [(0, "")], "reverse": [(1, "_reverse")],
                     "bidirectional": [(0, ""), (1, "_reverse")]}[l["direction"]]
             outs, finals = [], []
             for d, suffix in dirs:
                 cell = torch_cell(l, params, k, suffix)
-                h = torch.zeros(B, H, dtype=torch.float64)
+                h = torch.zeros(B, S, dtype=torch.float64)
                 c = torch.zeros(B, H, dtype=torch.float64)
                 if h0 is not None:
-                    h = torch.from_numpy(h0[hoff:hoff + B * H].reshape(B, H).astype(np.float64))
+                    h = torch.from_numpy(h0[hoff:hoff + B * S].reshape(B, S).astype(np.float64))
                 if c0 is not None and l["cell"] == "lstm":
                     c = torch.from_numpy(c0[coff:coff + B * H].reshape(B, H).astype(np.float64))
-                hoff += B * H
+                hoff += B * S
                 coff += B * H if l["cell"] == "lstm" else 0
-                out = torch.zeros(B, T, H, dtype=torch.float64)
+                out = torch.zeros(B, T, S, dtype=torch.float64)
                 for t in (reversed(range(T)) if d else range(T)):
                     if l["cell"] == "lstm":
                         hn, cn = cell(seq[:, t], (h, c))
@@ -572,16 +649,97 @@ def test_invalid_lists_are_refused(layers):
         _core.param_count(layers)
 
 
-def test_options_without_the_plain_path_are_refused(rng):
-    """proj_size, peepholes, input_forget, clip and other activations need general.c (ctrain):
-    valid lists, refused by rnx_model_create with RNX_ERR_BAD_CONFIG in this build."""
-    for change in (dict(proj_size=2), dict(peepholes=1), dict(input_forget=1), dict(clip=3.0),
-                   dict(activations=["hard_sigmoid", "tanh", "tanh"], alpha=[0.2, 0, 0],
-                        beta=[0.5, 0, 0])):
-        layers = [dict(recurrent("lstm", 3, 4), **change)]
-        count = _core.param_count(layers)
-        with pytest.raises(ValueError, match="status 2"):
-            _core.CoreModel(layers, np.zeros(count, np.float32))
+# ------------------------------------------------------------------------------------------------
+# layers on the plain path (general.c): options the packed kernels lack, within whole models
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_proj_size_matches_torch_module(isa, rng):
+    I, H, P, L, B, T = 4, 9, 3, 2, 5, 8
+    torch.manual_seed(1)
+    mod = torch.nn.LSTM(I, H, num_layers=L, bidirectional=True, batch_first=True, proj_size=P)
+    layers = [dict(recurrent("lstm", I if k == 0 else 2 * P, H, "bidirectional"), proj_size=P)
+              for k in range(L)]
+    params = {n: p.detach().numpy().copy() for n, p in mod.named_parameters()}
+    assert [n for n, _ in param_shapes(layers)] == list(params)
+    model = core(layers, params, isa)
+    assert model.info["state_size"] == 2 * L * P and model.info["cell_size"] == 2 * L * H
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    lengths = np.array([8, 2, 5, 1, 8], np.int32)
+    h0 = rng.standard_normal((2 * L, B, P)).astype(np.float32)
+    c0 = rng.standard_normal((2 * L, B, H)).astype(np.float32)
+    y, h_n, c_n = run(model, x, lengths=lengths, h0=h0.ravel(), c0=c0.ravel())
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), lengths, True, False)
+    with torch.no_grad():
+        out, (h_t, c_t) = mod(packed, (torch.from_numpy(h0), torch.from_numpy(c0)))
+    y_t = torch.nn.utils.rnn.pad_packed_sequence(out, True, total_length=T)[0].numpy()
+    np.testing.assert_allclose(y, y_t, RTOL, ATOL)
+    np.testing.assert_allclose(h_n, h_t.numpy().ravel(), RTOL, ATOL)
+    np.testing.assert_allclose(c_n, c_t.numpy().ravel(), RTOL, ATOL)
+
+
+def test_options_match_onnxruntime_bidirectional_lstm(rng):
+    """Peepholes, input_forget, clip and other activations: ONNX Runtime's LSTM op."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    I, H, B, T = 3, 6, 4, 7
+    layer = dict(recurrent("lstm", I, H, "bidirectional"), peepholes=1, input_forget=1,
+                 clip=1.5, activations=["hard_sigmoid", "scaled_tanh", "softsign"],
+                 alpha=[0.3, 0.8, 0], beta=[0.4, 1.2, 0])
+    params = random_params([layer], rng)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    lengths = np.array([7, 3, 1, 5], np.int32)
+    y, h_n, c_n = run(core([layer], params), x, lengths=lengths)
+
+    def gates(w):  # PyTorch's i, f, g, o -> ONNX's i, o, f, c
+        return np.concatenate([w[k * H:(k + 1) * H] for k in (0, 3, 1, 2)])
+
+    sfx = ["", "_reverse"]
+    W = np.stack([gates(params[f"weight_ih_l0{s}"]) for s in sfx])
+    R = np.stack([gates(params[f"weight_hh_l0{s}"]) for s in sfx])
+    Bias = np.stack([np.concatenate([gates(params[f"bias_ih_l0{s}"]),
+                                     gates(params[f"bias_hh_l0{s}"])]) for s in sfx])
+    Peep = np.stack([params[f"weight_peephole_l0{s}"][[0, 2, 1]].ravel() for s in sfx])
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "L", "", "", "P"], ["Y", "Y_h", "Y_c"],
+                            hidden_size=H, direction="bidirectional", input_forget=1, clip=1.5,
+                            activations=["HardSigmoid", "ScaledTanh", "Softsign"] * 2,
+                            activation_alpha=[0.3, 0.8] * 2, activation_beta=[0.4, 1.2] * 2)
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, v.shape, v.astype(np.float32).ravel())
+             for n, v in (("W", W), ("R", R), ("B", Bias), ("P", Peep))]
+    graph = helper.make_graph([node], "g", [
+        helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, I]),
+        helper.make_tensor_value_info("L", TensorProto.INT32, [B])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h", "Y_c")],
+        inits)
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    sess = ort.InferenceSession(onnx_model.SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    Y, Y_h, Y_c = sess.run(None, {"X": np.ascontiguousarray(x.transpose(1, 0, 2)), "L": lengths})
+    np.testing.assert_allclose(y, Y.transpose(2, 0, 1, 3).reshape(B, T, 2 * H), RTOL, ATOL)
+    np.testing.assert_allclose(h_n, Y_h.ravel(), RTOL, ATOL)
+    np.testing.assert_allclose(c_n, Y_c.ravel(), RTOL, ATOL)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_plain_and_packed_layers_mixed_with_masks_and_heads(isa, rng):
+    layers = [dict(kind="embedding", input_size=12, units=4, mask_zero=1),
+              dict(recurrent("gru", 4, 7, "bidirectional", "sum"), clip=2.0),
+              recurrent("lstm", 7, 8),
+              dict(recurrent("lstm", 8, 6, "reverse"), peepholes=1, proj_size=3),
+              dict(recurrent("rnn_tanh", 3, 5), activations=["leaky_relu"], alpha=[0.1, 0, 0]),
+              dict(kind="readout", readout="mean"),
+              dict(kind="dense", input_size=5, units=3, activation="softmax")]
+    params = random_params(layers, rng)
+    ids = rng.integers(0, 12, (5, 9)).astype(np.int32)
+    model, _ = check(layers, params, ids, mask=random_mask(rng, 5, 9), isa=isa)
+    assert not model.info["folded"]  # the first recurrent layer runs the plain path
+    stream_layers = [layers[0], dict(layers[2], input_size=4), dict(layers[4], input_size=8),
+                     dict(kind="dense", input_size=5, units=2)]
+    params = random_params(stream_layers, rng)
+    model, (y, _, _) = check(stream_layers, params, ids, isa=isa)
+    stream = model.stream(5)
+    np.testing.assert_array_equal(np.stack([stream.step(ids[:, t]) for t in range(9)], 1), y)
 
 
 def test_param_count_and_info_and_layers_round_trip(rng):
