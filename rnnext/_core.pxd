@@ -38,6 +38,27 @@ cdef extern from "rnnext.h" nogil:
         int bidirectional
         int isa
 
+    enum: RNX_MAX_LAYERS
+
+    ctypedef struct rnx_layer:
+        int kind
+        int input_size
+        int units
+        int padding_idx
+        int mask_zero
+        int cell
+        int direction
+        int merge
+        int proj_size
+        int peepholes
+        int input_forget
+        float clip
+        int activations[3]
+        float alpha[3]
+        float beta[3]
+        int readout
+        int activation
+
     ctypedef struct rnx_model:
         pass
 
@@ -97,8 +118,8 @@ cdef extern from "rnnext.h" nogil:
                                  const char **value)
     rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor, float *out,
                                  size_t count)
-    rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config, int *output_size,
-                                     char *message, size_t message_size)
+    rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers, int max_layers,
+                                     int *n_layers, char *message, size_t message_size)
 
     rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     void rnx_tape_free(rnx_tape *tape)

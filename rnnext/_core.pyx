@@ -1,6 +1,7 @@
 # Thin binding of the C core: memoryviews in, one call with the GIL released, status -> exception.
 # Python (model.py) validates shapes and allocates outputs before anything reaches here.
 from libc.stdint cimport int32_t, uint64_t
+from libc.stdlib cimport free, malloc
 
 import numpy as np
 cimport numpy as np
@@ -286,11 +287,6 @@ cdef class CoreStream:
 # ------------------------------------------------------------------------------------------------
 # files: the C parser (csrc/safetensors.c) checks everything; this only copies its results out
 
-# core cell -> (Model's cell, nonlinearity, linear_before_reset)
-CELL_NAMES = {0: ("rnn", "tanh", True), 1: ("rnn", "relu", True), 2: ("lstm", "tanh", True),
-              3: ("gru", "tanh", True), 4: ("gru", "tanh", False)}
-
-
 cdef int check_file(rnx_status status, const char *message, str what) except -1:
     if status == RNX_OK:
         return 0
@@ -355,19 +351,19 @@ cdef class TensorFile:
         check(status, "read")
         return out
 
-    def model_config(self, str what="file"):
-        """The model architecture the metadata describes, checked against the tensors:
-        {cell, nonlinearity, linear_before_reset, input_size, hidden_size, num_layers,
-        bidirectional, output_size}."""
+    def model_layers(self, str what="file"):
+        """The model's layers that the metadata describes, checked against the tensors: one dict
+        per layer with rnx_layer's fields (enums as their numbers; activations, alpha and beta as
+        lists of 3)."""
         cdef char message[512]
-        cdef rnx_config cfg
-        cdef int output_size = 0
+        cdef int n = 0
+        cdef rnx_layer *layers = <rnx_layer *>malloc(RNX_MAX_LAYERS * sizeof(rnx_layer))
+        if layers == NULL:
+            raise MemoryError(f"{what}: out of memory")
         message[0] = 0
-        check_file(rnx_file_model_config(self.ptr, &cfg, &output_size, message, sizeof(message)),
-                   message, what)
-        cell, nonlinearity, linear_before_reset = CELL_NAMES[cfg.cell]
-        return {"cell": cell, "nonlinearity": nonlinearity,
-                "linear_before_reset": linear_before_reset, "input_size": cfg.input_size,
-                "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
-                "bidirectional": bool(cfg.bidirectional),
-                "output_size": output_size if output_size else None}
+        try:
+            check_file(rnx_file_model_layers(self.ptr, layers, RNX_MAX_LAYERS, &n, message,
+                                             sizeof(message)), message, what)
+            return [layers[i] for i in range(n)]
+        finally:
+            free(layers)

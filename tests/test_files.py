@@ -286,7 +286,7 @@ def _with_metadata(change):
 @pytest.mark.parametrize("change, expected", [
     (lambda m: m.pop("format"), "missing 'format'"),
     (lambda m: m.update(format="pt"), "'format' is 'pt', expected 'rnnext'"),
-    (lambda m: m.update(format_version="2"), "format_version 2 is newer"),
+    (lambda m: m.update(format_version="3"), "format_version 3 is newer"),
     (lambda m: m.update(format_version="x"), "'format_version' is 'x'"),
     (lambda m: m.update(cell="transformer"), "'cell' is 'transformer'"),
     (lambda m: m.update(hidden_size="0"), "'hidden_size' is '0'"),
@@ -301,7 +301,8 @@ def _with_metadata(change):
     (lambda m: m.update(num_layers="2"), "missing tensor 'weight_ih_l1'"),
     (lambda m: m.update(bidirectional="1"), "missing tensor 'weight_ih_l0_reverse'"),
     (lambda m: m.update(output_size="2"), "missing tensor 'head.weight'"),
-    (lambda m: m.update(hidden_size="2147483647", num_layers="2147483647"), "overflows"),
+    (lambda m: m.update(hidden_size="16777217"), "expected a decimal integer in [1, 16777216]"),
+    (lambda m: m.update(num_layers="1023"), "'num_layers' is '1023'"),
     (lambda m: m.update(linear_before_reset="0"), "'linear_before_reset' is for the 'gru' cell"),
     (lambda m: m.update(cell="gru", linear_before_reset="yes"), "'linear_before_reset' is 'yes'"),
 ])
@@ -320,7 +321,7 @@ def test_bad_head_options_name_the_key():
     model = Model("rnn", 2, 3, output_size=2, seed=0)
     header, payload = split(model.to_bytes())
     header["__metadata__"]["activation"] = "relu6"
-    assert "metadata 'activation' is 'relu6'" in load_error(build(header, payload))
+    assert "'activation' is 'relu6'" in load_error(build(header, payload))
 
 
 def test_source_type_is_checked():

@@ -109,42 +109,134 @@ typedef enum rnx_function { RNX_FN_SIGMOID = 0, RNX_FN_TANH = 1 } rnx_function;
 RNX_API rnx_status rnx_activation(rnx_isa isa, rnx_function function, float *out, const float *in,
                                   size_t n);
 
-/* The architecture of a stack of recurrent layers. */
 /* Sizes above this are refused (RNX_ERR_BAD_CONFIG), so that no int product of sizes can wrap. */
 #define RNX_MAX_SIZE (1 << 24)
 /* Calls with B * T above this are refused (RNX_ERR_OVERFLOW). */
 #define RNX_MAX_ROWS 0x7fffffff
 
-typedef struct rnx_config {
-    int cell;          /* an rnx_cell */
-    int input_size;    /* 1 <= I <= RNX_MAX_SIZE */
-    int hidden_size;   /* 1 <= H <= RNX_MAX_SIZE */
-    int num_layers;    /* 1 <= L <= RNX_MAX_SIZE */
-    int bidirectional; /* 0 or 1: D = 1 + bidirectional */
-    int isa;           /* an rnx_isa; RNX_ISA_AUTO for the default */
-} rnx_config;
+/* ---- Layers ---------------------------------------------------------------------------- */
+
+typedef enum rnx_layer_kind {
+    RNX_LAYER_EMBEDDING = 0, /* token ids (B, T) -> vectors (B, T, E) */
+    RNX_LAYER_RECURRENT = 1, /* an RNN, LSTM or GRU layer */
+    RNX_LAYER_READOUT = 2,   /* sequence -> what the dense layers see */
+    RNX_LAYER_DENSE = 3      /* y = act(W x + b), per row */
+} rnx_layer_kind;
+
+typedef enum rnx_direction {
+    RNX_DIRECTION_FORWARD = 0,
+    RNX_DIRECTION_REVERSE = 1,       /* one direction, walking t = T-1 .. 0 */
+    RNX_DIRECTION_BIDIRECTIONAL = 2  /* both, outputs merged */
+} rnx_direction;
+
+typedef enum rnx_merge {
+    RNX_MERGE_CONCAT = 0, /* [forward, reverse]: width 2S */
+    RNX_MERGE_SUM = 1,
+    RNX_MERGE_MUL = 2,
+    RNX_MERGE_AVE = 3     /* (forward + reverse) / 2 */
+} rnx_merge;
+
+typedef enum rnx_readout {
+    RNX_READOUT_SEQUENCE = 0, /* every step: y (B, T, F); zero at invalid steps */
+    RNX_READOUT_LAST = 1,     /* each sequence's output at its last valid step */
+    RNX_READOUT_FINAL = 2,    /* the top layer's final states of each direction, merged */
+    RNX_READOUT_MEAN = 3,     /* mean over valid steps */
+    RNX_READOUT_MAX = 4       /* max over valid steps */
+} rnx_readout;
+
+/* Activation functions (ONNX's definitions; a = alpha, b = beta). */
+typedef enum rnx_act {
+    RNX_ACT_LINEAR = 0,           /* x */
+    RNX_ACT_SIGMOID = 1,
+    RNX_ACT_TANH = 2,
+    RNX_ACT_RELU = 3,
+    RNX_ACT_HARD_SIGMOID = 4,     /* max(0, min(1, a x + b)) */
+    RNX_ACT_AFFINE = 5,           /* a x + b */
+    RNX_ACT_LEAKY_RELU = 6,       /* x >= 0 ? x : a x */
+    RNX_ACT_THRESHOLDED_RELU = 7, /* x > a ? x : 0 */
+    RNX_ACT_SCALED_TANH = 8,      /* a tanh(b x) */
+    RNX_ACT_ELU = 9,              /* x >= 0 ? x : a (exp(x) - 1) */
+    RNX_ACT_SOFTSIGN = 10,        /* x / (1 + |x|) */
+    RNX_ACT_SOFTPLUS = 11,        /* log(1 + exp(x)) */
+    RNX_ACT_SOFTMAX = 12          /* dense layers only: over the row */
+} rnx_act;
+
+/* One layer. Fields a kind does not use must be zero (rnx_layer_* below fill them). */
+typedef struct rnx_layer {
+    int kind;          /* rnx_layer_kind */
+    int input_size;    /* features in; an embedding's vocabulary size V */
+    int units;         /* embedding: E; recurrent: H; dense: output width; readout: 0 */
+    /* embedding */
+    int padding_idx;   /* -1 for none, else in [0, V) */
+    int mask_zero;     /* 1: id 0 marks a masked step (Keras) */
+    /* recurrent */
+    int cell;          /* rnx_cell */
+    int direction;     /* rnx_direction */
+    int merge;         /* rnx_merge (bidirectional only; 0 otherwise) */
+    int proj_size;     /* LSTM: 0 or P in [1, H) (PyTorch proj_size); others 0 */
+    int peepholes;     /* LSTM: 0 or 1 (ONNX P) */
+    int input_forget;  /* LSTM: 0 or 1 (ONNX input_forget: f = 1 - i) */
+    float clip;        /* 0 or > 0 (ONNX clip) */
+    int activations[3];/* rnx_act: LSTM f, g, h; GRU f, g; RNN f (unused slots 0) */
+    float alpha[3], beta[3];
+    /* readout */
+    int readout;       /* rnx_readout */
+    /* dense */
+    int activation;    /* rnx_act: LINEAR, RELU, TANH, SIGMOID or SOFTMAX */
+} rnx_layer;
+
+/* Layers with their defaults filled in. */
+RNX_API rnx_layer rnx_embedding_layer(int vocab_size, int dim, int padding_idx);
+/* The cell's default activations (sigmoid/tanh; RNN: tanh or relu), forward direction. */
+RNX_API rnx_layer rnx_recurrent_layer(rnx_cell cell, int input_size, int hidden_size,
+                                      rnx_direction direction);
+RNX_API rnx_layer rnx_readout_layer(rnx_readout mode);
+RNX_API rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation);
+
+/* A list is valid when: an embedding comes first if at all; then one or more recurrent layers,
+ * each input_size the width below it (E, or the previous layer's output width: S, or 2S for a
+ * bidirectional concat, S = proj_size or H); then at most one readout; then dense layers, each
+ * input_size the width below it. Sizes in [1, RNX_MAX_SIZE]; n_layers in [1, RNX_MAX_LAYERS]. */
+#define RNX_MAX_LAYERS 1024
 
 typedef struct rnx_model rnx_model;
 
 /* The number of floats rnx_model_create reads from `params`, in *count. */
-RNX_API rnx_status rnx_param_count(const rnx_config *config, size_t *count);
+RNX_API rnx_status rnx_param_count(const rnx_layer *layers, int n_layers, size_t *count);
 
-/* Builds a model from PyTorch-layout parameters, copied and packed into the kernel's layout;
- * the caller keeps ownership of `params`. `params` holds, for each layer l and, inside it, each
- * direction d (forward, then reverse), contiguously and in this order:
- *   weight_ih (G*H, I_l)   I_0 = I, I_l = D*H for l > 0
- *   weight_hh (G*H, H)
- *   bias_ih   (G*H)
- *   bias_hh   (G*H)
- * which is the order of torch.nn.LSTM/GRU/RNN's parameters(). On success *out owns a new
- * model, freed with rnx_model_free. On failure *out is NULL. */
-RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_config *config, const float *params);
+/* Builds a model; `params` holds every layer's parameters, in the order of the list and within
+ * a layer PyTorch's (see LAYERS.md: embedding.weight; per recurrent layer and direction
+ * weight_ih, weight_hh, bias_ih, bias_hh, [weight_hr], [weight_peephole (3, H): i, f, o];
+ * per dense layer weight (O, F), bias (O)). Copied and packed; the caller keeps `params`.
+ * isa: an rnx_isa. On failure *out is NULL (RNX_ERR_BAD_CONFIG names no field: check with
+ * rnx_param_count first). */
+RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_layers,
+                                    int isa, const float *params);
 
 /* Frees a model; NULL is a no-op. */
 RNX_API void rnx_model_free(rnx_model *model);
 
-/* The configuration the model was built with, with isa resolved (never RNX_ISA_AUTO). */
-RNX_API rnx_config rnx_model_config(const rnx_model *model);
+/* What a model takes and gives. */
+typedef struct rnx_model_info {
+    int isa;            /* resolved, never RNX_ISA_AUTO */
+    int n_layers;
+    int takes_ids;      /* 1: x is token ids (B, T) int32 (an embedding comes first) */
+    int input_size;     /* I of float x, or the vocabulary size V when takes_ids */
+    int per_step;       /* 1: y is (B, T, output_size); 0: (B, output_size) */
+    int output_size;
+    int n_recurrent;    /* recurrent layers */
+    size_t state_size;  /* floats of h per sequence: the sum over recurrent layers and their
+                           directions of S_k */
+    size_t cell_size;   /* floats of c per sequence: the same over LSTM layers of H_k */
+    int streamable;     /* 1 when every recurrent layer runs forward and the readout is sequence,
+                           last or final */
+    int folded;         /* 1 when the embedding is folded into the first layer's input product */
+    size_t recurrent_param_offset, recurrent_param_count; /* the recurrent layers' params
+                           within `params` (what rnx_backward's grads hold) */
+} rnx_model_info;
+RNX_API rnx_model_info rnx_model_get_info(const rnx_model *model);
+/* Layer `index` of the list the model was built with (RNX_ERR_BAD_ARGUMENT past the end). */
+RNX_API rnx_status rnx_model_layer(const rnx_model *model, int index, rnx_layer *out);
 
 /* Runs the stack over a batch of sequences.
  *   y        (B, T, D*H) or NULL: the last layer's outputs, forward then reverse halves;
@@ -196,17 +288,42 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  *              "__metadata__": {"key": "value", ...} with string values only
  *   the data   the tensors' raw little-endian bytes; each tensor's [begin, end) counts from the
  *              data's start, and the ranges tile the data exactly, without gaps or overlaps
- * The metadata of a model file (all values strings):
- *   format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
+ * The metadata of a model file (all values strings) describes its layers (rnx_layer).
+ * Format version 2: format "rnnext", format_version "2", layers "N" (1 .. RNX_MAX_LAYERS),
+ * input_size (the features of x; only without an embedding), and for each layer i, keys
+ * "layer{i}.{field}" (decimal integers without sign or leading zeros; floats as Python's repr
+ * writes them, finite; lists comma-separated without spaces):
+ *   type       embedding | rnn | lstm | gru | readout | dense, in the order
+ *              [embedding] (rnn|lstm|gru)+ [readout] dense*
+ *   embedding  vocab_size, dim, padding_idx (in [0, vocab_size) or "none"), mask_zero "0" | "1"
+ *   rnn, lstm, gru
+ *              units, input_size (the width below: dim, the model's input_size, or the layer
+ *              below's output width), direction forward | reverse | bidirectional,
+ *              merge concat | sum | mul | ave, activations (the cell's functions: rnn 1, gru 2,
+ *              lstm 3, each linear | sigmoid | tanh | relu | hard_sigmoid | affine | leaky_relu |
+ *              thresholded_relu | scaled_tanh | elu | softsign | softplus), activation_alpha,
+ *              activation_beta (as many floats), clip ("none" or a float > 0);
+ *              rnn: nonlinearity tanh | relu; gru: reset_after "1" | "0" ("0":
+ *              RNX_CELL_GRU_RESET_BEFORE); lstm: proj_size (0 or in [1, units)), peepholes and
+ *              input_forget "0" | "1"
+ *   readout    mode sequence | last | final | mean | max
+ *   dense      units, activation none | relu | tanh | sigmoid | softmax
+ * Other "layer{i}.*" keys are refused; other keys are ignored. Its tensors are the parameters of
+ * rnx_model_create's params, with their names and shapes: embedding.weight (V, E); per recurrent
+ * layer k and direction (suffix "_reverse" for the reverse one) weight_ih_l{k} (G*H, I_k),
+ * weight_hh_l{k} (G*H, S), bias_ih_l{k}, bias_hh_l{k} (G*H), weight_hr_l{k} (P, H) with a
+ * projection, weight_peephole_l{k} (3, H) with peepholes; per dense layer j dense{j}.weight
+ * (O, F) and dense{j}.bias (O); and nothing else.
+ * Format version 1 (still read): format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
  *   nonlinearity "tanh" | "relu" (optional, "tanh" by default; "relu" for "rnn" only),
  *   linear_before_reset "1" | "0" (optional, "1" by default; "gru" only: "0" is
- *   RNX_CELL_GRU_RESET_BEFORE),
- *   input_size, hidden_size, num_layers (decimal integers >= 1), bidirectional "0" | "1",
- *   output_size (optional decimal integer >= 1: a dense head), output, activation (the head's
- *   options, read by the Python package). Other keys are ignored.
- * Its tensors are the parameters with PyTorch's names and shapes (weight_ih_l0, weight_hh_l0,
- * bias_ih_l0, bias_hh_l0, ..._reverse; head.weight (O, D*H) and head.bias (O) with a head) and
- * nothing else.
+ *   RNX_CELL_GRU_RESET_BEFORE), input_size, hidden_size, num_layers, bidirectional "0" | "1",
+ *   and optionally a head: output_size, output "many_to_one" (by default) | "many_to_many",
+ *   activation "none" (by default) | "softmax" | "sigmoid". Other keys are ignored. It reads as
+ *   num_layers recurrent layers (forward or bidirectional with concat, the cell's default
+ *   activations), then with a head a readout "last" (many_to_one; none for many_to_many) and a
+ *   dense layer. Its tensors have PyTorch's names (weight_ih_l0, ..._reverse) and the head's are
+ *   head.weight (O, D*H) and head.bias (O).
  * Parsing reads only the bytes it is given, checks every size with overflow-checked arithmetic,
  * and never runs code from the file. The calls below that take `message` write a NUL-terminated
  * description of a failure into it (truncated to message_size bytes; NULL or 0 for none).
@@ -216,8 +333,8 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
 #define RNX_FILE_MAX_HEADER 100000000u
 /* The most dimensions a tensor of a file may have. */
 #define RNX_FILE_MAX_DIMS 8
-/* The format version this library writes, and the newest it reads. */
-#define RNX_FILE_FORMAT_VERSION 1
+/* The newest format version this library reads (older ones are read too). */
+#define RNX_FILE_FORMAT_VERSION 2
 
 /* The dtypes a file's tensors may have (safetensors' names in comments); others are refused
  * with RNX_ERR_FILE_DTYPE. Every one is read as float32. */
@@ -275,17 +392,19 @@ RNX_API const char *rnx_file_metadata_get(const rnx_file *file, const char *key)
 RNX_API rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor,
                                      float *out, size_t count);
 
-/* The architecture of the model file `file`, from its metadata, checked against its tensors:
- * exactly the expected names, each with the expected shape. *config gets it, with isa set to
- * RNX_ISA_AUTO; *output_size the head's width, or 0 without a head (output_size may be NULL). */
-RNX_API rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config,
-                                         int *output_size, char *message, size_t message_size);
+/* The layers of the model file `file` (format version 1 or 2), from its metadata, checked
+ * against its tensors: exactly the expected names, each with the expected shape.
+ * layers[0 .. *n_layers) get them; max_layers is the room in `layers` (RNX_MAX_LAYERS always
+ * suffices; a file with more layers than the room: RNX_ERR_BAD_ARGUMENT). A newer format version
+ * than RNX_FILE_FORMAT_VERSION is RNX_ERR_FILE_VERSION; other faults RNX_ERR_FILE_MODEL, with a
+ * message that names the metadata key or the tensor. */
+RNX_API rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers, int max_layers,
+                                         int *n_layers, char *message, size_t message_size);
 
 /* Builds a model from the `size` bytes of a model file at `data` (rnx_file_parse, then
- * rnx_file_model_config, then rnx_model_create with instruction set `isa`, an rnx_isa).
- * The bytes are not needed afterwards. A head in the file is checked and not used: the C core
- * runs the recurrent layers. On success *out owns a new model, freed with rnx_model_free; on
- * failure *out is NULL and `message` says why. */
+ * rnx_file_model_layers, then rnx_model_create with the tensors read as float32 in its order and
+ * instruction set `isa`, an rnx_isa). The bytes are not needed afterwards. On success *out owns
+ * a new model, freed with rnx_model_free; on failure *out is NULL and `message` says why. */
 RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa,
                                   char *message, size_t message_size);
 
