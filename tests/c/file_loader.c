@@ -2,11 +2,12 @@
  * with -fsanitize=address,undefined so that any read out of bounds, leak or undefined behaviour
  * aborts the run.
  *
- *   file_loader MODEL X B T Y   loads MODEL with rnx_model_load, runs rnx_forward on the
- *                               float32 (B, T, I) input in file X and writes y to file Y; prints
- *                               the tensor table; then loads every truncation of MODEL, every
- *                               single-byte corruption and a bounded number of random
- *                               mutations, each from a buffer of exactly its size. */
+ *   file_loader MODEL X B T Y   loads MODEL with rnx_model_load, runs rnx_forward on the input
+ *                               in file X (float32 x (B, T, I), or int32 ids (B, T) for a model
+ *                               that takes ids) and writes y to file Y; prints the tensor table;
+ *                               then loads every truncation of MODEL, every single-bit
+ *                               corruption and a bounded number of random mutations, each from
+ *                               a buffer of exactly its size. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,7 @@ int main(int argc, char **argv) {
     }
     size_t size, xsize;
     unsigned char *data = read_all(argv[1], &size);
-    float *x = (float *)read_all(argv[2], &xsize);
+    unsigned char *x = read_all(argv[2], &xsize); /* float32 x or int32 ids */
     const int B = atoi(argv[3]), T = atoi(argv[4]);
     if (!data || !x) return 2;
 
@@ -69,10 +70,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "load: %s\n", message);
         return 1;
     }
-    const rnx_config c = rnx_model_config(model);
-    const size_t ysize = (size_t)B * T * (1 + c.bidirectional) * c.hidden_size;
+    const rnx_model_info info = rnx_model_get_info(model);
+    const size_t xsize_expected = (size_t)B * T * (info.takes_ids ? 1 : (size_t)info.input_size) * 4;
+    const size_t ysize = (size_t)B * (info.per_step ? T : 1) * info.output_size;
+    if (xsize != xsize_expected) {
+        fprintf(stderr, "X: %zu bytes, expected %zu\n", xsize, xsize_expected);
+        return 2;
+    }
     float *y = malloc(ysize * sizeof *y);
-    if ((s = rnx_forward(model, y, NULL, NULL, x, NULL, NULL, NULL, B, T, 1)) != RNX_OK) return 1;
+    if ((s = rnx_forward(model, y, NULL, NULL, info.takes_ids ? NULL : (const float *)x,
+                         info.takes_ids ? (const int32_t *)x : NULL, NULL, NULL, NULL, NULL, B, T,
+                         1)) != RNX_OK) {
+        fprintf(stderr, "forward: %s\n", rnx_status_string(s));
+        return 1;
+    }
     FILE *out = fopen(argv[5], "wb");
     fwrite(y, sizeof *y, ysize, out);
     fclose(out);
