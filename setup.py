@@ -23,7 +23,7 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
-CORE_SOURCES = ["arena.c", "cpu.c", "model.c", "forward.c", "stream.c", "kernel_scalar.c",
+CORE_SOURCES = ["arena.c", "cpu.c", "model.c", "forward.c", "stream.c", "head.c", "kernel_scalar.c",
                 "safetensors.c", "backward.c"]
 X86_KERNELS = {
     "kernel_avx2.c": ["-mavx2", "-mfma"],

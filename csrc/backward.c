@@ -58,24 +58,66 @@ struct rnx_tape {
 };
 
 /* ---------------------------------------------------------------------------------------------
+ * The model as training takes it: a uniform stack of recurrent layers on the packed kernels
+ * (one cell, H and direction count). Blocks keep version 0.1's field names, so this view only
+ * gathers them; the training of any layer list (branch ctrain) replaces it.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct train_stack {
+    rnx_config config;         /* cell, input_size, hidden_size, num_layers, bidirectional, isa */
+    const rnx_kernels *kernels;
+    int gates, nv, units_per_panel, hidden_padded, npanels, directions;
+    const rnx_block *blocks;   /* (num_layers): every one with the packing of blocks[0] */
+} train_stack;
+
+/* *s from `model`, or RNX_ERR_BAD_CONFIG for a model training does not take yet. */
+static rnx_status stack_of(const rnx_model *model, train_stack *s) {
+    const rnx_block *b = model->blocks;
+    if (model->info.n_layers != model->n_blocks) return RNX_ERR_BAD_CONFIG;
+    for (int k = 0; k < model->n_blocks; k++)
+        if (b[k].general || b[k].reverse || b[k].cell != b[0].cell ||
+            b[k].hidden_size != b[0].hidden_size || b[k].directions != b[0].directions ||
+            (b[k].directions == 2 && b[k].merge != RNX_MERGE_CONCAT))
+            return RNX_ERR_BAD_CONFIG;
+    s->config = (rnx_config){b[0].cell, b[0].input_size, b[0].hidden_size, model->n_blocks,
+                             b[0].directions - 1, model->info.isa};
+    s->kernels = b[0].kernels;
+    s->gates = b[0].gates;
+    s->nv = b[0].nv;
+    s->units_per_panel = b[0].units_per_panel;
+    s->hidden_padded = b[0].hidden_padded;
+    s->npanels = b[0].npanels;
+    s->directions = b[0].directions;
+    s->blocks = b;
+    return RNX_OK;
+}
+
+static const rnx_packed *stack_packed(const train_stack *m, int ld) {
+    return &m->blocks[ld / m->directions].packed[ld % m->directions];
+}
+
+/* K of layer l's input product: I for layer 0, D*H above. */
+static int stack_input_size(const train_stack *m, int l) { return m->blocks[l].input_size; }
+
+/* ---------------------------------------------------------------------------------------------
  * Sizes and memory
  * ------------------------------------------------------------------------------------------- */
 
 static int round_up(int n, int to) { return (n + to - 1) / to * to; }
 
-static int xp_width(const rnx_model *m) { return m->npanels * m->nv * m->kernels->vw; }
+static int xp_width(const train_stack *m) { return m->npanels * m->nv * m->kernels->vw; }
 
 /* Floats from one state row of the tape to the next: Hp and one cache line more, so that a
  * unit's values down the rows (read in place by the weight gradients) do not share a few cache
  * sets, as a stride of a multiple of 1 KB would make them. */
-static int state_stride(const rnx_model *m) { return m->hidden_padded + RNX_ALIGN / 4; }
+static int state_stride(const train_stack *m) { return m->hidden_padded + RNX_ALIGN / 4; }
 
-static int tape_width(const rnx_model *m) {
+static int tape_width(const train_stack *m) {
     return xp_width(m) + (m->gates == 1 ? 0 : m->hidden_padded);
 }
 
 /* The columns of a tape row that hold input-side gate gradients: the GRU's include the tail. */
-static int input_grad_width(const rnx_model *m) {
+static int input_grad_width(const train_stack *m) {
     return m->config.cell == RNX_CELL_GRU ? tape_width(m) : xp_width(m);
 }
 
@@ -85,13 +127,13 @@ static int input_grad_width(const rnx_model *m) {
 
 typedef struct tape_plan {
     rnx_tape *tape;
-    const rnx_model *model;
+    const train_stack *model;
 } tape_plan;
 
 static void tape_layout(rnx_arena *a, void *what) {
     tape_plan *p = what;
     rnx_tape *t = p->tape;
-    const rnx_model *m = p->model;
+    const train_stack *m = p->model;
     const int L = m->config.num_layers, LD = L * m->directions, H = m->config.hidden_size;
     const size_t BT = (size_t)t->B_max * t->T_max;
     for (int ld = 0; ld < LD; ld++) {
@@ -103,10 +145,14 @@ static void tape_layout(rnx_arena *a, void *what) {
     t->lengths = rnx_arena_take(a, (size_t)t->B_max, sizeof(int32_t));
 }
 
-rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T) {
+rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *stacked, int B, int T) {
     if (!out) return RNX_ERR_NULL_ARGUMENT;
     *out = NULL;
-    if (!model) return RNX_ERR_NULL_ARGUMENT;
+    if (!stacked) return RNX_ERR_NULL_ARGUMENT;
+    train_stack view;
+    const train_stack *model = &view;
+    rnx_status s = stack_of(stacked, &view);
+    if (s != RNX_OK) return s;
     if (model->config.cell == RNX_CELL_GRU_RESET_BEFORE) return RNX_ERR_BAD_CONFIG;
     if (B < 1 || T < 1) return RNX_ERR_BAD_ARGUMENT;
     if ((long long)B * T > RNX_MAX_ROWS) return RNX_ERR_OVERFLOW;
@@ -123,7 +169,7 @@ rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
         return RNX_ERR_OUT_OF_MEMORY;
     }
     tape_plan plan = {t, model};
-    rnx_status s = rnx_arena_build(&t->block, tape_layout, &plan);
+    s = rnx_arena_build(&t->block, tape_layout, &plan);
     if (s != RNX_OK) {
         free(t->layers);
         free(t);
@@ -150,12 +196,12 @@ static float *tape_row(const rnx_tape *t, int ld, int s, int b) {
     return t->layers[ld].gates + ((size_t)s * t->B + b) * t->stride;
 }
 
-static float *tape_h(const rnx_tape *t, const rnx_model *m, int ld, int slot, int b) {
+static float *tape_h(const rnx_tape *t, const train_stack *m, int ld, int slot, int b) {
     return t->layers[ld].h + ((size_t)slot * t->B + b) * state_stride(m);
 }
 
 /* The input of layer l at time t of sequence b: a row of x, or of the layer below's outputs. */
-static const float *layer_input(const rnx_tape *t, const rnx_model *m, const float *x, int l,
+static const float *layer_input(const rnx_tape *t, const train_stack *m, const float *x, int l,
                                 int b, int time) {
     if (l == 0) return x + ((size_t)b * t->T + time) * m->config.input_size;
     const size_t width = (size_t)m->directions * m->config.hidden_size;
@@ -173,12 +219,12 @@ typedef struct train_args {
     const float *x, *h0, *c0;
 } train_args;
 
-static void forward_layer(const rnx_model *m, rnx_tape *t, const train_args *a, int l, int d,
+static void forward_layer(const train_stack *m, rnx_tape *t, const train_args *a, int l, int d,
                           int b0, int b1, float *cell) {
     const rnx_kernels *k = m->kernels;
     const int D = m->directions, H = m->config.hidden_size, Hp = m->hidden_padded, T = t->T;
     const int ld = l * D + d, mr = k->mr, Bs = b1 - b0;
-    const rnx_packed *w = &m->packed[ld];
+    const rnx_packed *w = stack_packed(m, ld);
     const float *in[RNX_MAX_MR], *h_in[RNX_MAX_MR];
     float *o[RNX_MAX_MR], *h_out[RNX_MAX_MR], *c[RNX_MAX_MR];
     unsigned char active[RNX_MAX_MR];
@@ -262,13 +308,13 @@ static int thread_count(int n_threads, double macs) {
 
 /* Multiply-adds of one layer's products over B*T steps: the input and recurrent products of the
  * forward pass; the backward pass does about twice as many. */
-static double layer_macs(const rnx_model *m, int layer, int B, int T) {
+static double layer_macs(const train_stack *m, int layer, int B, int T) {
     const double GH = (double)m->gates * m->config.hidden_size;
     return (double)B * T * m->directions * GH *
-           (rnx_layer_input_size(&m->config, layer) + m->config.hidden_size);
+           (stack_input_size(m, layer) + m->config.hidden_size);
 }
 
-static double stack_macs(const rnx_model *m, int B, int T) {
+static double stack_macs(const train_stack *m, int B, int T) {
     double macs = 0.0;
     for (int l = 0; l < m->config.num_layers; l++) macs += layer_macs(m, l, B, T);
     return macs;
@@ -282,10 +328,13 @@ static int thread_id(void) { return 0; }
 static int team_size(void) { return 1; }
 #endif
 
-rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, float *h_n,
+rnx_status rnx_forward_train(const rnx_model *stacked, rnx_tape *tape, float *y, float *h_n,
                              float *c_n, const float *x, const float *h0, const float *c0,
                              const int32_t *lengths, int B, int T, int n_threads) {
-    if (!model || !tape || !x) return RNX_ERR_NULL_ARGUMENT;
+    if (!stacked || !tape || !x) return RNX_ERR_NULL_ARGUMENT;
+    train_stack view;
+    const train_stack *model = &view;
+    if (stack_of(stacked, &view) != RNX_OK) return RNX_ERR_BAD_ARGUMENT;
     if (!same_config(&tape->config, &model->config) || B < 1 || T < 1 || B > tape->B_max ||
         T > tape->T_max)
         return RNX_ERR_BAD_ARGUMENT;
@@ -318,7 +367,7 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, f
         }
     }
     free(cells);
-    tape->model = model;
+    tape->model = stacked;
     return RNX_OK;
 }
 
@@ -328,7 +377,7 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, f
 
 /* The tape-row column that holds the gradient of gate slot `slot` (panel layout, as the packed
  * weights): the same column, except the GRU n gate's input side, which is in the tail. */
-static int grad_column(const rnx_model *m, int slot, int input_side) {
+static int grad_column(const train_stack *m, int slot, int input_side) {
     const int vw = m->kernels->vw, panel = m->nv * vw;
     if (input_side && m->config.cell == RNX_CELL_GRU && (slot % panel) / vw == 2)
         return xp_width(m) + slot / panel * vw + slot % vw;
@@ -337,7 +386,7 @@ static int grad_column(const rnx_model *m, int slot, int input_side) {
 
 /* The inverse: the gate slot whose gradient tape-row column k holds, or -1 (the GRU's recurrent-
  * side n columns seen from the input side). */
-static int grad_slot(const rnx_model *m, int k, int input_side) {
+static int grad_slot(const train_stack *m, int k, int input_side) {
     const int vw = m->kernels->vw, panel = m->nv * vw, xw = xp_width(m);
     if (k >= xw) return (k - xw) / vw * panel + 2 * vw + (k - xw) % vw;
     if (input_side && m->config.cell == RNX_CELL_GRU && (k % panel) / vw == 2) return -1;
@@ -347,7 +396,7 @@ static int grad_slot(const rnx_model *m, int k, int input_side) {
 /* dst (npanels, K, 4*vw): dst[q][k][j] = W[slot of column k][q*4*vw + j], the transpose of a
  * packed weight (npanels_w, cols, nv, vw) (rnx_packed wx or wh), zero where either index is
  * padding: for the products of tape rows (K columns) with W. */
-static void pack_transposed(const rnx_model *m, float *dst, const float *packed, int cols, int K,
+static void pack_transposed(const train_stack *m, float *dst, const float *packed, int cols, int K,
                             int input_side) {
     const int pw = 4 * m->kernels->vw, panel = m->nv * m->kernels->vw;
     const int npanels = (cols + pw - 1) / pw;
@@ -391,7 +440,7 @@ typedef struct thread_scratch {
 } thread_scratch;
 
 typedef struct backward_plan {
-    const rnx_model *m;
+    const train_stack *m;
     const rnx_tape *t;
     int threads; /* parts of the batch and of the gate slots */
     int Bs;      /* the largest batch part */
@@ -408,14 +457,14 @@ typedef struct backward_plan {
 
 static void backward_layout(rnx_arena *a, void *what) {
     backward_plan *p = what;
-    const rnx_model *m = p->m;
+    const train_stack *m = p->m;
     const int L = m->config.num_layers, D = m->directions, pw = 4 * m->kernels->vw;
     const int H = m->config.hidden_size;
     for (int l = 0; l < L; l++)
         for (int d = 0; d < D; d++) {
             layer_grads *g = &p->layers[l * D + d];
             g->w_hh_t = rnx_arena_take(a, (size_t)p->Hq * xp_width(m), sizeof(float));
-            const int I_l = rnx_layer_input_size(&m->config, l);
+            const int I_l = stack_input_size(m, l);
             g->w_ih_t = l > 0 || p->need_dx
                             ? rnx_arena_take(a, (size_t)round_up(I_l, pw) * input_grad_width(m),
                                          sizeof(float))
@@ -444,7 +493,7 @@ static void backward_layout(rnx_arena *a, void *what) {
  * top layer, the layer above's input gradient below it; NULL for none. */
 static const float *output_grad(const backward_plan *p, const backward_args *a, int l, int d,
                                 int b, int time) {
-    const rnx_model *m = p->m;
+    const train_stack *m = p->m;
     const int H = m->config.hidden_size, D = m->directions, T = p->t->T;
     if (l == m->config.num_layers - 1)
         return a->dy ? a->dy + ((size_t)b * T + time) * D * H + (size_t)d * H : NULL;
@@ -453,7 +502,7 @@ static const float *output_grad(const backward_plan *p, const backward_args *a, 
 
 static void backward_layer(const backward_plan *p, const backward_args *a, int l, int d, int b0,
                            int b1, thread_scratch *ws) {
-    const rnx_model *m = p->m;
+    const train_stack *m = p->m;
     const rnx_tape *t = p->t;
     const rnx_kernels *k = m->kernels;
     const int D = m->directions, H = m->config.hidden_size, Hp = m->hidden_padded, T = t->T;
@@ -518,11 +567,11 @@ static void backward_layer(const backward_plan *p, const backward_args *a, int l
 /* Layer l's input gradient for rows [b0, b1), into dlayer (and dx for layer 0): the sum over
  * directions, in order, of the input-side gate gradients times W_ih. */
 static void input_grad(const backward_plan *p, const backward_args *a, int l, int b0, int b1) {
-    const rnx_model *m = p->m;
+    const train_stack *m = p->m;
     const rnx_tape *t = p->t;
     const rnx_kernels *k = m->kernels;
     const int D = m->directions, T = t->T, mr = k->mr;
-    const int I_l = rnx_layer_input_size(&m->config, l), nq = (I_l + 4 * k->vw - 1) / (4 * k->vw);
+    const int I_l = stack_input_size(m, l), nq = (I_l + 4 * k->vw - 1) / (4 * k->vw);
     const float *g_rows[RNX_MAX_MR], *init[RNX_MAX_MR];
     float *out[RNX_MAX_MR];
     const int nrows = (b1 - b0) * T;
@@ -555,9 +604,9 @@ static void input_grad(const backward_plan *p, const backward_args *a, int l, in
  * ------------------------------------------------------------------------------------------- */
 
 /* inputs (kc, I_l): the layer's input rows of pairs k0 .. k0+kc-1, one after the other. */
-static void copy_inputs(float *inputs, const rnx_tape *t, const rnx_model *m, const float *x,
+static void copy_inputs(float *inputs, const rnx_tape *t, const train_stack *m, const float *x,
                         int l, int d, int k0, int kc) {
-    const size_t I_l = (size_t)rnx_layer_input_size(&m->config, l);
+    const size_t I_l = (size_t)stack_input_size(m, l);
     for (int kk = 0; kk < kc; kk++) {
         const int s = (k0 + kk) / t->B, b = (k0 + kk) % t->B, time = step_time(d, t->T, s);
         /* inputs past a sequence's length meet zero gate gradients: zeros keep NaN padding out */
@@ -570,7 +619,7 @@ static void copy_inputs(float *inputs, const rnx_tape *t, const rnx_model *m, co
 /* g (npanels, kc, 4*vw): the GRU's input-side gradient columns of gate slots
  * [m0, m0 + npanels*4*vw) of tape rows k0 .. k0+kc-1 (the n gate's are in the tail), zero past
  * the last slot. Every other product with dG reads the tape in place. */
-static void pack_input_side(float *g, const rnx_tape *t, const rnx_model *m, int ld, int k0,
+static void pack_input_side(float *g, const rnx_tape *t, const train_stack *m, int ld, int k0,
                             int kc, int m0, int npanels) {
     const int vw = m->kernels->vw, pw = 4 * vw, xw = xp_width(m);
     for (int q = 0; q < npanels; q++) {
@@ -616,11 +665,11 @@ static void block_product(const rnx_kernels *k, float *acc, const float *a0, ptr
 
 static void weight_grads(const backward_plan *p, const backward_args *a, int l, int d, int m0,
                          int m1, thread_scratch *ws) {
-    const rnx_model *m = p->m;
+    const train_stack *m = p->m;
     const rnx_tape *t = p->t;
     const rnx_kernels *k = m->kernels;
     const int ld = l * m->directions + d, H = m->config.hidden_size, pw = 4 * k->vw;
-    const int I_l = rnx_layer_input_size(&m->config, l), npanels = (m1 - m0) / pw;
+    const int I_l = stack_input_size(m, l), npanels = (m1 - m0) / pw;
     const int K = t->T * t->B, gru = m->config.cell == RNX_CELL_GRU;
     const size_t width = (size_t)(m1 - m0);
     float *bias_h = ws->acc_h + (size_t)H * width, *bias_i = ws->acc_i + (size_t)I_l * width;
@@ -647,7 +696,7 @@ static void weight_grads(const backward_plan *p, const backward_args *a, int l, 
     const int vw = k->vw, panel = m->nv * vw;
     for (int slot = m0; slot < m1 && slot < xp_width(m); slot++) {
         int gate, unit;
-        rnx_panel_slot(m, slot / panel, (slot % panel) / vw, slot % vw, &gate, &unit);
+        rnx_panel_slot(m->blocks, slot / panel, (slot % panel) / vw, slot % vw, &gate, &unit);
         if (unit >= H) continue;
         const size_t row = (size_t)gate * H + unit, c = (size_t)(slot - m0);
         for (int u = 0; u < H; u++) w_hh[row * H + u] = ws->acc_h[u * width + c];
@@ -665,8 +714,9 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
                         float *dh0, float *dc0, const float *x, const float *dy, const float *dh_n,
                         const float *dc_n, int n_threads) {
     if (!model || !tape || !grads || !x) return RNX_ERR_NULL_ARGUMENT;
-    if (tape->model != model) return RNX_ERR_BAD_ARGUMENT;
-    const rnx_model *m = model;
+    train_stack view;
+    if (tape->model != model || stack_of(model, &view) != RNX_OK) return RNX_ERR_BAD_ARGUMENT;
+    const train_stack *m = &view;
     const int L = m->config.num_layers, D = m->directions, LD = L * D, B = tape->B;
     const int H = m->config.hidden_size, I = m->config.input_size, pw = 4 * m->kernels->vw;
     const int threads = thread_count(n_threads, 2.0 * stack_macs(m, B, tape->T));
@@ -695,10 +745,10 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
     for (int i = 0; i < RNX_KC; i++) p.ones[i] = 1.0f;
     size_t offset = 0;
     for (int l = 0; l < L; l++) {
-        const int I_l = rnx_layer_input_size(&m->config, l);
+        const int I_l = stack_input_size(m, l);
         for (int d = 0; d < D; d++) {
             layer_grads *g = &p.layers[l * D + d];
-            const rnx_packed *w = &m->packed[l * D + d];
+            const rnx_packed *w = stack_packed(m, l * D + d);
             g->offset = offset;
             offset += (size_t)m->gates * H * ((size_t)I_l + H + 2);
             pack_transposed(m, g->w_hh_t, w->wh, H, xp_width(m), 0);

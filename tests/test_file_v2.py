@@ -603,8 +603,8 @@ def test_fuzz_metadata_values(values):
 def test_c_loader_v2_under_sanitizers(tmp_path):
     """One model written as version 1 (stack and head) and as version 2 (its layers, the head as
     dense0) gives the same y from rnx_model_load and rnx_forward, which agrees with the NumPy
-    reference; a model with every layer type and option loads and runs from token ids. Every
-    truncation and corruption of each file is refused with a message."""
+    reference; a model with every layer type loads and runs from token ids. Every truncation and
+    corruption of each file is refused with a message."""
     exe = build_file_loader(tmp_path)
     arch = dict(cell="lstm", input_size=3, hidden_size=2, bidirectional=True, output_size=2,
                 activation="softmax")
@@ -623,8 +623,10 @@ def test_c_loader_v2_under_sanitizers(tmp_path):
     np.testing.assert_allclose(y2.reshape(2, 2), model.predict(x, backend="numpy"), rtol=1e-4,
                                atol=1e-5)
 
-    input_size, layers = MODELS["embedding-lstm-gru-final-dense"]
-    (tmp_path / "rich.rnx").write_bytes(model_file(layers, input_size))
+    layers = [dict(type="embedding", vocab_size=11, dim=4, padding_idx=0, mask_zero=True),
+              lstm(5, "bidirectional", "concat"), gru(4, "reverse", reset_after=False),
+              readout("final"), dense(6, "relu"), dense(3, "softmax")]
+    (tmp_path / "rich.rnx").write_bytes(model_file(layers))
     ids = np.random.default_rng(5).integers(0, 11, (3, 4)).astype(np.int32)
     y = run_file_loader(exe, tmp_path / "rich.rnx", ids, tmp_path)[1].reshape(3, 3)
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)  # the top dense layer's softmax

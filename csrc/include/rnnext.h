@@ -1,7 +1,7 @@
 /* rnnext.h: the one public header of the rnnext C core.
  *
  * rnnext runs vanilla RNNs, LSTMs and GRUs on CPUs. Weights follow PyTorch's layout and gate
- * orders; see the notes on rnx_config and rnx_model_create. Nothing outside this header is public.
+ * orders; see the notes on rnx_layer and rnx_model_create. Nothing outside this header is public.
  *
  * Conventions
  *   B batch, T time steps, I input features, H hidden units, G gates (RNN 1, LSTM 4, GRU 3),
@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define RNX_VERSION_MAJOR 0
-#define RNX_VERSION_MINOR 1
+#define RNX_VERSION_MINOR 2
 #define RNX_VERSION_PATCH 0
 #define RNX_VERSION_NUMBER (RNX_VERSION_MAJOR * 10000 + RNX_VERSION_MINOR * 100 + RNX_VERSION_PATCH)
 
@@ -43,7 +43,7 @@ RNX_API int rnx_version_number(void);
 typedef enum rnx_status {
     RNX_OK = 0,
     RNX_ERR_NULL_ARGUMENT = 1,   /* a required pointer was NULL */
-    RNX_ERR_BAD_CONFIG = 2,      /* a size or option in rnx_config is out of range */
+    RNX_ERR_BAD_CONFIG = 2,      /* a layer list (rnx_layer) is invalid, or asks for what this build lacks */
     RNX_ERR_BAD_ARGUMENT = 3,    /* a size, length or thread count passed to a call is out of range */
     RNX_ERR_OUT_OF_MEMORY = 4,   /* an allocation failed */
     RNX_ERR_ISA_UNAVAILABLE = 5, /* the requested instruction set is not supported by this CPU/OS */
@@ -109,12 +109,21 @@ typedef enum rnx_function { RNX_FN_SIGMOID = 0, RNX_FN_TANH = 1 } rnx_function;
 RNX_API rnx_status rnx_activation(rnx_isa isa, rnx_function function, float *out, const float *in,
                                   size_t n);
 
+/* ---------------------------------------------------------------------------------------------
+ * Models: a list of layers
+ *
+ * A model is an optional embedding (token ids in), one or more recurrent layers (each its own
+ * cell, sizes and direction), an optional readout and dense layers. Shapes: S_k is recurrent
+ * layer k's state width (proj_size, or H_k), D_k its directions (2 for a bidirectional layer,
+ * else 1), W_k its output width (2*S_k for a bidirectional concat, else S_k).
+ * ------------------------------------------------------------------------------------------- */
+
 /* Sizes above this are refused (RNX_ERR_BAD_CONFIG), so that no int product of sizes can wrap. */
 #define RNX_MAX_SIZE (1 << 24)
 /* Calls with B * T above this are refused (RNX_ERR_OVERFLOW). */
 #define RNX_MAX_ROWS 0x7fffffff
-
-/* ---- Layers ---------------------------------------------------------------------------- */
+/* The most layers in a list. */
+#define RNX_MAX_LAYERS 1024
 
 typedef enum rnx_layer_kind {
     RNX_LAYER_EMBEDDING = 0, /* token ids (B, T) -> vectors (B, T, E) */
@@ -125,15 +134,15 @@ typedef enum rnx_layer_kind {
 
 typedef enum rnx_direction {
     RNX_DIRECTION_FORWARD = 0,
-    RNX_DIRECTION_REVERSE = 1,       /* one direction, walking t = T-1 .. 0 */
-    RNX_DIRECTION_BIDIRECTIONAL = 2  /* both, outputs merged */
+    RNX_DIRECTION_REVERSE = 1,      /* one direction, walking t = T-1 .. 0 */
+    RNX_DIRECTION_BIDIRECTIONAL = 2 /* both, outputs merged */
 } rnx_direction;
 
 typedef enum rnx_merge {
     RNX_MERGE_CONCAT = 0, /* [forward, reverse]: width 2S */
     RNX_MERGE_SUM = 1,
     RNX_MERGE_MUL = 2,
-    RNX_MERGE_AVE = 3     /* (forward + reverse) / 2 */
+    RNX_MERGE_AVE = 3 /* (forward + reverse) / 2 */
 } rnx_merge;
 
 typedef enum rnx_readout {
@@ -146,7 +155,7 @@ typedef enum rnx_readout {
 
 /* Activation functions (ONNX's definitions; a = alpha, b = beta). */
 typedef enum rnx_act {
-    RNX_ACT_LINEAR = 0,           /* x */
+    RNX_ACT_LINEAR = 0, /* x */
     RNX_ACT_SIGMOID = 1,
     RNX_ACT_TANH = 2,
     RNX_ACT_RELU = 3,
@@ -163,29 +172,29 @@ typedef enum rnx_act {
 
 /* One layer. Fields a kind does not use must be zero (rnx_layer_* below fill them). */
 typedef struct rnx_layer {
-    int kind;          /* rnx_layer_kind */
-    int input_size;    /* features in; an embedding's vocabulary size V */
-    int units;         /* embedding: E; recurrent: H; dense: output width; readout: 0 */
+    int kind;       /* rnx_layer_kind */
+    int input_size; /* features in; an embedding's vocabulary size V; a readout's 0 */
+    int units;      /* embedding: E; recurrent: H; dense: output width; readout: 0 */
     /* embedding */
-    int padding_idx;   /* -1 for none, else in [0, V) */
-    int mask_zero;     /* 1: id 0 marks a masked step (Keras) */
+    int padding_idx; /* -1 for none, else in [0, V) (a training matter: forward ignores it) */
+    int mask_zero;   /* 1: id 0 marks a masked step (Keras) */
     /* recurrent */
-    int cell;          /* rnx_cell */
-    int direction;     /* rnx_direction */
-    int merge;         /* rnx_merge (bidirectional only; 0 otherwise) */
-    int proj_size;     /* LSTM: 0 or P in [1, H) (PyTorch proj_size); others 0 */
-    int peepholes;     /* LSTM: 0 or 1 (ONNX P) */
-    int input_forget;  /* LSTM: 0 or 1 (ONNX input_forget: f = 1 - i) */
-    float clip;        /* 0 or > 0 (ONNX clip) */
-    int activations[3];/* rnx_act: LSTM f, g, h; GRU f, g; RNN f (unused slots 0) */
-    float alpha[3], beta[3];
+    int cell;         /* rnx_cell */
+    int direction;    /* rnx_direction */
+    int merge;        /* rnx_merge (bidirectional only; 0 otherwise) */
+    int proj_size;    /* LSTM: 0 or P in [1, H) (PyTorch proj_size); others 0 */
+    int peepholes;    /* LSTM: 0 or 1 (ONNX P) */
+    int input_forget; /* LSTM: 0 or 1 (ONNX input_forget: f = 1 - i) */
+    float clip;       /* 0 or > 0 (ONNX clip) */
+    int activations[3]; /* rnx_act: LSTM f, g, h; GRU f, g; RNN f (unused slots 0) */
+    float alpha[3], beta[3]; /* each function's a, b (0 where the function has none) */
     /* readout */
-    int readout;       /* rnx_readout */
+    int readout; /* rnx_readout */
     /* dense */
-    int activation;    /* rnx_act: LINEAR, RELU, TANH, SIGMOID or SOFTMAX */
+    int activation; /* rnx_act: LINEAR, RELU, TANH, SIGMOID or SOFTMAX */
 } rnx_layer;
 
-/* Layers with their defaults filled in. */
+/* Layers with their defaults filled in (every other field zero). */
 RNX_API rnx_layer rnx_embedding_layer(int vocab_size, int dim, int padding_idx);
 /* The cell's default activations (sigmoid/tanh; RNN: tanh or relu), forward direction. */
 RNX_API rnx_layer rnx_recurrent_layer(rnx_cell cell, int input_size, int hidden_size,
@@ -194,22 +203,35 @@ RNX_API rnx_layer rnx_readout_layer(rnx_readout mode);
 RNX_API rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation);
 
 /* A list is valid when: an embedding comes first if at all; then one or more recurrent layers,
- * each input_size the width below it (E, or the previous layer's output width: S, or 2S for a
- * bidirectional concat, S = proj_size or H); then at most one readout; then dense layers, each
- * input_size the width below it. Sizes in [1, RNX_MAX_SIZE]; n_layers in [1, RNX_MAX_LAYERS]. */
-#define RNX_MAX_LAYERS 1024
+ * each input_size the width below it (E, or the previous layer's output width W); then at most
+ * one readout; then dense layers, each input_size the width below it. Sizes in
+ * [1, RNX_MAX_SIZE]; n_layers in [1, RNX_MAX_LAYERS]; every field of every layer in its range
+ * and zero where its kind does not use it. Anything else: RNX_ERR_BAD_CONFIG.
+ *
+ * Recurrent layers with the default options (no proj_size, peepholes, input_forget or clip; the
+ * cell's default activations) run on the packed SIMD kernels; the others on a plain exact path
+ * (this build: RNX_ERR_BAD_CONFIG for those, see rnx_model_create). */
+
+/* The number of floats rnx_model_create reads from `params`, in *count. RNX_ERR_BAD_CONFIG for
+ * an invalid list, RNX_ERR_OVERFLOW when the count does not fit a size_t. */
+RNX_API rnx_status rnx_param_count(const rnx_layer *layers, int n_layers, size_t *count);
 
 typedef struct rnx_model rnx_model;
 
-/* The number of floats rnx_model_create reads from `params`, in *count. */
-RNX_API rnx_status rnx_param_count(const rnx_layer *layers, int n_layers, size_t *count);
-
 /* Builds a model; `params` holds every layer's parameters, in the order of the list and within
- * a layer PyTorch's (see LAYERS.md: embedding.weight; per recurrent layer and direction
- * weight_ih, weight_hh, bias_ih, bias_hh, [weight_hr], [weight_peephole (3, H): i, f, o];
- * per dense layer weight (O, F), bias (O)). Copied and packed; the caller keeps `params`.
- * isa: an rnx_isa. On failure *out is NULL (RNX_ERR_BAD_CONFIG names no field: check with
- * rnx_param_count first). */
+ * a layer PyTorch's:
+ *   embedding   weight (V, E)
+ *   recurrent   for each direction it runs (forward, then reverse; a reverse-only layer has its
+ *               one reverse set): weight_ih (G*H, I), weight_hh (G*H, S), bias_ih (G*H),
+ *               bias_hh (G*H), [weight_hr (P, H) with proj_size], [weight_peephole (3, H):
+ *               i, f, o with peepholes]; G = 1 (RNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)
+ *   dense       weight (O, F), bias (O)
+ * Copied and packed; the caller keeps `params`. isa: an rnx_isa (RNX_ISA_AUTO: the default).
+ * With an embedding before a first recurrent layer on the packed kernels, and V*G*H*D at most
+ * 2^24 floats (64 MB), each token's input projection (bias included) is precomputed here:
+ * the first layer's input product becomes a row copy per token (info.folded).
+ * On success *out owns a new model, freed with rnx_model_free; on failure *out is NULL
+ * (RNX_ERR_BAD_CONFIG names no field: check the list with rnx_param_count first). */
 RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_layers,
                                     int isa, const float *params);
 
@@ -218,50 +240,66 @@ RNX_API void rnx_model_free(rnx_model *model);
 
 /* What a model takes and gives. */
 typedef struct rnx_model_info {
-    int isa;            /* resolved, never RNX_ISA_AUTO */
+    int isa;           /* resolved, never RNX_ISA_AUTO */
     int n_layers;
-    int takes_ids;      /* 1: x is token ids (B, T) int32 (an embedding comes first) */
-    int input_size;     /* I of float x, or the vocabulary size V when takes_ids */
-    int per_step;       /* 1: y is (B, T, output_size); 0: (B, output_size) */
+    int takes_ids;     /* 1: x is token ids (B, T) int32 (an embedding comes first) */
+    int input_size;    /* I of float x, or the vocabulary size V when takes_ids */
+    int per_step;      /* 1: y is (B, T, output_size); 0: (B, output_size) */
     int output_size;
-    int n_recurrent;    /* recurrent layers */
-    size_t state_size;  /* floats of h per sequence: the sum over recurrent layers and their
-                           directions of S_k */
-    size_t cell_size;   /* floats of c per sequence: the same over LSTM layers of H_k */
-    int streamable;     /* 1 when every recurrent layer runs forward and the readout is sequence,
-                           last or final */
-    int folded;         /* 1 when the embedding is folded into the first layer's input product */
+    int n_recurrent;   /* recurrent layers */
+    size_t state_size; /* floats of h per sequence: the sum over recurrent layers and their
+                          directions of S_k */
+    size_t cell_size;  /* floats of c per sequence: the same over LSTM layers of H_k */
+    int streamable;    /* 1 when every recurrent layer runs forward and the readout is sequence,
+                          last or final */
+    int folded;        /* 1 when the embedding is folded into the first layer's input product */
     size_t recurrent_param_offset, recurrent_param_count; /* the recurrent layers' params
-                           within `params` (what rnx_backward's grads hold) */
+                          within `params` (what rnx_backward's grads hold) */
 } rnx_model_info;
+
+/* The model's info; all zeros for NULL. */
 RNX_API rnx_model_info rnx_model_get_info(const rnx_model *model);
-/* Layer `index` of the list the model was built with (RNX_ERR_BAD_ARGUMENT past the end). */
+/* Layer `index` of the list the model was built with, into *out (RNX_ERR_BAD_ARGUMENT past the
+ * end). */
 RNX_API rnx_status rnx_model_layer(const rnx_model *model, int index, rnx_layer *out);
 
-/* Runs the stack over a batch of sequences.
- *   y        (B, T, D*H) or NULL: the last layer's outputs, forward then reverse halves;
- *            zero at steps t >= lengths[b].
- *   h_n      (L*D, B, H) or NULL: each layer and direction's final hidden state, taken at
- *            each sequence's last valid step.
- *   c_n      (L*D, B, H) or NULL: the LSTM's final cell state (ignored for other cells).
- *   x        (B, T, I), batch-first.
- *   h0, c0   (L*D, B, H) or NULL for zeros: initial states (c0 for the LSTM only).
- *   lengths  (B) or NULL for all T: valid steps of each sequence, 1 <= lengths[b] <= T.
- *            The reverse direction starts at step lengths[b]-1 (packed-sequence semantics).
- *   n_threads  threads to use (OpenMP over the batch); <= 0 for rnx_max_threads(). In a process
- *            forked after this library started threads, calls run on one thread (libgomp's
- *            threads do not survive fork()).
- * The results do not depend on n_threads. Workspace is allocated once per call and does not grow
- * with T, except for a stack of more than one bidirectional layer, whose inner layers' output
- * sequences must be kept (B, T, 2*H). Safe to call concurrently on one model. */
-RNX_API rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
-                               const float *x, const float *h0, const float *c0,
-                               const int32_t *lengths, int B, int T, int n_threads);
+/* States: h0, h_n (and c0, c_n) hold, for each recurrent layer k and each of its directions
+ * (forward, then reverse), a (B, S_k) block (c: (B, H_k), LSTM layers only), one after the
+ * other: info.state_size (info.cell_size) floats per sequence, B*state_size in all. For a
+ * uniform stack this is PyTorch's (L*D, B, H). */
 
-/* Streaming: one time step per call, the state kept inside.
+/* Runs the whole model over a batch: embedding (or float x), every recurrent layer, readout,
+ * dense layers.
+ *   y          (B, T, F) when info.per_step, else (B, F), F = info.output_size; or NULL.
+ *              Per step: zero at invalid steps.
+ *   h_n, c_n   final states (see States) or NULL: each layer and direction's state after its
+ *              last valid step (a sequence without one keeps its initial state).
+ *   x          (B, T, I) float, or NULL when the model takes ids
+ *   ids        (B, T) int32 in [0, V), or NULL when it takes x; any id out of range (also at
+ *              invalid steps): RNX_ERR_BAD_ARGUMENT before any work. The array the model does not
+ *              take must be NULL (RNX_ERR_BAD_ARGUMENT), the one it takes must not
+ *              (RNX_ERR_NULL_ARGUMENT).
+ *   h0, c0     initial states or NULL for zeros
+ *   lengths    (B) in [1, T], or NULL: steps t >= lengths[b] are invalid.
+ *   mask       (B, T) of 0/1 bytes, or NULL: a masked step leaves the states alone and outputs
+ *              zeros (Keras); a reverse direction walks t = T-1 .. 0 taking the unmasked steps.
+ *              lengths and mask together: RNX_ERR_BAD_ARGUMENT. An embedding with mask_zero
+ *              masks the steps whose id is 0 (and with lengths, those past it too).
+ *   n_threads  threads to use (OpenMP over the batch); <= 0 for rnx_max_threads(). In a process
+ *              forked after this library started threads, calls run on one thread.
+ * Readouts see the valid steps only; a sequence without one gives zeros for last, mean and max,
+ * and its initial states for final. The results do not depend on n_threads. Workspace is
+ * allocated once per call; it does not grow with T when every recurrent layer runs forward,
+ * and holds (B, T, W) sequences otherwise. Safe to call concurrently on one model. */
+RNX_API rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
+                               const float *x, const int32_t *ids, const float *h0,
+                               const float *c0, const int32_t *lengths, const uint8_t *mask,
+                               int B, int T, int n_threads);
+
+/* Streaming: one time step per call, the states kept inside.
  *
- * A stream runs a unidirectional model (bidirectional ones need the future: RNX_ERR_BAD_CONFIG)
- * over `batch` sequences, one step at a time, on the calling thread. Its memory is allocated by
+ * A stream runs an info.streamable model (RNX_ERR_BAD_CONFIG otherwise) over `batch`
+ * sequences, one step at a time, on the calling thread. Its memory is allocated by
  * rnx_stream_create; rnx_stream_step allocates nothing, which suits real-time callers. The model
  * must outlive the stream. One stream belongs to one thread at a time; many streams may share a
  * model. */
@@ -271,11 +309,16 @@ typedef struct rnx_stream rnx_stream;
 RNX_API rnx_status rnx_stream_create(rnx_stream **out, const rnx_model *model, int batch);
 /* Frees a stream; NULL is a no-op. */
 RNX_API void rnx_stream_free(rnx_stream *stream);
-/* Sets the states: h0, c0 (L, batch, H), or NULL for zeros (c0 is read for the LSTM only). */
+/* Sets the states: h0, c0 as in States with B = batch, or NULL for zeros. */
 RNX_API rnx_status rnx_stream_reset(rnx_stream *stream, const float *h0, const float *c0);
-/* One step: x (batch, I) in; y (batch, H) out, the top layer's new hidden state (may be NULL). */
-RNX_API rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x);
-/* The current states into h, c (L, batch, H); either may be NULL. */
+/* One step: x (batch, I) or ids (batch) in (the one the model takes; the other NULL, as
+ * rnx_forward: an id out of range is RNX_ERR_BAD_ARGUMENT and changes nothing);
+ * y (batch, output_size) or NULL: the model's output for this step, the dense layers applied to
+ * the top layer's new h (with mask_zero, a step with id 0 keeps the states and gives zeros for
+ * a sequence readout, the kept state's output for last and final). */
+RNX_API rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x,
+                                   const int32_t *ids);
+/* The current states into h, c (as in States with B = batch); either may be NULL. */
 RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c);
 
 /* ---------------------------------------------------------------------------------------------
@@ -420,17 +463,19 @@ RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size
 typedef struct rnx_tape rnx_tape;
 
 /* Creates a tape for training-mode passes over up to B sequences of up to T steps, with any
- * model of `model`'s configuration (rnx_model_config), so it can be kept across parameter
- * updates. Its size grows with B*T: about 4*B*T*(L*D*(G+2) + (L-1)*D)*H bytes. On failure *out
- * is NULL. One tape serves one pass at a time. RNX_CELL_GRU_RESET_BEFORE is not trained here:
- * RNX_ERR_BAD_CONFIG. */
+ * model of `model`'s layer list, so it can be kept across parameter updates. Training takes a
+ * model of recurrent layers only that form a uniform stack (one cell, H and direction count,
+ * forward or bidirectional, packed kernels), float x, states and dy as PyTorch's (L*D, B, H)
+ * and (B, T, D*H); other models: RNX_ERR_BAD_CONFIG. Its size grows with B*T: about
+ * 4*B*T*(L*D*(G+2) + (L-1)*D)*H bytes. On failure *out is NULL. One tape serves one pass at a
+ * time. RNX_CELL_GRU_RESET_BEFORE is not trained here: RNX_ERR_BAD_CONFIG. */
 RNX_API rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T);
 
 /* Frees a tape; NULL is a no-op. */
 RNX_API void rnx_tape_free(rnx_tape *tape);
 
 /* rnx_forward (same arguments and results) that also fills `tape` for rnx_backward. B and T
- * must not exceed the tape's; the model must have the tape's configuration
+ * must not exceed the tape's; the model must have the tape's layer list
  * (RNX_ERR_BAD_ARGUMENT otherwise). x, h0, c0 and lengths are not kept: rnx_backward takes x
  * again. */
 RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, float *h_n,
