@@ -854,6 +854,12 @@ static int cell_functions(int cell) {
     return cell == RNX_CELL_LSTM ? 3 : cell == RNX_CELL_GRU || cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : 1;
 }
 
+/* The caller's array is shorter than the file's layer list. */
+static rnx_status no_room(int n, int max_layers, char *message, size_t message_size) {
+    return fail(message, message_size, RNX_ERR_BAD_ARGUMENT,
+                "metadata: the file has %d layers, more than max_layers (%d)", n, max_layers);
+}
+
 /* Version 2: layer r->layer, of file type `type`, into *l; *width is the width of the layer
  * below, and becomes this layer's. */
 static rnx_status read_layer(const meta_reader *r, int type, int *width, rnx_layer *l) {
@@ -966,9 +972,7 @@ static rnx_status read_layers_v2(const rnx_file *f, rnx_layer *layers, int max_l
     int n, width = 0;
     rnx_status s = meta_int(&r, "layers", 1, RNX_MAX_LAYERS, 0, &n);
     if (s != RNX_OK) return s;
-    if (n > max_layers)
-        return fail(message, message_size, RNX_ERR_BAD_ARGUMENT,
-                    "metadata: the file has %d layers, more than max_layers (%d)", n, max_layers);
+    if (n > max_layers) return no_room(n, max_layers, message, message_size);
     int *types = malloc((size_t)n * sizeof *types);
     if (!types) return RNX_ERR_OUT_OF_MEMORY;
     for (int i = 0; s == RNX_OK && i < n; i++) {
@@ -1007,7 +1011,7 @@ static rnx_status read_layers_v1(const rnx_file *f, rnx_layer *layers, int max_l
                                  int *n_layers, char *message, size_t message_size) {
     const meta_reader r = {f, -1, message, message_size};
     int cell, input_size, hidden_size, num_layers, bidirectional, output_size = 0;
-    int readout = RNX_READOUT_SEQUENCE, activation = RNX_ACT_LINEAR;
+    int readout = RNX_READOUT_LAST, activation = RNX_ACT_LINEAR; /* many_to_one, no activation */
     rnx_status s = meta_choice(&r, "cell", V1_CELLS, &cell);
     if (s != RNX_OK) return s;
     const char *cell_name = rnx_file_metadata_get(f, "cell");
@@ -1043,20 +1047,17 @@ static rnx_status read_layers_v1(const rnx_file *f, rnx_layer *layers, int max_l
          (rnx_file_metadata_get(f, "activation") &&
           (s = meta_choice(&r, "activation", V1_ACTIVATIONS, &activation)) != RNX_OK)))
         return s;
-    if (!output_size) readout = RNX_READOUT_SEQUENCE;
-    const int n = num_layers + (readout != RNX_READOUT_SEQUENCE) + (output_size > 0);
-    if (n > max_layers)
-        return fail(message, message_size, RNX_ERR_BAD_ARGUMENT,
-                    "metadata: the file has %d layers, more than max_layers (%d)", n, max_layers);
+    /* the head's layers: a readout unless it runs on every step, and the dense layer */
+    const int head = output_size ? 1 + (readout != RNX_READOUT_SEQUENCE) : 0, n = num_layers + head;
+    if (n > max_layers) return no_room(n, max_layers, message, message_size);
     const rnx_direction direction =
         bidirectional ? RNX_DIRECTION_BIDIRECTIONAL : RNX_DIRECTION_FORWARD;
     for (int l = 0; l < num_layers; l++)
         layers[l] = rnx_recurrent_layer((rnx_cell)cell,
                                         l ? (1 + bidirectional) * hidden_size : input_size,
                                         hidden_size, direction);
-    if (readout != RNX_READOUT_SEQUENCE)
-        layers[num_layers] = rnx_readout_layer((rnx_readout)readout);
-    if (output_size)
+    if (head == 2) layers[num_layers] = rnx_readout_layer((rnx_readout)readout);
+    if (head)
         layers[n - 1] = rnx_dense_layer((1 + bidirectional) * hidden_size, output_size,
                                         (rnx_act)activation);
     *n_layers = n;

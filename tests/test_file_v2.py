@@ -362,6 +362,15 @@ def test_bad_v1_metadata_names_the_key(change, expected):
     assert expected in error_of(build(header, payload))
 
 
+def test_v1_head_options_have_defaults():
+    """output many_to_one and activation none, as the version-1 reader in Python had them."""
+    arch = dict(cell="lstm", input_size=2, hidden_size=3, output_size=4)
+    header, payload = split(v1_file(arch))
+    del header["__metadata__"]["output"], header["__metadata__"]["activation"]
+    assert layers_of(build(header, payload)) == expected_v1(arch)
+    assert [layer["kind"] for layer in expected_v1(arch)] == [1, 2, 3]
+
+
 def test_v1_head_options_without_a_head_are_ignored():
     header, payload = split(v1_file(dict(cell="rnn", input_size=2, hidden_size=3)))
     header["__metadata__"].update(output="bogus", activation="bogus")
@@ -617,8 +626,9 @@ def test_c_loader_v2_under_sanitizers(tmp_path):
     (tmp_path / "v2.rnx").write_bytes(write(metadata(layers, 3), {
         v2_names.get(name, name): model.params[name] for name in shapes}))
     x = np.random.default_rng(4).standard_normal((2, 3, 3)).astype(np.float32)
-    y1 = run_file_loader(exe, tmp_path / "v1.rnx", x, tmp_path)[1]
-    y2 = run_file_loader(exe, tmp_path / "v2.rnx", x, tmp_path)[1]
+    out1, y1 = run_file_loader(exe, tmp_path / "v1.rnx", x, tmp_path)
+    out2, y2 = run_file_loader(exe, tmp_path / "v2.rnx", x, tmp_path)
+    assert "layers 3" in out1 and "layers 3" in out2
     np.testing.assert_array_equal(y1, y2)
     np.testing.assert_allclose(y2.reshape(2, 2), model.predict(x, backend="numpy"), rtol=1e-4,
                                atol=1e-5)

@@ -4,7 +4,8 @@
  *
  *   file_loader MODEL X B T Y   loads MODEL with rnx_model_load, runs rnx_forward on the input
  *                               in file X (float32 x (B, T, I), or int32 ids (B, T) for a model
- *                               that takes ids) and writes y to file Y; prints the tensor table;
+ *                               that takes ids) and writes y to file Y; prints the tensor table
+ *                               and the number of layers (rnx_file_model_layers);
  *                               then loads every truncation of MODEL, every single-bit
  *                               corruption and a bounded number of random mutations, each from
  *                               a buffer of exactly its size. */
@@ -62,6 +63,24 @@ int main(int argc, char **argv) {
         printf("tensor %s %s %d", t->name, rnx_dtype_name(t->dtype), t->ndim);
         for (int d = 0; d < t->ndim; d++) printf(" %llu", (unsigned long long)t->shape[d]);
         printf(" %llu %llu\n", (unsigned long long)t->offset, (unsigned long long)t->nbytes);
+    }
+    /* rnx_file_model_layers on its own: the layer count, a too-short array, NULL arguments */
+    rnx_layer layers[RNX_MAX_LAYERS];
+    int n_layers = 0, short_n = -1;
+    if ((s = rnx_file_model_layers(file, layers, RNX_MAX_LAYERS, &n_layers, message,
+                                   sizeof message)) != RNX_OK) {
+        fprintf(stderr, "layers: %s\n", message);
+        return 1;
+    }
+    printf("layers %d\n", n_layers);
+    if (rnx_file_model_layers(file, layers, n_layers - 1, &short_n, message, sizeof message) !=
+            RNX_ERR_BAD_ARGUMENT || short_n != -1 || !strstr(message, "more than max_layers") ||
+        rnx_file_model_layers(NULL, layers, 1, &short_n, message, sizeof message) !=
+            RNX_ERR_NULL_ARGUMENT ||
+        rnx_file_model_layers(file, NULL, 1, &short_n, NULL, 0) != RNX_ERR_NULL_ARGUMENT ||
+        rnx_file_model_layers(file, layers, 1, NULL, NULL, 0) != RNX_ERR_NULL_ARGUMENT) {
+        fprintf(stderr, "rnx_file_model_layers: wrong status for bad arguments\n");
+        return 1;
     }
     rnx_file_free(file);
 
