@@ -5,6 +5,7 @@
  * The parser only accepts the JSON a safetensors header holds (an object of tensor entries and
  * one string-to-string metadata object), so it needs no recursion. It reads only inside the
  * buffer it is given, and every size it computes from the file is overflow-checked. */
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -735,11 +736,23 @@ static int text_int(const char *text, int lo, int hi, int *out) {
 }
 
 /* A finite float as Python's repr writes it: digits, sign, point and exponent only (no spaces,
- * hex, inf or nan), all of it consumed by strtof. */
+ * hex, inf or nan), all of it consumed by strtof. strtof reads the decimal point of LC_NUMERIC,
+ * which a host program may have set to a locale with another one ("0,5"), so the file's '.' is
+ * swapped for the locale's first. */
 static int text_float(const char *text, float *out) {
-    if (!*text || text[strspn(text, "0123456789+-.eE")]) return 0;
+    char buf[2 * ITEM_SIZE];
+    const char *point = localeconv()->decimal_point;
+    const size_t len = strlen(text), dot = strcspn(text, "."), point_len = strlen(point);
+    if (!len || len >= ITEM_SIZE || text[strspn(text, "0123456789+-.eE")]) return 0;
+    if (dot == len || point_len >= ITEM_SIZE) {
+        memcpy(buf, text, len + 1);
+    } else {
+        memcpy(buf, text, dot);
+        memcpy(buf + dot, point, point_len);
+        memcpy(buf + dot + point_len, text + dot + 1, len - dot);
+    }
     char *end;
-    const float v = strtof(text, &end);
+    const float v = strtof(buf, &end);
     if (*end || !isfinite(v)) return 0;
     *out = v;
     return 1;

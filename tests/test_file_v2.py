@@ -8,7 +8,11 @@ layers are rnx_layer's values (csrc/include/rnnext.h) worked out by hand from th
 Version-1 files are written by a frozen copy of the version-1 writer.
 """
 import json
+import locale
+import os
+import shutil
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -290,6 +294,43 @@ def test_other_top_level_keys_are_ignored():
     meta = dict(metadata(layers, input_size), author="me", layer="x", layersx="y")
     tensors = random_tensors(describe(layers, input_size)[1])
     assert layers_of(write(meta, tensors)) == expected_layers(layers, input_size)
+
+
+def _comma_locale(tmp_path):
+    """The name of a locale whose decimal point is ',' (LOCPATH set for one built with
+    localedef into tmp_path where none is installed), or None."""
+    for name in ["de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8"]:
+        try:
+            locale.setlocale(locale.LC_NUMERIC, name)
+            return name
+        except locale.Error:
+            pass
+    if shutil.which("localedef") and subprocess.run(
+            ["localedef", "-i", "de_DE", "-f", "UTF-8", str(tmp_path / "de_DE.UTF-8")],
+            capture_output=True).returncode == 0:
+        os.environ["LOCPATH"] = str(tmp_path)
+        return "de_DE.UTF-8"
+    return None
+
+
+def test_floats_do_not_depend_on_the_locale(tmp_path, monkeypatch):
+    """A host program may set LC_NUMERIC to a locale that writes 0,5: the file's 0.5 still
+    reads as 0.5 (strtof alone would stop at the '.')."""
+    monkeypatch.delenv("LOCPATH", raising=False)
+    before = locale.setlocale(locale.LC_NUMERIC)
+    try:
+        name = _comma_locale(tmp_path)
+        if name is None:
+            pytest.skip("no locale with a decimal comma, and localedef cannot build one")
+        locale.setlocale(locale.LC_NUMERIC, name)
+        assert locale.localeconv()["decimal_point"] == ","
+        for input_size, layers in MODELS.values():
+            assert layers_of(model_file(layers, input_size)) == expected_layers(layers,
+                                                                                input_size)
+        assert "'layer0.clip' is '0,5'" in error_of(
+            _with_meta("rnn-last", lambda m: m.update({"layer0.clip": "0,5"})))
+    finally:
+        locale.setlocale(locale.LC_NUMERIC, before)
 
 
 # ------------------------------------------------------------------------------------------------
