@@ -1214,6 +1214,7 @@ static rnx_status read_param(void *context, const char *name, const uint64_t *sh
 
 rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa, char *message,
                           size_t message_size) {
+    if (message && message_size) message[0] = '\0';
     if (!out) return RNX_ERR_NULL_ARGUMENT;
     *out = NULL;
     rnx_file *f = NULL;
@@ -1231,10 +1232,10 @@ rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int is
     param_reader reader = {f, params, count};
     if (s == RNX_OK) s = for_each_param(layers, n, version == 1, read_param, &reader);
     if (s == RNX_OK && reader.left) s = RNX_ERR_BAD_CONFIG;
-    if (s == RNX_ERR_BAD_CONFIG)
+    if (s == RNX_OK) s = rnx_model_create(out, layers, n, isa, params);
+    if (s == RNX_ERR_BAD_CONFIG) /* the list is valid as a file; the core names no field */
         fail(message, message_size, s, "metadata: the layers are not a model this library builds "
              "(%s)", rnx_status_string(s));
-    if (s == RNX_OK) s = rnx_model_create(out, layers, n, isa, params);
     if (s != RNX_OK && message && message_size && !message[0])
         fail(message, message_size, s, "%s", rnx_status_string(s));
     free(params);
