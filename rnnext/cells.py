@@ -6,7 +6,8 @@ gru_reset_before (G=3, rows r, z, n), PyTorch's layout. Other frameworks order t
 differently: Keras LSTM i, f, c, o (ours), Keras GRU z, r, h; ONNX LSTM i, o, f, c, ONNX GRU
 z, r, h. `from_keras` / `from_onnx` hold, for each of our gate blocks, the index of the block
 in that framework's order (ours = concatenate(theirs[p] for p in from_x)); Cell.to_onnx is the
-inverse, for exporters.
+inverse, for exporters. Each cell also names the PyTorch module mode, Keras layer class (and
+the Keras options that hold its activations) and ONNX operator it is.
 
 Activation functions: the names of the layer list (ONNX's, lower-cased), each with ONNX's
 default alpha and beta, a NumPy forward f(x, alpha, beta) and its derivative
@@ -26,6 +27,9 @@ class Cell:
     from_onnx: tuple     # our block p is ONNX's block from_onnx[p]
     activations: tuple   # default activation functions, ONNX order: (f,), (f, g) or (f, g, h)
     onnx_op: str         # the ONNX operator
+    torch_mode: str      # torch.nn.RNNBase.mode, None where PyTorch has no such module
+    keras_layer: str     # the Keras layer class
+    keras_activations: tuple  # the Keras options that hold `activations`, in their order
 
     @property
     def num_gates(self):
@@ -39,17 +43,21 @@ class Cell:
 
 
 _LSTM = dict(layer_type="lstm", gates=("i", "f", "g", "o"), from_keras=(0, 1, 2, 3),
-             from_onnx=(0, 2, 3, 1), activations=("sigmoid", "tanh", "tanh"), onnx_op="LSTM")
+             from_onnx=(0, 2, 3, 1), activations=("sigmoid", "tanh", "tanh"), onnx_op="LSTM",
+             keras_layer="LSTM",
+             keras_activations=("recurrent_activation", "activation", "activation"))
 _GRU = dict(layer_type="gru", gates=("r", "z", "n"), from_keras=(1, 0, 2), from_onnx=(1, 0, 2),
-            activations=("sigmoid", "tanh"), onnx_op="GRU")
-_RNN = dict(layer_type="rnn", gates=("h",), from_keras=(0,), from_onnx=(0,), onnx_op="RNN")
+            activations=("sigmoid", "tanh"), onnx_op="GRU", keras_layer="GRU",
+            keras_activations=("recurrent_activation", "activation"))
+_RNN = dict(layer_type="rnn", gates=("h",), from_keras=(0,), from_onnx=(0,), onnx_op="RNN",
+            keras_layer="SimpleRNN", keras_activations=("activation",))
 
 CELLS = {
-    "rnn_tanh": Cell("rnn_tanh", activations=("tanh",), **_RNN),
-    "rnn_relu": Cell("rnn_relu", activations=("relu",), **_RNN),
-    "lstm": Cell("lstm", **_LSTM),
-    "gru": Cell("gru", **_GRU),
-    "gru_reset_before": Cell("gru_reset_before", **_GRU),
+    "rnn_tanh": Cell("rnn_tanh", activations=("tanh",), torch_mode="RNN_TANH", **_RNN),
+    "rnn_relu": Cell("rnn_relu", activations=("relu",), torch_mode="RNN_RELU", **_RNN),
+    "lstm": Cell("lstm", torch_mode="LSTM", **_LSTM),
+    "gru": Cell("gru", torch_mode="GRU", **_GRU),
+    "gru_reset_before": Cell("gru_reset_before", torch_mode=None, **_GRU),
 }
 
 # the parameters of a recurrent layer and direction, in the file's order (their shapes:

@@ -88,6 +88,15 @@ def state_parts(state):
     return tuple(state) if isinstance(state, tuple) else (state,)
 
 
+def forward_imported(imported, x, state=None, lengths=None, mask=None, backend="numpy"):
+    """Model.forward of an importer's (layers, input_size, params): (y, state), state PyTorch's
+    stacked h or (h, c) for a uniform stack, else a list with h or (h, c) per recurrent layer.
+    The reference by default: it runs every layer option."""
+    layers, input_size, params = imported
+    model = Model(layers, input_size, params=params, backend=backend)
+    return model.forward(x, state=state, lengths=lengths, mask=mask)
+
+
 def assert_f32_close(actual, expected, what=""):
     np.testing.assert_allclose(actual, expected, rtol=F32_RTOL, atol=F32_ATOL, err_msg=what)
 
