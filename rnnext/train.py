@@ -74,7 +74,7 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
         dh_n = np.zeros_like(h_n)
         if dfinal is not None:  # the readout read the top layer's final states
             dh_n[h_n.size - dfinal.size:] = dfinal.ravel()
-        recurrent = np.empty(core.recurrent_param_count, np.float32)
+        recurrent = np.empty(core.info["recurrent_param_count"], np.float32)
         dx = np.empty_like(inputs) if ids is not None else None
         dh0, dc0 = np.empty_like(h_n), np.empty_like(c_n)
         core.backward(tape, recurrent, dx, dh0, dc0, inputs,
