@@ -8,7 +8,7 @@
  * shared by a team of threads that split each step's panels and meet at one barrier per step. */
 #include <stdlib.h>
 #include <string.h>
-#include "rnx_internal.h"
+#include "general.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -41,8 +41,6 @@ static void team_barrier(rnx_team team) {
     }
 }
 
-static int xp_width(const rnx_block *b) { return b->npanels * b->nv * b->kernels->vw; }
-
 /* Every layer runs forward: the chunks can go through the whole stack. */
 static int pipelined(const rnx_model *m) {
     for (int k = 0; k < m->n_blocks; k++)
@@ -64,6 +62,7 @@ typedef struct workspace_plan {
     rnx_workspace *ws;
     const rnx_model *model;
     size_t mid, rev; /* floats of each layer-output buffer, and of the reverse-output buffer */
+    size_t plain;    /* floats of the plain path's scratch */
 } workspace_plan;
 
 static void workspace_layout(rnx_arena *a, void *what) {
@@ -87,6 +86,7 @@ static void workspace_layout(rnx_arena *a, void *what) {
     ws->count = rnx_arena_take(a, Bs, sizeof(int32_t));
     ws->scratch = rnx_arena_take(a, (size_t)ws->team_max * 2 * F, sizeof(float));
     ws->len = rnx_arena_take(a, Bs, sizeof(int32_t));
+    ws->plain_scratch = p->plain ? rnx_arena_take(a, p->plain, sizeof(float)) : NULL;
 }
 
 rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T,
@@ -96,9 +96,12 @@ rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, i
     ws->team_max = team_max;
     ws->pipelined = pipelined(m);
     int width = 0, state = 0, merged = 0;
+    size_t plain = 0;
     for (int k = 0; k < m->n_blocks; k++) {
         const rnx_block *b = &m->blocks[k];
-        if (xp_width(b) > ws->xp_width) ws->xp_width = xp_width(b);
+        if (b->plain && rnx_general_scratch_size(b->general) > plain)
+            plain = rnx_general_scratch_size(b->general);
+        if (rnx_xp_width(b) > ws->xp_width) ws->xp_width = rnx_xp_width(b);
         if (b->width > width) width = b->width;
         if (b->state_size > state) state = b->state_size;
         merged |= b->directions == 2 && b->merge != RNX_MERGE_CONCAT;
@@ -109,7 +112,7 @@ rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, i
     if (chunk > (size_t)T) chunk = (size_t)T;
     ws->chunk = (int)chunk;
     const size_t rows = (ws->pipelined ? chunk : (size_t)T) * Bs;
-    workspace_plan plan = {ws, m, 0, 0};
+    workspace_plan plan = {ws, m, 0, 0, plain};
     if (m->n_blocks > 1 || top_in_workspace(m)) plan.mid = rows * width;
     if (merged) plan.rev = rows * state;
     return rnx_arena_build(&ws->block, workspace_layout, &plan);
@@ -195,7 +198,7 @@ static void project_chunk(const rnx_model *m, rnx_workspace *ws, int k, int d, i
     const float *a[RNX_MAX_MR];
     float *o[RNX_MAX_MR];
     if (tokens && m->fold[d]) {
-        const size_t panel = (size_t)b->nv * kn->vw, fw = (size_t)xp_width(b);
+        const size_t panel = (size_t)b->nv * kn->vw, fw = (size_t)rnx_xp_width(b);
         for (int q = 0; q < nq; q++) {
             const int32_t id = ws->ids[(size_t)(q % Bs) * ws->steps + t0 + q / Bs];
             memcpy(ws->xp + (size_t)q * ws->xp_width + p0 * panel, m->fold[d] + id * fw + p0 * panel,
@@ -203,8 +206,9 @@ static void project_chunk(const rnx_model *m, rnx_workspace *ws, int k, int d, i
         }
         return;
     }
-    const int px = panel_block(b, w->in_size);
-    for (int c0 = p0; c0 < p1; c0 += px)
+    /* a plain block has no panels: one pass over all its rows */
+    const int px = b->plain ? 1 : panel_block(b, w->in_size), c_end = b->plain ? p0 + 1 : p1;
+    for (int c0 = p0; c0 < c_end; c0 += px)
         for (int q0 = 0; q0 < nq; q0 += mr) {
             const int nr = nq - q0 < mr ? nq - q0 : mr;
             for (int i = 0; i < nr; i++) {
@@ -213,7 +217,8 @@ static void project_chunk(const rnx_model *m, rnx_workspace *ws, int k, int d, i
                               : view_row(in, r, t);
                 o[i] = ws->xp + (size_t)q * ws->xp_width;
             }
-            kn->project(o, a, w, b->nv, c0, c0 + px < p1 ? c0 + px : p1, nr);
+            if (b->plain) rnx_general_project(&b->general[d], o, a, nr);
+            else kn->project(o, a, w, b->nv, c0, c0 + px < p1 ? c0 + px : p1, nr);
         }
 }
 
@@ -228,23 +233,28 @@ static void run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int 
     float *o[RNX_MAX_MR], *c[RNX_MAX_MR];
     unsigned char active[RNX_MAX_MR];
 
-    /* this thread's panels, and the hidden units [u0, u1) they hold */
+    /* this thread's panels, and the state units [u0, u1) they hold (a plain block: all, as its
+     * team is one thread) */
     const int p0 = (int)((long long)b->npanels * team.id / team.size);
     const int p1 = (int)((long long)b->npanels * (team.id + 1) / team.size);
     const int u0 = p0 * b->units_per_panel;
-    const int u1 = p1 * b->units_per_panel < H ? p1 * b->units_per_panel : H;
+    const int u1 = b->plain ? b->state_size
+                            : p1 * b->units_per_panel < H ? p1 * b->units_per_panel : H;
 
     project_chunk(m, ws, k, d, t0, t1, p0, p1, in);
 
-    /* the GRU with the reset before the product needs r*h of all its panels before any n */
-    const int ph = b->cell == RNX_CELL_GRU_RESET_BEFORE ? p1 - p0 : panel_block(b, H);
+    /* the GRU with the reset before the product needs r*h of all its panels before any n; a
+     * plain block has no panels: one pass, in place on the next h buffer (its step leaves
+     * inactive rows as they are, so those keep the copy of the current state) */
+    const int ph = b->plain ? 1 : b->cell == RNX_CELL_GRU_RESET_BEFORE ? p1 - p0 : panel_block(b, H);
+    const int c_end = b->plain ? p0 + 1 : p1;
     float *cell = rnx_state_buffer(m, ws, k, d, 2);
     int cur = ws->parity ^ (before & 1);
     for (int s = 0; s < t1 - t0; s++, cur ^= 1) {
         const int t = reverse ? t1 - 1 - s : t0 + s;
         float *h_cur = rnx_state_buffer(m, ws, k, d, cur);
         float *h_next = rnx_state_buffer(m, ws, k, d, cur ^ 1);
-        for (int c0 = p0; c0 < p1; c0 += ph)
+        for (int c0 = p0; c0 < c_end; c0 += ph)
             for (int r0 = 0; r0 < Bs; r0 += mr) {
                 const int nr = Bs - r0 < mr ? Bs - r0 : mr;
                 for (int i = 0; i < nr; i++) {
@@ -254,9 +264,13 @@ static void run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int 
                     c[i] = cell + row;
                     xp[i] = ws->xp + ((size_t)(t - t0) * Bs + r0 + i) * ws->xp_width;
                     active[i] = (unsigned char)rnx_step_active(m, ws, r0 + i, t);
+                    if (b->plain) memcpy(o[i], h_in[i], (size_t)b->state_size * sizeof(float));
                 }
-                kn->step(b->cell, o, c, h_in, xp, active, w, H, c0,
-                         c0 + ph < p1 ? c0 + ph : p1, nr);
+                if (b->plain)
+                    rnx_general_step(&b->general[d], o, c, xp, active, NULL, ws->plain_scratch, nr);
+                else
+                    kn->step(b->cell, o, c, h_in, xp, active, w, H, c0,
+                             c0 + ph < p1 ? c0 + ph : p1, nr);
             }
         if (out.base && u1 > u0)
             for (int r = 0; r < Bs; r++) {
@@ -408,7 +422,8 @@ static int team_threads(const rnx_model *m, int B, int threads) {
     int npanels = 1;
     for (int k = 0; k < m->n_blocks; k++) {
         const rnx_block *b = &m->blocks[k];
-        if (b->cell == RNX_CELL_GRU_RESET_BEFORE) return 1; /* two passes per step */
+        /* two passes per step; the plain path's rows are not split */
+        if (b->cell == RNX_CELL_GRU_RESET_BEFORE || b->plain) return 1;
         const long long n = (long long)B * b->npanels * b->nv * b->kernels->vw * b->hidden_size;
         if (n > macs) {
             macs = n;

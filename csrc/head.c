@@ -18,7 +18,7 @@ rnx_status rnx_check_ids(const rnx_model *m, const int32_t *ids, size_t n) {
 }
 
 size_t rnx_fold_floats(const rnx_model *m) {
-    if (!m->info.takes_ids || m->blocks[0].general) return 0;
+    if (!m->info.takes_ids || m->blocks[0].plain) return 0;
     const rnx_block *b = &m->blocks[0];
     size_t n;
     const size_t width = (size_t)b->npanels * b->nv * b->kernels->vw;

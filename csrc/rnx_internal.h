@@ -96,23 +96,27 @@ const rnx_kernels *rnx_kernels_for(rnx_isa isa);
 /* The plain exact path for the options the packed kernels lack (general.c, branch ctrain). */
 typedef struct rnx_general rnx_general;
 
-/* One recurrent layer: its sizes, and its weights packed for the kernels. The packing fields are
- * those of the single-layer model of version 0.1 (gates .. packed). */
+/* One recurrent layer: its sizes, and its weights packed for the kernels and/or in PyTorch's
+ * layout for the plain path. The packing fields are those of the single-layer model of version
+ * 0.1 (gates .. packed). */
 typedef struct rnx_block {
+    const rnx_layer *layer; /* its entry in the model's list */
     int cell;               /* rnx_cell */
     int input_size;         /* I_k: K of the input product */
     int hidden_size;        /* H */
-    int state_size;         /* S: H (proj_size runs on the plain path) */
+    int state_size;         /* S: proj_size, or H */
     int directions;         /* D: 1 or 2 */
     int reverse;            /* 1: a reverse-only layer, its one direction walking t = T-1 .. 0 */
     int merge;              /* rnx_merge of a bidirectional layer */
     int width;              /* W: its output width, 2S for a concat, else S */
+    int plain;              /* 1: the forward pass runs the plain path (options the packed kernels
+                               lack, rnx_general_needed(layer, 0)); packed is then unset */
     const rnx_kernels *kernels;
     int gates;              /* G */
-    int nv;                 /* vectors per panel */
-    int units_per_panel;    /* U */
-    int hidden_padded;      /* Hp = npanels * U */
-    int npanels;
+    int nv;                 /* vectors per panel (0 for a plain block) */
+    int units_per_panel;    /* U (0 for a plain block) */
+    int hidden_padded;      /* Hp = npanels * U: a state row (a plain block: max(S, H)) */
+    int npanels;            /* (0 for a plain block) */
     rnx_packed packed[2];   /* (D): forward, then reverse (a reverse-only layer: its one) */
     const rnx_general *general; /* (D): each direction's plain path (general.h), or NULL for the
                                    packed kernels; set whenever rnx_general_needed(layer, 1),
@@ -120,6 +124,11 @@ typedef struct rnx_block {
     size_t state_offset;    /* floats of h per sequence before this layer's in States */
     size_t cell_offset;     /* the same for c (LSTM layers only take room) */
 } rnx_block;
+
+/* Floats of a block's input projection row: the panel layout's, or G*H on the plain path. */
+static inline int rnx_xp_width(const rnx_block *b) {
+    return b->plain ? b->gates * b->hidden_size : b->npanels * b->nv * b->kernels->vw;
+}
 
 /* The gate and hidden unit that lane v of vector j in panel p of a packed weight holds. */
 void rnx_panel_slot(const rnx_block *b, int p, int j, int v, int *gate, int *unit);
@@ -180,6 +189,7 @@ typedef struct rnx_workspace {
     float *acc;     /* (Bs, W_top): the readout's sums, maxima or last rows */
     int32_t *count; /* (Bs): valid steps the readout has seen */
     float *scratch; /* (team_max, 2, F_max): the dense layers' rows */
+    float *plain_scratch; /* the plain path's scratch (rnx_general_scratch_size), or NULL */
     int32_t *len;   /* (Bs): valid steps of each row */
     /* the call's inputs for rows b0 .. b0+Bs, row r of step t at [r * steps + t] */
     const int32_t *ids;  /* token ids, or NULL for float x */

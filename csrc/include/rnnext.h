@@ -210,7 +210,7 @@ RNX_API rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation)
  *
  * Recurrent layers with the default options (no proj_size, peepholes, input_forget or clip; the
  * cell's default activations) run on the packed SIMD kernels; the others on a plain exact path
- * (this build: RNX_ERR_BAD_CONFIG for those, see rnx_model_create). */
+ * (one row at a time, libm's functions, one thread per batch slice). */
 
 /* The number of floats rnx_model_create reads from `params`, in *count. RNX_ERR_BAD_CONFIG for
  * an invalid list, RNX_ERR_OVERFLOW when the count does not fit a size_t. */
