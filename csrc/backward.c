@@ -74,19 +74,19 @@ struct rnx_tape {
 
 static int round_up(int n, int to) { return (n + to - 1) / to * to; }
 
-static int plain(const rnx_block *b) { return b->general != NULL; }
-
-static int xp_width(const rnx_block *b) { return b->npanels * b->nv * b->kernels->vw; }
+/* A block trains on the plain path whenever the model built one for it: for the options the
+ * packed kernels lack, and for the reset-before GRU, which forward may still run packed. */
+static int trains_plain(const rnx_block *b) { return b->general != NULL; }
 
 /* Floats of a packed block's tape row. */
 static int tape_width(const rnx_block *b) {
-    return xp_width(b) + (b->gates == 1 ? 0 : b->hidden_padded);
+    return rnx_xp_width(b) + (b->gates == 1 ? 0 : b->hidden_padded);
 }
 
 /* The columns of a packed tape row that hold input-side gate gradients: the GRU's include the
  * tail. */
 static int input_grad_width(const rnx_block *b) {
-    return b->cell == RNX_CELL_GRU ? tape_width(b) : xp_width(b);
+    return b->cell == RNX_CELL_GRU ? tape_width(b) : rnx_xp_width(b);
 }
 
 /* The recurrent layer of block k in the model's list. */
@@ -94,14 +94,6 @@ static const rnx_layer *block_layer(const rnx_model *m, int k) {
     for (int i = 0; i < m->info.n_layers; i++)
         if (m->layers[i].kind == RNX_LAYER_RECURRENT && k-- == 0) return &m->layers[i];
     return NULL;
-}
-
-/* Where the row of sequence `row`, direction d of block b starts in a user's state array. */
-static size_t user_h(const rnx_block *b, int B, int d, int row) {
-    return (size_t)B * b->state_offset + ((size_t)d * B + row) * b->state_size;
-}
-static size_t user_c(const rnx_block *b, int B, int d, int row) {
-    return (size_t)B * b->cell_offset + ((size_t)d * B + row) * b->hidden_size;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -126,9 +118,9 @@ static void tape_layout(rnx_arena *a, void *what) {
             tape_dir *td = &tb->dir[d];
             td->rows = rnx_arena_take(a, BT * tb->row_stride, sizeof(float));
             td->h = rnx_arena_take(a, (BT + B) * tb->h_stride, sizeof(float));
-            td->c = plain(b) && lstm ? rnx_arena_take(a, (BT + B) * b->hidden_size, sizeof(float))
+            td->c = trains_plain(b) && lstm ? rnx_arena_take(a, (BT + B) * b->hidden_size, sizeof(float))
                                      : NULL;
-            td->c0 = !plain(b) && lstm ? rnx_arena_take(a, B * b->hidden_padded, sizeof(float))
+            td->c0 = !trains_plain(b) && lstm ? rnx_arena_take(a, B * b->hidden_padded, sizeof(float))
                                        : NULL;
         }
         tb->out = k < m->n_blocks - 1 ? rnx_arena_take(a, BT * b->width, sizeof(float)) : NULL;
@@ -151,7 +143,7 @@ rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     if (B < 1 || T < 1) return RNX_ERR_BAD_ARGUMENT;
     if ((long long)B * T > RNX_MAX_ROWS) return RNX_ERR_OVERFLOW;
     for (int k = 0; k < model->n_blocks; k++)
-        if (!plain(&model->blocks[k]) && rnx_general_needed(block_layer(model, k), 1))
+        if (!trains_plain(&model->blocks[k]) && rnx_general_needed(block_layer(model, k), 1))
             return RNX_ERR_BAD_CONFIG;
     const int n = model->info.n_layers;
     rnx_tape *t = calloc(1, sizeof *t);
@@ -170,7 +162,7 @@ rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     for (int k = 0; k < model->n_blocks; k++) {
         const rnx_block *b = &model->blocks[k];
         tape_block *tb = &t->blocks[k];
-        if (plain(b)) {
+        if (trains_plain(b)) {
             tb->row_stride = (int)rnx_general_tape_width(&b->general[0]);
             tb->h_stride = b->state_size;
         } else {
@@ -241,123 +233,6 @@ typedef struct train_args {
     const float *x, *h0, *c0;
 } train_args;
 
-/* One thread's forward scratch: a packed LSTM's cell states, the plain path's scratch. */
-typedef struct train_scratch {
-    float *cell;    /* (Bs, Hp_max) */
-    float *general; /* rnx_general_scratch_size of the widest plain block */
-} train_scratch;
-
-static void forward_packed(const rnx_model *m, rnx_tape *t, const train_args *a, int k, int d,
-                           int b0, int b1, float *cell) {
-    const rnx_block *bl = &m->blocks[k];
-    const rnx_kernels *kn = bl->kernels;
-    const int H = bl->hidden_size, Hp = bl->hidden_padded, T = t->T, B = t->B;
-    const int mr = kn->mr, Bs = b1 - b0, xw = xp_width(bl), reverse = walks_back(bl, d);
-    const rnx_packed *w = &bl->packed[d];
-    const float *in[RNX_MAX_MR], *h_in[RNX_MAX_MR];
-    float *o[RNX_MAX_MR], *h_out[RNX_MAX_MR], *c[RNX_MAX_MR];
-    unsigned char on[RNX_MAX_MR];
-
-    for (int r = 0; r < Bs; r++) {
-        const int b = b0 + r;
-        float *h = tape_h(t, k, d, 0, b), *cr = cell + (size_t)r * Hp;
-        memset(h, 0, Hp * sizeof(float));
-        memset(cr, 0, Hp * sizeof(float));
-        if (a->h0) memcpy(h, a->h0 + user_h(bl, B, d, b), H * sizeof(float));
-        if (bl->cell != RNX_CELL_LSTM) continue;
-        if (a->c0) memcpy(cr, a->c0 + user_c(bl, B, d, b), H * sizeof(float));
-        memcpy(t->blocks[k].dir[d].c0 + (size_t)b * Hp, cr, Hp * sizeof(float));
-    }
-
-    /* the input projections of every (step, row) pair, straight into the tape */
-    const int nq = T * Bs;
-    for (int q0 = 0; q0 < nq; q0 += mr) {
-        const int nr = nq - q0 < mr ? nq - q0 : mr;
-        for (int i = 0; i < nr; i++) {
-            const int s = (q0 + i) / Bs, b = b0 + (q0 + i) % Bs;
-            in[i] = block_input(t, m, a->x, k, b, step_time(reverse, T, s));
-            o[i] = tape_row(t, k, d, s, b);
-        }
-        kn->project(o, in, w, bl->nv, 0, bl->npanels, nr);
-    }
-
-    for (int s = 0; s < T; s++) {
-        const int time = step_time(reverse, T, s);
-        for (int r0 = 0; r0 < Bs; r0 += mr) {
-            const int nr = Bs - r0 < mr ? Bs - r0 : mr;
-            for (int i = 0; i < nr; i++) {
-                const int b = b0 + r0 + i;
-                h_in[i] = tape_h(t, k, d, s, b);
-                h_out[i] = tape_h(t, k, d, s + 1, b);
-                c[i] = cell + (size_t)(r0 + i) * Hp;
-                o[i] = tape_row(t, k, d, s, b);
-                on[i] = (unsigned char)active(t, b, time);
-            }
-            kn->step_train(bl->cell, h_out, c, h_in, (const float *const *)o, on, o, w, H,
-                           bl->npanels, nr);
-            if (bl->cell == RNX_CELL_LSTM)
-                for (int i = 0; i < nr; i++)
-                    if (!on[i]) memcpy(o[i] + xw, c[i], Hp * sizeof(float));
-        }
-    }
-    if (bl->cell == RNX_CELL_LSTM && a->c_n)
-        for (int b = b0; b < b1; b++)
-            memcpy(a->c_n + user_c(bl, B, d, b), cell + (size_t)(b - b0) * Hp, H * sizeof(float));
-}
-
-static void forward_plain(const rnx_model *m, rnx_tape *t, const train_args *a, int k, int d,
-                          int b0, int b1, float *scratch) {
-    const rnx_block *bl = &m->blocks[k];
-    const rnx_general *g = &bl->general[d];
-    const int S = bl->state_size, H = bl->hidden_size, T = t->T, B = t->B, Bs = b1 - b0;
-    const int lstm = bl->cell == RNX_CELL_LSTM, reverse = walks_back(bl, d);
-    const float *in[RNX_MAX_MR];
-    float *o[RNX_MAX_MR], *h[RNX_MAX_MR], *c[RNX_MAX_MR];
-    unsigned char on[RNX_MAX_MR];
-
-    for (int b = b0; b < b1; b++) {
-        float *h0 = tape_h(t, k, d, 0, b);
-        if (a->h0) memcpy(h0, a->h0 + user_h(bl, B, d, b), S * sizeof(float));
-        else memset(h0, 0, S * sizeof(float));
-        if (!lstm) continue;
-        float *c0 = tape_c(t, bl, k, d, 0, b);
-        if (a->c0) memcpy(c0, a->c0 + user_c(bl, B, d, b), H * sizeof(float));
-        else memset(c0, 0, H * sizeof(float));
-    }
-
-    const int nq = T * Bs;
-    for (int q0 = 0; q0 < nq; q0 += RNX_MAX_MR) {
-        const int nr = nq - q0 < RNX_MAX_MR ? nq - q0 : RNX_MAX_MR;
-        for (int i = 0; i < nr; i++) {
-            const int s = (q0 + i) / Bs, b = b0 + (q0 + i) % Bs;
-            in[i] = block_input(t, m, a->x, k, b, step_time(reverse, T, s));
-            o[i] = tape_row(t, k, d, s, b);
-        }
-        rnx_general_project(g, o, in, nr);
-    }
-
-    /* the step updates states in place: each step starts from a copy of the one before */
-    for (int s = 0; s < T; s++) {
-        const int time = step_time(reverse, T, s);
-        for (int r0 = 0; r0 < Bs; r0 += RNX_MAX_MR) {
-            const int nr = Bs - r0 < RNX_MAX_MR ? Bs - r0 : RNX_MAX_MR;
-            for (int i = 0; i < nr; i++) {
-                const int b = b0 + r0 + i;
-                h[i] = tape_h(t, k, d, s + 1, b);
-                memcpy(h[i], tape_h(t, k, d, s, b), S * sizeof(float));
-                c[i] = lstm ? tape_c(t, bl, k, d, s + 1, b) : NULL;
-                if (lstm) memcpy(c[i], tape_c(t, bl, k, d, s, b), H * sizeof(float));
-                o[i] = tape_row(t, k, d, s, b);
-                on[i] = (unsigned char)active(t, b, time);
-            }
-            rnx_general_step(g, h, c, (const float *const *)o, on, o, scratch, nr);
-        }
-    }
-    if (lstm && a->c_n)
-        for (int b = b0; b < b1; b++)
-            memcpy(a->c_n + user_c(bl, B, d, b), tape_c(t, bl, k, d, T, b), H * sizeof(float));
-}
-
 /* Block k's output sequence for rows [b0, b1) into dst (B, T, W): its directions' outputs,
  * concatenated or merged; zero at inactive steps. */
 static void merge_outputs(const rnx_model *m, const rnx_tape *t, int k, int b0, int b1,
@@ -387,21 +262,53 @@ static void merge_outputs(const rnx_model *m, const rnx_tape *t, int k, int b0, 
         }
 }
 
-static void forward_rows(const rnx_model *m, rnx_tape *t, const train_args *a, int b0, int b1,
-                         const train_scratch *ws) {
+/* Rows [b0, b1) through every block on forward.c's step driver (rnx_run_chunk), which writes
+ * the projections, records and states into the tape; the workspace holds c and the initial
+ * states. */
+static rnx_status forward_rows(const rnx_model *m, rnx_tape *t, const train_args *a, int b0,
+                               int b1) {
+    const int Bs = b1 - b0, T = t->T, B = t->B;
+    rnx_workspace ws;
+    /* T = 1: the tape keeps the steps, so the workspace's per-step buffers are not used */
+    rnx_status status = rnx_workspace_create(&ws, m, Bs, 1, 1);
+    if (status != RNX_OK) return status;
+    for (int r = 0; r < Bs; r++) ws.len[r] = T;
+    ws.mask = t->active + (size_t)b0 * T;
+    ws.steps = T;
+    rnx_load_states(m, &ws, a->h0, a->c0, B, b0);
+    const rnx_seq_view none = {NULL, 0, 0, 0};
     for (int k = 0; k < m->n_blocks; k++) {
         const rnx_block *bl = &m->blocks[k];
+        const int lstm = bl->cell == RNX_CELL_LSTM, I = bl->input_size;
+        const float *below = k == 0 ? a->x : t->blocks[k - 1].out;
+        const rnx_seq_view in = {(float *)below + (size_t)b0 * T * I, (ptrdiff_t)T * I, I, 0};
         for (int d = 0; d < bl->directions; d++) {
-            if (plain(bl)) forward_plain(m, t, a, k, d, b0, b1, ws->general);
-            else forward_packed(m, t, a, k, d, b0, b1, ws->cell);
+            const tape_dir *td = &t->blocks[k].dir[d];
+            const rnx_record rec = {td->rows, td->h, td->c, (size_t)t->blocks[k].row_stride,
+                                    (size_t)t->blocks[k].h_stride, B, b0, T};
+            const float *h0 = rnx_state_buffer(m, &ws, k, d, 0), *c0 = rnx_state_buffer(m, &ws, k, d, 2);
+            const size_t Hp = (size_t)bl->hidden_padded;
+            for (int r = 0; r < Bs; r++) {
+                memcpy(tape_h(t, k, d, 0, b0 + r), h0 + r * Hp,
+                       (trains_plain(bl) ? (size_t)bl->state_size : Hp) * sizeof(float));
+                if (lstm && trains_plain(bl))
+                    memcpy(tape_c(t, bl, k, d, 0, b0 + r), c0 + r * Hp, bl->hidden_size * sizeof(float));
+                else if (lstm)
+                    memcpy(td->c0 + (size_t)(b0 + r) * Hp, c0 + r * Hp, Hp * sizeof(float));
+            }
+            rnx_run_chunk(m, &ws, (rnx_team){0, 1}, k, d, walks_back(bl, d), 0, T, 0, in, none,
+                          &rec);
             if (a->h_n)
                 for (int b = b0; b < b1; b++)
-                    memcpy(a->h_n + user_h(bl, t->B, d, b), tape_h(t, k, d, t->T, b),
+                    memcpy(a->h_n + rnx_user_h(bl, B, d, b), tape_h(t, k, d, T, b),
                            bl->state_size * sizeof(float));
         }
         float *dst = k < m->n_blocks - 1 ? t->blocks[k].out : a->seq;
         if (dst) merge_outputs(m, t, k, b0, b1, dst);
     }
+    rnx_store_states(m, &ws, NULL, a->c_n, B, b0, T);
+    rnx_workspace_free(&ws);
+    return RNX_OK;
 }
 
 static void slice(int n, int i, int parts, int *lo, int *hi) {
@@ -444,30 +351,6 @@ static int thread_id(void) { return 0; }
 static int team_size(void) { return 1; }
 #endif
 
-typedef struct train_plan {
-    const rnx_model *m;
-    int threads, Bs;
-    train_scratch *scratch; /* (threads) */
-} train_plan;
-
-static void train_layout(rnx_arena *a, void *what) {
-    train_plan *p = what;
-    size_t cell = 0, general = 0;
-    for (int k = 0; k < p->m->n_blocks; k++) {
-        const rnx_block *b = &p->m->blocks[k];
-        if (plain(b)) {
-            const size_t n = rnx_general_scratch_size(&b->general[0]);
-            if (n > general) general = n;
-        } else if ((size_t)b->hidden_padded > cell) {
-            cell = (size_t)b->hidden_padded;
-        }
-    }
-    for (int i = 0; i < p->threads; i++) {
-        p->scratch[i].cell = rnx_arena_take(a, (size_t)p->Bs * cell, sizeof(float));
-        p->scratch[i].general = rnx_arena_take(a, general, sizeof(float));
-    }
-}
-
 rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq, float *h_n,
                              float *c_n, const float *x, const float *h0, const float *c0,
                              const int32_t *lengths, const uint8_t *mask, int B, int T,
@@ -489,16 +372,8 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
         }
     int threads = thread_count(n_threads, blocks_macs(model, B, T));
     if (threads > B) threads = B;
-    train_plan plan = {model, threads, (B + threads - 1) / threads, NULL};
-    plan.scratch = calloc((size_t)threads, sizeof *plan.scratch);
-    void *block = NULL;
-    rnx_status status = plan.scratch ? rnx_arena_build(&block, train_layout, &plan)
-                                     : RNX_ERR_OUT_OF_MEMORY;
-    if (status != RNX_OK) {
-        free(plan.scratch);
-        return status;
-    }
     const train_args args = {seq, h_n, c_n, x, h0, c0};
+    rnx_status status = RNX_OK;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
@@ -507,11 +382,16 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
         for (int part = thread_id(); part < threads; part += team_size()) {
             int b0, b1;
             slice(B, part, threads, &b0, &b1);
-            if (b1 > b0) forward_rows(model, tape, &args, b0, b1, &plan.scratch[part]);
+            const rnx_status s = b1 > b0 ? forward_rows(model, tape, &args, b0, b1) : RNX_OK;
+            if (s != RNX_OK) {
+#ifdef _OPENMP
+#pragma omp critical(rnx_forward_train_status)
+#endif
+                status = s;
+            }
         }
     }
-    free(block);
-    free(plan.scratch);
+    if (status != RNX_OK) return status;
     tape->model = model;
     return RNX_OK;
 }
@@ -525,14 +405,14 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
 static int grad_column(const rnx_block *b, int slot, int input_side) {
     const int vw = b->kernels->vw, panel = b->nv * vw;
     if (input_side && b->cell == RNX_CELL_GRU && (slot % panel) / vw == 2)
-        return xp_width(b) + slot / panel * vw + slot % vw;
+        return rnx_xp_width(b) + slot / panel * vw + slot % vw;
     return slot;
 }
 
 /* The inverse: the gate slot whose gradient tape-row column k holds, or -1 (the GRU's recurrent-
  * side n columns seen from the input side). */
 static int grad_slot(const rnx_block *b, int k, int input_side) {
-    const int vw = b->kernels->vw, panel = b->nv * vw, xw = xp_width(b);
+    const int vw = b->kernels->vw, panel = b->nv * vw, xw = rnx_xp_width(b);
     if (k >= xw) return (k - xw) / vw * panel + 2 * vw + (k - xw) % vw;
     if (input_side && b->cell == RNX_CELL_GRU && (k % panel) / vw == 2) return -1;
     return k;
@@ -611,10 +491,10 @@ static void backward_layout(rnx_arena *a, void *what) {
     const rnx_model *m = p->m;
     for (int k = 0; k < m->n_blocks; k++) {
         const rnx_block *b = &m->blocks[k];
-        if (plain(b)) continue;
+        if (trains_plain(b)) continue;
         for (int d = 0; d < b->directions; d++) {
             dir_grads *g = &p->dirs[2 * k + d];
-            g->w_hh_t = rnx_arena_take(a, (size_t)hq(b) * xp_width(b), sizeof(float));
+            g->w_hh_t = rnx_arena_take(a, (size_t)hq(b) * rnx_xp_width(b), sizeof(float));
             g->w_ih_t = k > 0 || p->need_dx
                             ? rnx_arena_take(a, (size_t)round_up(b->input_size, 4 * b->kernels->vw) *
                                                     input_grad_width(b),
@@ -675,7 +555,7 @@ static void backward_packed(const backward_plan *p, const backward_args *a, int 
     const rnx_kernels *kn = bl->kernels;
     const int H = bl->hidden_size, Hp = bl->hidden_padded, T = t->T, B = t->B;
     const int Bs = b1 - b0, mr = kn->mr, Hq = hq(bl), cell = bl->cell, reverse = walks_back(bl, d);
-    const int xw = xp_width(bl), nq = Hq / (4 * kn->vw), width = tape_width(bl);
+    const int xw = rnx_xp_width(bl), nq = Hq / (4 * kn->vw), width = tape_width(bl);
     const float *w_t = p->dirs[2 * k + d].w_hh_t;
     const float *g_rows[RNX_MAX_MR], *init[RNX_MAX_MR];
     float *out[RNX_MAX_MR];
@@ -686,9 +566,9 @@ static void backward_packed(const backward_plan *p, const backward_args *a, int 
     memset(dh_next, 0, (size_t)Bs * Hq * sizeof(float));
     memset(ws->dc, 0, (size_t)Bs * Hp * sizeof(float));
     for (int r = 0; r < Bs; r++) {
-        if (a->dh_n) memcpy(dh + (size_t)r * Hq, a->dh_n + user_h(bl, B, d, b0 + r), H * sizeof(float));
+        if (a->dh_n) memcpy(dh + (size_t)r * Hq, a->dh_n + rnx_user_h(bl, B, d, b0 + r), H * sizeof(float));
         if (a->dc_n && cell == RNX_CELL_LSTM)
-            memcpy(ws->dc + (size_t)r * Hp, a->dc_n + user_c(bl, B, d, b0 + r), H * sizeof(float));
+            memcpy(ws->dc + (size_t)r * Hp, a->dc_n + rnx_user_c(bl, B, d, b0 + r), H * sizeof(float));
     }
     for (int s = T - 1; s >= 0; s--) {
         const int time = step_time(reverse, T, s);
@@ -724,9 +604,9 @@ static void backward_packed(const backward_plan *p, const backward_args *a, int 
         dh_next = swap;
     }
     for (int r = 0; r < Bs; r++) {
-        if (a->dh0) memcpy(a->dh0 + user_h(bl, B, d, b0 + r), dh + (size_t)r * Hq, H * sizeof(float));
+        if (a->dh0) memcpy(a->dh0 + rnx_user_h(bl, B, d, b0 + r), dh + (size_t)r * Hq, H * sizeof(float));
         if (a->dc0 && cell == RNX_CELL_LSTM)
-            memcpy(a->dc0 + user_c(bl, B, d, b0 + r), ws->dc + (size_t)r * Hp, H * sizeof(float));
+            memcpy(a->dc0 + rnx_user_c(bl, B, d, b0 + r), ws->dc + (size_t)r * Hp, H * sizeof(float));
     }
 }
 
@@ -746,10 +626,10 @@ static void backward_plain(const backward_plan *p, const backward_args *a, int k
 
     for (int r = 0; r < Bs; r++) {
         float *dh_row = dh + (size_t)r * S, *dc_row = dc + (size_t)r * H;
-        if (a->dh_n) memcpy(dh_row, a->dh_n + user_h(bl, B, d, b0 + r), S * sizeof(float));
+        if (a->dh_n) memcpy(dh_row, a->dh_n + rnx_user_h(bl, B, d, b0 + r), S * sizeof(float));
         else memset(dh_row, 0, S * sizeof(float));
         if (!lstm) continue;
-        if (a->dc_n) memcpy(dc_row, a->dc_n + user_c(bl, B, d, b0 + r), H * sizeof(float));
+        if (a->dc_n) memcpy(dc_row, a->dc_n + rnx_user_c(bl, B, d, b0 + r), H * sizeof(float));
         else memset(dc_row, 0, H * sizeof(float));
     }
     for (int s = T - 1; s >= 0; s--) {
@@ -776,9 +656,9 @@ static void backward_plain(const backward_plan *p, const backward_args *a, int k
         }
     }
     for (int r = 0; r < Bs; r++) {
-        if (a->dh0) memcpy(a->dh0 + user_h(bl, B, d, b0 + r), dh + (size_t)r * S, S * sizeof(float));
+        if (a->dh0) memcpy(a->dh0 + rnx_user_h(bl, B, d, b0 + r), dh + (size_t)r * S, S * sizeof(float));
         if (a->dc0 && lstm)
-            memcpy(a->dc0 + user_c(bl, B, d, b0 + r), dc + (size_t)r * H, H * sizeof(float));
+            memcpy(a->dc0 + rnx_user_c(bl, B, d, b0 + r), dc + (size_t)r * H, H * sizeof(float));
     }
 }
 
@@ -790,7 +670,7 @@ static void input_grad(const backward_plan *p, const backward_args *a, int k, in
     const rnx_block *bl = &m->blocks[k];
     const rnx_kernels *kn = bl->kernels;
     const int D = bl->directions, T = t->T, I_k = bl->input_size;
-    const int mr = plain(bl) ? RNX_MAX_MR : kn->mr, nq = (I_k + 4 * kn->vw - 1) / (4 * kn->vw);
+    const int mr = trains_plain(bl) ? RNX_MAX_MR : kn->mr, nq = (I_k + 4 * kn->vw - 1) / (4 * kn->vw);
     const float *g_rows[RNX_MAX_MR], *init[RNX_MAX_MR];
     float *out[RNX_MAX_MR];
     const int nrows = (b1 - b0) * T, K = input_grad_width(bl);
@@ -803,7 +683,7 @@ static void input_grad(const backward_plan *p, const backward_args *a, int k, in
                 out[i] = p->dlayer + ((size_t)b * T + time) * p->Wd;
                 init[i] = out[i];
             }
-            if (plain(bl))
+            if (trains_plain(bl))
                 rnx_general_input_grad(&bl->general[d], out, g_rows, nr, d > 0);
             else
                 kn->matmul(out, d == 0 ? NULL : init, g_rows, 1, p->dirs[2 * k + d].w_ih_t,
@@ -845,7 +725,7 @@ static void copy_inputs(float *inputs, const rnx_tape *t, const rnx_model *m, co
  * the last slot. Every other product with dG reads the tape in place. */
 static void pack_input_side(float *g, const rnx_tape *t, const rnx_block *bl, int k, int d,
                             int k0, int kc, int m0, int npanels) {
-    const int vw = bl->kernels->vw, pw = 4 * vw, xw = xp_width(bl);
+    const int vw = bl->kernels->vw, pw = 4 * vw, xw = rnx_xp_width(bl);
     const int stride = t->blocks[k].row_stride;
     for (int q = 0; q < npanels; q++) {
         int column[4];
@@ -918,7 +798,7 @@ static void weight_grads_packed(const backward_plan *p, const backward_args *a, 
     /* into PyTorch's layout: weight_ih (G*H, I_k), weight_hh (G*H, H), bias_ih, bias_hh */
     const rnx_general_params *out = &p->dirs[2 * k + d].grads;
     const int vw = kn->vw, panel = bl->nv * vw;
-    for (int slot = m0; slot < m1 && slot < xp_width(bl); slot++) {
+    for (int slot = m0; slot < m1 && slot < rnx_xp_width(bl); slot++) {
         int gate, unit;
         rnx_panel_slot(bl, slot / panel, (slot % panel) / vw, slot % vw, &gate, &unit);
         if (unit >= H) continue;
@@ -982,14 +862,14 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
         const rnx_block *b = &m->blocks[k];
         p.S_max = max_int(p.S_max, b->state_size);
         p.I_max = max_int(p.I_max, b->input_size);
-        p.Hp_max = max_int(p.Hp_max, plain(b) ? b->hidden_size : b->hidden_padded);
-        p.Hq_max = max_int(p.Hq_max, plain(b) ? b->state_size : hq(b));
+        p.Hp_max = max_int(p.Hp_max, trains_plain(b) ? b->hidden_size : b->hidden_padded);
+        p.Hq_max = max_int(p.Hq_max, trains_plain(b) ? b->state_size : hq(b));
         /* a row of dlayer holds a block's output gradient, then its input gradient (padded to
          * whole panels by the packed products) */
         p.Wd = max_int(p.Wd, k < nb - 1 ? b->width : 0);
         if (k > 0 || dx) p.Wd = max_int(p.Wd, round_up(b->input_size, 4 * b->kernels->vw));
-        if (plain(b)) p.general_max = max_int(p.general_max, (int)rnx_general_scratch_size(&b->general[0]));
-        else slot_panels_max = max_int(slot_panels_max, (xp_width(b) + 4 * b->kernels->vw - 1) / (4 * b->kernels->vw));
+        if (trains_plain(b)) p.general_max = max_int(p.general_max, (int)rnx_general_scratch_size(&b->general[0]));
+        else slot_panels_max = max_int(slot_panels_max, (rnx_xp_width(b) + 4 * b->kernels->vw - 1) / (4 * b->kernels->vw));
     }
     p.Mt = (slot_panels_max + threads - 1) / threads * 4 * m->kernels->vw;
     p.dirs = calloc((size_t)nb * 2, sizeof *p.dirs);
@@ -1011,13 +891,13 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
             dir_grads *g = &p.dirs[2 * k + d];
             float *start = at;
             at += rnx_general_place(&g->grads, layer, at);
-            if (plain(b)) {
+            if (trains_plain(b)) {
                 g->slots = rnx_general_grad_slots(&b->general[d]);
                 memset(start, 0, (size_t)(at - start) * sizeof(float)); /* sums start at zero */
                 continue;
             }
-            g->slots = (xp_width(b) + 4 * b->kernels->vw - 1) / (4 * b->kernels->vw);
-            pack_transposed(b, g->w_hh_t, b->packed[d].wh, b->hidden_size, xp_width(b), 0);
+            g->slots = (rnx_xp_width(b) + 4 * b->kernels->vw - 1) / (4 * b->kernels->vw);
+            pack_transposed(b, g->w_hh_t, b->packed[d].wh, b->hidden_size, rnx_xp_width(b), 0);
             if (g->w_ih_t)
                 pack_transposed(b, g->w_ih_t, b->packed[d].wx, b->input_size, input_grad_width(b), 1);
         }
@@ -1035,7 +915,7 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
             for (int k = nb - 1; b1 > b0 && k >= 0; k--) {
                 const rnx_block *b = &m->blocks[k];
                 for (int d = 0; d < b->directions; d++) {
-                    if (plain(b)) backward_plain(&p, &args, k, d, b0, b1, &p.scratch[part]);
+                    if (trains_plain(b)) backward_plain(&p, &args, k, d, b0, b1, &p.scratch[part]);
                     else backward_packed(&p, &args, k, d, b0, b1, &p.scratch[part]);
                 }
                 if (k > 0 || dx) input_grad(&p, &args, k, b0, b1);
@@ -1052,7 +932,7 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
                     int q0, q1;
                     slice(p.dirs[2 * k + d].slots, part, threads, &q0, &q1);
                     if (q1 <= q0) continue;
-                    if (plain(b)) {
+                    if (trains_plain(b)) {
                         weight_grads_plain(&p, &args, k, d, q0, q1, &p.scratch[part]);
                     } else {
                         const int pw = 4 * b->kernels->vw;
