@@ -4,9 +4,9 @@
  * (general.c) when it has one (options the kernels lack, the reset-before GRU).
  *
  * Forward in training mode: each thread carries a slice of the batch through every block, as
- * rnx_forward does, but projects a block's whole sequence at once straight into the tape, runs
- * the step with its tape output on, and keeps every step's states; a block's (merged) output
- * sequence is kept as the next block's input.
+ * rnx_forward does and on its step driver (rnx_run_chunk), given a record: a block's whole
+ * sequence is projected straight into the tape, the step runs with its tape output on, and every
+ * step's states are kept; a block's (merged) output sequence is kept as the next block's input.
  *
  * Backward, phase 1 (batch slices, no barrier): for each block from the top and each direction,
  * a walk back over the steps: each step's gate gradients overwrite its gates in the tape, then
@@ -89,13 +89,6 @@ static int input_grad_width(const rnx_block *b) {
     return b->cell == RNX_CELL_GRU ? tape_width(b) : rnx_xp_width(b);
 }
 
-/* The recurrent layer of block k in the model's list. */
-static const rnx_layer *block_layer(const rnx_model *m, int k) {
-    for (int i = 0; i < m->info.n_layers; i++)
-        if (m->layers[i].kind == RNX_LAYER_RECURRENT && k-- == 0) return &m->layers[i];
-    return NULL;
-}
-
 /* ---------------------------------------------------------------------------------------------
  * The tape
  * ------------------------------------------------------------------------------------------- */
@@ -143,7 +136,7 @@ rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     if (B < 1 || T < 1) return RNX_ERR_BAD_ARGUMENT;
     if ((long long)B * T > RNX_MAX_ROWS) return RNX_ERR_OVERFLOW;
     for (int k = 0; k < model->n_blocks; k++)
-        if (!trains_plain(&model->blocks[k]) && rnx_general_needed(block_layer(model, k), 1))
+        if (!trains_plain(&model->blocks[k]) && rnx_general_needed(model->blocks[k].layer, 1))
             return RNX_ERR_BAD_CONFIG;
     const int n = model->info.n_layers;
     rnx_tape *t = calloc(1, sizeof *t);
@@ -886,7 +879,7 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
     float *at = grads;
     for (int k = 0; k < nb; k++) {
         const rnx_block *b = &m->blocks[k];
-        const rnx_layer *layer = block_layer(m, k);
+        const rnx_layer *layer = b->layer;
         for (int d = 0; d < b->directions; d++) {
             dir_grads *g = &p.dirs[2 * k + d];
             float *start = at;
