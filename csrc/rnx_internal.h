@@ -287,14 +287,11 @@ void rnx_readout_end(const rnx_model *m, rnx_workspace *ws, rnx_team team, float
 void rnx_dense_row(const rnx_model *m, float *y, const float *in, float *scratch);
 
 /* ---------------------------------------------------------------------------------------------
- * A version-1 file's architecture (safetensors.c): until the parser reads layer lists
- * (rnx_file_model_layers, branch cfile), rnx_model_load turns it into a list here.
+ * A uniform stack's architecture: backward.c's view of a model it trains.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct rnx_config {
     int cell, input_size, hidden_size, num_layers, bidirectional, isa;
 } rnx_config;
-rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config, int *output_size,
-                                 char *message, size_t message_size);
 
 #endif /* RNX_INTERNAL_H */
