@@ -443,3 +443,9 @@ def test_statuses():
     core.backward(tape, grads, None, None, None, x, None, None, None, 1)
     with pytest.raises(ValueError, match="backward"):  # the tape was consumed
         core.backward(tape, grads, None, None, None, x, None, None, None, 1)
+    assert tape.fits(other, 2, 3) and not tape.fits(core, 3, 3)
+    scalar = _core.CoreModel(layers, flat(random_params(layers, rng)), "scalar")
+    if ISA != "scalar":  # another instruction set packs other panels: the tape does not fit
+        assert not tape.fits(scalar, 2, 3)
+        with pytest.raises(ValueError, match="forward_train"):
+            scalar.forward_train(tape, None, None, None, x, None, None, None, None, 1)
