@@ -449,3 +449,44 @@ def test_statuses():
         assert not tape.fits(scalar, 2, 3)
         with pytest.raises(ValueError, match="forward_train"):
             scalar.forward_train(tape, None, None, None, x, None, None, None, None, 1)
+
+
+def test_embedding_and_head_models_train_their_recurrent_layers():
+    """An embedding (mask_zero) and a readout with dense layers around the recurrent layers: the
+    caller gives the embedded vectors and mask_zero's mask; grads hold the recurrent layers'
+    parameters only, from info["recurrent_param_offset"] in params."""
+    rng = np.random.default_rng(6)
+    V, E, B, T = 7, 4, 3, 5
+    body = stack(("lstm", 5, {"direction": "bidirectional", "merge": "sum"}), ("gru", 3, {}), I=E)
+    layers = [dict(kind="embedding", input_size=V, units=E, mask_zero=1), *body,
+              dict(kind="readout", readout="final"), dict(kind="dense", input_size=3, units=2)]
+    embedding = rng.standard_normal((V, E)).astype(np.float32)
+    params = random_params(body, rng)
+    head = rng.uniform(-0.5, 0.5, 2 * 3 + 2).astype(np.float32)
+    core = _core.CoreModel(layers, np.concatenate([embedding.ravel(), flat(params), head]), ISA)
+    assert core.info["recurrent_param_offset"] == V * E
+    assert core.info["recurrent_param_count"] == flat(params).size
+    ids = rng.integers(0, V, (B, T)).astype(np.int32)
+    ids[0, 1] = ids[1, 0] = 0
+    x = np.ascontiguousarray(embedding[ids])
+    mask = (ids != 0).astype(np.uint8)
+    dseq = rng.standard_normal((B, T, 3)).astype(np.float32)
+    tape = _core.CoreTape(core, B, T)
+    seq = np.empty((B, T, 3), np.float32)
+    core.forward_train(tape, seq, None, None, x, None, None, None, mask, 1)
+    grads = np.empty(core.info["recurrent_param_count"], np.float32)
+    dx = np.empty_like(x)
+    core.backward(tape, grads, dx, None, None, x, dseq, None, None, 1)
+
+    f64 = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    tp = [(k, d, {n: f64(a) for n, a in p.items()}) for k, d, p in params]
+    tx = f64(x)
+    h0, c0 = state_blocks(body, B, rng)
+    zeros = [torch.zeros(h.shape, dtype=torch.float64) for h in h0]
+    czeros = [torch.zeros(c.shape, dtype=torch.float64) for c in c0]
+    ref, _, _ = reference(body, tp, tx, zeros, czeros, torch.as_tensor(mask.astype(bool)))
+    (ref * torch.tensor(dseq)).sum().backward()
+    np.testing.assert_allclose(seq, ref.detach().numpy(), rtol=1e-4, atol=2e-5)
+    want = np.concatenate([a.grad.numpy().ravel() for _, _, p in tp for a in p.values()])
+    np.testing.assert_allclose(grads, want, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=2e-5)
