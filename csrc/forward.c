@@ -71,7 +71,6 @@ static void workspace_layout(rnx_arena *a, void *what) {
     const rnx_model *m = p->model;
     const rnx_block *top = &m->blocks[m->n_blocks - 1];
     const size_t Bs = (size_t)ws->Bs;
-    const size_t F = m->dense_width > top->width ? (size_t)m->dense_width : (size_t)top->width;
     ws->xp = rnx_arena_take(a, (size_t)ws->chunk * Bs * ws->xp_width, sizeof(float));
     ws->state = rnx_arena_take(a, (size_t)m->n_blocks * 2, sizeof(float *));
     for (int k = 0; k < m->n_blocks; k++)
@@ -84,7 +83,7 @@ static void workspace_layout(rnx_arena *a, void *what) {
     ws->rev = p->rev ? rnx_arena_take(a, p->rev, sizeof(float)) : NULL;
     ws->acc = rnx_arena_take(a, Bs * top->width, sizeof(float));
     ws->count = rnx_arena_take(a, Bs, sizeof(int32_t));
-    ws->scratch = rnx_arena_take(a, (size_t)ws->team_max * 2 * F, sizeof(float));
+    ws->scratch = rnx_arena_take(a, (size_t)ws->team_max * 2 * m->dense_width, sizeof(float));
     ws->len = rnx_arena_take(a, Bs, sizeof(int32_t));
     ws->plain_scratch = p->plain ? rnx_arena_take(a, p->plain, sizeof(float)) : NULL;
 }

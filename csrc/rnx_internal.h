@@ -188,7 +188,7 @@ typedef struct rnx_workspace {
     float *rev;     /* (T, Bs, S_max): a sum/mul/ave layer's reverse outputs, or NULL */
     float *acc;     /* (Bs, W_top): the readout's sums, maxima or last rows */
     int32_t *count; /* (Bs): valid steps the readout has seen */
-    float *scratch; /* (team_max, 2, F_max): the dense layers' rows */
+    float *scratch; /* (team_max, 2, dense_width): the dense layers' rows */
     float *plain_scratch; /* the plain path's scratch (rnx_general_scratch_size), or NULL */
     int32_t *len;   /* (Bs): valid steps of each row */
     /* the call's inputs for rows b0 .. b0+Bs, row r of step t at [r * steps + t] */
@@ -283,18 +283,15 @@ void rnx_readout_steps(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx
 /* The readout's rows (last, final, mean, max) through the dense layers into y (Bs, F), after
  * `steps` steps; rows split over the team. */
 void rnx_readout_end(const rnx_model *m, rnx_workspace *ws, rnx_team team, float *y, int steps);
-/* y (F) = the dense layers of `in` (or zeros for in == NULL); scratch (2, F_max). */
+/* y (F) = the dense layers of `in` (or zeros for in == NULL); scratch (2, dense_width). */
 void rnx_dense_row(const rnx_model *m, float *y, const float *in, float *scratch);
 
 /* ---------------------------------------------------------------------------------------------
- * A version-1 file's architecture (safetensors.c): until the parser reads layer lists
- * (rnx_file_model_layers, branch cfile), rnx_model_load turns it into a list here.
+ * A uniform stack's architecture: backward.c's view of a model it trains.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct rnx_config {
     int cell, input_size, hidden_size, num_layers, bidirectional, isa;
 } rnx_config;
-rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config, int *output_size,
-                                 char *message, size_t message_size);
 
 #endif /* RNX_INTERNAL_H */

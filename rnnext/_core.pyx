@@ -509,11 +509,6 @@ cdef class CoreStream:
 # ------------------------------------------------------------------------------------------------
 # files: the C parser (csrc/safetensors.c) checks everything; this only copies its results out
 
-# core cell -> (Model's cell, nonlinearity, linear_before_reset)
-CELL_NAMES = {0: ("rnn", "tanh", True), 1: ("rnn", "relu", True), 2: ("lstm", "tanh", True),
-              3: ("gru", "tanh", True), 4: ("gru", "tanh", False)}
-
-
 cdef int check_file(rnx_status status, const char *message, str what) except -1:
     if status == RNX_OK:
         return 0
@@ -578,19 +573,18 @@ cdef class TensorFile:
         check(status, "read")
         return out
 
-    def model_config(self, str what="file"):
-        """The model architecture the metadata describes, checked against the tensors:
-        {cell, nonlinearity, linear_before_reset, input_size, hidden_size, num_layers,
-        bidirectional, output_size}."""
+    def model_layers(self, str what="file"):
+        """The model's layers that the metadata describes, checked against the tensors: one dict
+        per layer as CoreModel.layers gives them (rnx_layer's fields, enums as ints)."""
         cdef char message[512]
-        cdef rnx_config cfg
-        cdef int output_size = 0
+        cdef int n = 0
+        cdef rnx_layer *layers = <rnx_layer *>PyMem_Malloc(RNX_MAX_LAYERS * sizeof(rnx_layer))
+        if layers == NULL:
+            raise MemoryError(f"{what}: out of memory")
         message[0] = 0
-        check_file(rnx_file_model_config(self.ptr, &cfg, &output_size, message, sizeof(message)),
-                   message, what)
-        cell, nonlinearity, linear_before_reset = CELL_NAMES[cfg.cell]
-        return {"cell": cell, "nonlinearity": nonlinearity,
-                "linear_before_reset": linear_before_reset, "input_size": cfg.input_size,
-                "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
-                "bidirectional": bool(cfg.bidirectional),
-                "output_size": output_size if output_size else None}
+        try:
+            check_file(rnx_file_model_layers(self.ptr, layers, RNX_MAX_LAYERS, &n, message,
+                                             sizeof(message)), message, what)
+            return [_layer_to_dict(&layers[i]) for i in range(n)]
+        finally:
+            PyMem_Free(layers)

@@ -331,17 +331,42 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  *              "__metadata__": {"key": "value", ...} with string values only
  *   the data   the tensors' raw little-endian bytes; each tensor's [begin, end) counts from the
  *              data's start, and the ranges tile the data exactly, without gaps or overlaps
- * The metadata of a model file (all values strings):
- *   format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
+ * The metadata of a model file (all values strings) describes its layers (rnx_layer).
+ * Format version 2: format "rnnext", format_version "2", layers "N" (1 .. RNX_MAX_LAYERS),
+ * input_size (the features of x; only without an embedding), and for each layer i, keys
+ * "layer{i}.{field}" (decimal integers without sign or leading zeros; floats as Python's repr
+ * writes them, finite; lists comma-separated without spaces):
+ *   type       embedding | rnn | lstm | gru | readout | dense, in the order
+ *              [embedding] (rnn|lstm|gru)+ [readout] dense*
+ *   embedding  vocab_size, dim, padding_idx (in [0, vocab_size) or "none"), mask_zero "0" | "1"
+ *   rnn, lstm, gru
+ *              units, input_size (the width below: dim, the model's input_size, or the layer
+ *              below's output width), direction forward | reverse | bidirectional,
+ *              merge concat | sum | mul | ave, activations (the cell's functions: rnn 1, gru 2,
+ *              lstm 3, each linear | sigmoid | tanh | relu | hard_sigmoid | affine | leaky_relu |
+ *              thresholded_relu | scaled_tanh | elu | softsign | softplus), activation_alpha,
+ *              activation_beta (as many floats), clip ("none" or a float > 0);
+ *              rnn: nonlinearity tanh | relu; gru: reset_after "1" | "0" ("0":
+ *              RNX_CELL_GRU_RESET_BEFORE); lstm: proj_size (0 or in [1, units)), peepholes and
+ *              input_forget "0" | "1"
+ *   readout    mode sequence | last | final | mean | max
+ *   dense      units, activation none | relu | tanh | sigmoid | softmax
+ * Other "layer{i}.*" keys are refused; other keys are ignored. Its tensors are the parameters of
+ * rnx_model_create's params, with their names and shapes: embedding.weight (V, E); per recurrent
+ * layer k and direction (suffix "_reverse" for the reverse one) weight_ih_l{k} (G*H, I_k),
+ * weight_hh_l{k} (G*H, S), bias_ih_l{k}, bias_hh_l{k} (G*H), weight_hr_l{k} (P, H) with a
+ * projection, weight_peephole_l{k} (3, H) with peepholes; per dense layer j dense{j}.weight
+ * (O, F) and dense{j}.bias (O); and nothing else.
+ * Format version 1 (still read): format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
  *   nonlinearity "tanh" | "relu" (optional, "tanh" by default; "relu" for "rnn" only),
  *   linear_before_reset "1" | "0" (optional, "1" by default; "gru" only: "0" is
- *   RNX_CELL_GRU_RESET_BEFORE),
- *   input_size, hidden_size, num_layers (decimal integers >= 1), bidirectional "0" | "1",
- *   output_size (optional decimal integer >= 1: a dense head), output, activation (the head's
- *   options, read by the Python package). Other keys are ignored.
- * Its tensors are the parameters with PyTorch's names and shapes (weight_ih_l0, weight_hh_l0,
- * bias_ih_l0, bias_hh_l0, ..._reverse; head.weight (O, D*H) and head.bias (O) with a head) and
- * nothing else.
+ *   RNX_CELL_GRU_RESET_BEFORE), input_size, hidden_size, num_layers, bidirectional "0" | "1",
+ *   and optionally a head: output_size, output "many_to_one" (by default) | "many_to_many",
+ *   activation "none" (by default) | "softmax" | "sigmoid". Other keys are ignored. It reads as
+ *   num_layers recurrent layers (forward or bidirectional with concat, the cell's default
+ *   activations), then with a head a readout "last" (many_to_one; none for many_to_many) and a
+ *   dense layer. Its tensors have PyTorch's names (weight_ih_l0, ..._reverse) and the head's are
+ *   head.weight (O, D*H) and head.bias (O).
  * Parsing reads only the bytes it is given, checks every size with overflow-checked arithmetic,
  * and never runs code from the file. The calls below that take `message` write a NUL-terminated
  * description of a failure into it (truncated to message_size bytes; NULL or 0 for none).
@@ -351,8 +376,8 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
 #define RNX_FILE_MAX_HEADER 100000000u
 /* The most dimensions a tensor of a file may have. */
 #define RNX_FILE_MAX_DIMS 8
-/* The format version this library writes, and the newest it reads. */
-#define RNX_FILE_FORMAT_VERSION 1
+/* The newest format version this library reads (older ones are read too). */
+#define RNX_FILE_FORMAT_VERSION 2
 
 /* The dtypes a file's tensors may have (safetensors' names in comments); others are refused
  * with RNX_ERR_FILE_DTYPE. Every one is read as float32. */
@@ -410,11 +435,19 @@ RNX_API const char *rnx_file_metadata_get(const rnx_file *file, const char *key)
 RNX_API rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor,
                                      float *out, size_t count);
 
+/* The layers of the model file `file` (format version 1 or 2), from its metadata, checked
+ * against its tensors: exactly the expected names, each with the expected shape.
+ * layers[0 .. *n_layers) get them; max_layers is the room in `layers` (RNX_MAX_LAYERS always
+ * suffices; a file with more layers than the room: RNX_ERR_BAD_ARGUMENT). A newer format version
+ * than RNX_FILE_FORMAT_VERSION is RNX_ERR_FILE_VERSION; other faults RNX_ERR_FILE_MODEL, with a
+ * message that names the metadata key or the tensor. */
+RNX_API rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers, int max_layers,
+                                         int *n_layers, char *message, size_t message_size);
+
 /* Builds a model from the `size` bytes of a model file at `data` (rnx_file_parse, then
- * reading its architecture, then rnx_model_create with instruction set `isa`, an rnx_isa).
- * The bytes are not needed afterwards. A version-1 file's head is checked and not used: the
- * model is its recurrent layers. On success *out owns a new model, freed with rnx_model_free; on
- * failure *out is NULL and `message` says why. */
+ * rnx_file_model_layers, then rnx_model_create with the tensors read as float32 in its order and
+ * instruction set `isa`, an rnx_isa). The bytes are not needed afterwards. On success *out owns
+ * a new model, freed with rnx_model_free; on failure *out is NULL and `message` says why. */
 RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa,
                                   char *message, size_t message_size);
 

@@ -233,6 +233,78 @@ static void check_info_and_streams(const rnx_model *m, const rnx_layer *layers, 
     free(params);
 }
 
+/* A model with every part (embedding with mask_zero, a bidirectional sum merge, a reverse-only
+ * layer on the plain path, a max readout, dense layers) over a mask: the same results on 1, 2
+ * and 3 threads, outputs in [0, 1] from the softmax, a stream of its forward-only variant equal
+ * to forward. Under the sanitizers this walks every new path of the driver. */
+static void check_layer_list_model(int isa) {
+    rnx_layer layers[6];
+    layers[0] = rnx_embedding_layer(9, 5, 0);
+    layers[0].mask_zero = 1;
+    layers[1] = rnx_recurrent_layer(RNX_CELL_GRU, 5, 20, RNX_DIRECTION_BIDIRECTIONAL);
+    layers[1].merge = RNX_MERGE_SUM;
+    layers[2] = rnx_recurrent_layer(RNX_CELL_LSTM, 20, 6, RNX_DIRECTION_REVERSE);
+    layers[2].peepholes = 1;
+    layers[2].proj_size = 4;
+    layers[3] = rnx_readout_layer(RNX_READOUT_MAX);
+    layers[4] = rnx_dense_layer(4, 7, RNX_ACT_RELU);
+    layers[5] = rnx_dense_layer(7, 3, RNX_ACT_SOFTMAX);
+    size_t count = 0;
+    EXPECT(rnx_param_count(layers, 6, &count) == RNX_OK);
+    float *params = malloc(count * sizeof *params);
+    for (size_t i = 0; i < count; i++) params[i] = (float)((i * 7919) % 1000) / 2000.0f - 0.25f;
+    rnx_model *m = NULL;
+    EXPECT(rnx_model_create(&m, layers, 6, isa, params) == RNX_OK);
+    if (!m) {
+        free(params);
+        return;
+    }
+    const rnx_model_info info = rnx_model_get_info(m);
+    EXPECT(info.takes_ids && !info.per_step && info.output_size == 3 && !info.streamable);
+    EXPECT(info.state_size == 2 * 20 + 4 && info.cell_size == 6 && info.folded);
+    enum { B = 5, T = 23 };
+    int32_t ids[B * T];
+    uint8_t mask[B * T];
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (i * 5) % 9;
+        mask[i] = (uint8_t)(i % 7 != 3 && i >= T);  /* row 0 has no valid step */
+    }
+    float y[3][B * 3], h[3][B * 44], c[3][B * 6];
+    for (int n = 1; n <= 3; n++)
+        EXPECT(rnx_forward(m, y[n - 1], h[n - 1], c[n - 1], NULL, ids, NULL, NULL, NULL, mask, B,
+                           T, n) == RNX_OK);
+    for (int n = 1; n < 3; n++)
+        EXPECT(!memcmp(y[0], y[n], sizeof y[0]) && !memcmp(h[0], h[n], sizeof h[0]) &&
+               !memcmp(c[0], c[n], sizeof c[0]));
+    for (int i = 0; i < B * 3; i++) EXPECT(y[0][i] >= 0.0f && y[0][i] <= 1.0f);
+    rnx_model_free(m);
+
+    /* forward-only: a stream's steps are forward's per-step outputs */
+    layers[2].direction = RNX_DIRECTION_FORWARD;
+    layers[1].direction = RNX_DIRECTION_FORWARD;
+    layers[1].merge = 0;
+    layers[3] = rnx_readout_layer(RNX_READOUT_SEQUENCE);
+    EXPECT(rnx_param_count(layers, 6, &count) == RNX_OK);
+    EXPECT(rnx_model_create(&m, layers, 6, isa, params) == RNX_OK); /* fewer params: a prefix */
+    rnx_stream *s = NULL;
+    if (m && rnx_stream_create(&s, m, B) == RNX_OK) {
+        float ys[B * T * 3], step[B * 3];
+        int32_t column[B];
+        EXPECT(rnx_forward(m, ys, NULL, NULL, NULL, ids, NULL, NULL, NULL, NULL, B, T, 2) == RNX_OK);
+        for (int t = 0; t < T; t++) {
+            for (int b = 0; b < B; b++) column[b] = ids[b * T + t];
+            EXPECT(rnx_stream_step(s, step, NULL, column) == RNX_OK);
+            for (int b = 0; b < B; b++)
+                EXPECT(!memcmp(step + b * 3, ys + ((size_t)b * T + t) * 3, 3 * sizeof(float)));
+        }
+        column[B - 1] = 9;
+        EXPECT(rnx_stream_step(s, step, NULL, column) == RNX_ERR_BAD_ARGUMENT);
+    }
+    rnx_stream_free(s);
+    rnx_model_free(m);
+    free(params);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * The forward pass
  * ------------------------------------------------------------------------------------------- */
@@ -278,6 +350,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     check_info_and_streams(model, layers, L, h[ISA]);
+    check_layer_list_model(h[ISA]);
 
     float *y = malloc(ny * sizeof *y), *h_n = malloc(ns * sizeof *h_n);
     float *c_n = malloc(ns * sizeof *c_n), *h_alone = malloc(ns * sizeof *h_alone);
