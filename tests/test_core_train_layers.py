@@ -490,3 +490,39 @@ def test_embedding_and_head_models_train_their_recurrent_layers():
     want = np.concatenate([a.grad.numpy().ravel() for _, _, p in tp for a in p.values()])
     np.testing.assert_allclose(grads, want, rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["packed", "plain"])
+def test_nan_padding_and_a_larger_tape(name):
+    """Inputs past a sequence's length (NaN here) reach no output or gradient, on either path;
+    a tape made for more sequences and steps than a pass gives the same results bitwise."""
+    if name == "plain" and not _general_available():
+        pytest.skip("this model build lacks the plain path (general.c)")
+    specs = PACKED_STACKS["merges"] if name == "packed" else OPTION_STACKS["mixed"]
+    layers = stack(*specs, I=4)
+    rng = np.random.default_rng(8)
+    params = random_params(layers, rng)
+    B, T = 3, 5
+    x = rng.standard_normal((B, T, 4)).astype(np.float32)
+    dseq = rng.standard_normal((B, T, width(layers[-1]))).astype(np.float32)
+    padded = x.copy()
+    for b, n in enumerate(LENGTHS):
+        padded[b, n:] = np.nan
+    want = run_c(layers, params, x, None, None, LENGTHS, None, dseq, None, None)
+    got = run_c(layers, params, padded, None, None, LENGTHS, None, dseq, None, None)
+    assert all(np.isfinite(b).all() for b in got if b is not None)
+    valid = np.arange(T)[None, :] < LENGTHS[:, None]
+    np.testing.assert_array_equal(got[4][valid], want[4][valid])
+    np.testing.assert_array_equal(got[4][~valid], 0.0)
+    for a, b in zip(want[:4], got[:4]):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+    core = _core.CoreModel(layers, flat(params), ISA)
+    big = _core.CoreTape(core, B + 2, T + 3)
+    seq = np.empty_like(want[0])
+    core.forward_train(big, seq, None, None, x, None, None, LENGTHS, None, 1)
+    grads = np.empty_like(want[3])
+    core.backward(big, grads, None, None, None, x, dseq, None, None, 1)
+    np.testing.assert_array_equal(seq, want[0])
+    np.testing.assert_array_equal(grads, want[3])
