@@ -402,19 +402,23 @@ cdef class CoreTape:
     cdef rnx_tape *ptr
     cdef readonly int B, T
     cdef readonly list layers
+    cdef readonly str isa
     cdef public object run  # (B, T) of the forward_train pass it holds, or None
 
     def __cinit__(self, CoreModel model not None, int B, int T):
         check(rnx_tape_create(&self.ptr, model.ptr, B, T), "CoreTape")
         self.B, self.T = B, T
         self.layers = model.layers
+        self.isa = model.isa
 
     def __dealloc__(self):
         rnx_tape_free(self.ptr)
 
     def fits(self, CoreModel model not None, int B, int T):
-        """Whether this tape serves `model` for B sequences of T steps."""
-        return model.layers == self.layers and B <= self.B and T <= self.T
+        """Whether this tape serves `model` for B sequences of T steps (the same layer list and
+        instruction set, as rnx_forward_train checks)."""
+        return (model.layers == self.layers and model.isa == self.isa and B <= self.B
+                and T <= self.T)
 
 
 cdef class CoreStream:
