@@ -15,6 +15,7 @@ NaN and inf in x are not checked: they flow through the maths as IEEE arithmetic
 backends, and reach only the outputs and states of the sequences that hold them, from that step
 on.
 """
+import math
 import threading
 
 import numpy as np
@@ -263,6 +264,14 @@ class Model:
                  (r.num_directions, B, r.units) if r.cell == "lstm" else None)
                 for r in self.spec.recurrent]
 
+    def _state_buffers(self, B):
+        """Empty flat (h, c) float32 arrays as the core writes states (per recurrent layer and
+        direction a (B, S) block; c over the LSTM layers), and the states' shapes."""
+        shapes = self._state_shapes(B)
+        h = np.empty(sum(math.prod(h) for h, _ in shapes), np.float32)
+        c = np.empty(sum(math.prod(c) for _, c in shapes if c is not None), np.float32)
+        return h, c, shapes
+
     def _state(self, state, B, unbatched, dtype=np.float32):
         """The caller's state as [(h (D, B, S), c (D, B, H) or None)] in dtype, or None."""
         if state is None:
@@ -335,9 +344,7 @@ class Model:
         B, T = x.shape[:2]
         y = np.empty((B, T, self.output_size) if self.per_step else (B, self.output_size),
                      np.float32)
-        shapes = self._state_shapes(B)
-        h_n = np.empty(sum(int(np.prod(h)) for h, _ in shapes), np.float32)
-        c_n = np.empty(sum(int(np.prod(c)) for _, c in shapes if c is not None), np.float32)
+        h_n, c_n, shapes = self._state_buffers(B)
         h0 = c0 = None
         if states is not None:
             h0 = np.concatenate([h.ravel() for h, _ in states])
@@ -353,12 +360,12 @@ class Model:
         """[(h, c)] per recurrent layer from the core's flat state arrays."""
         out, hi, ci = [], 0, 0
         for h_shape, c_shape in shapes:
-            n = int(np.prod(h_shape))
+            n = math.prod(h_shape)
             h = h_flat[hi:hi + n].reshape(h_shape)
             hi += n
             c = None
             if c_shape is not None:
-                n = int(np.prod(c_shape))
+                n = math.prod(c_shape)
                 c = c_flat[ci:ci + n].reshape(c_shape)
                 ci += n
             out.append((h, c))

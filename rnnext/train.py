@@ -12,6 +12,7 @@ The model's last dense activation (softmax, sigmoid) is part of the loss: the lo
 logits before it, as PyTorch's cross-entropy does.
 """
 import dataclasses
+import math
 import sys
 import time
 
@@ -57,11 +58,8 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
         lengths, mask = None, np.ascontiguousarray(valid)
     B, T = inputs.shape[:2]
     n_threads = resolve_threads(n_threads)
-    shapes = model._state_shapes(B)
-    top = spec.recurrent[-1]
-    seq = np.empty((B, T, top.output_size), np.float32)
-    h_n = np.empty(sum(int(np.prod(h)) for h, _ in shapes), np.float32)
-    c_n = np.empty(sum(int(np.prod(c)) for _, c in shapes if c is not None), np.float32)
+    h_n, c_n, shapes = model._state_buffers(B)
+    seq = np.empty((B, T, spec.recurrent[-1].output_size), np.float32)
     h0, c0 = _flat_states(states)
     tape = training_tape(model, core, B, T)
     core.forward_train(tape, seq, h_n, c_n, inputs, h0, c0, lengths, mask, n_threads)
@@ -83,7 +81,7 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
         for name, shape in model.param_shapes().items():
             if name in grads or name == reference_backward.EMBEDDING_PARAM:
                 continue
-            size = int(np.prod(shape))
+            size = math.prod(shape)
             grads[name] = recurrent[offset:offset + size].reshape(shape)
             offset += size
         if ids is not None:
