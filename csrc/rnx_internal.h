@@ -198,11 +198,36 @@ typedef struct rnx_workspace {
     void *block;
 } rnx_workspace;
 
-/* Whether row r of a workspace's slice takes step t (lengths, mask and mask_zero). */
+/* Whether row r of a workspace's slice takes step t (lengths, mask and mask_zero; a training
+ * pass runs without ids, on embedded vectors, its mask holding mask_zero's steps). */
 static inline int rnx_step_active(const rnx_model *m, const rnx_workspace *ws, int r, int t) {
     const size_t i = (size_t)r * ws->steps + t;
-    return t < ws->len[r] && (!ws->mask || ws->mask[i]) && (!m->mask_zero || ws->ids[i] != 0);
+    return t < ws->len[r] && (!ws->mask || ws->mask[i]) &&
+           (!m->mask_zero || !ws->ids || ws->ids[i] != 0);
 }
+
+/* Where row `row` of the batch (B rows), direction d of block b starts in a user's state array
+ * (see States in rnnext.h): h, and c (LSTM layers only take room). */
+static inline size_t rnx_user_h(const rnx_block *b, int B, int d, int row) {
+    return (size_t)B * b->state_offset + ((size_t)d * B + row) * b->state_size;
+}
+static inline size_t rnx_user_c(const rnx_block *b, int B, int d, int row) {
+    return (size_t)B * b->cell_offset + ((size_t)d * B + row) * b->hidden_size;
+}
+
+/* What a training-mode pass keeps of one block and direction's steps (backward.c's tape), for
+ * rnx_run_chunk to write as it steps: step s of the direction (s counts the steps it takes, in
+ * its order) of batch row b has its projection, then the record the step kernel leaves, in row
+ * (s, b) of `rows`, and the states after it in slot s+1 of `h` (slot 0: before the first) and,
+ * on the plain path, of `c`. A packed LSTM's inactive rows get the unchanged c in the row's c'
+ * columns, so that step s+1 finds c_prev in row s whatever the mask. */
+typedef struct rnx_record {
+    float *rows;       /* (T, B, row_stride) */
+    float *h;          /* (T+1, B, h_stride) */
+    float *c;          /* the plain path's LSTM: (T+1, B, H); else NULL */
+    size_t row_stride, h_stride;
+    int B, b0, T;      /* the batch, the slice's first row in it, the sequence's steps */
+} rnx_record;
 
 /* The rows [r0, r1) of the slice that team member `team.id` takes in row-wise work (merges,
  * readouts). */
@@ -225,6 +250,14 @@ float *rnx_state_buffer(const rnx_model *m, const rnx_workspace *ws, int k, int 
 /* Runs every recurrent layer over T steps from x (unused for an embedding model: ws->ids) and,
  * with feed_readout, gives the top layer's outputs to the readout: straight into y for a
  * sequence readout without dense layers, else through rnx_readout_steps (y: (Bs, T, F)). */
+/* Block k, direction d over the steps [t0, t1) of the slice, `before` steps after the states were
+ * loaded: the input projections of the chunk, then one kernel call per step and row tile; the
+ * direction's outputs into `out` (out.base NULL: none). rec NULL: inference, the states in the
+ * workspace; else a training pass (a team of one), the projections, records and states in *rec,
+ * the workspace holding c. */
+void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, int d,
+                   int reverse, int t0, int t1, int before, rnx_seq_view in, rnx_seq_view out,
+                   const rnx_record *rec);
 void rnx_run_blocks(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq_view x,
                     rnx_seq_view y, int T, int feed_readout);
 

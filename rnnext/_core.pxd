@@ -186,10 +186,11 @@ cdef extern from "rnnext.h" nogil:
 
     rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     void rnx_tape_free(rnx_tape *tape)
-    rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, float *h_n,
-                                 float *c_n, const float *x, const float *h0, const float *c0,
-                                 const int32_t *lengths, int B, int T, int n_threads)
+    rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
+                                 float *h_n, float *c_n, const float *x, const float *h0,
+                                 const float *c0, const int32_t *lengths, const uint8_t *mask,
+                                 int B, int T, int n_threads)
     rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
-                            float *dh0, float *dc0, const float *x, const float *dy,
+                            float *dh0, float *dc0, const float *x, const float *dseq,
                             const float *dh_n, const float *dc_n, int n_threads)
 

@@ -22,6 +22,8 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
+from torch_cells import torch_act, torch_direction  # noqa: E402
+
 RNN_TANH, RNN_RELU, LSTM, GRU, GRU_RESET_BEFORE = range(5)
 ACTS = ["linear", "sigmoid", "tanh", "relu", "hard_sigmoid", "affine", "leaky_relu",
         "thresholded_relu", "scaled_tanh", "elu", "softsign", "softplus"]
@@ -32,6 +34,7 @@ ONNX_ACT = {"linear": None, "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"
 # the functions that read alpha, beta (ONNX Runtime takes a list entry only for those)
 USES_ALPHA = {"hard_sigmoid", "affine", "leaky_relu", "thresholded_relu", "scaled_tanh", "elu"}
 USES_BETA = {"hard_sigmoid", "affine", "scaled_tanh"}
+CELL_NAMES = ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"]
 GATES = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 4, GRU: 3, GRU_RESET_BEFORE: 3}
 
 
@@ -196,69 +199,15 @@ class General:
         return grads, dx, dh, dc
 
 
-# ----------------------------------------------------------------------------------------------
-# The maths in float64 torch, for autograd (checked against ONNX Runtime below)
-# ----------------------------------------------------------------------------------------------
-
-def torch_act(name, x, a, b):
-    F = torch.nn.functional
-    return {"linear": lambda: x, "sigmoid": lambda: torch.sigmoid(x), "tanh": lambda: torch.tanh(x),
-            "relu": lambda: torch.relu(x),
-            "hard_sigmoid": lambda: torch.clamp(a * x + b, 0.0, 1.0),
-            "affine": lambda: a * x + b,
-            "leaky_relu": lambda: torch.where(x >= 0, x, a * x),
-            "thresholded_relu": lambda: torch.where(x > a, x, torch.zeros_like(x)),
-            "scaled_tanh": lambda: a * torch.tanh(b * x),
-            "elu": lambda: torch.where(x >= 0, x, a * torch.expm1(x)),
-            "softsign": lambda: x / (1 + torch.abs(x)),
-            "softplus": lambda: F.softplus(x)}[name]()
-
-
 def torch_layer(layer, p, x, h0, c0, lengths):
-    """y (B, T, S), h_n, c_n of one forward direction, p: {name: float64 tensor}."""
-    cell, H = layer.cell, layer.units
-    acts = [(ACTS[layer.activations[k]], layer.alpha[k], layer.beta[k]) for k in range(3)]
-
-    def f(k, v):
-        if layer.clip > 0:
-            v = torch.clamp(v, -layer.clip, layer.clip)
-        name, a, b = acts[k]
-        return torch_act(name, v, a, b)
-
-    B, T, _ = x.shape
-    h, c, ys = h0, c0, []
-    for t in range(T):
-        xp = x[:, t] @ p["w_ih"].T + p["b_ih"]
-        if cell == LSTM:
-            a = xp + h @ p["w_hh"].T + p["b_hh"]
-            ai, af, ag, ao = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-            if layer.peepholes:
-                ai, af = ai + p["peephole"][0] * c, af + p["peephole"][1] * c
-            i = f(0, ai)
-            fg = 1 - i if layer.input_forget else f(0, af)
-            c_new = fg * c + i * f(1, ag)
-            if layer.peepholes:
-                ao = ao + p["peephole"][2] * c_new
-            # h applies to c' unclipped (ONNX Runtime clips pre-activations only)
-            h_new = f(0, ao) * torch_act(acts[2][0], c_new, acts[2][1], acts[2][2])
-            if layer.proj_size:
-                h_new = h_new @ p["w_hr"].T
-        elif cell in (GRU, GRU_RESET_BEFORE):
-            hh = h @ p["w_hh"].T + p["b_hh"]
-            r = f(0, xp[:, :H] + hh[:, :H])
-            z = f(0, xp[:, H:2 * H] + hh[:, H:2 * H])
-            if cell == GRU:
-                n = f(1, xp[:, 2 * H:] + r * hh[:, 2 * H:])
-            else:
-                n = f(1, xp[:, 2 * H:] + (r * h) @ p["w_hh"][2 * H:].T + p["b_hh"][2 * H:])
-            h_new, c_new = (1 - z) * n + z * h, c
-        else:
-            h_new, c_new = f(0, xp + h @ p["w_hh"].T + p["b_hh"]), c
-        active = torch.as_tensor(t < lengths)[:, None]
-        h = torch.where(active, h_new, h)
-        c = torch.where(active, c_new, c)
-        ys.append(torch.where(active, h, torch.zeros_like(h)))
-    return torch.stack(ys, 1), h, c
+    """torch_cells.torch_direction of a ctypes Layer, p: {name: float64 tensor}."""
+    spec = {"cell": CELL_NAMES[layer.cell], "units": layer.units, "clip": layer.clip,
+            "proj_size": layer.proj_size, "peepholes": layer.peepholes,
+            "input_forget": layer.input_forget,
+            "activations": [ACTS[layer.activations[k]] for k in range(3)],
+            "alpha": list(layer.alpha), "beta": list(layer.beta)}
+    active = torch.as_tensor(np.arange(x.shape[1])[None, :] < lengths[:, None])
+    return torch_direction(spec, p, x, h0, c0, active)
 
 
 # ----------------------------------------------------------------------------------------------

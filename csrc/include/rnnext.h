@@ -462,41 +462,55 @@ RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size
 
 typedef struct rnx_tape rnx_tape;
 
-/* Creates a tape for training-mode passes over up to B sequences of up to T steps, with any
- * model of `model`'s layer list, so it can be kept across parameter updates. Training takes a
- * model of recurrent layers only that form a uniform stack (one cell, H and direction count,
- * forward or bidirectional, packed kernels), float x, states and dy as PyTorch's (L*D, B, H)
- * and (B, T, D*H); other models: RNX_ERR_BAD_CONFIG. Its size grows with B*T: about
- * 4*B*T*(L*D*(G+2) + (L-1)*D)*H bytes. On failure *out is NULL. One tape serves one pass at a
- * time. RNX_CELL_GRU_RESET_BEFORE is not trained here: RNX_ERR_BAD_CONFIG. */
+/* Training covers the recurrent layers: the caller looks the embedding up, and computes the
+ * readout's and dense layers' gradients (the Python package does this in NumPy). Every recurrent
+ * layer of a list trains: any cell, size, direction (forward, reverse, bidirectional with any
+ * merge) and option (the options the packed kernels lack train on the plain exact path).
+ *
+ * Creates a tape for training-mode passes over up to B sequences of up to T steps, with any
+ * model of `model`'s layer list and instruction set, so it can be kept across parameter updates.
+ * Its size grows with B*T: per recurrent layer and direction about 4*B*T*(G+2)*H bytes, and
+ * 4*B*T*W for each layer's output but the top one's. On failure *out is NULL. One tape serves
+ * one pass at a time. */
 RNX_API rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T);
 
 /* Frees a tape; NULL is a no-op. */
 RNX_API void rnx_tape_free(rnx_tape *tape);
 
-/* rnx_forward (same arguments and results) that also fills `tape` for rnx_backward. B and T
- * must not exceed the tape's; the model must have the tape's layer list
- * (RNX_ERR_BAD_ARGUMENT otherwise). x, h0, c0 and lengths are not kept: rnx_backward takes x
- * again. */
-RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, float *h_n,
-                                     float *c_n, const float *x, const float *h0, const float *c0,
-                                     const int32_t *lengths, int B, int T, int n_threads);
+/* The recurrent layers' forward pass, filling `tape` for rnx_backward. B and T must not exceed
+ * the tape's; the model must have the tape's layer list and instruction set
+ * (RNX_ERR_BAD_ARGUMENT otherwise).
+ *   seq        (B, T, W) or NULL: the top recurrent layer's (merged) output sequence, zero at
+ *              inactive steps.
+ *   h_n, c_n   final states, as rnx_forward's (see States), or NULL.
+ *   x          (B, T, I_0): the first recurrent layer's input (an embedding model's embedded
+ *              vectors: the caller looks them up).
+ *   h0, c0     initial states (see States) or NULL for zeros.
+ *   lengths    (B) in [1, T], or NULL; mask (B, T) of 0/1 bytes, or NULL: as rnx_forward's (an
+ *              embedding's mask_zero is the caller's to turn into `mask`). Not both.
+ *   n_threads  as rnx_forward; the results do not depend on it.
+ * x, h0, c0, lengths and mask are not kept: rnx_backward takes x again. */
+RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
+                                     float *h_n, float *c_n, const float *x, const float *h0,
+                                     const float *c0, const int32_t *lengths, const uint8_t *mask,
+                                     int B, int T, int n_threads);
 
 /* Backpropagation through the pass that the last rnx_forward_train recorded in `tape` with the
  * same `model` (RNX_ERR_BAD_ARGUMENT otherwise, or when the tape was already used: the backward
  * pass overwrites it, so each rnx_backward needs a new rnx_forward_train).
- *   grads      (rnx_param_count floats): dLoss/dparams, in the layout of rnx_model_create's
- *              params (PyTorch's); overwritten.
- *   dx         (B, T, I) or NULL: dLoss/dx.
- *   dh0, dc0   (L*D, B, H) or NULL: dLoss/dh0, dLoss/dc0 (c0: the LSTM only).
- *   x          (B, T, I): the x given to rnx_forward_train.
- *   dy         (B, T, D*H) or NULL for zeros: dLoss/dy; entries at steps t >= lengths[b] are
- *              ignored (those outputs are constant zeros).
- *   dh_n, dc_n (L*D, B, H) or NULL for zeros: dLoss/dh_n, dLoss/dc_n.
+ *   grads      (info.recurrent_param_count floats): dLoss/d(the recurrent layers' params), in
+ *              the order of rnx_model_create's params from info.recurrent_param_offset on;
+ *              overwritten. input_forget's unused f rows get zero.
+ *   dx         (B, T, I_0) or NULL: dLoss/dx.
+ *   dh0, dc0   dLoss/dh0, dLoss/dc0 (see States), or NULL.
+ *   x          (B, T, I_0): the x given to rnx_forward_train.
+ *   dseq       (B, T, W) or NULL for zeros: dLoss/dseq; entries at inactive steps are ignored
+ *              (those outputs are constant zeros).
+ *   dh_n, dc_n dLoss/dh_n, dLoss/dc_n (see States), or NULL for zeros.
  *   n_threads  as rnx_forward. The results do not depend on it: every sum runs in one order.
  * Workspace (transposed weights and per-thread buffers) is allocated once per call. */
 RNX_API rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
-                                float *dh0, float *dc0, const float *x, const float *dy,
+                                float *dh0, float *dc0, const float *x, const float *dseq,
                                 const float *dh_n, const float *dc_n, int n_threads);
 
 #ifdef __cplusplus
