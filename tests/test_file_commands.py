@@ -145,6 +145,32 @@ def test_version_1_file_inspects_and_converts_to_version_2(tmp_path, capsys):
     np.testing.assert_array_equal(converted.predict(x), model.predict(x))
 
 
+def test_convert_a_layer_list_to_onnx_and_back(tmp_path, capsys):
+    """Layers of different cells and sizes, a final-state readout and a dense chain: rnnext file
+    -> ONNX (run by ONNX Runtime) -> rnnext file, the same outputs; what ONNX cannot hold is
+    refused in one line that names the layer."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    model = rnnext.Model([rnnext.LSTM(6, direction="bidirectional"),
+                          rnnext.GRU(5, direction="bidirectional", merge="sum"),
+                          rnnext.Readout("final"), rnnext.Dense(7, "relu"),
+                          rnnext.Dense(3, "softmax")], I, seed=0)
+    model.save(tmp_path / "m.rnx")
+    assert main(["convert", str(tmp_path / "m.rnx"), str(tmp_path / "m.onnx")]) == 0
+    assert main(["convert", str(tmp_path / "m.onnx"), str(tmp_path / "back.rnx")]) == 0
+    x = inputs(6)
+    expected = model.predict(x, backend="numpy")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["y"], {"x": x})[0], expected, rtol=F32_RTOL,
+                               atol=F32_ATOL)
+    back = rnnext.load(tmp_path / "back.rnx")
+    assert back.layers == model.layers
+    np.testing.assert_allclose(back.predict(x), expected, rtol=F32_RTOL, atol=F32_ATOL)
+    rnnext.Model([rnnext.Embedding(9, 3), rnnext.GRU(4)], seed=0).save(tmp_path / "e.rnx")
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "e.rnx"), str(tmp_path / "e.onnx")]) == 1
+    assert "layers[0] (Embedding)" in capsys.readouterr().err
+
+
 def test_convert_keras(tmp_path):
     import os
 
