@@ -1,5 +1,5 @@
 """Training: losses and gradients of a Model, fit with truncated backpropagation through time,
-evaluate. Model inherits these methods from TrainingMixin.
+evaluate. Model's methods of the same names call these functions.
 
 The recurrent layers' gradients come from the compiled core (backend "c") or the NumPy reference
 (backend "numpy", rnnext.backward); the embedding, the readout, the dense layers, the loss and
