@@ -157,13 +157,22 @@ size_t rnx_general_scratch_size(const rnx_general *g) {
  * Small products
  * ------------------------------------------------------------------------------------------- */
 
+/* Partial sums of a dot product: one running sum would not vectorise (the compiler may not
+ * reorder float additions), eight independent ones do, in an order fixed by k alone. */
+#define RNX_LANES 8
+
 /* out[j] = init[j] + W[j, :] v for j < n, W (n, k); init NULL: zeros */
 static void matvec(float *out, const float *init, const float *w, const float *v, int n, int k) {
     for (int j = 0; j < n; j++) {
         const float *row = w + (size_t)j * k;
-        float sum = init ? init[j] : 0.0f;
-        for (int i = 0; i < k; i++) sum += row[i] * v[i];
-        out[j] = sum;
+        float lane[RNX_LANES] = {0.0f};
+        int i = 0;
+        for (; i + RNX_LANES <= k; i += RNX_LANES)
+            for (int l = 0; l < RNX_LANES; l++) lane[l] += row[i + l] * v[i + l];
+        float sum = 0.0f;
+        for (; i < k; i++) sum += row[i] * v[i];
+        for (int l = 0; l < RNX_LANES; l++) sum += lane[l];
+        out[j] = (init ? init[j] : 0.0f) + sum;
     }
 }
 
