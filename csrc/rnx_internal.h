@@ -290,12 +290,4 @@ void rnx_readout_end(const rnx_model *m, rnx_workspace *ws, rnx_team team, float
 /* y (F) = the dense layers of `in` (or zeros for in == NULL); scratch (2, dense_width). */
 void rnx_dense_row(const rnx_model *m, float *y, const float *in, float *scratch);
 
-/* ---------------------------------------------------------------------------------------------
- * A uniform stack's architecture: backward.c's view of a model it trains.
- * ------------------------------------------------------------------------------------------- */
-
-typedef struct rnx_config {
-    int cell, input_size, hidden_size, num_layers, bidirectional, isa;
-} rnx_config;
-
 #endif /* RNX_INTERNAL_H */
