@@ -79,29 +79,36 @@ float rnx_act_derivative(int act, float x, float alpha, float beta) {
  * Layout and sizes
  * ------------------------------------------------------------------------------------------- */
 
-size_t rnx_general_place(rnx_general_params *p, const rnx_layer *layer, float *base) {
+/* The offsets of a direction's parameters from its first, in the order of rnx_general_params;
+ * returns their count. */
+static size_t param_offsets(const rnx_layer *layer, size_t offset[6]) {
     const size_t H = (size_t)layer->units, GH = (size_t)rnx_cell_gates(layer->cell) * H;
     const size_t P = (size_t)layer->proj_size, S = P ? P : H;
-    float *at = base;
-    p->w_ih = at;
-    at += GH * (size_t)layer->input_size;
-    p->w_hh = at;
-    at += GH * S;
-    p->b_ih = at;
-    at += GH;
-    p->b_hh = at;
-    at += GH;
-    p->w_hr = P ? at : NULL;
-    at += P * H;
-    p->peephole = layer->peepholes ? at : NULL;
-    at += layer->peepholes ? 3 * H : 0;
-    return (size_t)(at - base);
+    const size_t sizes[6] = {GH * (size_t)layer->input_size, GH * S, GH, GH, P * H,
+                             layer->peepholes ? 3 * H : 0};
+    size_t at = 0;
+    for (int i = 0; i < 6; i++) {
+        offset[i] = at;
+        at += sizes[i];
+    }
+    return at;
+}
+
+size_t rnx_general_place(rnx_general_params *p, const rnx_layer *layer, float *base) {
+    size_t offset[6];
+    const size_t count = param_offsets(layer, offset);
+    p->w_ih = base + offset[0];
+    p->w_hh = base + offset[1];
+    p->b_ih = base + offset[2];
+    p->b_hh = base + offset[3];
+    p->w_hr = layer->proj_size ? base + offset[4] : NULL;
+    p->peephole = layer->peepholes ? base + offset[5] : NULL;
+    return count;
 }
 
 size_t rnx_general_param_count(const rnx_layer *layer) {
-    rnx_general_params p;
-    /* placing at NULL only counts; no pointer is used */
-    return rnx_general_place(&p, layer, NULL);
+    size_t offset[6];
+    return param_offsets(layer, offset);
 }
 
 size_t rnx_general_init(rnx_general *g, const rnx_layer *layer, float *params) {
@@ -157,13 +164,22 @@ size_t rnx_general_scratch_size(const rnx_general *g) {
  * Small products
  * ------------------------------------------------------------------------------------------- */
 
+/* Partial sums of a dot product: one running sum would not vectorise (the compiler may not
+ * reorder float additions), eight independent ones do, in an order fixed by k alone. */
+#define RNX_LANES 8
+
 /* out[j] = init[j] + W[j, :] v for j < n, W (n, k); init NULL: zeros */
 static void matvec(float *out, const float *init, const float *w, const float *v, int n, int k) {
     for (int j = 0; j < n; j++) {
         const float *row = w + (size_t)j * k;
-        float sum = init ? init[j] : 0.0f;
-        for (int i = 0; i < k; i++) sum += row[i] * v[i];
-        out[j] = sum;
+        float lane[RNX_LANES] = {0.0f};
+        int i = 0;
+        for (; i + RNX_LANES <= k; i += RNX_LANES)
+            for (int l = 0; l < RNX_LANES; l++) lane[l] += row[i + l] * v[i + l];
+        float sum = 0.0f;
+        for (; i < k; i++) sum += row[i] * v[i];
+        for (int l = 0; l < RNX_LANES; l++) sum += lane[l];
+        out[j] = (init ? init[j] : 0.0f) + sum;
     }
 }
 

@@ -188,7 +188,7 @@ typedef struct rnx_workspace {
     float *rev;     /* (T, Bs, S_max): a sum/mul/ave layer's reverse outputs, or NULL */
     float *acc;     /* (Bs, W_top): the readout's sums, maxima or last rows */
     int32_t *count; /* (Bs): valid steps the readout has seen */
-    float *scratch; /* (team_max, 2, F_max): the dense layers' rows */
+    float *scratch; /* (team_max, 2, dense_width): the dense layers' rows */
     float *plain_scratch; /* the plain path's scratch (rnx_general_scratch_size), or NULL */
     int32_t *len;   /* (Bs): valid steps of each row */
     /* the call's inputs for rows b0 .. b0+Bs, row r of step t at [r * steps + t] */
@@ -250,6 +250,10 @@ float *rnx_state_buffer(const rnx_model *m, const rnx_workspace *ws, int k, int 
 /* Runs every recurrent layer over T steps from x (unused for an embedding model: ws->ids) and,
  * with feed_readout, gives the top layer's outputs to the readout: straight into y for a
  * sequence readout without dense layers, else through rnx_readout_steps (y: (Bs, T, F)). */
+/* RNX_ERR_BAD_ARGUMENT unless lengths (B) are in [1, T], mask (B, T) values are 0 or 1, and not
+ * both are given (either may be NULL). */
+rnx_status rnx_check_steps(const int32_t *lengths, const uint8_t *mask, int B, int T);
+
 /* Block k, direction d over the steps [t0, t1) of the slice, `before` steps after the states were
  * loaded: the input projections of the chunk, then one kernel call per step and row tile; the
  * direction's outputs into `out` (out.base NULL: none). rec NULL: inference, the states in the
@@ -283,15 +287,7 @@ void rnx_readout_steps(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx
 /* The readout's rows (last, final, mean, max) through the dense layers into y (Bs, F), after
  * `steps` steps; rows split over the team. */
 void rnx_readout_end(const rnx_model *m, rnx_workspace *ws, rnx_team team, float *y, int steps);
-/* y (F) = the dense layers of `in` (or zeros for in == NULL); scratch (2, F_max). */
+/* y (F) = the dense layers of `in` (or zeros for in == NULL); scratch (2, dense_width). */
 void rnx_dense_row(const rnx_model *m, float *y, const float *in, float *scratch);
-
-/* ---------------------------------------------------------------------------------------------
- * A uniform stack's architecture: backward.c's view of a model it trains.
- * ------------------------------------------------------------------------------------------- */
-
-typedef struct rnx_config {
-    int cell, input_size, hidden_size, num_layers, bidirectional, isa;
-} rnx_config;
 
 #endif /* RNX_INTERNAL_H */

@@ -361,8 +361,8 @@ cdef class CoreModel:
         tape.run = (B, T) if status == RNX_OK else None
         if status == RNX_ERR_BAD_ARGUMENT:
             raise ValueError(f"forward_train: an argument is out of range (B <= {tape.B}, "
-                             f"T <= {tape.T} and the tape's model, lengths in [1, {T}], not both "
-                             f"lengths and mask) (rnnext status {<int>status})")
+                             f"T <= {tape.T} and the tape's model, lengths in [1, {T}], mask "
+                             f"0/1, not both lengths and mask) (rnnext status {<int>status})")
         check(status, "forward_train")
 
     def backward(self, CoreTape tape not None, grads, dx, dh0, dc0, x, dseq, dh_n, dc_n,
@@ -402,19 +402,23 @@ cdef class CoreTape:
     cdef rnx_tape *ptr
     cdef readonly int B, T
     cdef readonly list layers
+    cdef readonly str isa
     cdef public object run  # (B, T) of the forward_train pass it holds, or None
 
     def __cinit__(self, CoreModel model not None, int B, int T):
         check(rnx_tape_create(&self.ptr, model.ptr, B, T), "CoreTape")
         self.B, self.T = B, T
         self.layers = model.layers
+        self.isa = model.isa
 
     def __dealloc__(self):
         rnx_tape_free(self.ptr)
 
     def fits(self, CoreModel model not None, int B, int T):
-        """Whether this tape serves `model` for B sequences of T steps."""
-        return model.layers == self.layers and B <= self.B and T <= self.T
+        """Whether this tape serves `model` for B sequences of T steps (the same layer list and
+        instruction set, as rnx_forward_train checks)."""
+        return (model.layers == self.layers and model.isa == self.isa and B <= self.B
+                and T <= self.T)
 
 
 cdef class CoreStream:

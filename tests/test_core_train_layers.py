@@ -434,6 +434,9 @@ def test_statuses():
         core.forward_train(tape, None, None, None, x, None, None, np.array([1, 2], np.int32),
                            np.ones((2, 3), np.uint8), 1)
     with pytest.raises(ValueError, match="forward_train"):
+        core.forward_train(tape, None, None, None, x, None, None, None,
+                           np.full((2, 3), 2, np.uint8), 1)
+    with pytest.raises(ValueError, match="forward_train"):
         big = rng.standard_normal((3, 3, 3)).astype(np.float32)
         core.forward_train(tape, None, None, None, big, None, None, None, None, 1)
     core.forward_train(tape, None, None, None, x, None, None, None, None, 1)
@@ -443,3 +446,86 @@ def test_statuses():
     core.backward(tape, grads, None, None, None, x, None, None, None, 1)
     with pytest.raises(ValueError, match="backward"):  # the tape was consumed
         core.backward(tape, grads, None, None, None, x, None, None, None, 1)
+    assert tape.fits(other, 2, 3) and not tape.fits(core, 3, 3)
+    scalar = _core.CoreModel(layers, flat(random_params(layers, rng)), "scalar")
+    if ISA != "scalar":  # another instruction set packs other panels: the tape does not fit
+        assert not tape.fits(scalar, 2, 3)
+        with pytest.raises(ValueError, match="forward_train"):
+            scalar.forward_train(tape, None, None, None, x, None, None, None, None, 1)
+
+
+def test_embedding_and_head_models_train_their_recurrent_layers():
+    """An embedding (mask_zero) and a readout with dense layers around the recurrent layers: the
+    caller gives the embedded vectors and mask_zero's mask; grads hold the recurrent layers'
+    parameters only, from info["recurrent_param_offset"] in params."""
+    rng = np.random.default_rng(6)
+    V, E, B, T = 7, 4, 3, 5
+    body = stack(("lstm", 5, {"direction": "bidirectional", "merge": "sum"}), ("gru", 3, {}), I=E)
+    layers = [dict(kind="embedding", input_size=V, units=E, mask_zero=1), *body,
+              dict(kind="readout", readout="final"), dict(kind="dense", input_size=3, units=2)]
+    embedding = rng.standard_normal((V, E)).astype(np.float32)
+    params = random_params(body, rng)
+    head = rng.uniform(-0.5, 0.5, 2 * 3 + 2).astype(np.float32)
+    core = _core.CoreModel(layers, np.concatenate([embedding.ravel(), flat(params), head]), ISA)
+    assert core.info["recurrent_param_offset"] == V * E
+    assert core.info["recurrent_param_count"] == flat(params).size
+    ids = rng.integers(0, V, (B, T)).astype(np.int32)
+    ids[0, 1] = ids[1, 0] = 0
+    x = np.ascontiguousarray(embedding[ids])
+    mask = (ids != 0).astype(np.uint8)
+    dseq = rng.standard_normal((B, T, 3)).astype(np.float32)
+    tape = _core.CoreTape(core, B, T)
+    seq = np.empty((B, T, 3), np.float32)
+    core.forward_train(tape, seq, None, None, x, None, None, None, mask, 1)
+    grads = np.empty(core.info["recurrent_param_count"], np.float32)
+    dx = np.empty_like(x)
+    core.backward(tape, grads, dx, None, None, x, dseq, None, None, 1)
+
+    f64 = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    tp = [(k, d, {n: f64(a) for n, a in p.items()}) for k, d, p in params]
+    tx = f64(x)
+    h0, c0 = state_blocks(body, B, rng)
+    zeros = [torch.zeros(h.shape, dtype=torch.float64) for h in h0]
+    czeros = [torch.zeros(c.shape, dtype=torch.float64) for c in c0]
+    ref, _, _ = reference(body, tp, tx, zeros, czeros, torch.as_tensor(mask.astype(bool)))
+    (ref * torch.tensor(dseq)).sum().backward()
+    np.testing.assert_allclose(seq, ref.detach().numpy(), rtol=1e-4, atol=2e-5)
+    want = np.concatenate([a.grad.numpy().ravel() for _, _, p in tp for a in p.values()])
+    np.testing.assert_allclose(grads, want, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["packed", "plain"])
+def test_nan_padding_and_a_larger_tape(name):
+    """Inputs past a sequence's length (NaN here) reach no output or gradient, on either path;
+    a tape made for more sequences and steps than a pass gives the same results bitwise."""
+    if name == "plain" and not _general_available():
+        pytest.skip("this model build lacks the plain path (general.c)")
+    specs = PACKED_STACKS["merges"] if name == "packed" else OPTION_STACKS["mixed"]
+    layers = stack(*specs, I=4)
+    rng = np.random.default_rng(8)
+    params = random_params(layers, rng)
+    B, T = 3, 5
+    x = rng.standard_normal((B, T, 4)).astype(np.float32)
+    dseq = rng.standard_normal((B, T, width(layers[-1]))).astype(np.float32)
+    padded = x.copy()
+    for b, n in enumerate(LENGTHS):
+        padded[b, n:] = np.nan
+    want = run_c(layers, params, x, None, None, LENGTHS, None, dseq, None, None)
+    got = run_c(layers, params, padded, None, None, LENGTHS, None, dseq, None, None)
+    assert all(np.isfinite(b).all() for b in got if b is not None)
+    valid = np.arange(T)[None, :] < LENGTHS[:, None]
+    np.testing.assert_array_equal(got[4][valid], want[4][valid])
+    np.testing.assert_array_equal(got[4][~valid], 0.0)
+    for a, b in zip(want[:4], got[:4]):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+    core = _core.CoreModel(layers, flat(params), ISA)
+    big = _core.CoreTape(core, B + 2, T + 3)
+    seq = np.empty_like(want[0])
+    core.forward_train(big, seq, None, None, x, None, None, LENGTHS, None, 1)
+    grads = np.empty_like(want[3])
+    core.backward(big, grads, None, None, None, x, dseq, None, None, 1)
+    np.testing.assert_array_equal(seq, want[0])
+    np.testing.assert_array_equal(grads, want[3])
