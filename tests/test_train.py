@@ -340,6 +340,35 @@ def test_truncated_bptt_carries_a_list_of_states(backend):
                                    err_msg=k)
 
 
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_fit_with_a_mask_equals_hand_written_steps(backend):
+    """Keras-style masks (leading padding, holes) through fit in minibatches: loss_and_grads
+    with each batch's rows of the mask, then SGD, by hand."""
+    rng = np.random.default_rng(16)
+    B, T = 9, 6
+    x = rng.standard_normal((B, T, 3)).astype(np.float32)
+    mask = rng.uniform(size=(B, T)) < 0.75
+    mask[:, -1] = True
+    mask[0, :3] = False
+    y = rng.integers(0, 4, size=(B, T))
+
+    def make():
+        return rnnext.Model([L.GRU(5, direction="bidirectional", merge="ave"),
+                             L.LSTM(4, direction="reverse"), L.Dense(4, "softmax")],
+                            input_size=3, seed=5, backend=backend)
+
+    fitted, by_hand = make(), make()
+    fitted.fit(x, y, mask=mask, epochs=1, batch_size=4, optimizer="sgd", lr=0.5, shuffle=False,
+               verbose=False)
+    opt = optim.SGD(lr=0.5)
+    for i in range(0, B, 4):
+        _, grads = by_hand.loss_and_grads(x[i:i + 4], y[i:i + 4], mask=mask[i:i + 4])
+        by_hand.apply_grads(grads, opt)
+    for k in fitted.params:
+        np.testing.assert_array_equal(fitted.params[k], by_hand.params[k], err_msg=k)
+    assert not all(np.array_equal(fitted.params[k], make().params[k]) for k in fitted.params)
+
+
 def test_evaluate_a_layer_list_per_step_with_a_mask():
     """Per-step losses average over the valid (unmasked) steps only."""
     rng = np.random.default_rng(15)
