@@ -349,12 +349,10 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
                              const int32_t *lengths, const uint8_t *mask, int B, int T,
                              int n_threads) {
     if (!model || !tape || !x) return RNX_ERR_NULL_ARGUMENT;
-    if (!tape_fits(tape, model) || B < 1 || T < 1 || B > tape->B_max || T > tape->T_max ||
-        (lengths && mask))
+    if (!tape_fits(tape, model) || B < 1 || T < 1 || B > tape->B_max || T > tape->T_max)
         return RNX_ERR_BAD_ARGUMENT;
-    if (lengths)
-        for (int b = 0; b < B; b++)
-            if (lengths[b] < 1 || lengths[b] > T) return RNX_ERR_BAD_ARGUMENT;
+    const rnx_status checked = rnx_check_steps(lengths, mask, B, T);
+    if (checked != RNX_OK) return checked;
     tape->model = NULL;
     tape->B = B;
     tape->T = T;

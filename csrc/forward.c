@@ -468,16 +468,22 @@ static int team_threads(const rnx_model *m, int B, int threads) {
     return threads;
 }
 
+rnx_status rnx_check_steps(const int32_t *lengths, const uint8_t *mask, int B, int T) {
+    if (lengths && mask) return RNX_ERR_BAD_ARGUMENT;
+    if (lengths)
+        for (int b = 0; b < B; b++)
+            if (lengths[b] < 1 || lengths[b] > T) return RNX_ERR_BAD_ARGUMENT;
+    if (mask)
+        for (size_t i = 0; i < (size_t)B * T; i++)
+            if (mask[i] > 1) return RNX_ERR_BAD_ARGUMENT;
+    return RNX_OK;
+}
+
 /* The checks of rnx_forward's inputs that read arrays: lengths, mask values, ids. */
 static rnx_status check_inputs(const rnx_model *m, const forward_args *a) {
-    const size_t n = (size_t)a->B * a->T;
-    if (a->lengths)
-        for (int b = 0; b < a->B; b++)
-            if (a->lengths[b] < 1 || a->lengths[b] > a->T) return RNX_ERR_BAD_ARGUMENT;
-    if (a->mask)
-        for (size_t i = 0; i < n; i++)
-            if (a->mask[i] > 1) return RNX_ERR_BAD_ARGUMENT;
-    return a->ids ? rnx_check_ids(m, a->ids, n) : RNX_OK;
+    const rnx_status s = rnx_check_steps(a->lengths, a->mask, a->B, a->T);
+    if (s != RNX_OK) return s;
+    return a->ids ? rnx_check_ids(m, a->ids, (size_t)a->B * a->T) : RNX_OK;
 }
 
 rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n, const float *x,

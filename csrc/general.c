@@ -25,83 +25,105 @@
 
 static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-float rnx_act_value(int act, float x, float alpha, float beta) {
-    switch (act) {
-    case RNX_ACT_SIGMOID: return sigmoid(x);
-    case RNX_ACT_TANH: return tanhf(x);
-    case RNX_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case RNX_ACT_HARD_SIGMOID: return fmaxf(0.0f, fminf(1.0f, alpha * x + beta));
-    case RNX_ACT_AFFINE: return alpha * x + beta;
-    case RNX_ACT_LEAKY_RELU: return x >= 0.0f ? x : alpha * x;
-    case RNX_ACT_THRESHOLDED_RELU: return x > alpha ? x : 0.0f;
-    case RNX_ACT_SCALED_TANH: return alpha * tanhf(beta * x);
-    case RNX_ACT_ELU: return x >= 0.0f ? x : alpha * expm1f(x);
-    case RNX_ACT_SOFTSIGN: return x / (1.0f + fabsf(x));
-    /* ONNX Runtime's form: exact for large |x|, where log(1 + exp(x)) would overflow */
-    case RNX_ACT_SOFTPLUS: return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
-    default: return x;
-    }
-}
-
-float rnx_act_derivative(int act, float x, float alpha, float beta) {
+/* f(x) for one of the elementwise rnx_act, and f'(x) in *slope: the value and the derivative
+ * share their transcendental functions (the backward pass needs both). */
+static float act_eval(int act, float x, float alpha, float beta, float *slope) {
     switch (act) {
     case RNX_ACT_SIGMOID: {
         const float s = sigmoid(x);
-        return s * (1.0f - s);
+        *slope = s * (1.0f - s);
+        return s;
     }
     case RNX_ACT_TANH: {
         const float t = tanhf(x);
-        return 1.0f - t * t;
+        *slope = 1.0f - t * t;
+        return t;
     }
-    case RNX_ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
+    case RNX_ACT_RELU:
+        *slope = x > 0.0f ? 1.0f : 0.0f;
+        return x > 0.0f ? x : 0.0f;
     case RNX_ACT_HARD_SIGMOID: {
         const float y = alpha * x + beta;
-        return y > 0.0f && y < 1.0f ? alpha : 0.0f;
+        *slope = y > 0.0f && y < 1.0f ? alpha : 0.0f;
+        return fmaxf(0.0f, fminf(1.0f, y));
     }
-    case RNX_ACT_AFFINE: return alpha;
-    case RNX_ACT_LEAKY_RELU: return x >= 0.0f ? 1.0f : alpha;
-    case RNX_ACT_THRESHOLDED_RELU: return x > alpha ? 1.0f : 0.0f;
+    case RNX_ACT_AFFINE:
+        *slope = alpha;
+        return alpha * x + beta;
+    case RNX_ACT_LEAKY_RELU:
+        *slope = x >= 0.0f ? 1.0f : alpha;
+        return x >= 0.0f ? x : alpha * x;
+    case RNX_ACT_THRESHOLDED_RELU:
+        *slope = x > alpha ? 1.0f : 0.0f;
+        return x > alpha ? x : 0.0f;
     case RNX_ACT_SCALED_TANH: {
         const float t = tanhf(beta * x);
-        return alpha * beta * (1.0f - t * t);
+        *slope = alpha * beta * (1.0f - t * t);
+        return alpha * t;
     }
-    case RNX_ACT_ELU: return x >= 0.0f ? 1.0f : alpha * expf(x);
+    case RNX_ACT_ELU:
+        *slope = x >= 0.0f ? 1.0f : alpha * expf(x);
+        return x >= 0.0f ? x : alpha * expm1f(x);
     case RNX_ACT_SOFTSIGN: {
         const float d = 1.0f + fabsf(x);
-        return 1.0f / (d * d);
+        *slope = 1.0f / (d * d);
+        return x / d;
     }
-    case RNX_ACT_SOFTPLUS: return sigmoid(x);
-    default: return 1.0f;
+    case RNX_ACT_SOFTPLUS:
+        *slope = sigmoid(x);
+        /* ONNX Runtime's form: exact for large |x|, where log(1 + exp(x)) would overflow */
+        return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
+    default:
+        *slope = 1.0f;
+        return x;
     }
+}
+
+float rnx_act_value(int act, float x, float alpha, float beta) {
+    float slope;
+    return act_eval(act, x, alpha, beta, &slope);
+}
+
+float rnx_act_derivative(int act, float x, float alpha, float beta) {
+    float slope;
+    act_eval(act, x, alpha, beta, &slope);
+    return slope;
 }
 
 /* ---------------------------------------------------------------------------------------------
  * Layout and sizes
  * ------------------------------------------------------------------------------------------- */
 
-size_t rnx_general_place(rnx_general_params *p, const rnx_layer *layer, float *base) {
+/* The offsets of a direction's parameters from its first, in the order of rnx_general_params;
+ * returns their count. */
+static size_t param_offsets(const rnx_layer *layer, size_t offset[6]) {
     const size_t H = (size_t)layer->units, GH = (size_t)rnx_cell_gates(layer->cell) * H;
     const size_t P = (size_t)layer->proj_size, S = P ? P : H;
-    float *at = base;
-    p->w_ih = at;
-    at += GH * (size_t)layer->input_size;
-    p->w_hh = at;
-    at += GH * S;
-    p->b_ih = at;
-    at += GH;
-    p->b_hh = at;
-    at += GH;
-    p->w_hr = P ? at : NULL;
-    at += P * H;
-    p->peephole = layer->peepholes ? at : NULL;
-    at += layer->peepholes ? 3 * H : 0;
-    return (size_t)(at - base);
+    const size_t sizes[6] = {GH * (size_t)layer->input_size, GH * S, GH, GH, P * H,
+                             layer->peepholes ? 3 * H : 0};
+    size_t at = 0;
+    for (int i = 0; i < 6; i++) {
+        offset[i] = at;
+        at += sizes[i];
+    }
+    return at;
+}
+
+size_t rnx_general_place(rnx_general_params *p, const rnx_layer *layer, float *base) {
+    size_t offset[6];
+    const size_t count = param_offsets(layer, offset);
+    p->w_ih = base + offset[0];
+    p->w_hh = base + offset[1];
+    p->b_ih = base + offset[2];
+    p->b_hh = base + offset[3];
+    p->w_hr = layer->proj_size ? base + offset[4] : NULL;
+    p->peephole = layer->peepholes ? base + offset[5] : NULL;
+    return count;
 }
 
 size_t rnx_general_param_count(const rnx_layer *layer) {
-    rnx_general_params p;
-    /* placing at NULL only counts; no pointer is used */
-    return rnx_general_place(&p, layer, NULL);
+    size_t offset[6];
+    return param_offsets(layer, offset);
 }
 
 size_t rnx_general_init(rnx_general *g, const rnx_layer *layer, float *params) {
@@ -157,13 +179,22 @@ size_t rnx_general_scratch_size(const rnx_general *g) {
  * Small products
  * ------------------------------------------------------------------------------------------- */
 
+/* Partial sums of a dot product: one running sum would not vectorise (the compiler may not
+ * reorder float additions), eight independent ones do, in an order fixed by k alone. */
+#define RNX_LANES 8
+
 /* out[j] = init[j] + W[j, :] v for j < n, W (n, k); init NULL: zeros */
 static void matvec(float *out, const float *init, const float *w, const float *v, int n, int k) {
     for (int j = 0; j < n; j++) {
         const float *row = w + (size_t)j * k;
-        float sum = init ? init[j] : 0.0f;
-        for (int i = 0; i < k; i++) sum += row[i] * v[i];
-        out[j] = sum;
+        float lane[RNX_LANES] = {0.0f};
+        int i = 0;
+        for (; i + RNX_LANES <= k; i += RNX_LANES)
+            for (int l = 0; l < RNX_LANES; l++) lane[l] += row[i + l] * v[i + l];
+        float sum = 0.0f;
+        for (; i < k; i++) sum += row[i] * v[i];
+        for (int l = 0; l < RNX_LANES; l++) sum += lane[l];
+        out[j] = (init ? init[j] : 0.0f) + sum;
     }
 }
 
@@ -176,16 +207,15 @@ static void add_vecmat(float *out, const float *v, const float *w, int n, int k)
     }
 }
 
-/* The activated value of pre-activation a under function slot k, after the clip. */
-static float gate_value(const rnx_general *g, int k, float a) {
-    if (g->clip > 0.0f) a = fmaxf(-g->clip, fminf(g->clip, a));
-    return rnx_act_value(g->act[k], a, g->alpha[k], g->beta[k]);
-}
-
-/* d(value)/d(a) of gate_value: zero where the clip cut a off. */
-static float gate_derivative(const rnx_general *g, int k, float a) {
-    if (g->clip > 0.0f && (a > g->clip || a < -g->clip)) return 0.0f;
-    return rnx_act_derivative(g->act[k], a, g->alpha[k], g->beta[k]);
+/* The activated value of pre-activation a under function slot k, after the clip; its derivative
+ * d(value)/d(a) in *slope (zero where the clip cut a off), or slope NULL. */
+static float gate(const rnx_general *g, int k, float a, float *slope) {
+    float d;
+    const int cut = g->clip > 0.0f && (a > g->clip || a < -g->clip);
+    if (cut) a = a > 0.0f ? g->clip : -g->clip;
+    const float value = act_eval(g->act[k], a, g->alpha[k], g->beta[k], &d);
+    if (slope) *slope = cut ? 0.0f : d;
+    return value;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -208,11 +238,11 @@ static void lstm_step(const rnx_general *g, float *h, float *c, float *a, float 
             *ai += peep[u] * c[u];
             *af += peep[H + u] * c[u];
         }
-        const float i = gate_value(g, 0, *ai);
-        const float f = g->input_forget ? 1.0f - i : gate_value(g, 0, *af);
-        const float c_new = f * c[u] + i * gate_value(g, 1, *ag);
+        const float i = gate(g, 0, *ai, NULL);
+        const float f = g->input_forget ? 1.0f - i : gate(g, 0, *af, NULL);
+        const float c_new = f * c[u] + i * gate(g, 1, *ag, NULL);
         if (peep) *ao += peep[2 * H + u] * c_new;
-        h_full[u] = gate_value(g, 0, *ao) * rnx_act_value(g->act[2], c_new, g->alpha[2], g->beta[2]);
+        h_full[u] = gate(g, 0, *ao, NULL) * rnx_act_value(g->act[2], c_new, g->alpha[2], g->beta[2]);
         c[u] = c_new;
     }
     if (tape) {
@@ -235,10 +265,10 @@ static void gru_step(const rnx_general *g, float *h, float *a, float *hh, float 
     if (g->cell == RNX_CELL_GRU) {
         matvec(rh, b_hn, w_hn, h, H, H);
         if (tape) memcpy(tape + 3 * H, rh, (size_t)H * sizeof(float));
-        for (int u = 0; u < H; u++) a[2 * H + u] += gate_value(g, 0, a[u]) * rh[u];
+        for (int u = 0; u < H; u++) a[2 * H + u] += gate(g, 0, a[u], NULL) * rh[u];
     } else {
         for (int u = 0; u < H; u++) {
-            const float r = gate_value(g, 0, a[u]);
+            const float r = gate(g, 0, a[u], NULL);
             if (tape) tape[3 * H + u] = r;
             rh[u] = r * h[u];
         }
@@ -247,7 +277,7 @@ static void gru_step(const rnx_general *g, float *h, float *a, float *hh, float 
     }
     if (tape) memcpy(tape, a, (size_t)3 * H * sizeof(float));
     for (int u = 0; u < H; u++) {
-        const float z = gate_value(g, 0, a[H + u]), n = gate_value(g, 1, a[2 * H + u]);
+        const float z = gate(g, 0, a[H + u], NULL), n = gate(g, 1, a[2 * H + u], NULL);
         h[u] = (1.0f - z) * n + z * h[u];
     }
 }
@@ -273,7 +303,7 @@ void rnx_general_step(const rnx_general *g, float *const *h, float *const *c,
             continue;
         }
         if (t) memcpy(t, a, (size_t)GH * sizeof(float));
-        for (int u = 0; u < g->H; u++) h[r][u] = gate_value(g, 0, a[u]);
+        for (int u = 0; u < g->H; u++) h[r][u] = gate(g, 0, a[u], NULL);
     }
 }
 
@@ -289,26 +319,24 @@ static void lstm_backward(const rnx_general *g, float *dc, float *t, const float
     for (int u = 0; u < H; u++) {
         float *ai = t + u, *af = t + H + u, *ag = t + 2 * H + u, *ao = t + 3 * H + u;
         const float c_new = t[4 * H + u];
-        const float i = gate_value(g, 0, *ai), gg = gate_value(g, 1, *ag);
-        const float f = g->input_forget ? 1.0f - i : gate_value(g, 0, *af);
-        const float o = gate_value(g, 0, *ao);
-        const float hc = rnx_act_value(g->act[2], c_new, g->alpha[2], g->beta[2]);
-        const float dao = dh_full[u] * hc * gate_derivative(g, 0, *ao);
-        float dcn = dc[u] + dh_full[u] * o * rnx_act_derivative(g->act[2], c_new, g->alpha[2],
-                                                                  g->beta[2]);
+        float si, sf = 0.0f, sg, so, sc;
+        const float i = gate(g, 0, *ai, &si), gg = gate(g, 1, *ag, &sg);
+        const float f = g->input_forget ? 1.0f - i : gate(g, 0, *af, &sf);
+        const float o = gate(g, 0, *ao, &so);
+        const float hc = act_eval(g->act[2], c_new, g->alpha[2], g->beta[2], &sc);
+        const float dao = dh_full[u] * hc * so;
+        float dcn = dc[u] + dh_full[u] * o * sc;
         if (peep) dcn += dao * peep[2 * H + u];
         float di = dcn * gg;
         const float df = dcn * c_prev[u];
-        float daf = 0.0f;
         if (g->input_forget) di -= df; /* f = 1 - i */
-        else daf = df * gate_derivative(g, 0, *af);
-        const float dai = di * gate_derivative(g, 0, *ai);
-        const float dag = dcn * i * gate_derivative(g, 1, *ag);
+        const float daf = g->input_forget ? 0.0f : df * sf;
+        const float dai = di * si;
         dc[u] = dcn * f;
         if (peep) dc[u] += dai * peep[u] + daf * peep[H + u];
         *ai = dai;
         *af = daf;
-        *ag = dag;
+        *ag = dcn * i * sg;
         *ao = dao;
     }
 }
@@ -320,17 +348,19 @@ static void gru_backward(const rnx_general *g, float *dh, float *t, const float 
     const int after = g->cell == RNX_CELL_GRU;
     const float *w_hn = g->w.w_hh + (size_t)2 * H * H;
     for (int u = 0; u < H; u++) {
-        const float r = gate_value(g, 0, t[u]), z = gate_value(g, 0, t[H + u]);
-        const float n = gate_value(g, 1, t[2 * H + u]);
-        const float dan = dh[u] * (1.0f - z) * gate_derivative(g, 1, t[2 * H + u]);
-        const float daz = dh[u] * (h_prev[u] - n) * gate_derivative(g, 0, t[H + u]);
+        float sr, sz, sn;
+        const float r = gate(g, 0, t[u], &sr), z = gate(g, 0, t[H + u], &sz);
+        const float n = gate(g, 1, t[2 * H + u], &sn);
+        const float dan = dh[u] * (1.0f - z) * sn;
+        const float daz = dh[u] * (h_prev[u] - n) * sz;
         if (after) { /* the input side's dan goes to the tail, over W_hn h + b_hn */
             const float hn = t[3 * H + u];
-            t[u] = dan * hn * gate_derivative(g, 0, t[u]);
+            t[u] = dan * hn * sr;
             t[2 * H + u] = dan * r;
             t[3 * H + u] = dan;
-        } else {
-            t[2 * H + u] = dan; /* t[u] below, once dLoss/d(r*h) is known */
+        } else { /* t[u] below, once dLoss/d(r*h) is known; r's slope until then */
+            t[u] = sr;
+            t[2 * H + u] = dan;
         }
         t[H + u] = daz;
         dh[u] *= z;
@@ -340,7 +370,7 @@ static void gru_backward(const rnx_general *g, float *dh, float *t, const float 
         add_vecmat(drh, t + 2 * H, w_hn, H, H);
         for (int u = 0; u < H; u++) {
             const float r = t[3 * H + u];
-            t[u] = drh[u] * h_prev[u] * gate_derivative(g, 0, t[u]);
+            t[u] *= drh[u] * h_prev[u];
             dh[u] += drh[u] * r;
         }
     }
@@ -370,7 +400,11 @@ void rnx_general_step_backward(const rnx_general *g, float *const *dh, float *co
             }
             lstm_backward(g, dc[r], t, c_prev[r], dh_full);
         } else {
-            for (int u = 0; u < H; u++) t[u] = dh[r][u] * gate_derivative(g, 0, t[u]);
+            for (int u = 0; u < H; u++) {
+                float slope;
+                gate(g, 0, t[u], &slope);
+                t[u] = dh[r][u] * slope;
+            }
         }
         memset(dh[r], 0, (size_t)g->S * sizeof(float));
         add_vecmat(dh[r], t, g->w.w_hh, GH, g->S);

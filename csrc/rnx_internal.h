@@ -250,6 +250,10 @@ float *rnx_state_buffer(const rnx_model *m, const rnx_workspace *ws, int k, int 
 /* Runs every recurrent layer over T steps from x (unused for an embedding model: ws->ids) and,
  * with feed_readout, gives the top layer's outputs to the readout: straight into y for a
  * sequence readout without dense layers, else through rnx_readout_steps (y: (Bs, T, F)). */
+/* RNX_ERR_BAD_ARGUMENT unless lengths (B) are in [1, T], mask (B, T) values are 0 or 1, and not
+ * both are given (either may be NULL). */
+rnx_status rnx_check_steps(const int32_t *lengths, const uint8_t *mask, int B, int T);
+
 /* Block k, direction d over the steps [t0, t1) of the slice, `before` steps after the states were
  * loaded: the input projections of the chunk, then one kernel call per step and row tile; the
  * direction's outputs into `out` (out.base NULL: none). rec NULL: inference, the states in the

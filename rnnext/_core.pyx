@@ -361,8 +361,8 @@ cdef class CoreModel:
         tape.run = (B, T) if status == RNX_OK else None
         if status == RNX_ERR_BAD_ARGUMENT:
             raise ValueError(f"forward_train: an argument is out of range (B <= {tape.B}, "
-                             f"T <= {tape.T} and the tape's model, lengths in [1, {T}], not both "
-                             f"lengths and mask) (rnnext status {<int>status})")
+                             f"T <= {tape.T} and the tape's model, lengths in [1, {T}], mask "
+                             f"0/1, not both lengths and mask) (rnnext status {<int>status})")
         check(status, "forward_train")
 
     def backward(self, CoreTape tape not None, grads, dx, dh0, dc0, x, dseq, dh_n, dc_n,

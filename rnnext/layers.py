@@ -126,6 +126,10 @@ def _recurrent_post_init(layer, layer_type, cell):
         value = getattr(layer, field)
         _set(layer, field, tuple(getattr(ACTIVATIONS[a], name) for a in activations)
              if value is None else _floats(field, value, count))
+        for a, v in zip(activations, getattr(layer, field)):
+            if v != 0.0 and not getattr(ACTIVATIONS[a], f"uses_{name}"):
+                raise ValueError(f"{field}: expected 0.0 where the function takes no {name} "
+                                 f"({a!r} in {activations}), got {getattr(layer, field)}")
     if layer.clip is not None:
         clip = layer.clip
         if isinstance(clip, bool) or not isinstance(clip, (int, float, np.integer, np.floating)) \

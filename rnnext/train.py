@@ -1,5 +1,5 @@
 """Training: losses and gradients of a Model, fit with truncated backpropagation through time,
-evaluate. Model inherits these methods from TrainingMixin.
+evaluate. Model's methods of the same names call these functions.
 
 The recurrent layers' gradients come from the compiled core (backend "c") or the NumPy reference
 (backend "numpy", rnnext.backward); the embedding, the readout, the dense layers, the loss and
@@ -229,16 +229,6 @@ def _validated(model, x, y, lengths, mask, loss, state, params, backend):
     return params, backend, activation, x_checked, states, lengths, mask, target, unbatched
 
 
-def _check_trainable(model, backend):
-    if backend != "c":
-        return
-    for r in model.spec.recurrent:
-        if r.cell == "gru_reset_before":
-            raise ValueError("backend: the compiled core does not train the GRU with the reset "
-                             "before the product (reset_after=False); expected "
-                             "backend='numpy' for it, got backend='c'")
-
-
 def loss_and_grads(model, x, y, lengths=None, mask=None, loss="cross_entropy", state=None,
                    params=None, n_threads=None, backend=None):
     """The loss of `model` on a batch and its gradient for every parameter: (loss, grads).
@@ -252,7 +242,6 @@ def loss_and_grads(model, x, y, lengths=None, mask=None, loss="cross_entropy", s
     arrays to differentiate at instead (float64 runs on the NumPy reference)."""
     params, backend, activation, x, states, lengths, mask, target, unbatched = _validated(
         model, x, y, lengths, mask, loss, state, params, backend)
-    _check_trainable(model, backend)
     out = _batch(model, params, x, states, lengths, mask, target, loss, activation, backend,
                  n_threads, train=True)
     grads = out["grads"]
@@ -399,7 +388,6 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
     optim.parse_clip(clip)
     params, backend, activation, x, states, lengths, mask, target, _ = _validated(
         model, x, y, lengths, mask, loss, None, None, backend)
-    _check_trainable(model, backend)
     bptt = _checked_bptt(model, bptt, lengths)
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3)):

@@ -434,6 +434,9 @@ def test_statuses():
         core.forward_train(tape, None, None, None, x, None, None, np.array([1, 2], np.int32),
                            np.ones((2, 3), np.uint8), 1)
     with pytest.raises(ValueError, match="forward_train"):
+        core.forward_train(tape, None, None, None, x, None, None, None,
+                           np.full((2, 3), 2, np.uint8), 1)
+    with pytest.raises(ValueError, match="forward_train"):
         big = rng.standard_normal((3, 3, 3)).astype(np.float32)
         core.forward_train(tape, None, None, None, big, None, None, None, None, 1)
     core.forward_train(tape, None, None, None, x, None, None, None, None, 1)
