@@ -691,5 +691,5 @@ def test_c_loader_under_sanitizers(tmp_path):
     assert [(t[1], t[2], tuple(map(int, t[4:-2])), int(t[-2]), int(t[-1])) for t in table] == \
         [(name, dtype, shape, offset, nbytes) for name, dtype, shape, offset, nbytes in expected]
     y_ref = model.forward(x, backend="numpy")[0]
-    assert y_ref.shape == (2, 4)  # the shorthand's many_to_one: a readout "last"
+    assert y_ref.shape == (2, 3, 4)  # the shorthand without a head: the stack's sequence
     np.testing.assert_allclose(y.reshape(y_ref.shape), y_ref, rtol=1e-4, atol=1e-5)
