@@ -37,7 +37,7 @@ ARCHITECTURES = [
 
 
 def small_file():
-    """A version-2 file: one RNN layer of one unit, a readout (the shorthand's many_to_one)."""
+    """A version-2 file: one RNN layer of one unit (the shorthand without a head)."""
     return Model("rnn", 2, 1, seed=0).to_bytes()
 
 
