@@ -8,7 +8,7 @@
  * shared by a team of threads that split each step's panels and meet at one barrier per step. */
 #include <stdlib.h>
 #include <string.h>
-#include "rnx_internal.h"
+#include "general.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -41,8 +41,6 @@ static void team_barrier(rnx_team team) {
     }
 }
 
-static int xp_width(const rnx_block *b) { return b->npanels * b->nv * b->kernels->vw; }
-
 /* Every layer runs forward: the chunks can go through the whole stack. */
 static int pipelined(const rnx_model *m) {
     for (int k = 0; k < m->n_blocks; k++)
@@ -64,6 +62,7 @@ typedef struct workspace_plan {
     rnx_workspace *ws;
     const rnx_model *model;
     size_t mid, rev; /* floats of each layer-output buffer, and of the reverse-output buffer */
+    size_t plain;    /* floats of the plain path's scratch */
 } workspace_plan;
 
 static void workspace_layout(rnx_arena *a, void *what) {
@@ -72,7 +71,6 @@ static void workspace_layout(rnx_arena *a, void *what) {
     const rnx_model *m = p->model;
     const rnx_block *top = &m->blocks[m->n_blocks - 1];
     const size_t Bs = (size_t)ws->Bs;
-    const size_t F = m->dense_width > top->width ? (size_t)m->dense_width : (size_t)top->width;
     ws->xp = rnx_arena_take(a, (size_t)ws->chunk * Bs * ws->xp_width, sizeof(float));
     ws->state = rnx_arena_take(a, (size_t)m->n_blocks * 2, sizeof(float *));
     for (int k = 0; k < m->n_blocks; k++)
@@ -85,8 +83,9 @@ static void workspace_layout(rnx_arena *a, void *what) {
     ws->rev = p->rev ? rnx_arena_take(a, p->rev, sizeof(float)) : NULL;
     ws->acc = rnx_arena_take(a, Bs * top->width, sizeof(float));
     ws->count = rnx_arena_take(a, Bs, sizeof(int32_t));
-    ws->scratch = rnx_arena_take(a, (size_t)ws->team_max * 2 * F, sizeof(float));
+    ws->scratch = rnx_arena_take(a, (size_t)ws->team_max * 2 * m->dense_width, sizeof(float));
     ws->len = rnx_arena_take(a, Bs, sizeof(int32_t));
+    ws->plain_scratch = p->plain ? rnx_arena_take(a, p->plain, sizeof(float)) : NULL;
 }
 
 rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T,
@@ -96,9 +95,12 @@ rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, i
     ws->team_max = team_max;
     ws->pipelined = pipelined(m);
     int width = 0, state = 0, merged = 0;
+    size_t plain = 0;
     for (int k = 0; k < m->n_blocks; k++) {
         const rnx_block *b = &m->blocks[k];
-        if (xp_width(b) > ws->xp_width) ws->xp_width = xp_width(b);
+        if (b->general && rnx_general_scratch_size(b->general) > plain)
+            plain = rnx_general_scratch_size(b->general);
+        if (rnx_xp_width(b) > ws->xp_width) ws->xp_width = rnx_xp_width(b);
         if (b->width > width) width = b->width;
         if (b->state_size > state) state = b->state_size;
         merged |= b->directions == 2 && b->merge != RNX_MERGE_CONCAT;
@@ -109,7 +111,7 @@ rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, i
     if (chunk > (size_t)T) chunk = (size_t)T;
     ws->chunk = (int)chunk;
     const size_t rows = (ws->pipelined ? chunk : (size_t)T) * Bs;
-    workspace_plan plan = {ws, m, 0, 0};
+    workspace_plan plan = {ws, m, 0, 0, plain};
     if (m->n_blocks > 1 || top_in_workspace(m)) plan.mid = rows * width;
     if (merged) plan.rev = rows * state;
     return rnx_arena_build(&ws->block, workspace_layout, &plan);
@@ -124,14 +126,6 @@ float *rnx_state_buffer(const rnx_model *m, const rnx_workspace *ws, int k, int 
     return ws->state[2 * k + d] + (size_t)which * ws->Bs * m->blocks[k].hidden_padded;
 }
 
-/* Where row b of block k, direction d starts in a user's state array (see States). */
-static size_t user_h(const rnx_block *b, int B, int d, int row) {
-    return (size_t)B * b->state_offset + ((size_t)d * B + row) * b->state_size;
-}
-static size_t user_c(const rnx_block *b, int B, int d, int row) {
-    return (size_t)B * b->cell_offset + ((size_t)d * B + row) * b->hidden_size;
-}
-
 void rnx_load_states(const rnx_model *m, rnx_workspace *ws, const float *h0, const float *c0,
                      int B, int b0) {
     ws->parity = 0;
@@ -143,10 +137,10 @@ void rnx_load_states(const rnx_model *m, rnx_workspace *ws, const float *h0, con
             for (int r = 0; r < ws->Bs; r++) {
                 const size_t dst = (size_t)r * Hp;
                 if (h0)
-                    memcpy(rnx_state_buffer(m, ws, k, d, 0) + dst, h0 + user_h(b, B, d, b0 + r),
+                    memcpy(rnx_state_buffer(m, ws, k, d, 0) + dst, h0 + rnx_user_h(b, B, d, b0 + r),
                            (size_t)b->state_size * sizeof(float));
                 if (c0 && lstm)
-                    memcpy(rnx_state_buffer(m, ws, k, d, 2) + dst, c0 + user_c(b, B, d, b0 + r),
+                    memcpy(rnx_state_buffer(m, ws, k, d, 2) + dst, c0 + rnx_user_c(b, B, d, b0 + r),
                            (size_t)b->hidden_size * sizeof(float));
             }
         }
@@ -163,10 +157,10 @@ void rnx_store_states(const rnx_model *m, const rnx_workspace *ws, float *h, flo
             for (int r = 0; r < ws->Bs; r++) {
                 const size_t src = (size_t)r * Hp;
                 if (h)
-                    memcpy(h + user_h(b, B, d, b0 + r), rnx_state_buffer(m, ws, k, d, cur) + src,
+                    memcpy(h + rnx_user_h(b, B, d, b0 + r), rnx_state_buffer(m, ws, k, d, cur) + src,
                            (size_t)b->state_size * sizeof(float));
                 if (c && lstm)
-                    memcpy(c + user_c(b, B, d, b0 + r), rnx_state_buffer(m, ws, k, d, 2) + src,
+                    memcpy(c + rnx_user_c(b, B, d, b0 + r), rnx_state_buffer(m, ws, k, d, 2) + src,
                            (size_t)b->hidden_size * sizeof(float));
             }
     }
@@ -183,10 +177,33 @@ static int panel_block(const rnx_block *b, int K) {
  * One block and direction over the steps [t0, t1), `before` steps after the states were loaded
  * ------------------------------------------------------------------------------------------- */
 
+/* Step t's slot in a record: the number of steps the direction took before it. */
+static int record_step(const rnx_record *rec, int reverse, int t) {
+    return reverse ? rec->T - 1 - t : t;
+}
+
+static float *record_row(const rnx_record *rec, int reverse, int t, int r) {
+    const size_t s = (size_t)record_step(rec, reverse, t);
+    return rec->rows + (s * rec->B + rec->b0 + r) * rec->row_stride;
+}
+
+static float *record_h(const rnx_record *rec, int slot, int r) {
+    return rec->h + ((size_t)slot * rec->B + rec->b0 + r) * rec->h_stride;
+}
+
+/* Where the input projection of (step t, row r) of the chunk [t0, ..) goes: the workspace, or
+ * the record's row, where the step kernel then leaves its record. */
+static float *xp_row(const rnx_workspace *ws, const rnx_record *rec, int reverse, int t0, int t,
+                     int r) {
+    if (rec) return record_row(rec, reverse, t, r);
+    return ws->xp + ((size_t)(t - t0) * ws->Bs + r) * ws->xp_width;
+}
+
 /* The input projections of the chunk's (step, row) pairs for this thread's panels [p0, p1):
  * block 0 of an embedding model reads token rows (or copies folded ones), others `in`. */
-static void project_chunk(const rnx_model *m, rnx_workspace *ws, int k, int d, int t0, int t1,
-                          int p0, int p1, rnx_seq_view in) {
+static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_record *rec, int k,
+                          int d, int reverse, int on_plain, int t0, int t1, int p0, int p1,
+                          rnx_seq_view in) {
     const rnx_block *b = &m->blocks[k];
     const rnx_kernels *kn = b->kernels;
     const rnx_packed *w = &b->packed[d];
@@ -195,74 +212,104 @@ static void project_chunk(const rnx_model *m, rnx_workspace *ws, int k, int d, i
     const float *a[RNX_MAX_MR];
     float *o[RNX_MAX_MR];
     if (tokens && m->fold[d]) {
-        const size_t panel = (size_t)b->nv * kn->vw, fw = (size_t)xp_width(b);
+        const size_t panel = (size_t)b->nv * kn->vw, fw = (size_t)rnx_xp_width(b);
         for (int q = 0; q < nq; q++) {
-            const int32_t id = ws->ids[(size_t)(q % Bs) * ws->steps + t0 + q / Bs];
-            memcpy(ws->xp + (size_t)q * ws->xp_width + p0 * panel, m->fold[d] + id * fw + p0 * panel,
-                   (size_t)(p1 - p0) * panel * sizeof(float));
+            const int r = q % Bs, t = t0 + q / Bs;
+            const int32_t id = ws->ids[(size_t)r * ws->steps + t];
+            memcpy(xp_row(ws, rec, reverse, t0, t, r) + p0 * panel,
+                   m->fold[d] + id * fw + p0 * panel, (size_t)(p1 - p0) * panel * sizeof(float));
         }
         return;
     }
-    const int px = panel_block(b, w->in_size);
-    for (int c0 = p0; c0 < p1; c0 += px)
+    /* the plain path has no panels: one pass over all its rows */
+    const int px = on_plain ? 1 : panel_block(b, w->in_size), c_end = on_plain ? p0 + 1 : p1;
+    for (int c0 = p0; c0 < c_end; c0 += px)
         for (int q0 = 0; q0 < nq; q0 += mr) {
             const int nr = nq - q0 < mr ? nq - q0 : mr;
             for (int i = 0; i < nr; i++) {
                 const int q = q0 + i, r = q % Bs, t = t0 + q / Bs;
                 a[i] = tokens ? m->embedding + (size_t)ws->ids[(size_t)r * ws->steps + t] * m->embed_dim
                               : view_row(in, r, t);
-                o[i] = ws->xp + (size_t)q * ws->xp_width;
+                o[i] = xp_row(ws, rec, reverse, t0, t, r);
             }
-            kn->project(o, a, w, b->nv, c0, c0 + px < p1 ? c0 + px : p1, nr);
+            if (on_plain) rnx_general_project(&b->general[d], o, a, nr);
+            else kn->project(o, a, w, b->nv, c0, c0 + px < p1 ? c0 + px : p1, nr);
         }
 }
 
-static void run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, int d,
-                      int reverse, int t0, int t1, int before, rnx_seq_view in,
-                      rnx_seq_view out) {
+void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, int d,
+                   int reverse, int t0, int t1, int before, rnx_seq_view in, rnx_seq_view out,
+                   const rnx_record *rec) {
     const rnx_block *b = &m->blocks[k];
     const rnx_kernels *kn = b->kernels;
     const rnx_packed *w = &b->packed[d];
     const int Bs = ws->Bs, mr = kn->mr, H = b->hidden_size, Hp = b->hidden_padded;
+    /* training takes the plain path wherever the model has one (the reset-before GRU too) */
+    const int on_plain = rec ? b->general != NULL : b->plain;
+    const int lstm = b->cell == RNX_CELL_LSTM;
     const float *h_in[RNX_MAX_MR], *xp[RNX_MAX_MR];
-    float *o[RNX_MAX_MR], *c[RNX_MAX_MR];
+    float *o[RNX_MAX_MR], *c[RNX_MAX_MR], *x_rows[RNX_MAX_MR];
     unsigned char active[RNX_MAX_MR];
 
-    /* this thread's panels, and the hidden units [u0, u1) they hold */
+    /* this thread's panels, and the state units [u0, u1) they hold (the plain path: all, as its
+     * team is one thread) */
     const int p0 = (int)((long long)b->npanels * team.id / team.size);
     const int p1 = (int)((long long)b->npanels * (team.id + 1) / team.size);
-    const int u0 = p0 * b->units_per_panel;
-    const int u1 = p1 * b->units_per_panel < H ? p1 * b->units_per_panel : H;
+    const int u0 = on_plain ? 0 : p0 * b->units_per_panel;
+    const int u1 = on_plain ? b->state_size
+                            : p1 * b->units_per_panel < H ? p1 * b->units_per_panel : H;
 
-    project_chunk(m, ws, k, d, t0, t1, p0, p1, in);
+    project_chunk(m, ws, rec, k, d, reverse, on_plain, t0, t1, p0, p1, in);
 
-    /* the GRU with the reset before the product needs r*h of all its panels before any n */
-    const int ph = b->cell == RNX_CELL_GRU_RESET_BEFORE ? p1 - p0 : panel_block(b, H);
+    /* the GRU with the reset before the product needs r*h of all its panels before any n; the
+     * plain path and the training kernel take all panels in one pass. The plain path steps in
+     * place on the next h buffer (it leaves inactive rows as they are, so those keep the copy
+     * of the current state). */
+    const int one_pass = on_plain || rec;
+    const int ph = one_pass ? 1 : b->cell == RNX_CELL_GRU_RESET_BEFORE ? p1 - p0 : panel_block(b, H);
+    const int c_end = one_pass ? p0 + 1 : p1;
     float *cell = rnx_state_buffer(m, ws, k, d, 2);
     int cur = ws->parity ^ (before & 1);
     for (int s = 0; s < t1 - t0; s++, cur ^= 1) {
-        const int t = reverse ? t1 - 1 - s : t0 + s;
+        const int t = reverse ? t1 - 1 - s : t0 + s, slot = rec ? record_step(rec, reverse, t) : 0;
         float *h_cur = rnx_state_buffer(m, ws, k, d, cur);
         float *h_next = rnx_state_buffer(m, ws, k, d, cur ^ 1);
-        for (int c0 = p0; c0 < p1; c0 += ph)
+        for (int c0 = p0; c0 < c_end; c0 += ph)
             for (int r0 = 0; r0 < Bs; r0 += mr) {
                 const int nr = Bs - r0 < mr ? Bs - r0 : mr;
                 for (int i = 0; i < nr; i++) {
-                    const size_t row = (size_t)(r0 + i) * Hp;
-                    h_in[i] = h_cur + row;
-                    o[i] = h_next + row;
-                    c[i] = cell + row;
-                    xp[i] = ws->xp + ((size_t)(t - t0) * Bs + r0 + i) * ws->xp_width;
-                    active[i] = (unsigned char)rnx_step_active(m, ws, r0 + i, t);
+                    const int r = r0 + i;
+                    h_in[i] = rec ? record_h(rec, slot, r) : h_cur + (size_t)r * Hp;
+                    o[i] = rec ? record_h(rec, slot + 1, r) : h_next + (size_t)r * Hp;
+                    c[i] = cell + (size_t)r * Hp;
+                    x_rows[i] = xp_row(ws, rec, reverse, t0, t, r);
+                    xp[i] = x_rows[i];
+                    active[i] = (unsigned char)rnx_step_active(m, ws, r, t);
+                    if (on_plain) memcpy(o[i], h_in[i], (size_t)b->state_size * sizeof(float));
                 }
-                kn->step(b->cell, o, c, h_in, xp, active, w, H, c0,
-                         c0 + ph < p1 ? c0 + ph : p1, nr);
+                if (on_plain)
+                    rnx_general_step(&b->general[d], o, c, xp, active, rec ? x_rows : NULL,
+                                     ws->plain_scratch, nr);
+                else if (rec)
+                    kn->step_train(b->cell, o, c, h_in, xp, active, x_rows, w, H, b->npanels, nr);
+                else
+                    kn->step(b->cell, o, c, h_in, xp, active, w, H, c0,
+                             c0 + ph < p1 ? c0 + ph : p1, nr);
+                if (rec && lstm)
+                    for (int i = 0; i < nr; i++) {
+                        if (on_plain)
+                            memcpy(rec->c + ((size_t)(slot + 1) * rec->B + rec->b0 + r0 + i) * H,
+                                   c[i], (size_t)H * sizeof(float));
+                        else if (!active[i])
+                            memcpy(x_rows[i] + rnx_xp_width(b), c[i], (size_t)Hp * sizeof(float));
+                    }
             }
         if (out.base && u1 > u0)
             for (int r = 0; r < Bs; r++) {
                 float *dst = view_row(out, r, t) + u0;
+                const float *h = rec ? record_h(rec, slot + 1, r) : h_next + (size_t)r * Hp;
                 if (rnx_step_active(m, ws, r, t))
-                    memcpy(dst, h_next + (size_t)r * Hp + u0, (u1 - u0) * sizeof(float));
+                    memcpy(dst, h + u0, (u1 - u0) * sizeof(float));
                 else
                     memset(dst, 0, (u1 - u0) * sizeof(float));
             }
@@ -307,7 +354,7 @@ void rnx_run_blocks(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_se
                 rnx_seq_view in = x, out = top;
                 if (k > 0) in = buffer_view(ws->mid[(k - 1) & 1], Bs, m->blocks[k - 1].width, t0);
                 if (k < last || kept) out = buffer_view(ws->mid[k & 1], Bs, W, t0);
-                run_chunk(m, ws, team, k, 0, 0, t0, t1, t0, in, out);
+                rnx_run_chunk(m, ws, team, k, 0, 0, t0, t1, t0, in, out, NULL);
             }
             if (kept) {
                 rnx_readout_steps(m, ws, team,
@@ -336,7 +383,8 @@ void rnx_run_blocks(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_se
             for (int i = 0; i < nchunks; i++) {
                 const int ci = reverse ? nchunks - 1 - i : i;
                 const int t0 = ci * ws->chunk, t1 = t0 + ws->chunk < T ? t0 + ws->chunk : T;
-                run_chunk(m, ws, team, k, d, reverse, t0, t1, reverse ? T - t1 : t0, in, dir_out);
+                rnx_run_chunk(m, ws, team, k, d, reverse, t0, t1, reverse ? T - t1 : t0, in, dir_out,
+                              NULL);
             }
         }
         if (merged && out.base)
@@ -408,7 +456,8 @@ static int team_threads(const rnx_model *m, int B, int threads) {
     int npanels = 1;
     for (int k = 0; k < m->n_blocks; k++) {
         const rnx_block *b = &m->blocks[k];
-        if (b->cell == RNX_CELL_GRU_RESET_BEFORE) return 1; /* two passes per step */
+        /* two passes per step; the plain path's rows are not split */
+        if (b->cell == RNX_CELL_GRU_RESET_BEFORE || b->plain) return 1;
         const long long n = (long long)B * b->npanels * b->nv * b->kernels->vw * b->hidden_size;
         if (n > macs) {
             macs = n;
@@ -419,16 +468,22 @@ static int team_threads(const rnx_model *m, int B, int threads) {
     return threads;
 }
 
+rnx_status rnx_check_steps(const int32_t *lengths, const uint8_t *mask, int B, int T) {
+    if (lengths && mask) return RNX_ERR_BAD_ARGUMENT;
+    if (lengths)
+        for (int b = 0; b < B; b++)
+            if (lengths[b] < 1 || lengths[b] > T) return RNX_ERR_BAD_ARGUMENT;
+    if (mask)
+        for (size_t i = 0; i < (size_t)B * T; i++)
+            if (mask[i] > 1) return RNX_ERR_BAD_ARGUMENT;
+    return RNX_OK;
+}
+
 /* The checks of rnx_forward's inputs that read arrays: lengths, mask values, ids. */
 static rnx_status check_inputs(const rnx_model *m, const forward_args *a) {
-    const size_t n = (size_t)a->B * a->T;
-    if (a->lengths)
-        for (int b = 0; b < a->B; b++)
-            if (a->lengths[b] < 1 || a->lengths[b] > a->T) return RNX_ERR_BAD_ARGUMENT;
-    if (a->mask)
-        for (size_t i = 0; i < n; i++)
-            if (a->mask[i] > 1) return RNX_ERR_BAD_ARGUMENT;
-    return a->ids ? rnx_check_ids(m, a->ids, n) : RNX_OK;
+    const rnx_status s = rnx_check_steps(a->lengths, a->mask, a->B, a->T);
+    if (s != RNX_OK) return s;
+    return a->ids ? rnx_check_ids(m, a->ids, (size_t)a->B * a->T) : RNX_OK;
 }
 
 rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n, const float *x,

@@ -18,7 +18,7 @@ rnx_status rnx_check_ids(const rnx_model *m, const int32_t *ids, size_t n) {
 }
 
 size_t rnx_fold_floats(const rnx_model *m) {
-    if (!m->info.takes_ids || m->blocks[0].general) return 0;
+    if (!m->info.takes_ids || m->blocks[0].plain) return 0;
     const rnx_block *b = &m->blocks[0];
     size_t n;
     const size_t width = (size_t)b->npanels * b->nv * b->kernels->vw;
@@ -76,13 +76,10 @@ void rnx_dense_row(const rnx_model *m, float *y, const float *in, float *scratch
         memcpy(y, in, (size_t)F * sizeof(float));
         return;
     }
-    const size_t room = (size_t)(m->dense_width > m->blocks[m->n_blocks - 1].width
-                                     ? m->dense_width
-                                     : m->blocks[m->n_blocks - 1].width);
     const float *x = in;
     for (int j = 0; j < m->n_dense; j++) {
         const rnx_dense *dn = &m->dense[j];
-        float *out = j == m->n_dense - 1 ? y : scratch + (size_t)(j & 1) * room;
+        float *out = j == m->n_dense - 1 ? y : scratch + (size_t)(j & 1) * m->dense_width;
         for (int o = 0; o < dn->out_size; o++) {
             const float *w = dn->weight + (size_t)o * dn->in_size;
             float s = dn->bias[o];
@@ -103,8 +100,7 @@ int rnx_top_is_output(const rnx_model *m) {
 }
 
 static float *member_scratch(const rnx_model *m, const rnx_workspace *ws, rnx_team team) {
-    const int W = m->blocks[m->n_blocks - 1].width;
-    return ws->scratch + (size_t)team.id * 2 * (m->dense_width > W ? m->dense_width : W);
+    return ws->scratch + (size_t)team.id * 2 * m->dense_width;
 }
 
 void rnx_readout_begin(const rnx_model *m, rnx_workspace *ws) {

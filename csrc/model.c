@@ -3,7 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "rnx_internal.h"
+#include "general.h"
 
 static int cell_gates(int cell) {
     switch (cell) {
@@ -170,18 +170,6 @@ static int check_dense(const rnx_layer *l, int width) {
            rest_zero(&rest);
 }
 
-/* The floats of one direction of a recurrent layer's parameters. */
-static int recurrent_direction_params(const rnx_layer *l, size_t *out) {
-    const size_t GH = (size_t)cell_gates(l->cell) * l->units, H = (size_t)l->units;
-    size_t n, extra = 0;
-    /* weight_ih + weight_hh + two biases = GH * (I + S + 2) */
-    if (!add_ok(&n, (size_t)l->input_size, (size_t)state_width(l) + 2) || !mul_ok(&n, GH, n))
-        return 0;
-    if (l->proj_size) extra += (size_t)l->proj_size * H;
-    if (l->peepholes) extra += 3 * H;
-    return add_ok(out, n, extra);
-}
-
 /* Checks a list; the parameter counts: the embedding's, the recurrent layers', in all. */
 static rnx_status check_list(const rnx_layer *layers, int n, size_t *embedding_params,
                              size_t *recurrent_params, size_t *total) {
@@ -200,8 +188,9 @@ static rnx_status check_list(const rnx_layer *layers, int n, size_t *embedding_p
     const int first_recurrent = i;
     for (; i < n && layers[i].kind == RNX_LAYER_RECURRENT; i++) {
         if (!check_recurrent(&layers[i], width)) return RNX_ERR_BAD_CONFIG;
-        if (!recurrent_direction_params(&layers[i], &p) ||
-            !mul_ok(&p, p, (size_t)layer_directions(&layers[i])) || !add_ok(&count, count, p))
+        /* a direction's count is below 2^53 for sizes up to RNX_MAX_SIZE: only sums can wrap */
+        if (!mul_ok(&p, rnx_general_param_count(&layers[i]), (size_t)layer_directions(&layers[i])) ||
+            !add_ok(&count, count, p))
             return RNX_ERR_OVERFLOW;
         width = output_width(&layers[i]);
     }
@@ -228,14 +217,6 @@ rnx_status rnx_param_count(const rnx_layer *layers, int n_layers, size_t *count)
     if (!count) return RNX_ERR_NULL_ARGUMENT;
     *count = total;
     return RNX_OK;
-}
-
-/* Whether the packed kernels run this recurrent layer: PyTorch's cells without options. */
-static int packed_kernels_run(const rnx_layer *l) {
-    int acts[3];
-    default_activations(l->cell, acts);
-    return !l->proj_size && !l->peepholes && !l->input_forget && l->clip == 0.0f &&
-           !memcmp(acts, l->activations, sizeof acts);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -286,6 +267,7 @@ static void pack_biases(const rnx_block *b, rnx_packed *w, const float *b_ih, co
 
 /* A block's sizes and packing geometry from its layer. */
 static void plan_block(rnx_block *b, const rnx_layer *l, const rnx_kernels *kernels) {
+    b->layer = l;
     b->cell = l->cell;
     b->input_size = l->input_size;
     b->hidden_size = l->units;
@@ -296,6 +278,11 @@ static void plan_block(rnx_block *b, const rnx_layer *l, const rnx_kernels *kern
     b->width = output_width(l);
     b->kernels = kernels;
     b->gates = cell_gates(l->cell);
+    b->plain = rnx_general_needed(l, 0);
+    if (b->plain) {
+        b->hidden_padded = b->state_size > b->hidden_size ? b->state_size : b->hidden_size;
+        return;
+    }
     b->nv = b->gates == 3 ? 3 : 4;
     b->units_per_panel = b->gates == 1 ? 4 * kernels->vw : kernels->vw;
     b->npanels = (b->hidden_size + b->units_per_panel - 1) / b->units_per_panel;
@@ -308,7 +295,16 @@ static void storage_layout(rnx_arena *a, void *what) {
     for (int k = 0; k < m->n_blocks; k++) {
         rnx_block *b = &m->blocks[k];
         const size_t panels = (size_t)b->npanels * b->nv * b->kernels->vw;
-        for (int d = 0; d < b->directions; d++) {
+        if (rnx_general_needed(b->layer, 1)) {
+            /* the plain path reads PyTorch's layout in place: a copy of each direction's params */
+            rnx_general *g = rnx_arena_take(a, (size_t)b->directions, sizeof *g);
+            for (int d = 0; d < b->directions; d++) {
+                float *params = rnx_arena_take(a, rnx_general_param_count(b->layer), sizeof(float));
+                if (g) g[d].w.w_ih = params;
+            }
+            b->general = g;
+        }
+        for (int d = 0; !b->plain && d < b->directions; d++) {
             rnx_packed *w = &b->packed[d];
             w->in_size = b->input_size;
             w->wx = rnx_arena_take(a, panels * (size_t)b->input_size, sizeof(float));
@@ -342,11 +338,17 @@ static void load_params(rnx_model *m, const float *src) {
     for (int k = 0; k < m->n_blocks; k++) {
         const rnx_block *b = &m->blocks[k];
         const size_t K = (size_t)b->input_size, H = (size_t)b->hidden_size;
-        const size_t GH = (size_t)b->gates * H;
-        for (int d = 0; d < b->directions; d++) {
+        const size_t GH = (size_t)b->gates * H, count = rnx_general_param_count(b->layer);
+        for (int d = 0; d < b->directions; d++, src += count) {
+            if (b->general) {
+                rnx_general *g = (rnx_general *)&b->general[d];
+                float *copy = g->w.w_ih;
+                memcpy(copy, src, count * sizeof(float));
+                rnx_general_init(g, b->layer, copy);
+            }
+            if (b->plain) continue;
             const float *w_ih = src, *w_hh = w_ih + GH * K, *b_ih = w_hh + GH * H;
             const float *b_hh = b_ih + GH;
-            src = b_hh + GH;
             pack_weight(b, b->packed[d].wx, w_ih, K);
             pack_weight(b, b->packed[d].wh, w_hh, H);
             pack_biases(b, (rnx_packed *)&b->packed[d], b_ih, b_hh);
@@ -404,9 +406,6 @@ rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_laye
     if (s != RNX_OK) return s;
     if (!params) return RNX_ERR_NULL_ARGUMENT;
     if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX512) return RNX_ERR_BAD_CONFIG;
-    for (int i = 0; i < n_layers; i++)
-        if (layers[i].kind == RNX_LAYER_RECURRENT && !packed_kernels_run(&layers[i]))
-            return RNX_ERR_BAD_CONFIG; /* the plain path (general.c) is not in this build yet */
     if (isa == RNX_ISA_AUTO) isa = rnx_default_isa();
     const rnx_kernels *kernels = rnx_kernels_for((rnx_isa)isa);
     if (!kernels) return RNX_ERR_ISA_UNAVAILABLE;
@@ -439,7 +438,7 @@ rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_laye
             m->embed_dim = l->units;
             m->mask_zero = l->mask_zero;
         } else if (l->kind == RNX_LAYER_RECURRENT) {
-            plan_block(&m->blocks[m->n_blocks++], l, kernels);
+            plan_block(&m->blocks[m->n_blocks++], &m->layers[i], kernels);
         } else if (l->kind == RNX_LAYER_READOUT) {
             m->readout = l->readout;
         } else {

@@ -96,28 +96,39 @@ const rnx_kernels *rnx_kernels_for(rnx_isa isa);
 /* The plain exact path for the options the packed kernels lack (general.c, branch ctrain). */
 typedef struct rnx_general rnx_general;
 
-/* One recurrent layer: its sizes, and its weights packed for the kernels. The packing fields are
- * those of the single-layer model of version 0.1 (gates .. packed). */
+/* One recurrent layer: its sizes, and its weights packed for the kernels and/or in PyTorch's
+ * layout for the plain path. The packing fields are those of the single-layer model of version
+ * 0.1 (gates .. packed). */
 typedef struct rnx_block {
+    const rnx_layer *layer; /* its entry in the model's list */
     int cell;               /* rnx_cell */
     int input_size;         /* I_k: K of the input product */
     int hidden_size;        /* H */
-    int state_size;         /* S: H (proj_size runs on the plain path) */
+    int state_size;         /* S: proj_size, or H */
     int directions;         /* D: 1 or 2 */
     int reverse;            /* 1: a reverse-only layer, its one direction walking t = T-1 .. 0 */
     int merge;              /* rnx_merge of a bidirectional layer */
     int width;              /* W: its output width, 2S for a concat, else S */
+    int plain;              /* 1: the forward pass runs the plain path (options the packed kernels
+                               lack, rnx_general_needed(layer, 0)); packed is then unset */
     const rnx_kernels *kernels;
     int gates;              /* G */
-    int nv;                 /* vectors per panel */
-    int units_per_panel;    /* U */
-    int hidden_padded;      /* Hp = npanels * U */
-    int npanels;
+    int nv;                 /* vectors per panel (0 for a plain block) */
+    int units_per_panel;    /* U (0 for a plain block) */
+    int hidden_padded;      /* Hp = npanels * U: a state row (a plain block: max(S, H)) */
+    int npanels;            /* (0 for a plain block) */
     rnx_packed packed[2];   /* (D): forward, then reverse (a reverse-only layer: its one) */
-    const rnx_general *general; /* the plain path, or NULL for the packed kernels */
+    const rnx_general *general; /* (D): each direction's plain path (general.h), or NULL for the
+                                   packed kernels; set whenever rnx_general_needed(layer, 1),
+                                   since training has no packed reset-before GRU */
     size_t state_offset;    /* floats of h per sequence before this layer's in States */
     size_t cell_offset;     /* the same for c (LSTM layers only take room) */
 } rnx_block;
+
+/* Floats of a block's input projection row: the panel layout's, or G*H on the plain path. */
+static inline int rnx_xp_width(const rnx_block *b) {
+    return b->plain ? b->gates * b->hidden_size : b->npanels * b->nv * b->kernels->vw;
+}
 
 /* The gate and hidden unit that lane v of vector j in panel p of a packed weight holds. */
 void rnx_panel_slot(const rnx_block *b, int p, int j, int v, int *gate, int *unit);
@@ -177,7 +188,8 @@ typedef struct rnx_workspace {
     float *rev;     /* (T, Bs, S_max): a sum/mul/ave layer's reverse outputs, or NULL */
     float *acc;     /* (Bs, W_top): the readout's sums, maxima or last rows */
     int32_t *count; /* (Bs): valid steps the readout has seen */
-    float *scratch; /* (team_max, 2, F_max): the dense layers' rows */
+    float *scratch; /* (team_max, 2, dense_width): the dense layers' rows */
+    float *plain_scratch; /* the plain path's scratch (rnx_general_scratch_size), or NULL */
     int32_t *len;   /* (Bs): valid steps of each row */
     /* the call's inputs for rows b0 .. b0+Bs, row r of step t at [r * steps + t] */
     const int32_t *ids;  /* token ids, or NULL for float x */
@@ -186,11 +198,36 @@ typedef struct rnx_workspace {
     void *block;
 } rnx_workspace;
 
-/* Whether row r of a workspace's slice takes step t (lengths, mask and mask_zero). */
+/* Whether row r of a workspace's slice takes step t (lengths, mask and mask_zero; a training
+ * pass runs without ids, on embedded vectors, its mask holding mask_zero's steps). */
 static inline int rnx_step_active(const rnx_model *m, const rnx_workspace *ws, int r, int t) {
     const size_t i = (size_t)r * ws->steps + t;
-    return t < ws->len[r] && (!ws->mask || ws->mask[i]) && (!m->mask_zero || ws->ids[i] != 0);
+    return t < ws->len[r] && (!ws->mask || ws->mask[i]) &&
+           (!m->mask_zero || !ws->ids || ws->ids[i] != 0);
 }
+
+/* Where row `row` of the batch (B rows), direction d of block b starts in a user's state array
+ * (see States in rnnext.h): h, and c (LSTM layers only take room). */
+static inline size_t rnx_user_h(const rnx_block *b, int B, int d, int row) {
+    return (size_t)B * b->state_offset + ((size_t)d * B + row) * b->state_size;
+}
+static inline size_t rnx_user_c(const rnx_block *b, int B, int d, int row) {
+    return (size_t)B * b->cell_offset + ((size_t)d * B + row) * b->hidden_size;
+}
+
+/* What a training-mode pass keeps of one block and direction's steps (backward.c's tape), for
+ * rnx_run_chunk to write as it steps: step s of the direction (s counts the steps it takes, in
+ * its order) of batch row b has its projection, then the record the step kernel leaves, in row
+ * (s, b) of `rows`, and the states after it in slot s+1 of `h` (slot 0: before the first) and,
+ * on the plain path, of `c`. A packed LSTM's inactive rows get the unchanged c in the row's c'
+ * columns, so that step s+1 finds c_prev in row s whatever the mask. */
+typedef struct rnx_record {
+    float *rows;       /* (T, B, row_stride) */
+    float *h;          /* (T+1, B, h_stride) */
+    float *c;          /* the plain path's LSTM: (T+1, B, H); else NULL */
+    size_t row_stride, h_stride;
+    int B, b0, T;      /* the batch, the slice's first row in it, the sequence's steps */
+} rnx_record;
 
 /* The rows [r0, r1) of the slice that team member `team.id` takes in row-wise work (merges,
  * readouts). */
@@ -213,6 +250,18 @@ float *rnx_state_buffer(const rnx_model *m, const rnx_workspace *ws, int k, int 
 /* Runs every recurrent layer over T steps from x (unused for an embedding model: ws->ids) and,
  * with feed_readout, gives the top layer's outputs to the readout: straight into y for a
  * sequence readout without dense layers, else through rnx_readout_steps (y: (Bs, T, F)). */
+/* RNX_ERR_BAD_ARGUMENT unless lengths (B) are in [1, T], mask (B, T) values are 0 or 1, and not
+ * both are given (either may be NULL). */
+rnx_status rnx_check_steps(const int32_t *lengths, const uint8_t *mask, int B, int T);
+
+/* Block k, direction d over the steps [t0, t1) of the slice, `before` steps after the states were
+ * loaded: the input projections of the chunk, then one kernel call per step and row tile; the
+ * direction's outputs into `out` (out.base NULL: none). rec NULL: inference, the states in the
+ * workspace; else a training pass (a team of one), the projections, records and states in *rec,
+ * the workspace holding c. */
+void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, int d,
+                   int reverse, int t0, int t1, int before, rnx_seq_view in, rnx_seq_view out,
+                   const rnx_record *rec);
 void rnx_run_blocks(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq_view x,
                     rnx_seq_view y, int T, int feed_readout);
 
@@ -238,18 +287,7 @@ void rnx_readout_steps(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx
 /* The readout's rows (last, final, mean, max) through the dense layers into y (Bs, F), after
  * `steps` steps; rows split over the team. */
 void rnx_readout_end(const rnx_model *m, rnx_workspace *ws, rnx_team team, float *y, int steps);
-/* y (F) = the dense layers of `in` (or zeros for in == NULL); scratch (2, F_max). */
+/* y (F) = the dense layers of `in` (or zeros for in == NULL); scratch (2, dense_width). */
 void rnx_dense_row(const rnx_model *m, float *y, const float *in, float *scratch);
-
-/* ---------------------------------------------------------------------------------------------
- * A version-1 file's architecture (safetensors.c): until the parser reads layer lists
- * (rnx_file_model_layers, branch cfile), rnx_model_load turns it into a list here.
- * ------------------------------------------------------------------------------------------- */
-
-typedef struct rnx_config {
-    int cell, input_size, hidden_size, num_layers, bidirectional, isa;
-} rnx_config;
-rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config, int *output_size,
-                                 char *message, size_t message_size);
 
 #endif /* RNX_INTERNAL_H */

@@ -181,26 +181,16 @@ cdef extern from "rnnext.h" nogil:
                                  const char **value)
     rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor, float *out,
                                  size_t count)
+    rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers, int max_layers,
+                                     int *n_layers, char *message, size_t message_size)
 
     rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     void rnx_tape_free(rnx_tape *tape)
-    rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, float *h_n,
-                                 float *c_n, const float *x, const float *h0, const float *c0,
-                                 const int32_t *lengths, int B, int T, int n_threads)
+    rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
+                                 float *h_n, float *c_n, const float *x, const float *h0,
+                                 const float *c0, const int32_t *lengths, const uint8_t *mask,
+                                 int B, int T, int n_threads)
     rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
-                            float *dh0, float *dc0, const float *x, const float *dy,
+                            float *dh0, float *dc0, const float *x, const float *dseq,
                             const float *dh_n, const float *dc_n, int n_threads)
 
-
-# The file parser's version-1 architecture, internal until the parser reads layer lists (cfile).
-cdef extern from "rnx_internal.h" nogil:
-    ctypedef struct rnx_config:
-        int cell
-        int input_size
-        int hidden_size
-        int num_layers
-        int bidirectional
-        int isa
-
-    rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config, int *output_size,
-                                     char *message, size_t message_size)

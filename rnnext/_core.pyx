@@ -316,66 +316,84 @@ cdef class CoreModel:
     def stream(self, int batch):
         return CoreStream(self, batch)
 
-    # training: a uniform stack of recurrent layers (rnnext.h); the signatures change with the
-    # training of layer lists (branch ctrain)
+    # training: the recurrent layers (rnnext.h, rnx_forward_train and rnx_backward)
 
-    def _stack(self):
-        """(I, H, L, D) of a model of recurrent layers only."""
-        first = self.layers[0]
-        D = 2 if first["direction"] == RNX_DIRECTION_BIDIRECTIONAL else 1
-        return first["input_size"], first["units"], self.info["n_recurrent"], D
+    @property
+    def train_sizes(self):
+        """(I_0, W): the widths of the first recurrent layer's input and of the top recurrent
+        layer's (merged) output, what forward_train's x and seq hold per step."""
+        recurrent = [l for l in self.layers if l["kind"] == RNX_LAYER_RECURRENT]
+        top = recurrent[len(recurrent) - 1]
+        S = top["proj_size"] or top["units"]
+        concat = top["direction"] == RNX_DIRECTION_BIDIRECTIONAL and top["merge"] == RNX_MERGE_CONCAT
+        return recurrent[0]["input_size"], 2 * S if concat else S
 
-    def forward_train(self, CoreTape tape not None, float[:, :, ::1] y, float[:, :, ::1] h_n,
-                      float[:, :, ::1] c_n, const float[:, :, ::1] x not None,
-                      const float[:, :, ::1] h0, const float[:, :, ::1] c0,
-                      const int32_t[::1] lengths, int n_threads):
-        """Runs rnx_forward_train into `tape`; optional arrays may be None; states (L*D, B, H)."""
-        cdef float *yp = &y[0, 0, 0] if y is not None else NULL
-        cdef float *hnp = &h_n[0, 0, 0] if h_n is not None else NULL
-        cdef float *cnp = &c_n[0, 0, 0] if c_n is not None else NULL
-        cdef const float *h0p = &h0[0, 0, 0] if h0 is not None else NULL
-        cdef const float *c0p = &c0[0, 0, 0] if c0 is not None else NULL
-        cdef const int32_t *lp = &lengths[0] if lengths is not None else NULL
-        cdef int B = x.shape[0], T = x.shape[1]
+    def forward_train(self, CoreTape tape not None, seq, h_n, c_n, x, h0, c0, lengths, mask,
+                      int n_threads):
+        """Runs rnx_forward_train into `tape`; every array but x may be None.
+          seq       float32 (B, T, W): the top recurrent layer's output sequence (train_sizes)
+          h_n, h0   float32 (B * state_size,); c_n, c0 float32 (B * cell_size,): as forward's
+          x         float32 (B, T, I_0): the first recurrent layer's input (embedded vectors
+                    for an embedding model)
+          lengths   int32 (B,); mask bool or uint8 (B, T) (not both; mask_zero is the caller's)
+        Every array is C-contiguous; outputs are written in place."""
+        if x is None or getattr(x, "ndim", 0) != 3:
+            raise ValueError(f"x: expected a (B, T, I) array, got "
+                             f"{None if x is None else np.shape(x)}")
+        B, T = x.shape[0], x.shape[1]
+        I, W = self.train_sizes
+        S, C = self.info["state_size"], self.info["cell_size"]
+        if mask is not None and getattr(mask, "dtype", None) == np.bool_:
+            mask = mask.view(np.uint8)
+        cdef float *seqp = <float *>_data(seq, "seq", np.float32, (B, T, W), True)
+        cdef float *hnp = <float *>_data(h_n, "h_n", np.float32, (B * S,), True)
+        cdef float *cnp = <float *>_data(c_n, "c_n", np.float32, (B * C,), True)
+        cdef const float *xp = <const float *>_data(x, "x", np.float32, (B, T, I), False)
+        cdef const float *h0p = <const float *>_data(h0, "h0", np.float32, (B * S,), False)
+        cdef const float *c0p = <const float *>_data(c0, "c0", np.float32, (B * C,), False)
+        cdef const int32_t *lp = <const int32_t *>_data(lengths, "lengths", np.int32, (B,), False)
+        cdef const uint8_t *mp = <const uint8_t *>_data(mask, "mask", np.uint8, (B, T), False)
+        cdef int b = B, t = T
         cdef rnx_status status
         with nogil:
-            status = rnx_forward_train(self.ptr, tape.ptr, yp, hnp, cnp, &x[0, 0, 0], h0p, c0p,
-                                       lp, B, T, n_threads)
+            status = rnx_forward_train(self.ptr, tape.ptr, seqp, hnp, cnp, xp, h0p, c0p, lp, mp,
+                                       b, t, n_threads)
         tape.run = (B, T) if status == RNX_OK else None
+        if status == RNX_ERR_BAD_ARGUMENT:
+            raise ValueError(f"forward_train: an argument is out of range (B <= {tape.B}, "
+                             f"T <= {tape.T} and the tape's model, lengths in [1, {T}], mask "
+                             f"0/1, not both lengths and mask) (rnnext status {<int>status})")
         check(status, "forward_train")
 
-    def backward(self, CoreTape tape not None, float[::1] grads not None, float[:, :, ::1] dx,
-                 float[:, :, ::1] dh0, float[:, :, ::1] dc0, const float[:, :, ::1] x not None,
-                 const float[:, :, ::1] dy, const float[:, :, ::1] dh_n,
-                 const float[:, :, ::1] dc_n, int n_threads):
-        """Runs rnx_backward over the pass in `tape`. Optional arrays may be None."""
-        cdef object arr
-        count = self.info["recurrent_param_count"]
-        if <size_t>grads.shape[0] != count:
-            raise ValueError(f"grads: expected {count} floats, got {grads.shape[0]}")
+    def backward(self, CoreTape tape not None, grads, dx, dh0, dc0, x, dseq, dh_n, dc_n,
+                 int n_threads):
+        """Runs rnx_backward over the pass in `tape`; every array but grads and x may be None.
+          grads     float32 (info["recurrent_param_count"],): the recurrent layers' parameter
+                    gradients, in params order
+          dx, x     float32 (B, T, I_0); dseq float32 (B, T, W) (train_sizes)
+          dh0, dh_n float32 (B * state_size,); dc0, dc_n float32 (B * cell_size,)
+        B and T are those of the forward_train pass the tape holds."""
         if tape.run is None:
             raise ValueError("tape: backward expected a tape filled by forward_train, got an "
                              "empty one")
         B, T = tape.run
-        I, H, L, D = self._stack()
-        LD = L * D
-        for name, arr, want in (("x", x, (B, T, I)), ("dx", dx, (B, T, I)),
-                                ("dy", dy, (B, T, D * H)), ("dh_n", dh_n, (LD, B, H)),
-                                ("dc_n", dc_n, (LD, B, H)), ("dh0", dh0, (LD, B, H)),
-                                ("dc0", dc0, (LD, B, H))):
-            if arr is not None and tuple(arr.shape[:3]) != want:
-                raise ValueError(f"{name}: expected shape {want} (the forward_train pass), got "
-                                 f"{tuple(arr.shape[:3])}")
-        cdef float *dx_p = &dx[0, 0, 0] if dx is not None else NULL
-        cdef float *dh0_p = &dh0[0, 0, 0] if dh0 is not None else NULL
-        cdef float *dc0_p = &dc0[0, 0, 0] if dc0 is not None else NULL
-        cdef const float *dy_p = &dy[0, 0, 0] if dy is not None else NULL
-        cdef const float *dhn_p = &dh_n[0, 0, 0] if dh_n is not None else NULL
-        cdef const float *dcn_p = &dc_n[0, 0, 0] if dc_n is not None else NULL
+        I, W = self.train_sizes
+        S, C = self.info["state_size"], self.info["cell_size"]
+        if grads is None or x is None:
+            raise ValueError(f"{'grads' if grads is None else 'x'}: expected an array, got None")
+        cdef float *gp = <float *>_data(grads, "grads", np.float32,
+                                        (self.info["recurrent_param_count"],), True)
+        cdef float *dxp = <float *>_data(dx, "dx", np.float32, (B, T, I), True)
+        cdef float *dh0p = <float *>_data(dh0, "dh0", np.float32, (B * S,), True)
+        cdef float *dc0p = <float *>_data(dc0, "dc0", np.float32, (B * C,), True)
+        cdef const float *xp = <const float *>_data(x, "x", np.float32, (B, T, I), False)
+        cdef const float *dsp = <const float *>_data(dseq, "dseq", np.float32, (B, T, W), False)
+        cdef const float *dhnp = <const float *>_data(dh_n, "dh_n", np.float32, (B * S,), False)
+        cdef const float *dcnp = <const float *>_data(dc_n, "dc_n", np.float32, (B * C,), False)
         cdef rnx_status status
         with nogil:
-            status = rnx_backward(self.ptr, tape.ptr, &grads[0], dx_p, dh0_p, dc0_p, &x[0, 0, 0],
-                                  dy_p, dhn_p, dcn_p, n_threads)
+            status = rnx_backward(self.ptr, tape.ptr, gp, dxp, dh0p, dc0p, xp, dsp, dhnp, dcnp,
+                                  n_threads)
         check(status, "backward (it needs a forward_train with the same model first)")
 
 
@@ -384,19 +402,23 @@ cdef class CoreTape:
     cdef rnx_tape *ptr
     cdef readonly int B, T
     cdef readonly list layers
+    cdef readonly str isa
     cdef public object run  # (B, T) of the forward_train pass it holds, or None
 
     def __cinit__(self, CoreModel model not None, int B, int T):
         check(rnx_tape_create(&self.ptr, model.ptr, B, T), "CoreTape")
         self.B, self.T = B, T
         self.layers = model.layers
+        self.isa = model.isa
 
     def __dealloc__(self):
         rnx_tape_free(self.ptr)
 
     def fits(self, CoreModel model not None, int B, int T):
-        """Whether this tape serves `model` for B sequences of T steps."""
-        return model.layers == self.layers and B <= self.B and T <= self.T
+        """Whether this tape serves `model` for B sequences of T steps (the same layer list and
+        instruction set, as rnx_forward_train checks)."""
+        return (model.layers == self.layers and model.isa == self.isa and B <= self.B
+                and T <= self.T)
 
 
 cdef class CoreStream:
@@ -487,11 +509,6 @@ cdef class CoreStream:
 # ------------------------------------------------------------------------------------------------
 # files: the C parser (csrc/safetensors.c) checks everything; this only copies its results out
 
-# core cell -> (Model's cell, nonlinearity, linear_before_reset)
-CELL_NAMES = {0: ("rnn", "tanh", True), 1: ("rnn", "relu", True), 2: ("lstm", "tanh", True),
-              3: ("gru", "tanh", True), 4: ("gru", "tanh", False)}
-
-
 cdef int check_file(rnx_status status, const char *message, str what) except -1:
     if status == RNX_OK:
         return 0
@@ -556,19 +573,18 @@ cdef class TensorFile:
         check(status, "read")
         return out
 
-    def model_config(self, str what="file"):
-        """The model architecture the metadata describes, checked against the tensors:
-        {cell, nonlinearity, linear_before_reset, input_size, hidden_size, num_layers,
-        bidirectional, output_size}."""
+    def model_layers(self, str what="file"):
+        """The model's layers that the metadata describes, checked against the tensors: one dict
+        per layer as CoreModel.layers gives them (rnx_layer's fields, enums as ints)."""
         cdef char message[512]
-        cdef rnx_config cfg
-        cdef int output_size = 0
+        cdef int n = 0
+        cdef rnx_layer *layers = <rnx_layer *>PyMem_Malloc(RNX_MAX_LAYERS * sizeof(rnx_layer))
+        if layers == NULL:
+            raise MemoryError(f"{what}: out of memory")
         message[0] = 0
-        check_file(rnx_file_model_config(self.ptr, &cfg, &output_size, message, sizeof(message)),
-                   message, what)
-        cell, nonlinearity, linear_before_reset = CELL_NAMES[cfg.cell]
-        return {"cell": cell, "nonlinearity": nonlinearity,
-                "linear_before_reset": linear_before_reset, "input_size": cfg.input_size,
-                "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
-                "bidirectional": bool(cfg.bidirectional),
-                "output_size": output_size if output_size else None}
+        try:
+            check_file(rnx_file_model_layers(self.ptr, layers, RNX_MAX_LAYERS, &n, message,
+                                             sizeof(message)), message, what)
+            return [_layer_to_dict(&layers[i]) for i in range(n)]
+        finally:
+            PyMem_Free(layers)

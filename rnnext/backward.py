@@ -23,7 +23,7 @@ id, zero for padding_idx's row.
 import numpy as np
 
 from . import layers as L
-from .cells import EMBEDDING_PARAM, dense_param_name, param_name
+from .cells import ACTIVATIONS, EMBEDDING_PARAM, dense_param_name, param_name
 from .reference import (activate_grad, direction_params, forward_model, last_valid, legacy_spec,
                         model_inputs, split_states)
 
@@ -152,17 +152,13 @@ def readout_grad(mode, seq, mask, dy):
     return dseq
 
 
-def dense_activate_grad(name, y, dy):
+def dense_activate_grad(name, z, y, dy):
     """dLoss/dz of y = reference.dense_activate(name, z) from dy."""
     if name is None:
         return dy
     if name == "softmax":
         return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
-    if name == "relu":
-        return dy * (y > 0.0)
-    if name == "tanh":
-        return dy * (1.0 - y * y)
-    return dy * y * (1.0 - y)
+    return dy * ACTIVATIONS[name].derivative(z, y, 0.0, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,9 +187,9 @@ def head_backward(spec, params, trace, dy_out):
     if spec.dense and spec.readout == "sequence":
         dy = np.where(mask[:, :, None], dy, 0.0)
     grads = {}
-    for d, (z_in, z_out) in zip(reversed(spec.dense), reversed(trace["dense"])):
+    for d, (z_in, z, z_out) in zip(reversed(spec.dense), reversed(trace["dense"])):
         weight = dense_param_name("weight", d.index)
-        dz = dense_activate_grad(d.activation, z_out, dy)
+        dz = dense_activate_grad(d.activation, z, z_out, dy)
         flat_dz, flat_in = dz.reshape(-1, d.units), z_in.reshape(-1, d.input_size)
         grads[weight] = flat_dz.T @ flat_in
         grads[dense_param_name("bias", d.index)] = flat_dz.sum(axis=0)

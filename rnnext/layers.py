@@ -126,6 +126,10 @@ def _recurrent_post_init(layer, layer_type, cell):
         value = getattr(layer, field)
         _set(layer, field, tuple(getattr(ACTIVATIONS[a], name) for a in activations)
              if value is None else _floats(field, value, count))
+        for a, v in zip(activations, getattr(layer, field)):
+            if v != 0.0 and not getattr(ACTIVATIONS[a], f"uses_{name}"):
+                raise ValueError(f"{field}: expected 0.0 where the function takes no {name} "
+                                 f"({a!r} in {activations}), got {getattr(layer, field)}")
     if layer.clip is not None:
         clip = layer.clip
         if isinstance(clip, bool) or not isinstance(clip, (int, float, np.integer, np.floating)) \
@@ -442,8 +446,10 @@ def shorthand(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
               nonlinearity="tanh", linear_before_reset=True, output_size=None,
               output="many_to_one", activation=None):
     """(layers, input_size) for Model(cell, input_size, hidden_size, ...) as it is today: a
-    uniform stack, then Readout("last") for many_to_one (nothing for many_to_many), then a
-    Dense(output_size, activation) when output_size is given."""
+    uniform stack, and when output_size is given a Dense(output_size, activation) on each
+    sequence's last valid step (output="many_to_one": a Readout("last") before it) or on every
+    step ("many_to_many"). Without output_size the model's output is the stack's sequence, as
+    torch.nn.LSTM's."""
     _choice("cell", cell, ("rnn", "lstm", "gru"))
     _choice("output", output, ("many_to_one", "many_to_many"))
     num_layers = _int("num_layers", num_layers, 1)
@@ -456,9 +462,9 @@ def shorthand(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
         make = lambda: GRU(hidden_size, reset_after=bool(linear_before_reset),  # noqa
                            direction=direction)
     layers = [make() for _ in range(num_layers)]
-    if output == "many_to_one":
-        layers.append(Readout("last"))
     if output_size is not None:
+        if output == "many_to_one":
+            layers.append(Readout("last"))
         layers.append(Dense(output_size, activation))
     elif activation is not None:
         raise ValueError(f"activation: needs output_size (a dense layer), got {activation!r}")

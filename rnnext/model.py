@@ -15,6 +15,7 @@ NaN and inf in x are not checked: they flow through the maths as IEEE arithmetic
 backends, and reach only the outputs and states of the sequences that hold them, from that step
 on.
 """
+import math
 import threading
 
 import numpy as np
@@ -22,7 +23,6 @@ import numpy as np
 from . import layers as L
 from . import reference
 from .config import resolve_threads
-from .train import TrainingMixin
 
 BACKENDS = ("c", "numpy")
 MAX_SIZE = 1 << 24  # the core's RNX_MAX_SIZE
@@ -61,7 +61,7 @@ _SHORTHAND_DEFAULTS = dict(hidden_size=None, num_layers=1, bidirectional=False,
                            activation=None, linear_before_reset=True)
 
 
-class Model(TrainingMixin):
+class Model:
     """A list of layers: Model([Embedding(..)?, LSTM(..), GRU(..), .., Readout(..)?, Dense(..),
     ..], input_size=I) (input_size: the features of x; None with an Embedding).
 
@@ -264,6 +264,14 @@ class Model(TrainingMixin):
                  (r.num_directions, B, r.units) if r.cell == "lstm" else None)
                 for r in self.spec.recurrent]
 
+    def _state_buffers(self, B):
+        """Empty flat (h, c) float32 arrays as the core writes states (per recurrent layer and
+        direction a (B, S) block; c over the LSTM layers), and the states' shapes."""
+        shapes = self._state_shapes(B)
+        h = np.empty(sum(math.prod(h) for h, _ in shapes), np.float32)
+        c = np.empty(sum(math.prod(c) for _, c in shapes if c is not None), np.float32)
+        return h, c, shapes
+
     def _state(self, state, B, unbatched, dtype=np.float32):
         """The caller's state as [(h (D, B, S), c (D, B, H) or None)] in dtype, or None."""
         if state is None:
@@ -336,9 +344,7 @@ class Model(TrainingMixin):
         B, T = x.shape[:2]
         y = np.empty((B, T, self.output_size) if self.per_step else (B, self.output_size),
                      np.float32)
-        shapes = self._state_shapes(B)
-        h_n = np.empty(sum(int(np.prod(h)) for h, _ in shapes), np.float32)
-        c_n = np.empty(sum(int(np.prod(c)) for _, c in shapes if c is not None), np.float32)
+        h_n, c_n, shapes = self._state_buffers(B)
         h0 = c0 = None
         if states is not None:
             h0 = np.concatenate([h.ravel() for h, _ in states])
@@ -354,12 +360,12 @@ class Model(TrainingMixin):
         """[(h, c)] per recurrent layer from the core's flat state arrays."""
         out, hi, ci = [], 0, 0
         for h_shape, c_shape in shapes:
-            n = int(np.prod(h_shape))
+            n = math.prod(h_shape)
             h = h_flat[hi:hi + n].reshape(h_shape)
             hi += n
             c = None
             if c_shape is not None:
-                n = int(np.prod(c_shape))
+                n = math.prod(c_shape)
                 c = c_flat[ci:ci + n].reshape(c_shape)
                 ci += n
             out.append((h, c))
@@ -391,6 +397,38 @@ class Model(TrainingMixin):
         batch = _positive_int("batch", batch)
         return Stream(self, batch, _choice("backend", self.backend if backend is None else backend,
                                            BACKENDS))
+
+    # ------------------------------------------------------------------------------------------
+    # training: rnnext.train, imported when first used (inference does not need it)
+
+    def loss_and_grads(self, x, y, lengths=None, loss="cross_entropy", state=None,
+                       n_threads=None, backend=None, mask=None):
+        """(loss, grads) on a batch; see rnnext.train.loss_and_grads."""
+        from .train import loss_and_grads
+
+        return loss_and_grads(self, x, y, lengths, mask, loss, state, None, n_threads, backend)
+
+    def apply_grads(self, grads, optimizer, clip=None):
+        """One optimizer update from grads; see rnnext.train.apply_grads."""
+        from .train import apply_grads
+
+        apply_grads(self, grads, optimizer, clip)
+
+    def fit(self, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
+            clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
+            seed=None, verbose=True, n_threads=None, backend=None, mask=None):
+        """Trains the model on (x, y); returns the history. See rnnext.train.fit."""
+        from .train import fit
+
+        return fit(self, x, y, lengths, epochs, batch_size, optimizer, lr, clip, loss, shuffle,
+                   validation_data, bptt, seed, verbose, n_threads, backend, mask)
+
+    def evaluate(self, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
+                 n_threads=None, backend=None, mask=None):
+        """{"loss", "accuracy"} on (x, y); see rnnext.train.evaluate."""
+        from .train import evaluate
+
+        return evaluate(self, x, y, lengths, loss, batch_size, bptt, n_threads, backend, mask)
 
     # ------------------------------------------------------------------------------------------
     # files, pickling and export

@@ -28,10 +28,8 @@ import numpy as np
 
 from . import layers as L
 from .cells import (ACTIVATIONS, CELLS, EMBEDDING_PARAM, RECURRENT_PARAMS, dense_param_name,
-                    param_name, sigmoid)
-
-__all__ = ["forward_model", "forward", "cell_step", "param_name", "param_shapes", "sigmoid"]
-
+                    param_name)
+from .cells import sigmoid  # noqa: F401 (model.py and losses.py read it from here)
 
 # ----------------------------------------------------------------------------------------------
 # activations
@@ -287,10 +285,11 @@ def head_forward(spec, params, top, final_h, valid, trace=None):
         trace.update(top=top, final_h=final_h, dense=[])
     for d in spec.dense:
         z_in = y
-        y = dense_activate(d.activation, z_in @ params[dense_param_name("weight", d.index)].T
-                           + params[dense_param_name("bias", d.index)])
+        z = z_in @ params[dense_param_name("weight", d.index)].T + \
+            params[dense_param_name("bias", d.index)]
+        y = dense_activate(d.activation, z)
         if trace is not None:
-            trace["dense"].append((z_in, y))
+            trace["dense"].append((z_in, z, y))
     if spec.dense and spec.readout == "sequence":
         y = np.where(valid[:, :, None], y, 0.0)
     if trace is not None:

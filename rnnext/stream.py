@@ -38,12 +38,10 @@ class Stream:
 
     @property
     def state(self):
-        shapes = self.model._state_shapes(self.batch)
         if self._core is None:
             states = self._states
         else:
-            h = np.empty(sum(int(np.prod(s)) for s, _ in shapes), np.float32)
-            c = np.empty(sum(int(np.prod(s)) for _, s in shapes if s is not None), np.float32)
+            h, c, shapes = self.model._state_buffers(self.batch)
             self._core.state(h, c)
             states = self.model._split_states(h, c, shapes)
         return self.model._state_out([(h.copy(), None if c is None else c.copy())

@@ -1,5 +1,5 @@
 """Training: losses and gradients of a Model, fit with truncated backpropagation through time,
-evaluate. Model inherits these methods from TrainingMixin.
+evaluate. Model's methods of the same names call these functions.
 
 The recurrent layers' gradients come from the compiled core (backend "c") or the NumPy reference
 (backend "numpy", rnnext.backward); the embedding, the readout, the dense layers, the loss and
@@ -12,6 +12,7 @@ The model's last dense activation (softmax, sigmoid) is part of the loss: the lo
 logits before it, as PyTorch's cross-entropy does.
 """
 import dataclasses
+import math
 import sys
 import time
 
@@ -57,13 +58,10 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
         lengths, mask = None, np.ascontiguousarray(valid)
     B, T = inputs.shape[:2]
     n_threads = resolve_threads(n_threads)
-    shapes = model._state_shapes(B)
-    top = spec.recurrent[-1]
-    seq = np.empty((B, T, top.output_size), np.float32)
-    h_n = np.empty(sum(int(np.prod(h)) for h, _ in shapes), np.float32)
-    c_n = np.empty(sum(int(np.prod(c)) for _, c in shapes if c is not None), np.float32)
+    h_n, c_n, shapes = model._state_buffers(B)
+    seq = np.empty((B, T, spec.recurrent[-1].output_size), np.float32)
     h0, c0 = _flat_states(states)
-    tape = model._training_tape(core, B, T)
+    tape = training_tape(model, core, B, T)
     core.forward_train(tape, seq, h_n, c_n, inputs, h0, c0, lengths, mask, n_threads)
     final = model._split_states(h_n, c_n, shapes)
     trace = {"mask": valid, "ids": ids}
@@ -74,7 +72,7 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
         dh_n = np.zeros_like(h_n)
         if dfinal is not None:  # the readout read the top layer's final states
             dh_n[h_n.size - dfinal.size:] = dfinal.ravel()
-        recurrent = np.empty(core.recurrent_param_count, np.float32)
+        recurrent = np.empty(core.info["recurrent_param_count"], np.float32)
         dx = np.empty_like(inputs) if ids is not None else None
         dh0, dc0 = np.empty_like(h_n), np.empty_like(c_n)
         core.backward(tape, recurrent, dx, dh0, dc0, inputs,
@@ -83,7 +81,7 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
         for name, shape in model.param_shapes().items():
             if name in grads or name == reference_backward.EMBEDDING_PARAM:
                 continue
-            size = int(np.prod(shape))
+            size = math.prod(shape)
             grads[name] = recurrent[offset:offset + size].reshape(shape)
             offset += size
         if ids is not None:
@@ -231,24 +229,19 @@ def _validated(model, x, y, lengths, mask, loss, state, params, backend):
     return params, backend, activation, x_checked, states, lengths, mask, target, unbatched
 
 
-def _check_trainable(model, backend):
-    if backend != "c":
-        return
-    for r in model.spec.recurrent:
-        if r.cell == "gru_reset_before":
-            raise ValueError("backend: the compiled core does not train the GRU with the reset "
-                             "before the product (reset_after=False); expected "
-                             "backend='numpy' for it, got backend='c'")
-
-
 def loss_and_grads(model, x, y, lengths=None, mask=None, loss="cross_entropy", state=None,
                    params=None, n_threads=None, backend=None):
-    """(loss, grads) of `model` on a batch; see TrainingMixin.loss_and_grads. params: None for
-    model.params, or a dict of float32 or float64 arrays to differentiate at instead (float64
-    runs on the NumPy reference)."""
+    """The loss of `model` on a batch and its gradient for every parameter: (loss, grads).
+
+    x, lengths, mask, state: as Model.forward. y: targets as the loss expects (see
+    rnnext.losses): class indices (B,) for a model with one output per sequence, or (B, T) for
+    one per step, with "cross_entropy"; values (B, O) or (B, T, O) with "binary_cross_entropy"
+    and "mse". Per-step losses average over the valid steps only.
+    grads: {parameter name: array of its shape}; when state is given, also "state": its
+    gradient, in the same form. params: None for model.params, or a dict of float32 or float64
+    arrays to differentiate at instead (float64 runs on the NumPy reference)."""
     params, backend, activation, x, states, lengths, mask, target, unbatched = _validated(
         model, x, y, lengths, mask, loss, state, params, backend)
-    _check_trainable(model, backend)
     out = _batch(model, params, x, states, lengths, mask, target, loss, activation, backend,
                  n_threads, train=True)
     grads = out["grads"]
@@ -352,127 +345,116 @@ class _Progress:
         self.stream.flush()
 
 
-class TrainingMixin:
-    """loss_and_grads, fit and evaluate for Model."""
+def apply_grads(model, grads, optimizer, clip=None):
+    """One update: clips grads (see fit's clip; in place) and lets `optimizer` (an
+    rnnext.optim.SGD or Adam) change the parameters. Keys of grads that are not parameters
+    (an initial state's "state") are left out."""
+    if not isinstance(optimizer, (optim.SGD, optim.Adam)):
+        raise TypeError(f"optimizer: expected an rnnext.optim.SGD or Adam, got "
+                        f"{type(optimizer).__name__}")
+    missing = [name for name in model.param_shapes() if name not in grads]
+    if missing:
+        raise ValueError(f"grads: expected a gradient for every parameter, missing {missing}")
+    grads = {name: np.asarray(grads[name]) for name in model.param_shapes()}
+    for name, shape in model.param_shapes().items():
+        if grads[name].shape != shape:
+            raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {grads[name].shape}")
+    optim.clip_grads(grads, clip)
+    optimizer.step(model.params, grads)
+    model._core = None  # the compiled model is packed again from the new parameters
 
-    def loss_and_grads(self, x, y, lengths=None, loss="cross_entropy", state=None,
-                       n_threads=None, backend=None, mask=None):
-        """The loss on a batch and its gradient for every parameter.
+def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
+        clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
+        seed=None, verbose=True, n_threads=None, backend=None, mask=None):
+    """Trains the model on (x, y) with minibatches; returns the history, a dict of lists
+    per epoch: "loss" (and "accuracy" for classification losses), "val_loss" and
+    "val_accuracy" with validation_data.
 
-        x (B, T, I) or (T, I); y: targets as the loss expects (see rnnext.losses): class indices
-        (B,) for a many-to-one head or (B, T) for many-to-many with "cross_entropy", values
-        (B, O) or (B, T, O) with "binary_cross_entropy" and "mse". Many-to-many losses average
-        over the valid steps only. Without a head the loss applies to the recurrent outputs.
-        state: the initial state (as forward takes it) or None for zeros; when given, grads
-        also holds its gradient as "state", in the same form.
-        Returns (loss, grads) with grads {PyTorch name: array of the parameter's shape}."""
-        return loss_and_grads(self, x, y, lengths, mask, loss, state, None, n_threads, backend)
+    x, y, lengths, loss: as loss_and_grads, for the whole training set.
+    optimizer: "adam" or "sgd" (with lr, or the default's), or an rnnext.optim.SGD/Adam.
+    clip: None, a number (clip the gradients' global norm to it), ("norm", x) or
+    ("value", x) (clip every gradient entry to [-x, x]).
+    shuffle: a new order of the sequences each epoch, drawn from seed.
+    validation_data: (x, y) or (x, y, lengths), evaluated after each epoch.
+    bptt: None, or truncated backpropagation through time for a many-to-many model: each
+    batch's sequences are cut into chunks of bptt steps, an update after each chunk, the
+    state carried (without gradient) from chunk to chunk and reset for each batch.
+    verbose: a progress bar on a terminal, one line per epoch elsewhere; False for none."""
+    from .model import _positive_int
 
-    def apply_grads(self, grads, optimizer, clip=None):
-        """One update: clips grads (see fit's clip; in place) and lets `optimizer` (an
-        rnnext.optim.SGD or Adam) change the parameters. Keys of grads that are not parameters
-        (an initial state's "state") are left out."""
-        if not isinstance(optimizer, (optim.SGD, optim.Adam)):
-            raise TypeError(f"optimizer: expected an rnnext.optim.SGD or Adam, got "
-                            f"{type(optimizer).__name__}")
-        grads = {name: grads[name] for name in self.param_shapes()}
-        optim.clip_grads(grads, clip)
-        optimizer.step(self.params, grads)
-        self._core = None  # the compiled model is packed again from the new parameters
+    epochs = _positive_int("epochs", epochs)
+    batch_size = _positive_int("batch_size", batch_size)
+    opt = optim.make_optimizer(optimizer, lr)
+    optim.parse_clip(clip)
+    params, backend, activation, x, states, lengths, mask, target, _ = _validated(
+        model, x, y, lengths, mask, loss, None, None, backend)
+    bptt = _checked_bptt(model, bptt, lengths)
+    if validation_data is not None:
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3)):
+            raise TypeError("validation_data: expected (x, y) or (x, y, lengths), got "
+                            f"{type(validation_data).__name__}")
+        val = _validated(model, *validation_data[:2],
+                         validation_data[2] if len(validation_data) == 3 else None, None,
+                         loss, None, None, backend)
+    rng = np.random.default_rng(seed)
 
-    def fit(self, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
-            clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
-            seed=None, verbose=True, n_threads=None, backend=None, mask=None):
-        """Trains the model on (x, y) with minibatches; returns the history, a dict of lists
-        per epoch: "loss" (and "accuracy" for classification losses), "val_loss" and
-        "val_accuracy" with validation_data.
+    def train_step(out):
+        apply_grads(model, out["grads"], opt, clip)
 
-        x, y, lengths, loss: as loss_and_grads, for the whole training set.
-        optimizer: "adam" or "sgd" (with lr, or the default's), or an rnnext.optim.SGD/Adam.
-        clip: None, a number (clip the gradients' global norm to it), ("norm", x) or
-        ("value", x) (clip every gradient entry to [-x, x]).
-        shuffle: a new order of the sequences each epoch, drawn from seed.
-        validation_data: (x, y) or (x, y, lengths), evaluated after each epoch.
-        bptt: None, or truncated backpropagation through time for a many-to-many model: each
-        batch's sequences are cut into chunks of bptt steps, an update after each chunk, the
-        state carried (without gradient) from chunk to chunk and reset for each batch.
-        verbose: a progress bar on a terminal, one line per epoch elsewhere; False for none."""
-        from .model import _positive_int
-
-        epochs = _positive_int("epochs", epochs)
-        batch_size = _positive_int("batch_size", batch_size)
-        opt = optim.make_optimizer(optimizer, lr)
-        optim.parse_clip(clip)
-        params, backend, activation, x, states, lengths, mask, target, _ = _validated(
-            self, x, y, lengths, mask, loss, None, None, backend)
-        _check_trainable(self, backend)
-        bptt = _checked_bptt(self, bptt, lengths)
-        if validation_data is not None:
-            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3)):
-                raise TypeError("validation_data: expected (x, y) or (x, y, lengths), got "
-                                f"{type(validation_data).__name__}")
-            val = _validated(self, *validation_data[:2],
-                             validation_data[2] if len(validation_data) == 3 else None, None,
-                             loss, None, None, backend)
-        rng = np.random.default_rng(seed)
-
-        def train_step(out):
-            self.apply_grads(out["grads"], opt, clip)
-
-        history = {}
-        progress = _Progress(verbose, epochs)
-        B = x.shape[0]
-        for epoch in range(1, epochs + 1):
-            progress.begin(epoch)
-            order = rng.permutation(B) if shuffle else np.arange(B)
-            data = (self.params, x, states, lengths, mask, target)
-            mean_loss, acc = _run_epoch(self, data, order, batch_size, bptt, loss, activation,
-                                        backend, n_threads, train_step, progress.batch)
-            record = {"loss": mean_loss}
-            if acc is not None:
-                record["accuracy"] = acc
-            if validation_data is not None:
-                _, _, _, vx, vstates, vlen, vmask, vtarget, _ = val
-                vloss, vacc = _run_epoch(self, (self.params, vx, vstates, vlen, vmask, vtarget),
-                                         np.arange(vx.shape[0]), batch_size, bptt, loss,
-                                         activation, backend, n_threads, None, None)
-                record["val_loss"] = vloss
-                if vacc is not None:
-                    record["val_accuracy"] = vacc
-            for key, value in record.items():
-                history.setdefault(key, []).append(value)
-            progress.end(record)
-        return history
-
-    def evaluate(self, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
-                 n_threads=None, backend=None, mask=None):
-        """{"loss": mean loss, "accuracy": fraction right (classification losses)} on (x, y),
-        with the current parameters, in batches of batch_size (None for one batch) and, with
-        bptt, in chunks of bptt steps that carry the state (as fit)."""
-        from .model import _positive_int
-
-        params, backend, activation, x, states, lengths, mask, target, _ = _validated(
-            self, x, y, lengths, mask, loss, None, None, backend)
-        bptt = _checked_bptt(self, bptt, lengths)
-        B = x.shape[0]
-        batch_size = B if batch_size is None else _positive_int("batch_size", batch_size)
-        mean_loss, acc = _run_epoch(self, (params, x, states, lengths, mask, target), np.arange(B),
-                                    batch_size, bptt, loss, activation, backend, n_threads, None,
-                                    None)
-        result = {"loss": mean_loss}
+    history = {}
+    progress = _Progress(verbose, epochs)
+    B = x.shape[0]
+    for epoch in range(1, epochs + 1):
+        progress.begin(epoch)
+        order = rng.permutation(B) if shuffle else np.arange(B)
+        data = (model.params, x, states, lengths, mask, target)
+        mean_loss, acc = _run_epoch(model, data, order, batch_size, bptt, loss, activation,
+                                    backend, n_threads, train_step, progress.batch)
+        record = {"loss": mean_loss}
         if acc is not None:
-            result["accuracy"] = acc
-        return result
+            record["accuracy"] = acc
+        if validation_data is not None:
+            _, _, _, vx, vstates, vlen, vmask, vtarget, _ = val
+            vloss, vacc = _run_epoch(model, (model.params, vx, vstates, vlen, vmask, vtarget),
+                                     np.arange(vx.shape[0]), batch_size, bptt, loss,
+                                     activation, backend, n_threads, None, None)
+            record["val_loss"] = vloss
+            if vacc is not None:
+                record["val_accuracy"] = vacc
+        for key, value in record.items():
+            history.setdefault(key, []).append(value)
+        progress.end(record)
+    return history
 
-    # ------------------------------------------------------------------------------------------
-    # the compiled core's training resources
+def evaluate(model, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
+             n_threads=None, backend=None, mask=None):
+    """{"loss": mean loss, "accuracy": fraction right (classification losses)} on (x, y),
+    with the current parameters, in batches of batch_size (None for one batch) and, with
+    bptt, in chunks of bptt steps that carry the state (as fit)."""
+    from .model import _positive_int
 
-    def _training_tape(self, core, B, T):
-        """This thread's training tape of the compiled core for (B, T), kept while it fits: a
-        tape holds one forward pass until its backward pass, so threads never share one."""
-        from ._core import CoreTape
+    params, backend, activation, x, states, lengths, mask, target, _ = _validated(
+        model, x, y, lengths, mask, loss, None, None, backend)
+    bptt = _checked_bptt(model, bptt, lengths)
+    B = x.shape[0]
+    batch_size = B if batch_size is None else _positive_int("batch_size", batch_size)
+    mean_loss, acc = _run_epoch(model, (params, x, states, lengths, mask, target), np.arange(B),
+                                batch_size, bptt, loss, activation, backend, n_threads, None,
+                                None)
+    result = {"loss": mean_loss}
+    if acc is not None:
+        result["accuracy"] = acc
+    return result
 
-        tape = getattr(self._tapes, "tape", None)
-        if tape is None or not tape.fits(core, B, T):
-            tape = self._tapes.tape = CoreTape(core, B, T)
-        return tape
+# ----------------------------------------------------------------------------------------------
+# the compiled core's training resources
+
+def training_tape(model, core, B, T):
+    """This thread's training tape of the compiled core for (B, T), kept while it fits: a
+    tape holds one forward pass until its backward pass, so threads never share one."""
+    from ._core import CoreTape
+
+    tape = getattr(model._tapes, "tape", None)
+    if tape is None or not tape.fits(core, B, T):
+        tape = model._tapes.tape = CoreTape(core, B, T)
+    return tape

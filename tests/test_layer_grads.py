@@ -11,7 +11,7 @@ from rnnext import layers as L
 from rnnext.backward import backward_model, forward_train_model
 from rnnext.cells import ACTIVATIONS
 
-B, T, I = 3, 5, 3
+B, T, I = 4, 5, 3
 
 
 def random_state(spec, rng):
@@ -95,14 +95,15 @@ def assert_matches_finite_differences(spec, rng, lengths=None, mask=None, eps=1e
 
 
 def valid_lengths():
-    return np.array([T, 2, 4])
+    return np.array([T, 2, 4, 1])
 
 
 def pre_padded_mask():
-    """Keras-style masks: leading padding, a hole, and one sequence fully valid."""
+    """Keras-style masks: one sequence fully valid, leading padding, a hole, all padding."""
     mask = np.ones((B, T), bool)
     mask[1, :2] = False
     mask[2, 3] = False
+    mask[3] = False
     return mask
 
 

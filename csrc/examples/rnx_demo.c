@@ -22,9 +22,9 @@ int main(void) {
         return 1;
     }
     const int B = 4, T = 50, I = 8, H = 32;
-    rnx_config cfg = {RNX_CELL_LSTM, I, H, 1, 0, RNX_ISA_AUTO};
+    const rnx_layer layers[1] = {rnx_recurrent_layer(RNX_CELL_LSTM, I, H, RNX_DIRECTION_FORWARD)};
     size_t n;
-    CHECK(rnx_param_count(&cfg, &n));
+    CHECK(rnx_param_count(layers, 1, &n));
     float *params = malloc(n * sizeof(float)), *x = malloc((size_t)B * T * I * sizeof(float));
     float *h_n = malloc((size_t)B * H * sizeof(float)), *y = malloc((size_t)B * H * sizeof(float));
     if (!params || !x || !h_n || !y) return 1;
@@ -33,18 +33,18 @@ int main(void) {
     for (int i = 0; i < B * T * I; i++) x[i] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
 
     rnx_model *model;
-    CHECK(rnx_model_create(&model, &cfg, params));
+    CHECK(rnx_model_create(&model, layers, 1, RNX_ISA_AUTO, params));
     const int32_t lengths[4] = {50, 10, 1, 33};
-    CHECK(rnx_forward(model, NULL, h_n, NULL, x, NULL, NULL, lengths, B, T, 0));
+    CHECK(rnx_forward(model, NULL, h_n, NULL, x, NULL, NULL, NULL, lengths, NULL, B, T, 0));
 
     /* the second sequence again, streamed step by step over its 10 valid steps */
     rnx_stream *stream;
     CHECK(rnx_stream_create(&stream, model, 1));
-    for (int t = 0; t < lengths[1]; t++) CHECK(rnx_stream_step(stream, y, x + ((size_t)1 * T + t) * I));
+    for (int t = 0; t < lengths[1]; t++) CHECK(rnx_stream_step(stream, y, x + ((size_t)1 * T + t) * I, NULL));
     float diff = 0.0f;
     for (int j = 0; j < H; j++) diff = fmaxf(diff, fabsf(y[j] - h_n[(size_t)1 * H + j]));
     printf("rnnext %d, kernels %s, %d threads: batch and stream differ by %g\n",
-           rnx_version_number(), rnx_isa_name(rnx_model_config(model).isa), rnx_max_threads(),
+           rnx_version_number(), rnx_isa_name((rnx_isa)rnx_model_get_info(model).isa), rnx_max_threads(),
            diff);
     rnx_stream_free(stream);
     rnx_model_free(model);

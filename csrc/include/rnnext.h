@@ -210,7 +210,7 @@ RNX_API rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation)
  *
  * Recurrent layers with the default options (no proj_size, peepholes, input_forget or clip; the
  * cell's default activations) run on the packed SIMD kernels; the others on a plain exact path
- * (this build: RNX_ERR_BAD_CONFIG for those, see rnx_model_create). */
+ * (one row at a time, libm's functions, one thread per batch slice). */
 
 /* The number of floats rnx_model_create reads from `params`, in *count. RNX_ERR_BAD_CONFIG for
  * an invalid list, RNX_ERR_OVERFLOW when the count does not fit a size_t. */
@@ -227,9 +227,10 @@ typedef struct rnx_model rnx_model;
  *               i, f, o with peepholes]; G = 1 (RNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)
  *   dense       weight (O, F), bias (O)
  * Copied and packed; the caller keeps `params`. isa: an rnx_isa (RNX_ISA_AUTO: the default).
- * With an embedding before a first recurrent layer on the packed kernels, and V*G*H*D at most
- * 2^24 floats (64 MB), each token's input projection (bias included) is precomputed here:
- * the first layer's input product becomes a row copy per token (info.folded).
+ * With an embedding before a first recurrent layer on the packed kernels, and V*G*H*D (G*H padded
+ * to the kernels' panels) at most 2^24 floats (64 MB), each token's input projection (bias
+ * included) is precomputed here: the first layer's input product becomes a row copy per token
+ * (info.folded; 1.2x to 2.6x faster on one core, bench/bench_fold.py).
  * On success *out owns a new model, freed with rnx_model_free; on failure *out is NULL
  * (RNX_ERR_BAD_CONFIG names no field: check the list with rnx_param_count first). */
 RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_layers,
@@ -331,17 +332,42 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  *              "__metadata__": {"key": "value", ...} with string values only
  *   the data   the tensors' raw little-endian bytes; each tensor's [begin, end) counts from the
  *              data's start, and the ranges tile the data exactly, without gaps or overlaps
- * The metadata of a model file (all values strings):
- *   format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
+ * The metadata of a model file (all values strings) describes its layers (rnx_layer).
+ * Format version 2: format "rnnext", format_version "2", layers "N" (1 .. RNX_MAX_LAYERS),
+ * input_size (the features of x; only without an embedding), and for each layer i, keys
+ * "layer{i}.{field}" (decimal integers without sign or leading zeros; floats as Python's repr
+ * writes them, finite; lists comma-separated without spaces):
+ *   type       embedding | rnn | lstm | gru | readout | dense, in the order
+ *              [embedding] (rnn|lstm|gru)+ [readout] dense*
+ *   embedding  vocab_size, dim, padding_idx (in [0, vocab_size) or "none"), mask_zero "0" | "1"
+ *   rnn, lstm, gru
+ *              units, input_size (the width below: dim, the model's input_size, or the layer
+ *              below's output width), direction forward | reverse | bidirectional,
+ *              merge concat | sum | mul | ave, activations (the cell's functions: rnn 1, gru 2,
+ *              lstm 3, each linear | sigmoid | tanh | relu | hard_sigmoid | affine | leaky_relu |
+ *              thresholded_relu | scaled_tanh | elu | softsign | softplus), activation_alpha,
+ *              activation_beta (as many floats), clip ("none" or a float > 0);
+ *              rnn: nonlinearity tanh | relu; gru: reset_after "1" | "0" ("0":
+ *              RNX_CELL_GRU_RESET_BEFORE); lstm: proj_size (0 or in [1, units)), peepholes and
+ *              input_forget "0" | "1"
+ *   readout    mode sequence | last | final | mean | max
+ *   dense      units, activation none | relu | tanh | sigmoid | softmax
+ * Other "layer{i}.*" keys are refused; other keys are ignored. Its tensors are the parameters of
+ * rnx_model_create's params, with their names and shapes: embedding.weight (V, E); per recurrent
+ * layer k and direction (suffix "_reverse" for the reverse one) weight_ih_l{k} (G*H, I_k),
+ * weight_hh_l{k} (G*H, S), bias_ih_l{k}, bias_hh_l{k} (G*H), weight_hr_l{k} (P, H) with a
+ * projection, weight_peephole_l{k} (3, H) with peepholes; per dense layer j dense{j}.weight
+ * (O, F) and dense{j}.bias (O); and nothing else.
+ * Format version 1 (still read): format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
  *   nonlinearity "tanh" | "relu" (optional, "tanh" by default; "relu" for "rnn" only),
  *   linear_before_reset "1" | "0" (optional, "1" by default; "gru" only: "0" is
- *   RNX_CELL_GRU_RESET_BEFORE),
- *   input_size, hidden_size, num_layers (decimal integers >= 1), bidirectional "0" | "1",
- *   output_size (optional decimal integer >= 1: a dense head), output, activation (the head's
- *   options, read by the Python package). Other keys are ignored.
- * Its tensors are the parameters with PyTorch's names and shapes (weight_ih_l0, weight_hh_l0,
- * bias_ih_l0, bias_hh_l0, ..._reverse; head.weight (O, D*H) and head.bias (O) with a head) and
- * nothing else.
+ *   RNX_CELL_GRU_RESET_BEFORE), input_size, hidden_size, num_layers, bidirectional "0" | "1",
+ *   and optionally a head: output_size, output "many_to_one" (by default) | "many_to_many",
+ *   activation "none" (by default) | "softmax" | "sigmoid". Other keys are ignored. It reads as
+ *   num_layers recurrent layers (forward or bidirectional with concat, the cell's default
+ *   activations), then with a head a readout "last" (many_to_one; none for many_to_many) and a
+ *   dense layer. Its tensors have PyTorch's names (weight_ih_l0, ..._reverse) and the head's are
+ *   head.weight (O, D*H) and head.bias (O).
  * Parsing reads only the bytes it is given, checks every size with overflow-checked arithmetic,
  * and never runs code from the file. The calls below that take `message` write a NUL-terminated
  * description of a failure into it (truncated to message_size bytes; NULL or 0 for none).
@@ -351,8 +377,8 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
 #define RNX_FILE_MAX_HEADER 100000000u
 /* The most dimensions a tensor of a file may have. */
 #define RNX_FILE_MAX_DIMS 8
-/* The format version this library writes, and the newest it reads. */
-#define RNX_FILE_FORMAT_VERSION 1
+/* The newest format version this library reads (older ones are read too). */
+#define RNX_FILE_FORMAT_VERSION 2
 
 /* The dtypes a file's tensors may have (safetensors' names in comments); others are refused
  * with RNX_ERR_FILE_DTYPE. Every one is read as float32. */
@@ -410,11 +436,19 @@ RNX_API const char *rnx_file_metadata_get(const rnx_file *file, const char *key)
 RNX_API rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor,
                                      float *out, size_t count);
 
+/* The layers of the model file `file` (format version 1 or 2), from its metadata, checked
+ * against its tensors: exactly the expected names, each with the expected shape.
+ * layers[0 .. *n_layers) get them; max_layers is the room in `layers` (RNX_MAX_LAYERS always
+ * suffices; a file with more layers than the room: RNX_ERR_BAD_ARGUMENT). A newer format version
+ * than RNX_FILE_FORMAT_VERSION is RNX_ERR_FILE_VERSION; other faults RNX_ERR_FILE_MODEL, with a
+ * message that names the metadata key or the tensor. */
+RNX_API rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers, int max_layers,
+                                         int *n_layers, char *message, size_t message_size);
+
 /* Builds a model from the `size` bytes of a model file at `data` (rnx_file_parse, then
- * reading its architecture, then rnx_model_create with instruction set `isa`, an rnx_isa).
- * The bytes are not needed afterwards. A version-1 file's head is checked and not used: the
- * model is its recurrent layers. On success *out owns a new model, freed with rnx_model_free; on
- * failure *out is NULL and `message` says why. */
+ * rnx_file_model_layers, then rnx_model_create with the tensors read as float32 in its order and
+ * instruction set `isa`, an rnx_isa). The bytes are not needed afterwards. On success *out owns
+ * a new model, freed with rnx_model_free; on failure *out is NULL and `message` says why. */
 RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa,
                                   char *message, size_t message_size);
 
@@ -429,41 +463,55 @@ RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size
 
 typedef struct rnx_tape rnx_tape;
 
-/* Creates a tape for training-mode passes over up to B sequences of up to T steps, with any
- * model of `model`'s layer list, so it can be kept across parameter updates. Training takes a
- * model of recurrent layers only that form a uniform stack (one cell, H and direction count,
- * forward or bidirectional, packed kernels), float x, states and dy as PyTorch's (L*D, B, H)
- * and (B, T, D*H); other models: RNX_ERR_BAD_CONFIG. Its size grows with B*T: about
- * 4*B*T*(L*D*(G+2) + (L-1)*D)*H bytes. On failure *out is NULL. One tape serves one pass at a
- * time. RNX_CELL_GRU_RESET_BEFORE is not trained here: RNX_ERR_BAD_CONFIG. */
+/* Training covers the recurrent layers: the caller looks the embedding up, and computes the
+ * readout's and dense layers' gradients (the Python package does this in NumPy). Every recurrent
+ * layer of a list trains: any cell, size, direction (forward, reverse, bidirectional with any
+ * merge) and option (the options the packed kernels lack train on the plain exact path).
+ *
+ * Creates a tape for training-mode passes over up to B sequences of up to T steps, with any
+ * model of `model`'s layer list and instruction set, so it can be kept across parameter updates.
+ * Its size grows with B*T: per recurrent layer and direction about 4*B*T*(G+2)*H bytes, and
+ * 4*B*T*W for each layer's output but the top one's. On failure *out is NULL. One tape serves
+ * one pass at a time. */
 RNX_API rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T);
 
 /* Frees a tape; NULL is a no-op. */
 RNX_API void rnx_tape_free(rnx_tape *tape);
 
-/* rnx_forward (same arguments and results) that also fills `tape` for rnx_backward. B and T
- * must not exceed the tape's; the model must have the tape's layer list
- * (RNX_ERR_BAD_ARGUMENT otherwise). x, h0, c0 and lengths are not kept: rnx_backward takes x
- * again. */
-RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, float *h_n,
-                                     float *c_n, const float *x, const float *h0, const float *c0,
-                                     const int32_t *lengths, int B, int T, int n_threads);
+/* The recurrent layers' forward pass, filling `tape` for rnx_backward. B and T must not exceed
+ * the tape's; the model must have the tape's layer list and instruction set
+ * (RNX_ERR_BAD_ARGUMENT otherwise).
+ *   seq        (B, T, W) or NULL: the top recurrent layer's (merged) output sequence, zero at
+ *              inactive steps.
+ *   h_n, c_n   final states, as rnx_forward's (see States), or NULL.
+ *   x          (B, T, I_0): the first recurrent layer's input (an embedding model's embedded
+ *              vectors: the caller looks them up).
+ *   h0, c0     initial states (see States) or NULL for zeros.
+ *   lengths    (B) in [1, T], or NULL; mask (B, T) of 0/1 bytes, or NULL: as rnx_forward's (an
+ *              embedding's mask_zero is the caller's to turn into `mask`). Not both.
+ *   n_threads  as rnx_forward; the results do not depend on it.
+ * x, h0, c0, lengths and mask are not kept: rnx_backward takes x again. */
+RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
+                                     float *h_n, float *c_n, const float *x, const float *h0,
+                                     const float *c0, const int32_t *lengths, const uint8_t *mask,
+                                     int B, int T, int n_threads);
 
 /* Backpropagation through the pass that the last rnx_forward_train recorded in `tape` with the
  * same `model` (RNX_ERR_BAD_ARGUMENT otherwise, or when the tape was already used: the backward
  * pass overwrites it, so each rnx_backward needs a new rnx_forward_train).
- *   grads      (rnx_param_count floats): dLoss/dparams, in the layout of rnx_model_create's
- *              params (PyTorch's); overwritten.
- *   dx         (B, T, I) or NULL: dLoss/dx.
- *   dh0, dc0   (L*D, B, H) or NULL: dLoss/dh0, dLoss/dc0 (c0: the LSTM only).
- *   x          (B, T, I): the x given to rnx_forward_train.
- *   dy         (B, T, D*H) or NULL for zeros: dLoss/dy; entries at steps t >= lengths[b] are
- *              ignored (those outputs are constant zeros).
- *   dh_n, dc_n (L*D, B, H) or NULL for zeros: dLoss/dh_n, dLoss/dc_n.
+ *   grads      (info.recurrent_param_count floats): dLoss/d(the recurrent layers' params), in
+ *              the order of rnx_model_create's params from info.recurrent_param_offset on;
+ *              overwritten. input_forget's unused f rows get zero.
+ *   dx         (B, T, I_0) or NULL: dLoss/dx.
+ *   dh0, dc0   dLoss/dh0, dLoss/dc0 (see States), or NULL.
+ *   x          (B, T, I_0): the x given to rnx_forward_train.
+ *   dseq       (B, T, W) or NULL for zeros: dLoss/dseq; entries at inactive steps are ignored
+ *              (those outputs are constant zeros).
+ *   dh_n, dc_n dLoss/dh_n, dLoss/dc_n (see States), or NULL for zeros.
  *   n_threads  as rnx_forward. The results do not depend on it: every sum runs in one order.
  * Workspace (transposed weights and per-thread buffers) is allocated once per call. */
 RNX_API rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
-                                float *dh0, float *dc0, const float *x, const float *dy,
+                                float *dh0, float *dc0, const float *x, const float *dseq,
                                 const float *dh_n, const float *dc_n, int n_threads);
 
 #ifdef __cplusplus
