@@ -88,13 +88,24 @@ def state_parts(state):
     return tuple(state) if isinstance(state, tuple) else (state,)
 
 
-def forward_imported(imported, x, state=None, lengths=None, mask=None, backend="numpy"):
-    """Model.forward of an importer's (layers, input_size, params): (y, state), state PyTorch's
-    stacked h or (h, c) for a uniform stack, else a list with h or (h, c) per recurrent layer.
-    The reference by default: it runs every layer option."""
+def forward_imported(imported, x, state=None, lengths=None, mask=None):
+    """Model.forward of an importer's (layers, input_size, params) on the reference: (y, state),
+    state PyTorch's stacked h or (h, c) for a uniform stack, else a list with h or (h, c) per
+    recurrent layer. The compiled core's forward is checked against it on the way."""
     layers, input_size, params = imported
-    model = Model(layers, input_size, params=params, backend=backend)
-    return model.forward(x, state=state, lengths=lengths, mask=mask)
+    model = Model(layers, input_size, params=params)
+    want = model.forward(x, state=state, lengths=lengths, mask=mask, backend="numpy")
+    got = model.forward(x, state=state, lengths=lengths, mask=mask, backend="c")
+    assert_f32_close(got[0], want[0], "compiled y")
+    for k, (a, b) in enumerate(zip(_state_arrays(got[1]), _state_arrays(want[1]))):
+        assert_f32_close(a, b, f"compiled state part {k}")
+    return want
+
+
+def _state_arrays(state):
+    """The arrays of a Model state: stacked h or (h, c), or a list of them per layer."""
+    parts = state if isinstance(state, list) else [state]
+    return [a for part in parts for a in state_parts(part)]
 
 
 def assert_f32_close(actual, expected, what=""):

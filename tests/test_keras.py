@@ -1,5 +1,6 @@
 """Keras import, against Keras's own predict on random inputs (Keras 3; the torch backend unless
-KERAS_BACKEND says otherwise): the imported layer lists run on the NumPy reference."""
+KERAS_BACKEND says otherwise): the imported layer lists run through Model (the reference, the
+compiled core checked against it)."""
 import os
 
 import numpy as np
