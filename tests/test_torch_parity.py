@@ -1,6 +1,7 @@
 """PyTorch is the outside source: rnnext.from_torch's layer lists (float32, through Model: the
-reference, the compiled core checked against it) and the NumPy reference (float64, PyTorch's own parameter names) against torch.nn.RNN / LSTM / GRU (proj_size
-included) on the same weights, with packed variable-length sequences and initial states."""
+reference, the compiled core checked against it) and the NumPy reference (float64, PyTorch's own
+parameter names) against torch.nn.RNN / LSTM / GRU (proj_size included) on the same weights, with
+packed variable-length sequences and initial states."""
 import numpy as np
 import pytest
 
