@@ -356,9 +356,9 @@ def _text(value):
 
 
 def _recurrent(graph, node, path, info):
-    """The record of a recurrent node (its cell, units, direction, layer options and weights
-    per direction in our layout) after checking its input against path; sets path to its
-    outputs' labels in info["outputs"]."""
+    """(the record of a recurrent node: its cell, units, direction, layer options and weights
+    per direction in our layout; the axis labels of its outputs Y and Y_h), after checking its
+    input against path."""
     op, attrs = node.op_type, graph.attributes(node)
     cell = ONNX_CELLS[op]
     W, R = graph.constant(node.input[1]), graph.constant(node.input[2])
@@ -451,11 +451,10 @@ def _recurrent(graph, node, path, info):
     # the outputs: Y (T, D, B, H) or (B, T, D, H); Y_h, Y_c (D, B, H) or (B, D, H)
     path.units, path.width = H, D * H
     dir_label, unit = ("D", "H") if D == 2 else ("1", "F")
-    info["outputs"] = {"Y": ["T", dir_label, "B", unit] if layout == 0 else
-                       ["B", "T", dir_label, unit],
-                       "Y_h": [dir_label, "B", unit] if layout == 0 else ["B", dir_label, unit]}
+    outputs = {"Y": ["T", dir_label, "B", unit] if layout == 0 else ["B", "T", dir_label, unit],
+               "Y_h": [dir_label, "B", unit] if layout == 0 else ["B", dir_label, unit]}
     return {"node": node, "cell": cell, "units": H, "direction": direction, "merge": "concat",
-            "options": options, "weights": weights}
+            "options": options, "weights": weights}, outputs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -491,12 +490,12 @@ def onnx_layers(source):
             if path.stage not in ("input", "seq"):
                 _refuse(node, "takes something other than the input or a recurrent output "
                               "sequence")
-            path.layer = _recurrent(graph, node, path, info)
+            path.layer, outputs = _recurrent(graph, node, path, info)
             records.append(path.layer)
             if k == 0:
-                path.axes, path.stage = info["outputs"]["Y"], "seq"
+                path.axes, path.stage = outputs["Y"], "seq"
             elif k == 1:
-                path.axes, path.stage = info["outputs"]["Y_h"], "readout"
+                path.axes, path.stage = outputs["Y_h"], "readout"
                 path.readout = "final"
             else:
                 _refuse(node, "its Y_c (final cell state) is used on the path to the output")
