@@ -151,6 +151,8 @@ def test_saved_keras_file_imports(tmp_path):
     (lambda: [L.LSTM(4, go_backwards=True, return_sequences=True)],
      "LSTM layer .*go_backwards=True with return_sequences=True"),
     (lambda: [L.Bidirectional(L.LSTM(4), merge_mode=None)], "merge_mode None"),
+    (lambda: [L.Bidirectional(L.LSTM(4), backward_layer=L.LSTM(3, go_backwards=True))],
+     "Bidirectional layer .*backward layer's options differ"),
     (lambda: [L.LSTM(4, recurrent_activation="gelu")], "recurrent_activation 'gelu' is not"),
     (lambda: [L.GRU(4, activation="silu")], "GRU layer .*activation 'silu' is not supported"),
     (lambda: [L.Masking(), L.LSTM(4)], "Masking layer .* is not supported"),
