@@ -218,6 +218,7 @@ ATTRIBUTE_CASES = [
                  activation_beta=[1.25]), False),
     ("RNN", dict(activations=["LeakyRelu"], activation_alpha=[0.25], clip=1.5), False),
     ("RNN", dict(activations=["Softsign"]), False),
+    ("GRU", dict(activations=["HardSigmoid", "ThresholdedRelu"]), False),  # ORT's absent alpha
     ("RNN", dict(activations=["Affine"], activation_alpha=[0.5], activation_beta=[0.125]), False),
 ]
 
