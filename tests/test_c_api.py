@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import (REPO, assert_f32_close, flat_core_params, make_model,
+from conftest import (REPO, assert_f32_close, flat_core_params, make_model, num_directions,
                       random_lengths, random_state, state_parts)
 from rnnext import _core, reference
 
@@ -126,7 +126,7 @@ def run_and_compare(program, case, tmp_path, rng, env=None):
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", done.stderr
 
-    D, LD = model.num_directions, L * model.num_directions
+    D, LD = num_directions(model), L * num_directions(model)
     out = np.fromfile(tmp_path / "out.bin", np.float32)
     ny, ns = B * T * D * H, LD * B * H
     assert out.size == ny + 2 * ns

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import CELLS, make_model, random_lengths, random_state, state_parts
+from conftest import CELLS, make_model, num_directions, random_lengths, random_state, state_parts
 
 BACKENDS = ["c", "numpy"]
 
@@ -89,7 +89,7 @@ def test_unbatched_sequence(cell, bidirectional, backend, rng):
     """A (T, I) input is one sequence: y (T, D*H), each state part (L*D, H), the same numbers
     as a batch of one."""
     model = make_model(cell, 3, 5, 2, bidirectional)
-    T, LD, DH = 6, 2 * model.num_directions, 5 * model.num_directions
+    T, LD, DH = 6, 2 * num_directions(model), 5 * num_directions(model)
     x = rng.standard_normal((T, 3)).astype(np.float32)
     state = map_state(random_state(rng, model, 1), lambda p: p[:, 0])
     for lengths in (None, 4):
