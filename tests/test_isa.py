@@ -9,7 +9,7 @@ import rnnext
 from conftest import (CELLS, ISAS, assert_f32_close, core_cell, flat_core_params, flat_states,
                       make_model, num_directions, random_lengths, random_state, run_python,
                       state_parts)
-from rnnext import _core, layers, reference
+from rnnext import Model, _core, layers, reference
 
 
 def require_isa(isa):
@@ -122,3 +122,24 @@ def test_env_bogus_isa_is_a_clear_error():
     errors = [line for line in out.stdout.splitlines() if line.startswith("RuntimeError:")]
     assert len(errors) == 1 and "RNNEXT_ISA" in errors[0], out.stdout
     assert "bogus" in next(line for line in out.stdout.splitlines() if "isa:" in line)
+
+
+@pytest.mark.parametrize("first", [layers.GRU(37, clip=1.0), layers.LSTM(37, peepholes=True),
+                                   layers.RNN(5, activations=("softsign",))],
+                         ids=["gru_clip", "lstm_peepholes", "rnn_softsign"])
+@pytest.mark.parametrize("isa", ISAS)
+def test_plain_layer_of_odd_width_before_packed_layers(isa, first, rng):
+    """A layer on the plain path projects G*H floats per row, any number (here 111, 148, 5); the
+    packed layers after it store whole aligned vectors into the same rows (this crashed: rows of
+    111 floats left the second row unaligned). Batch and stream against the reference."""
+    require_isa(isa)
+    model = Model([first, layers.RNN(30), layers.GRU(9), layers.Dense(3)], 4, seed=1)
+    core = _core.CoreModel(layers.core_layers(model.spec), flat_core_params(model), isa=isa)
+    B, T = 9, 6
+    x = rng.standard_normal((B, T, 4)).astype(np.float32)
+    y = np.empty((B, T, 3), np.float32)
+    core.forward(y, None, None, x, None, None, None, None, None, 2)
+    y_ref, _ = model.forward(x, backend="numpy")
+    assert_f32_close(y, y_ref, "y")
+    stream = core.stream(B)
+    assert_f32_close(np.stack([stream.step(x[:, t]) for t in range(T)], axis=1), y_ref, "stream")
