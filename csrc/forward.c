@@ -105,6 +105,10 @@ rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, i
         if (b->state_size > state) state = b->state_size;
         merged |= b->directions == 2 && b->merge != RNX_MERGE_CONCAT;
     }
+    /* the packed kernels store whole aligned vectors into each xp row: a plain block's G*H
+     * (any number) must not make the row stride unaligned for the packed blocks after it */
+    const int align = RNX_ALIGN / (int)sizeof(float);
+    ws->xp_width = (ws->xp_width + align - 1) / align * align;
     size_t chunk = RNX_CHUNK_BYTES / ((size_t)Bs * ws->xp_width * sizeof(float));
     if (chunk < 1) chunk = 1;
     if (chunk > RNX_MAX_CHUNK) chunk = RNX_MAX_CHUNK;

@@ -456,10 +456,11 @@ cdef class CoreStream:
             if getattr(x, "dtype", None) != np.int32 or not x.flags.c_contiguous:
                 arr = np.asarray(x)
                 if arr.dtype.kind not in "biu":
-                    raise TypeError(f"ids: expected integer token ids, got dtype {arr.dtype}")
+                    raise TypeError(f"x: expected integer token ids, got dtype {arr.dtype}")
                 x = np.ascontiguousarray(arr, dtype=np.int32)
             if x.shape != (self.batch,):
-                raise ValueError(f"ids: expected shape ({self.batch},), got {tuple(x.shape)}")
+                raise ValueError(f"x: expected token ids of shape ({self.batch},), got "
+                                 f"{tuple(x.shape)}")
             idp = <const int32_t *>np.PyArray_DATA(x)
             y = np.empty((self.batch, self.output_size), np.float32)
         else:
@@ -481,7 +482,8 @@ cdef class CoreStream:
         with nogil:
             status = rnx_stream_step(self.ptr, yp, xp, idp)
         if status == RNX_ERR_BAD_ARGUMENT:
-            raise ValueError(f"ids: expected token ids in [0, {self.input_size})")
+            raise ValueError(f"x: expected token ids in [0, {self.input_size}), got min "
+                             f"{x.min()} and max {x.max()}")
         check(status, "step")
         return y
 

@@ -465,7 +465,7 @@ def shorthand(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
     if output_size is not None:
         if output == "many_to_one":
             layers.append(Readout("last"))
-        layers.append(Dense(output_size, activation))
+        layers.append(Dense(_int("output_size", output_size, 1), activation))
     elif activation is not None:
         raise ValueError(f"activation: needs output_size (a dense layer), got {activation!r}")
     return layers, input_size

@@ -1,4 +1,6 @@
 """Streams: one time step per call, the state kept inside (Model.stream)."""
+import dataclasses
+
 import numpy as np
 
 from . import reference
@@ -27,6 +29,10 @@ class Stream:
         self.model = model
         self.batch = batch
         self.backend = backend
+        # each step's output is the top layer's h after it; for a step masked by mask_zero that
+        # is the kept state's (as the C stream), which a one-step "last" readout would zero
+        self._spec = dataclasses.replace(spec, readout="final") if spec.readout == "last" \
+            else spec
         self._core = model.core().stream(batch) if backend == "c" else None
         self.reset()
         if self._core is not None and spec.embedding is None:
@@ -83,6 +89,6 @@ class Stream:
             if arr.shape != ((I,) if flat else (batch, I)):
                 raise ValueError(f"x: expected shape ({batch}, {I}), got {arr.shape}")
             steps = model._inputs(arr.reshape(batch, 1, I), None, None)[0]
-        y, self._states = reference.forward_model(model.spec, model.params, steps, self._states)
+        y, self._states = reference.forward_model(self._spec, model.params, steps, self._states)
         y = y[:, 0] if y.ndim == 3 else y
         return y[0] if flat else y

@@ -7,7 +7,8 @@
  *                     the number of parameters the Python side counted
  *   float32 params (that many), float32 x (B, T, I), int32 lengths (B) if has_lengths,
  *   float32 h0 and c0 (L*D, B, H) each if has_state
- * OUT: float32 y (B, T, D*H), h_n (L*D, B, H), c_n (L*D, B, H), for the Python side to compare
+ * OUT: float32 y (B, T, D*H), h_n (L*D, B, H), c_n (L*D, B, H), then the layer-list model's
+ *   (check_layer_list_model) y (5, 3), h (5 * 44) and c (5 * 6), for the Python side to compare
  *   with the NumPy reference.
  *
  * The model is the uniform stack as a layer list (rnx_recurrent_layer per layer). Before the
@@ -233,10 +234,15 @@ static void check_info_and_streams(const rnx_model *m, const rnx_layer *layers, 
     free(params);
 }
 
+/* The layer-list model's results, written after the stack's for tests/test_c_api.py */
+enum { LIST_B = 5, LIST_T = 23, LIST_OUT = 3, LIST_STATE = 2 * 20 + 4, LIST_CELL = 6 };
+static float list_y[LIST_B * LIST_OUT], list_h[LIST_B * LIST_STATE], list_c[LIST_B * LIST_CELL];
+
 /* A model with every part (embedding with mask_zero, a bidirectional sum merge, a reverse-only
  * layer on the plain path, a max readout, dense layers) over a mask: the same results on 1, 2
  * and 3 threads, outputs in [0, 1] from the softmax, a stream of its forward-only variant equal
- * to forward. Under the sanitizers this walks every new path of the driver. */
+ * to forward. Under the sanitizers this walks every new path of the driver. Its results go to
+ * list_y, list_h, list_c (the Python side rebuilds the same model and inputs). */
 static void check_layer_list_model(int isa) {
     rnx_layer layers[6];
     layers[0] = rnx_embedding_layer(9, 5, 0);
@@ -262,7 +268,7 @@ static void check_layer_list_model(int isa) {
     const rnx_model_info info = rnx_model_get_info(m);
     EXPECT(info.takes_ids && !info.per_step && info.output_size == 3 && !info.streamable);
     EXPECT(info.state_size == 2 * 20 + 4 && info.cell_size == 6 && info.folded);
-    enum { B = 5, T = 23 };
+    enum { B = LIST_B, T = LIST_T };
     int32_t ids[B * T];
     uint8_t mask[B * T];
     for (int i = 0; i < B * T; i++) {
@@ -277,6 +283,9 @@ static void check_layer_list_model(int isa) {
         EXPECT(!memcmp(y[0], y[n], sizeof y[0]) && !memcmp(h[0], h[n], sizeof h[0]) &&
                !memcmp(c[0], c[n], sizeof c[0]));
     for (int i = 0; i < B * 3; i++) EXPECT(y[0][i] >= 0.0f && y[0][i] <= 1.0f);
+    memcpy(list_y, y[1], sizeof list_y);
+    memcpy(list_h, h[1], sizeof list_h);
+    memcpy(list_c, c[1], sizeof list_c);
     rnx_model_free(m);
 
     /* forward-only: a stream's steps are forward's per-step outputs */
@@ -369,7 +378,9 @@ int main(int argc, char **argv) {
 
     FILE *out = fopen(argv[2], "wb");
     if (!out || !write_array(out, y, ny) || !write_array(out, h_n, ns) ||
-        !write_array(out, c_n, ns) || fclose(out) != 0) {
+        !write_array(out, c_n, ns) || !write_array(out, list_y, LIST_B * LIST_OUT) ||
+        !write_array(out, list_h, LIST_B * LIST_STATE) ||
+        !write_array(out, list_c, LIST_B * LIST_CELL) || fclose(out) != 0) {
         fprintf(stderr, "cannot write %s\n", argv[2]);
         failures++;
     }
