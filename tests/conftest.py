@@ -51,10 +51,7 @@ def make_model(cell, input_size=3, hidden_size=5, num_layers=1, bidirectional=Fa
     """A Model of the core cell `cell` (a key of CELL_ARGS) with PyTorch-style random weights
     (seeded), through the shorthand Model(cell, I, H, ...). head holds output_size, output,
     activation when a dense head is wanted; without output_size the model has no readout, so
-    forward's y is the top layer's output sequence (B, T, D*H) (the shorthand's default
-    output="many_to_one" would add Readout("last"))."""
-    if "output_size" not in head:
-        head = {"output": "many_to_many", **head}
+    forward's y is the top layer's output sequence (B, T, D*H)."""
     model = Model(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
                   bidirectional=bidirectional, seed=seed, **CELL_ARGS[cell], **head)
     assert core_cell(model) == cell

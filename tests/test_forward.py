@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from conftest import (CELL_ARGS, CELLS, assert_f32_close, assert_forward_matches_reference,
                       core_cell, make_model, pairwise_cases, random_lengths, random_state, random_x,
                       state_parts)
-from rnnext import Model, reference
+from rnnext import Model, Readout, reference
 
 HEADS = [None, ("many_to_one", None), ("many_to_one", "softmax"), ("many_to_one", "sigmoid"),
          ("many_to_many", None), ("many_to_many", "softmax"), ("many_to_many", "sigmoid")]
@@ -142,12 +142,11 @@ def test_batch_composition_does_not_change_a_sequence(cell, num_layers, bidirect
 @pytest.mark.parametrize("cell", CELLS)
 def test_predict_is_forwards_output(cell, bidirectional, backend, rng):
     """predict gives forward's y: the whole sequence for a model without readout (the shorthand
-    with output="many_to_many"), each sequence's last valid step of that sequence for the
-    shorthand's default many_to_one (Readout("last"))."""
+    without a head), each sequence's last valid step of that sequence with a Readout("last")."""
     sequence_model = make_model(cell, 3, 6, 2, bidirectional)
     assert sequence_model.per_step and sequence_model.spec.readout == "sequence"
-    last_model = Model(input_size=3, hidden_size=6, num_layers=2, bidirectional=bidirectional,
-                       params=sequence_model.params, **CELL_ARGS[cell])
+    last_model = Model(list(sequence_model.layers) + [Readout("last")], 3,
+                       params=sequence_model.params)
     assert not last_model.per_step and last_model.spec.readout == "last"
     B, T = 5, 8
     x = random_x(rng, B, T, 3)
