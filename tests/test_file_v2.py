@@ -653,22 +653,24 @@ def test_fuzz_metadata_values(values):
 def test_c_loader_v2_under_sanitizers(tmp_path):
     """One model written as version 1 (stack and head) and as version 2 (its layers, the head as
     dense0; F32 or F64 tensors) gives the same y from rnx_model_load and rnx_forward, which
-    agrees with the NumPy reference; a model with every layer type loads and runs from token ids. Every truncation and
-    corruption of each file is refused with a message."""
+    agrees with the NumPy reference; a model with every layer type loads and runs from token
+    ids. Every truncation and corruption of each file is refused with a message."""
     exe = build_file_loader(tmp_path)
     arch = dict(cell="lstm", input_size=3, hidden_size=2, bidirectional=True, output_size=2,
                 activation="softmax")
     model = Model(seed=7, **arch)
     meta, shapes = v1_metadata(arch)
-    (tmp_path / "v1.rnx").write_bytes(write(meta, {name: model.params[name] for name in shapes}))
-    layers = [lstm(2, "bidirectional"), readout("last"), dense(2, "softmax")]
     v2_names = {"head.weight": "dense0.weight", "head.bias": "dense0.bias"}
+    (tmp_path / "v1.rnx").write_bytes(write(meta, {
+        name: model.params[v2_names.get(name, name)] for name in shapes}))
+    layers = [lstm(2, "bidirectional"), readout("last"), dense(2, "softmax")]
     assert [v2_names.get(name, name) for name in shapes] == list(describe(layers, 3)[1])
     (tmp_path / "v2.rnx").write_bytes(write(metadata(layers, 3), {
-        v2_names.get(name, name): model.params[name] for name in shapes}))
+        v2_names.get(name, name): model.params[v2_names.get(name, name)] for name in shapes}))
     x = np.random.default_rng(4).standard_normal((2, 3, 3)).astype(np.float32)
     (tmp_path / "v2_f64.rnx").write_bytes(write(metadata(layers, 3), {
-        v2_names.get(name, name): model.params[name].astype(np.float64) for name in shapes}))
+        v2_names.get(name, name): model.params[v2_names.get(name, name)].astype(np.float64)
+        for name in shapes}))
     out1, y1 = run_file_loader(exe, tmp_path / "v1.rnx", x, tmp_path)
     out2, y2 = run_file_loader(exe, tmp_path / "v2.rnx", x, tmp_path)
     assert "layers 3" in out1 and "layers 3" in out2
