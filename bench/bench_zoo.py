@@ -552,6 +552,14 @@ def engine_label(name):
     return "ORT" if name == "onnxruntime" else name
 
 
+def spread(rec):
+    """The spread of the block medians of every engine of a point, as (max - min) / median in
+    %, the largest over the engines: how much the load moved the figures."""
+    worst = max((max(e["block_ms"]) - min(e["block_ms"])) / e["ms"]
+                for e in rec["engines"].values())
+    return f"{100 * worst:.0f}%"
+
+
 def vs_best(rec):
     if rec.get("speedup") is None:
         return "-"
@@ -585,8 +593,9 @@ def markdown(report):
         f"({s['stream_threads']} thread: rnnext's stream runs one). ms: median over "
         f"{s['blocks']} timing blocks of the median call in each block (the engines take turns "
         f"within a block), after a warm-up call checked against torch (diff: max abs "
-        f"difference from torch's output). vs best: time of the faster of torch and ONNX "
-        f"Runtime / rnnext's (> 1: rnnext faster).",
+        f"difference from torch's output). vs best: time of the fastest other engine "
+        f"/ rnnext's (> 1: rnnext faster). spread: (max - min) / median of the block "
+        f"medians, the largest over the point's engines (the load's effect).",
         "",
     ]
     lines += [f"- **warning**: {w}" for w in report["warnings"]]
@@ -597,12 +606,13 @@ def markdown(report):
                          f"{ONNX_OPSET}): " + ", ".join(f"{op} x{c}" for op, c in nodes.items()))
     batched = [r for r in report["points"] if r["model"] in BATCHED]
     if batched:
-        lines += ["", "| model | B | rnnext ms | torch ms | ORT ms | vs best | diff |",
-                  "|---|--:|--:|--:|--:|--:|---|"]
+        lines += ["", "| model | B | rnnext ms | torch ms | ORT ms | vs best | spread | diff |",
+                  "|---|--:|--:|--:|--:|--:|--:|---|"]
         for r in batched:
             lines.append(f"| {r['model']}: {DESCRIPTIONS[r['model']]} | {r['batch']} "
                          f"| {engine_cell(r, 'rnnext')} | {engine_cell(r, 'torch')} "
-                         f"| {engine_cell(r, 'onnxruntime')} | {vs_best(r)} | {diff_cell(r)} |")
+                         f"| {engine_cell(r, 'onnxruntime')} | {vs_best(r)} | {spread(r)} "
+                         f"| {diff_cell(r)} |")
     text = [r for r in batched if r["model"] == "text" and "folded" in r]
     if text:
         f = text[0]["folded"]
@@ -630,19 +640,19 @@ def markdown(report):
         for e, v in r["engines"].items():
             lines.append(f"| {e} | {v['us_per_step']:.2f} | "
                          f"{format(v['max_abs_diff'], '.1e')} |")
-        lines.append(f"\nvs best (the fastest of the others): {vs_best(r)}.")
+        lines.append(f"\nvs best (the fastest of the others): {vs_best(r)}; spread {spread(r)}.")
     rev = [r for r in report["points"] if r["model"] == "reverse"]
     if rev:
         lines += ["", f"Reverse-only layer ({DESCRIPTIONS['reverse']}); torch and ORT run the "
                       f"forward module on the flipped input (two flips included).", "",
                   "| B | rnnext reverse ms | rnnext forward ms | reverse / forward | torch ms "
-                  "| ORT ms | vs best | diff |", "|--:|--:|--:|--:|--:|--:|--:|---|"]
+                  "| ORT ms | vs best | spread | diff |", "|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
         for r in rev:
             lines.append(f"| {r['batch']} | {engine_cell(r, 'rnnext')} "
                          f"| {engine_cell(r, 'rnnext forward')} "
                          f"| {fmt(r.get('reverse_over_forward'), '.2f')} "
                          f"| {engine_cell(r, 'torch')} | {engine_cell(r, 'onnxruntime')} "
-                         f"| {vs_best(r)} | {diff_cell(r)} |")
+                         f"| {vs_best(r)} | {spread(r)} | {diff_cell(r)} |")
     return "\n".join(lines) + "\n"
 
 
