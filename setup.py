@@ -23,8 +23,8 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
-CORE_SOURCES = ["arena.c", "cpu.c", "model.c", "forward.c", "stream.c", "kernel_scalar.c",
-                "safetensors.c", "backward.c"]
+CORE_SOURCES = ["arena.c", "cpu.c", "model.c", "forward.c", "stream.c", "head.c", "kernel_scalar.c",
+                "safetensors.c", "backward.c", "general.c"]
 X86_KERNELS = {
     "kernel_avx2.c": ["-mavx2", "-mfma"],
     "kernel_avx512.c": ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma"],
@@ -108,7 +108,7 @@ extension = Extension(
     "rnnext._core",
     sources=["rnnext/_core.pyx"] + [os.path.join(CSRC, s) for s in CORE_SOURCES],
     # headers too, so that editing one rebuilds (and relinks) the extension
-    depends=[os.path.join(CSRC, h) for h in ("rnx_internal.h", "kernel_impl.h",
+    depends=[os.path.join(CSRC, h) for h in ("rnx_internal.h", "general.h", "kernel_impl.h",
                                               "kernel_train_impl.h", "include/rnnext.h")],
     include_dirs=[os.path.join(CSRC, "include"), CSRC, numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

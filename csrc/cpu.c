@@ -14,7 +14,7 @@ const char *rnx_status_string(rnx_status status) {
     switch (status) {
     case RNX_OK: return "ok";
     case RNX_ERR_NULL_ARGUMENT: return "a required pointer is NULL";
-    case RNX_ERR_BAD_CONFIG: return "a size or option of the model configuration is out of range";
+    case RNX_ERR_BAD_CONFIG: return "a layer list is invalid: a layer, its order or a size or option is out of range";
     case RNX_ERR_BAD_ARGUMENT: return "a size, length or thread count is out of range";
     case RNX_ERR_OUT_OF_MEMORY: return "out of memory";
     case RNX_ERR_ISA_UNAVAILABLE: return "the requested instruction set is not available on this CPU";

@@ -1,11 +1,14 @@
-/* forward.c: the forward pass. Time is cut into chunks: the input projection of a chunk is one
- * tiled product, then one fused kernel call per step and row tile. Batches that can feed the
- * threads are split into slices, one per thread, carried through every layer and step without
- * synchronisation; smaller batches are shared by a team of threads that split each step's panels
- * and meet at one barrier per step. */
+/* forward.c: the forward pass over a model's recurrent layers (blocks). Time is cut into chunks:
+ * the input projection of a chunk is one tiled product (or, for a folded embedding, a row copy
+ * per token), then one fused kernel call per step and row tile. When every layer runs forward
+ * the chunks go through the whole stack one after the other, so inner outputs are kept for one
+ * chunk only; a reverse or bidirectional layer needs the whole sequence below it, so such a
+ * stack goes layer by layer. Batches that can feed the threads are split into slices, one per
+ * thread, carried through every layer and step without synchronisation; smaller batches are
+ * shared by a team of threads that split each step's panels and meet at one barrier per step. */
 #include <stdlib.h>
 #include <string.h>
-#include "rnx_internal.h"
+#include "general.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -38,6 +41,19 @@ static void team_barrier(rnx_team team) {
     }
 }
 
+/* Every layer runs forward: the chunks can go through the whole stack. */
+static int pipelined(const rnx_model *m) {
+    for (int k = 0; k < m->n_blocks; k++)
+        if (m->blocks[k].directions != 1 || m->blocks[k].reverse) return 0;
+    return 1;
+}
+
+/* The top layer's outputs are kept in the workspace for the readout (not written to y
+ * directly, and not only its final states). */
+static int top_in_workspace(const rnx_model *m) {
+    return !rnx_top_is_output(m) && m->readout != RNX_READOUT_FINAL;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Workspace and states
  * ------------------------------------------------------------------------------------------- */
@@ -45,34 +61,63 @@ static void team_barrier(rnx_team team) {
 typedef struct workspace_plan {
     rnx_workspace *ws;
     const rnx_model *model;
-    size_t mid; /* floats of each inner-layer buffer */
+    size_t mid, rev; /* floats of each layer-output buffer, and of the reverse-output buffer */
+    size_t plain;    /* floats of the plain path's scratch */
 } workspace_plan;
 
 static void workspace_layout(rnx_arena *a, void *what) {
     const workspace_plan *p = what;
     rnx_workspace *ws = p->ws;
     const rnx_model *m = p->model;
-    const size_t Bs = (size_t)ws->Bs, LD = (size_t)m->config.num_layers * m->directions;
+    const rnx_block *top = &m->blocks[m->n_blocks - 1];
+    const size_t Bs = (size_t)ws->Bs;
     ws->xp = rnx_arena_take(a, (size_t)ws->chunk * Bs * ws->xp_width, sizeof(float));
-    ws->state = rnx_arena_take(a, LD * 3 * Bs * m->hidden_padded, sizeof(float));
-    ws->mid[0] = rnx_arena_take(a, p->mid, sizeof(float));
-    ws->mid[1] = rnx_arena_take(a, p->mid, sizeof(float));
+    ws->state = rnx_arena_take(a, (size_t)m->n_blocks * 2, sizeof(float *));
+    for (int k = 0; k < m->n_blocks; k++)
+        for (int d = 0; d < m->blocks[k].directions; d++) {
+            float *s = rnx_arena_take(a, 3 * Bs * m->blocks[k].hidden_padded, sizeof(float));
+            if (ws->state) ws->state[2 * k + d] = s;
+        }
+    ws->mid[0] = p->mid ? rnx_arena_take(a, p->mid, sizeof(float)) : NULL;
+    ws->mid[1] = p->mid ? rnx_arena_take(a, p->mid, sizeof(float)) : NULL;
+    ws->rev = p->rev ? rnx_arena_take(a, p->rev, sizeof(float)) : NULL;
+    ws->acc = rnx_arena_take(a, Bs * top->width, sizeof(float));
+    ws->count = rnx_arena_take(a, Bs, sizeof(int32_t));
+    ws->scratch = rnx_arena_take(a, (size_t)ws->team_max * 2 * m->dense_width, sizeof(float));
     ws->len = rnx_arena_take(a, Bs, sizeof(int32_t));
+    ws->plain_scratch = p->plain ? rnx_arena_take(a, p->plain, sizeof(float)) : NULL;
 }
 
-rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T) {
-    const rnx_config *c = &m->config;
-    const int L = c->num_layers, D = m->directions, H = c->hidden_size;
+rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T,
+                                int team_max) {
     memset(ws, 0, sizeof *ws);
     ws->Bs = Bs;
-    ws->xp_width = m->npanels * m->nv * m->kernels->vw;
+    ws->team_max = team_max;
+    ws->pipelined = pipelined(m);
+    int width = 0, state = 0, merged = 0;
+    size_t plain = 0;
+    for (int k = 0; k < m->n_blocks; k++) {
+        const rnx_block *b = &m->blocks[k];
+        if (b->general && rnx_general_scratch_size(b->general) > plain)
+            plain = rnx_general_scratch_size(b->general);
+        if (rnx_xp_width(b) > ws->xp_width) ws->xp_width = rnx_xp_width(b);
+        if (b->width > width) width = b->width;
+        if (b->state_size > state) state = b->state_size;
+        merged |= b->directions == 2 && b->merge != RNX_MERGE_CONCAT;
+    }
+    /* the packed kernels store whole aligned vectors into each xp row: a plain block's G*H
+     * (any number) must not make the row stride unaligned for the packed blocks after it */
+    const int align = RNX_ALIGN / (int)sizeof(float);
+    ws->xp_width = (ws->xp_width + align - 1) / align * align;
     size_t chunk = RNX_CHUNK_BYTES / ((size_t)Bs * ws->xp_width * sizeof(float));
     if (chunk < 1) chunk = 1;
     if (chunk > RNX_MAX_CHUNK) chunk = RNX_MAX_CHUNK;
     if (chunk > (size_t)T) chunk = (size_t)T;
     ws->chunk = (int)chunk;
-    workspace_plan plan = {ws, m, 0};
-    if (L > 1) plan.mid = D == 1 ? chunk * Bs * (size_t)H : (size_t)T * Bs * 2 * (size_t)H;
+    const size_t rows = (ws->pipelined ? chunk : (size_t)T) * Bs;
+    workspace_plan plan = {ws, m, 0, 0, plain};
+    if (m->n_blocks > 1 || top_in_workspace(m)) plan.mid = rows * width;
+    if (merged) plan.rev = rows * state;
     return rnx_arena_build(&ws->block, workspace_layout, &plan);
 }
 
@@ -81,139 +126,279 @@ void rnx_workspace_free(rnx_workspace *ws) {
     ws->block = NULL;
 }
 
-/* Buffer `which` (0, 1: h; 2: c) of layer-direction ld; rows are Hp wide, zero-padded. */
-static float *state_buffer(const rnx_model *m, const rnx_workspace *ws, int ld, int which) {
-    return ws->state + ((size_t)ld * 3 + which) * ws->Bs * m->hidden_padded;
+float *rnx_state_buffer(const rnx_model *m, const rnx_workspace *ws, int k, int d, int which) {
+    return ws->state[2 * k + d] + (size_t)which * ws->Bs * m->blocks[k].hidden_padded;
 }
 
 void rnx_load_states(const rnx_model *m, rnx_workspace *ws, const float *h0, const float *c0,
                      int B, int b0) {
-    const int LD = m->config.num_layers * m->directions, H = m->config.hidden_size;
-    memset(ws->state, 0, (size_t)LD * 3 * ws->Bs * m->hidden_padded * sizeof(float));
     ws->parity = 0;
-    for (int ld = 0; ld < LD; ld++)
-        for (int r = 0; r < ws->Bs; r++) {
-            const size_t src = ((size_t)ld * B + b0 + r) * H, dst = (size_t)r * m->hidden_padded;
-            if (h0) memcpy(state_buffer(m, ws, ld, 0) + dst, h0 + src, H * sizeof(float));
-            if (c0 && m->config.cell == RNX_CELL_LSTM)
-                memcpy(state_buffer(m, ws, ld, 2) + dst, c0 + src, H * sizeof(float));
+    for (int k = 0; k < m->n_blocks; k++) {
+        const rnx_block *b = &m->blocks[k];
+        const int Hp = b->hidden_padded, lstm = b->cell == RNX_CELL_LSTM;
+        for (int d = 0; d < b->directions; d++) {
+            memset(ws->state[2 * k + d], 0, (size_t)3 * ws->Bs * Hp * sizeof(float));
+            for (int r = 0; r < ws->Bs; r++) {
+                const size_t dst = (size_t)r * Hp;
+                if (h0)
+                    memcpy(rnx_state_buffer(m, ws, k, d, 0) + dst, h0 + rnx_user_h(b, B, d, b0 + r),
+                           (size_t)b->state_size * sizeof(float));
+                if (c0 && lstm)
+                    memcpy(rnx_state_buffer(m, ws, k, d, 2) + dst, c0 + rnx_user_c(b, B, d, b0 + r),
+                           (size_t)b->hidden_size * sizeof(float));
+            }
         }
+    }
 }
 
 void rnx_store_states(const rnx_model *m, const rnx_workspace *ws, float *h, float *c, int B,
                       int b0, int steps) {
-    const int LD = m->config.num_layers * m->directions, H = m->config.hidden_size;
     const int cur = ws->parity ^ (steps & 1);
-    for (int ld = 0; ld < LD; ld++)
-        for (int r = 0; r < ws->Bs; r++) {
-            const size_t dst = ((size_t)ld * B + b0 + r) * H, src = (size_t)r * m->hidden_padded;
-            if (h) memcpy(h + dst, state_buffer(m, ws, ld, cur) + src, H * sizeof(float));
-            if (c && m->config.cell == RNX_CELL_LSTM)
-                memcpy(c + dst, state_buffer(m, ws, ld, 2) + src, H * sizeof(float));
-        }
+    for (int k = 0; k < m->n_blocks; k++) {
+        const rnx_block *b = &m->blocks[k];
+        const int Hp = b->hidden_padded, lstm = b->cell == RNX_CELL_LSTM;
+        for (int d = 0; d < b->directions; d++)
+            for (int r = 0; r < ws->Bs; r++) {
+                const size_t src = (size_t)r * Hp;
+                if (h)
+                    memcpy(h + rnx_user_h(b, B, d, b0 + r), rnx_state_buffer(m, ws, k, d, cur) + src,
+                           (size_t)b->state_size * sizeof(float));
+                if (c && lstm)
+                    memcpy(c + rnx_user_c(b, B, d, b0 + r), rnx_state_buffer(m, ws, k, d, 2) + src,
+                           (size_t)b->hidden_size * sizeof(float));
+            }
+    }
 }
 
 /* Panels per block for a product over K inputs. */
-static int panel_block(const rnx_model *m, int K) {
-    const size_t per_panel = (size_t)K * m->nv * m->kernels->vw * sizeof(float);
+static int panel_block(const rnx_block *b, int K) {
+    const size_t per_panel = (size_t)K * b->nv * b->kernels->vw * sizeof(float);
     const size_t n = RNX_PANEL_BLOCK_BYTES / per_panel;
-    return n < 1 ? 1 : n > (size_t)m->npanels ? m->npanels : (int)n;
+    return n < 1 ? 1 : n > (size_t)b->npanels ? b->npanels : (int)n;
 }
 
 /* ---------------------------------------------------------------------------------------------
- * One layer and direction over the steps [t0, t1), `before` steps after the states were loaded
+ * One block and direction over the steps [t0, t1), `before` steps after the states were loaded
  * ------------------------------------------------------------------------------------------- */
 
-static void run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int ld, int reverse,
-                      int t0, int t1, int before, rnx_seq_view in, rnx_seq_view out) {
-    const rnx_kernels *k = m->kernels;
-    const rnx_packed *w = &m->packed[ld];
-    const int Bs = ws->Bs, mr = k->mr, H = m->config.hidden_size, Hp = m->hidden_padded;
-    const float *a[RNX_MAX_MR], *h_in[RNX_MAX_MR], *xp[RNX_MAX_MR];
-    float *o[RNX_MAX_MR], *c[RNX_MAX_MR];
-    unsigned char active[RNX_MAX_MR];
+/* Step t's slot in a record: the number of steps the direction took before it. */
+static int record_step(const rnx_record *rec, int reverse, int t) {
+    return reverse ? rec->T - 1 - t : t;
+}
 
-    /* this thread's panels, and the hidden units [u0, u1) they hold */
-    const int p0 = (int)((long long)m->npanels * team.id / team.size);
-    const int p1 = (int)((long long)m->npanels * (team.id + 1) / team.size);
-    const int u0 = p0 * m->units_per_panel;
-    const int u1 = p1 * m->units_per_panel < H ? p1 * m->units_per_panel : H;
+static float *record_row(const rnx_record *rec, int reverse, int t, int r) {
+    const size_t s = (size_t)record_step(rec, reverse, t);
+    return rec->rows + (s * rec->B + rec->b0 + r) * rec->row_stride;
+}
 
-    /* input projections of all (step, row) pairs of the chunk, mr rows at a time */
-    const int nq = (t1 - t0) * Bs, px = panel_block(m, w->in_size);
-    for (int b0 = p0; b0 < p1; b0 += px)
+static float *record_h(const rnx_record *rec, int slot, int r) {
+    return rec->h + ((size_t)slot * rec->B + rec->b0 + r) * rec->h_stride;
+}
+
+/* Where the input projection of (step t, row r) of the chunk [t0, ..) goes: the workspace, or
+ * the record's row, where the step kernel then leaves its record. */
+static float *xp_row(const rnx_workspace *ws, const rnx_record *rec, int reverse, int t0, int t,
+                     int r) {
+    if (rec) return record_row(rec, reverse, t, r);
+    return ws->xp + ((size_t)(t - t0) * ws->Bs + r) * ws->xp_width;
+}
+
+/* The input projections of the chunk's (step, row) pairs for this thread's panels [p0, p1):
+ * block 0 of an embedding model reads token rows (or copies folded ones), others `in`. */
+static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_record *rec, int k,
+                          int d, int reverse, int on_plain, int t0, int t1, int p0, int p1,
+                          rnx_seq_view in) {
+    const rnx_block *b = &m->blocks[k];
+    const rnx_kernels *kn = b->kernels;
+    const rnx_packed *w = &b->packed[d];
+    const int Bs = ws->Bs, mr = kn->mr, nq = (t1 - t0) * Bs;
+    const int tokens = k == 0 && ws->ids != NULL;
+    const float *a[RNX_MAX_MR];
+    float *o[RNX_MAX_MR];
+    if (tokens && m->fold[d]) {
+        const size_t panel = (size_t)b->nv * kn->vw, fw = (size_t)rnx_xp_width(b);
+        for (int q = 0; q < nq; q++) {
+            const int r = q % Bs, t = t0 + q / Bs;
+            const int32_t id = ws->ids[(size_t)r * ws->steps + t];
+            memcpy(xp_row(ws, rec, reverse, t0, t, r) + p0 * panel,
+                   m->fold[d] + id * fw + p0 * panel, (size_t)(p1 - p0) * panel * sizeof(float));
+        }
+        return;
+    }
+    /* the plain path has no panels: one pass over all its rows */
+    const int px = on_plain ? 1 : panel_block(b, w->in_size), c_end = on_plain ? p0 + 1 : p1;
+    for (int c0 = p0; c0 < c_end; c0 += px)
         for (int q0 = 0; q0 < nq; q0 += mr) {
             const int nr = nq - q0 < mr ? nq - q0 : mr;
             for (int i = 0; i < nr; i++) {
-                const int q = q0 + i;
-                a[i] = view_row(in, q % Bs, t0 + q / Bs);
-                o[i] = ws->xp + (size_t)q * ws->xp_width;
+                const int q = q0 + i, r = q % Bs, t = t0 + q / Bs;
+                a[i] = tokens ? m->embedding + (size_t)ws->ids[(size_t)r * ws->steps + t] * m->embed_dim
+                              : view_row(in, r, t);
+                o[i] = xp_row(ws, rec, reverse, t0, t, r);
             }
-            k->project(o, a, w, m->nv, b0, b0 + px < p1 ? b0 + px : p1, nr);
+            if (on_plain) rnx_general_project(&b->general[d], o, a, nr);
+            else kn->project(o, a, w, b->nv, c0, c0 + px < p1 ? c0 + px : p1, nr);
         }
+}
 
-    /* the GRU with the reset before the product needs r*h of all its panels before any n */
-    const int ph = m->config.cell == RNX_CELL_GRU_RESET_BEFORE ? p1 - p0 : panel_block(m, H);
-    float *cell = state_buffer(m, ws, ld, 2);
+void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, int d,
+                   int reverse, int t0, int t1, int before, rnx_seq_view in, rnx_seq_view out,
+                   const rnx_record *rec) {
+    const rnx_block *b = &m->blocks[k];
+    const rnx_kernels *kn = b->kernels;
+    const rnx_packed *w = &b->packed[d];
+    const int Bs = ws->Bs, mr = kn->mr, H = b->hidden_size, Hp = b->hidden_padded;
+    /* training takes the plain path wherever the model has one (the reset-before GRU too) */
+    const int on_plain = rec ? b->general != NULL : b->plain;
+    const int lstm = b->cell == RNX_CELL_LSTM;
+    const float *h_in[RNX_MAX_MR], *xp[RNX_MAX_MR];
+    float *o[RNX_MAX_MR], *c[RNX_MAX_MR], *x_rows[RNX_MAX_MR];
+    unsigned char active[RNX_MAX_MR];
+
+    /* this thread's panels, and the state units [u0, u1) they hold (the plain path: all, as its
+     * team is one thread) */
+    const int p0 = (int)((long long)b->npanels * team.id / team.size);
+    const int p1 = (int)((long long)b->npanels * (team.id + 1) / team.size);
+    const int u0 = on_plain ? 0 : p0 * b->units_per_panel;
+    const int u1 = on_plain ? b->state_size
+                            : p1 * b->units_per_panel < H ? p1 * b->units_per_panel : H;
+
+    project_chunk(m, ws, rec, k, d, reverse, on_plain, t0, t1, p0, p1, in);
+
+    /* the GRU with the reset before the product needs r*h of all its panels before any n; the
+     * plain path and the training kernel take all panels in one pass. The plain path steps in
+     * place on the next h buffer (it leaves inactive rows as they are, so those keep the copy
+     * of the current state). */
+    const int one_pass = on_plain || rec;
+    const int ph = one_pass ? 1 : b->cell == RNX_CELL_GRU_RESET_BEFORE ? p1 - p0 : panel_block(b, H);
+    const int c_end = one_pass ? p0 + 1 : p1;
+    float *cell = rnx_state_buffer(m, ws, k, d, 2);
     int cur = ws->parity ^ (before & 1);
     for (int s = 0; s < t1 - t0; s++, cur ^= 1) {
-        const int t = reverse ? t1 - 1 - s : t0 + s;
-        float *h_cur = state_buffer(m, ws, ld, cur), *h_next = state_buffer(m, ws, ld, cur ^ 1);
-        for (int b0 = p0; b0 < p1; b0 += ph)
+        const int t = reverse ? t1 - 1 - s : t0 + s, slot = rec ? record_step(rec, reverse, t) : 0;
+        float *h_cur = rnx_state_buffer(m, ws, k, d, cur);
+        float *h_next = rnx_state_buffer(m, ws, k, d, cur ^ 1);
+        for (int c0 = p0; c0 < c_end; c0 += ph)
             for (int r0 = 0; r0 < Bs; r0 += mr) {
                 const int nr = Bs - r0 < mr ? Bs - r0 : mr;
                 for (int i = 0; i < nr; i++) {
-                    const size_t row = (size_t)(r0 + i) * Hp;
-                    h_in[i] = h_cur + row;
-                    o[i] = h_next + row;
-                    c[i] = cell + row;
-                    xp[i] = ws->xp + ((size_t)(t - t0) * Bs + r0 + i) * ws->xp_width;
-                    active[i] = t < ws->len[r0 + i];
+                    const int r = r0 + i;
+                    h_in[i] = rec ? record_h(rec, slot, r) : h_cur + (size_t)r * Hp;
+                    o[i] = rec ? record_h(rec, slot + 1, r) : h_next + (size_t)r * Hp;
+                    c[i] = cell + (size_t)r * Hp;
+                    x_rows[i] = xp_row(ws, rec, reverse, t0, t, r);
+                    xp[i] = x_rows[i];
+                    active[i] = (unsigned char)rnx_step_active(m, ws, r, t);
+                    if (on_plain) memcpy(o[i], h_in[i], (size_t)b->state_size * sizeof(float));
                 }
-                k->step(m->config.cell, o, c, h_in, xp, active, w, H, b0,
-                        b0 + ph < p1 ? b0 + ph : p1, nr);
+                if (on_plain)
+                    rnx_general_step(&b->general[d], o, c, xp, active, rec ? x_rows : NULL,
+                                     ws->plain_scratch, nr);
+                else if (rec)
+                    kn->step_train(b->cell, o, c, h_in, xp, active, x_rows, w, H, b->npanels, nr);
+                else
+                    kn->step(b->cell, o, c, h_in, xp, active, w, H, c0,
+                             c0 + ph < p1 ? c0 + ph : p1, nr);
+                if (rec && lstm)
+                    for (int i = 0; i < nr; i++) {
+                        if (on_plain)
+                            memcpy(rec->c + ((size_t)(slot + 1) * rec->B + rec->b0 + r0 + i) * H,
+                                   c[i], (size_t)H * sizeof(float));
+                        else if (!active[i])
+                            memcpy(x_rows[i] + rnx_xp_width(b), c[i], (size_t)Hp * sizeof(float));
+                    }
             }
         if (out.base && u1 > u0)
             for (int r = 0; r < Bs; r++) {
                 float *dst = view_row(out, r, t) + u0;
-                if (t < ws->len[r]) memcpy(dst, h_next + (size_t)r * Hp + u0, (u1 - u0) * sizeof(float));
-                else memset(dst, 0, (u1 - u0) * sizeof(float));
+                const float *h = rec ? record_h(rec, slot + 1, r) : h_next + (size_t)r * Hp;
+                if (rnx_step_active(m, ws, r, t))
+                    memcpy(dst, h + u0, (u1 - u0) * sizeof(float));
+                else
+                    memset(dst, 0, (u1 - u0) * sizeof(float));
             }
         team_barrier(team);
     }
 }
 
-void rnx_run_stack(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq_view x,
-                   rnx_seq_view y, int T) {
-    const int L = m->config.num_layers, D = m->directions, H = m->config.hidden_size;
-    const int Bs = ws->Bs;
-    if (D == 1) {
-        /* chunk by chunk through the whole stack: inner outputs are kept for one chunk only */
+/* out = merge(out, rev) over the steps [0, T) of this member's rows: sum, mul or ave. */
+static void merge_directions(const rnx_workspace *ws, rnx_team team, int merge, int S,
+                             rnx_seq_view out, rnx_seq_view rev, int T) {
+    int r0, r1;
+    rnx_team_rows(ws, team, &r0, &r1);
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < T; t++) {
+            float *o = view_row(out, r, t);
+            const float *v = view_row(rev, r, t);
+            for (int u = 0; u < S; u++)
+                o[u] = merge == RNX_MERGE_SUM ? o[u] + v[u]
+                       : merge == RNX_MERGE_MUL ? o[u] * v[u]
+                                                : (o[u] + v[u]) * 0.5f;
+        }
+    team_barrier(team);
+}
+
+/* A (rows, Bs, width) buffer of the workspace as a view starting at step t_origin. */
+static rnx_seq_view buffer_view(float *base, int Bs, int width, int t_origin) {
+    return (rnx_seq_view){base, width, (ptrdiff_t)Bs * width, t_origin};
+}
+
+void rnx_run_blocks(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq_view x,
+                    rnx_seq_view y, int T, int feed_readout) {
+    const int Bs = ws->Bs, last = m->n_blocks - 1;
+    const int kept = feed_readout && top_in_workspace(m);
+    /* the top layer writes to y, to the workspace for the readout, or nowhere */
+    rnx_seq_view none = {NULL, 0, 0, 0}, top = none;
+    if (feed_readout && rnx_top_is_output(m)) top = y;
+    if (ws->pipelined) {
         for (int t0 = 0; t0 < T; t0 += ws->chunk) {
             const int t1 = t0 + ws->chunk < T ? t0 + ws->chunk : T;
-            for (int l = 0; l < L; l++) {
-                rnx_seq_view in = x, out = y;
-                if (l > 0) in = (rnx_seq_view){ws->mid[(l - 1) & 1], H, (ptrdiff_t)Bs * H, t0};
-                if (l < L - 1) out = (rnx_seq_view){ws->mid[l & 1], H, (ptrdiff_t)Bs * H, t0};
-                run_chunk(m, ws, team, l, 0, t0, t1, t0, in, out);
+            for (int k = 0; k <= last; k++) {
+                const int W = m->blocks[k].width;
+                rnx_seq_view in = x, out = top;
+                if (k > 0) in = buffer_view(ws->mid[(k - 1) & 1], Bs, m->blocks[k - 1].width, t0);
+                if (k < last || kept) out = buffer_view(ws->mid[k & 1], Bs, W, t0);
+                rnx_run_chunk(m, ws, team, k, 0, 0, t0, t1, t0, in, out, NULL);
+            }
+            if (kept) {
+                rnx_readout_steps(m, ws, team,
+                                  buffer_view(ws->mid[last & 1], Bs, m->blocks[last].width, t0), y,
+                                  t0, t1);
+                team_barrier(team); /* the next chunk overwrites what the readout read */
             }
         }
         return;
     }
-    /* layer by layer: the reverse direction needs the whole sequence below it */
+    /* layer by layer: a reverse direction needs the whole sequence below it */
     const int nchunks = (T + ws->chunk - 1) / ws->chunk;
-    for (int l = 0; l < L; l++)
-        for (int d = 0; d < D; d++) {
-            rnx_seq_view in = x, out = y;
-            if (l > 0) in = (rnx_seq_view){ws->mid[(l - 1) & 1], 2 * H, (ptrdiff_t)Bs * 2 * H, 0};
-            if (l < L - 1) out = (rnx_seq_view){ws->mid[l & 1], 2 * H, (ptrdiff_t)Bs * 2 * H, 0};
-            if (out.base) out.base += (size_t)d * H;
+    for (int k = 0; k <= last; k++) {
+        const rnx_block *b = &m->blocks[k];
+        const int S = b->state_size, merged = b->directions == 2 && b->merge != RNX_MERGE_CONCAT;
+        rnx_seq_view in = x, out = top;
+        if (k > 0) in = buffer_view(ws->mid[(k - 1) & 1], Bs, m->blocks[k - 1].width, 0);
+        if (k < last || kept) out = buffer_view(ws->mid[k & 1], Bs, b->width, 0);
+        for (int d = 0; d < b->directions; d++) {
+            const int reverse = b->reverse || d == 1;
+            rnx_seq_view dir_out = out;
+            if (d == 1 && out.base) {
+                if (merged) dir_out = buffer_view(ws->rev, Bs, S, 0);
+                else dir_out.base += S;
+            }
             for (int i = 0; i < nchunks; i++) {
-                const int ci = d ? nchunks - 1 - i : i;
+                const int ci = reverse ? nchunks - 1 - i : i;
                 const int t0 = ci * ws->chunk, t1 = t0 + ws->chunk < T ? t0 + ws->chunk : T;
-                run_chunk(m, ws, team, l * D + d, d, t0, t1, d ? T - t1 : t0, in, out);
+                rnx_run_chunk(m, ws, team, k, d, reverse, t0, t1, reverse ? T - t1 : t0, in, dir_out,
+                              NULL);
             }
         }
+        if (merged && out.base)
+            merge_directions(ws, team, b->merge, S, out, buffer_view(ws->rev, Bs, S, 0), T);
+    }
+    if (kept) {
+        rnx_readout_steps(m, ws, team, buffer_view(ws->mid[last & 1], Bs, m->blocks[last].width, 0),
+                          y, 0, T);
+        team_barrier(team);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -222,59 +407,107 @@ void rnx_run_stack(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq
 
 typedef struct forward_args {
     float *y, *h_n, *c_n;
-    const float *x, *h0, *c0;
+    const float *x;
+    const int32_t *ids;
+    const float *h0, *c0;
     const int32_t *lengths;
+    const uint8_t *mask;
     int B, T;
 } forward_args;
 
+/* One member of the team that runs a slice, from x to y. */
+static void run_member(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq_view x,
+                       float *y, int T) {
+    const int F = m->info.output_size;
+    const rnx_seq_view yv = {y, (ptrdiff_t)T * F, F, 0};
+    rnx_run_blocks(m, ws, team, x, yv, T, y != NULL);
+    if (y) rnx_readout_end(m, ws, team, y, T);
+}
+
 /* Rows [b0, b1) of the batch, by this thread alone (threads == 1) or by a team of threads. */
-static rnx_status run_rows(const rnx_model *m, const forward_args *a, int b0, int b1, int threads) {
-    const int D = m->directions, H = m->config.hidden_size, I = m->config.input_size, T = a->T;
+static rnx_status run_rows(const rnx_model *m, const forward_args *a, int b0, int b1,
+                           int threads) {
+    const int T = a->T, I = m->info.input_size, F = m->info.output_size;
     rnx_workspace ws;
-    rnx_status s = rnx_workspace_create(&ws, m, b1 - b0, T);
+    rnx_status s = rnx_workspace_create(&ws, m, b1 - b0, T, threads);
     if (s != RNX_OK) return s;
     for (int r = 0; r < ws.Bs; r++) ws.len[r] = a->lengths ? a->lengths[b0 + r] : T;
+    ws.ids = a->ids ? a->ids + (size_t)b0 * T : NULL;
+    ws.mask = a->mask ? a->mask + (size_t)b0 * T : NULL;
+    ws.steps = T;
     rnx_load_states(m, &ws, a->h0, a->c0, a->B, b0);
-    const rnx_seq_view x = {(float *)a->x + (size_t)b0 * T * I, (ptrdiff_t)T * I, I, 0};
-    rnx_seq_view y = {NULL, (ptrdiff_t)T * D * H, (ptrdiff_t)D * H, 0};
-    if (a->y) y.base = a->y + (size_t)b0 * T * D * H;
+    rnx_readout_begin(m, &ws);
+    rnx_seq_view x = {NULL, 0, 0, 0};
+    if (a->x) x = (rnx_seq_view){(float *)a->x + (size_t)b0 * T * I, (ptrdiff_t)T * I, I, 0};
+    float *y = a->y ? a->y + (size_t)b0 * (m->info.per_step ? (size_t)T * F : (size_t)F) : NULL;
     if (threads > 1) {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
-        rnx_run_stack(m, &ws, (rnx_team){omp_get_thread_num(), omp_get_num_threads()}, x, y, T);
+        run_member(m, &ws, (rnx_team){omp_get_thread_num(), omp_get_num_threads()}, x, y, T);
 #endif
     } else {
-        rnx_run_stack(m, &ws, (rnx_team){0, 1}, x, y, T);
+        run_member(m, &ws, (rnx_team){0, 1}, x, y, T);
     }
     rnx_store_states(m, &ws, a->h_n, a->c_n, a->B, b0, T);
     rnx_workspace_free(&ws);
     return RNX_OK;
 }
 
-/* Threads for a team sharing a batch of B rows: 1 where the split would not pay. */
+/* Threads for a team sharing a batch of B rows: 1 where the split would not pay, judged on the
+ * largest layer's recurrent product. */
 static int team_threads(const rnx_model *m, int B, int threads) {
-    if (m->config.cell == RNX_CELL_GRU_RESET_BEFORE) return 1; /* two passes per step */
-    const long long macs = (long long)B * m->npanels * m->nv * m->kernels->vw * m->config.hidden_size;
-    while (threads > 1 && (macs / threads < RNX_TEAM_MIN_MACS || m->npanels < threads)) threads--;
+    long long macs = 0;
+    int npanels = 1;
+    for (int k = 0; k < m->n_blocks; k++) {
+        const rnx_block *b = &m->blocks[k];
+        /* two passes per step; the plain path's rows are not split */
+        if (b->cell == RNX_CELL_GRU_RESET_BEFORE || b->plain) return 1;
+        const long long n = (long long)B * b->npanels * b->nv * b->kernels->vw * b->hidden_size;
+        if (n > macs) {
+            macs = n;
+            npanels = b->npanels;
+        }
+    }
+    while (threads > 1 && (macs / threads < RNX_TEAM_MIN_MACS || npanels < threads)) threads--;
     return threads;
 }
 
-rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n, const float *x,
-                       const float *h0, const float *c0, const int32_t *lengths, int B, int T,
-                       int n_threads) {
-    if (!model || !x) return RNX_ERR_NULL_ARGUMENT;
-    if (B < 1 || T < 1) return RNX_ERR_BAD_ARGUMENT;
-    if ((long long)B * T > RNX_MAX_ROWS) return RNX_ERR_OVERFLOW;
+rnx_status rnx_check_steps(const int32_t *lengths, const uint8_t *mask, int B, int T) {
+    if (lengths && mask) return RNX_ERR_BAD_ARGUMENT;
     if (lengths)
         for (int b = 0; b < B; b++)
             if (lengths[b] < 1 || lengths[b] > T) return RNX_ERR_BAD_ARGUMENT;
-    const forward_args args = {y, h_n, c_n, x, h0, c0, lengths, B, T};
+    if (mask)
+        for (size_t i = 0; i < (size_t)B * T; i++)
+            if (mask[i] > 1) return RNX_ERR_BAD_ARGUMENT;
+    return RNX_OK;
+}
+
+/* The checks of rnx_forward's inputs that read arrays: lengths, mask values, ids. */
+static rnx_status check_inputs(const rnx_model *m, const forward_args *a) {
+    const rnx_status s = rnx_check_steps(a->lengths, a->mask, a->B, a->T);
+    if (s != RNX_OK) return s;
+    return a->ids ? rnx_check_ids(m, a->ids, (size_t)a->B * a->T) : RNX_OK;
+}
+
+rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n, const float *x,
+                       const int32_t *ids, const float *h0, const float *c0,
+                       const int32_t *lengths, const uint8_t *mask, int B, int T,
+                       int n_threads) {
+    if (!model) return RNX_ERR_NULL_ARGUMENT;
+    const int takes_ids = model->info.takes_ids;
+    if (takes_ids ? !ids : !x) return RNX_ERR_NULL_ARGUMENT;
+    if ((takes_ids && x) || (!takes_ids && ids) || (lengths && mask) || B < 1 || T < 1)
+        return RNX_ERR_BAD_ARGUMENT;
+    if ((long long)B * T > RNX_MAX_ROWS) return RNX_ERR_OVERFLOW;
+    const forward_args args = {y, h_n, c_n, x, ids, h0, c0, lengths, mask, B, T};
+    rnx_status status = check_inputs(model, &args);
+    if (status != RNX_OK) return status;
     const int threads = rnx_threads_for_call(n_threads);
     if (threads <= 1) return run_rows(model, &args, 0, B, 1);
     /* fewer than two rows a thread: share the rows, split the panels (measured 1.4-2x on 2
      * threads for B = 2, 3 where slices of 1 and 2 rows leave a thread idle half the time) */
     if (B < 2 * threads) return run_rows(model, &args, 0, B, team_threads(model, B, threads));
-    rnx_status status = RNX_OK;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
     {

@@ -1,8 +1,9 @@
-/* model.c: model lifecycle: configuration checks, parameter counts, and packing PyTorch-layout
- * weights into the kernels' panel layout (see rnx_packed in rnx_internal.h). */
+/* model.c: model lifecycle: layer lists and their checks, parameter counts, and packing
+ * PyTorch-layout weights into the kernels' panel layout (see rnx_packed in rnx_internal.h). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "rnx_internal.h"
+#include "general.h"
 
 static int cell_gates(int cell) {
     switch (cell) {
@@ -15,39 +16,205 @@ static int cell_gates(int cell) {
     return 0;
 }
 
-/* *out = a * b, or 0 when the product overflows size_t. */
+int rnx_cell_gates(int cell) { return cell_gates(cell); }
+
+/* *out = a * b (a + b), or 0 when it overflows size_t. */
 static int mul_ok(size_t *out, size_t a, size_t b) { return !__builtin_mul_overflow(a, b, out); }
 static int add_ok(size_t *out, size_t a, size_t b) { return !__builtin_add_overflow(a, b, out); }
 
-static rnx_status check_config(const rnx_config *c) {
-    if (!c) return RNX_ERR_NULL_ARGUMENT;
-    if (cell_gates(c->cell) == 0 || c->input_size < 1 || c->hidden_size < 1 || c->num_layers < 1 ||
-        c->input_size > RNX_MAX_SIZE || c->hidden_size > RNX_MAX_SIZE ||
-        c->num_layers > RNX_MAX_SIZE || (c->bidirectional != 0 && c->bidirectional != 1) ||
-        c->isa < RNX_ISA_AUTO || c->isa > RNX_ISA_AVX512)
+/* ---------------------------------------------------------------------------------------------
+ * Layers and their defaults
+ * ------------------------------------------------------------------------------------------- */
+
+/* Activation slots of a cell: LSTM f, g, h; GRU f, g; RNN f. */
+static int cell_functions(int cell) {
+    const int g = cell_gates(cell);
+    return g == 4 ? 3 : g == 3 ? 2 : 1;
+}
+
+/* The cell's default activations (PyTorch's cells). */
+static void default_activations(int cell, int acts[3]) {
+    acts[0] = acts[1] = acts[2] = RNX_ACT_LINEAR;
+    switch (cell_functions(cell)) {
+    case 3: acts[2] = RNX_ACT_TANH; /* fall through */
+    case 2:
+        acts[0] = RNX_ACT_SIGMOID;
+        acts[1] = RNX_ACT_TANH;
+        break;
+    default: acts[0] = cell == RNX_CELL_RNN_RELU ? RNX_ACT_RELU : RNX_ACT_TANH;
+    }
+}
+
+rnx_layer rnx_embedding_layer(int vocab_size, int dim, int padding_idx) {
+    rnx_layer l = {0};
+    l.kind = RNX_LAYER_EMBEDDING;
+    l.input_size = vocab_size;
+    l.units = dim;
+    l.padding_idx = padding_idx;
+    return l;
+}
+
+rnx_layer rnx_recurrent_layer(rnx_cell cell, int input_size, int hidden_size,
+                              rnx_direction direction) {
+    rnx_layer l = {0};
+    l.kind = RNX_LAYER_RECURRENT;
+    l.input_size = input_size;
+    l.units = hidden_size;
+    l.cell = cell;
+    l.direction = direction;
+    default_activations(cell, l.activations);
+    return l;
+}
+
+rnx_layer rnx_readout_layer(rnx_readout mode) {
+    rnx_layer l = {0};
+    l.kind = RNX_LAYER_READOUT;
+    l.readout = mode;
+    return l;
+}
+
+rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation) {
+    rnx_layer l = {0};
+    l.kind = RNX_LAYER_DENSE;
+    l.input_size = input_size;
+    l.units = units;
+    l.activation = activation;
+    return l;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Checks
+ * ------------------------------------------------------------------------------------------- */
+
+static int size_ok(int n) { return n >= 1 && n <= RNX_MAX_SIZE; }
+
+static int uses_alpha(int act) {
+    return act == RNX_ACT_HARD_SIGMOID || act == RNX_ACT_AFFINE || act == RNX_ACT_LEAKY_RELU ||
+           act == RNX_ACT_THRESHOLDED_RELU || act == RNX_ACT_SCALED_TANH || act == RNX_ACT_ELU;
+}
+
+static int uses_beta(int act) {
+    return act == RNX_ACT_HARD_SIGMOID || act == RNX_ACT_AFFINE || act == RNX_ACT_SCALED_TANH;
+}
+
+/* Whether every field other than those of `used` (a copy with them cleared) is zero. All of
+ * rnx_layer's fields are 4-byte ints and floats, so the struct has no padding to compare. */
+static int rest_zero(const rnx_layer *used) {
+    static const rnx_layer zero;
+    return memcmp(used, &zero, sizeof zero) == 0;
+}
+
+/* A recurrent layer's state width S and output width W. */
+static int state_width(const rnx_layer *l) { return l->proj_size ? l->proj_size : l->units; }
+static int output_width(const rnx_layer *l) {
+    const int S = state_width(l);
+    return l->direction == RNX_DIRECTION_BIDIRECTIONAL && l->merge == RNX_MERGE_CONCAT ? 2 * S : S;
+}
+static int layer_directions(const rnx_layer *l) {
+    return l->direction == RNX_DIRECTION_BIDIRECTIONAL ? 2 : 1;
+}
+
+static int check_embedding(const rnx_layer *l) {
+    rnx_layer rest = *l;
+    rest.kind = rest.input_size = rest.units = rest.padding_idx = rest.mask_zero = 0;
+    return size_ok(l->input_size) && size_ok(l->units) && l->padding_idx >= -1 &&
+           l->padding_idx < l->input_size && (l->mask_zero == 0 || l->mask_zero == 1) &&
+           rest_zero(&rest);
+}
+
+/* `width` is the width below, or 0 for the first layer of a model without an embedding. */
+static int check_recurrent(const rnx_layer *l, int width) {
+    const int lstm = l->cell == RNX_CELL_LSTM, bi = l->direction == RNX_DIRECTION_BIDIRECTIONAL;
+    if (!cell_gates(l->cell) || !size_ok(l->input_size) || !size_ok(l->units) ||
+        (width && l->input_size != width) || l->direction < RNX_DIRECTION_FORWARD ||
+        l->direction > RNX_DIRECTION_BIDIRECTIONAL || l->merge < 0 ||
+        l->merge > (bi ? RNX_MERGE_AVE : 0) || l->proj_size < 0 ||
+        (l->proj_size && (!lstm || l->proj_size >= l->units)) ||
+        (l->peepholes != 0 && (!lstm || l->peepholes != 1)) ||
+        (l->input_forget != 0 && (!lstm || l->input_forget != 1)) || !(l->clip >= 0.0f) ||
+        !isfinite(l->clip))
+        return 0;
+    const int n = cell_functions(l->cell);
+    for (int i = 0; i < 3; i++) {
+        const int act = l->activations[i];
+        const int used = i < n && act >= RNX_ACT_LINEAR && act < RNX_ACT_SOFTMAX;
+        if ((i < n && !used) || (i >= n && act != 0) || !isfinite(l->alpha[i]) ||
+            !isfinite(l->beta[i]) || ((!used || !uses_alpha(act)) && l->alpha[i] != 0.0f) ||
+            ((!used || !uses_beta(act)) && l->beta[i] != 0.0f))
+            return 0;
+    }
+    rnx_layer rest = *l;
+    rest.kind = rest.input_size = rest.units = rest.cell = rest.direction = rest.merge = 0;
+    rest.proj_size = rest.peepholes = rest.input_forget = 0;
+    rest.clip = 0.0f;
+    for (int i = 0; i < 3; i++) {
+        rest.activations[i] = 0;
+        rest.alpha[i] = rest.beta[i] = 0.0f;
+    }
+    return rest_zero(&rest);
+}
+
+static int check_readout(const rnx_layer *l) {
+    rnx_layer rest = *l;
+    rest.kind = rest.readout = 0;
+    return l->readout >= RNX_READOUT_SEQUENCE && l->readout <= RNX_READOUT_MAX && rest_zero(&rest);
+}
+
+static int check_dense(const rnx_layer *l, int width) {
+    const int a = l->activation;
+    rnx_layer rest = *l;
+    rest.kind = rest.input_size = rest.units = rest.activation = 0;
+    return l->input_size == width && size_ok(l->units) &&
+           (a == RNX_ACT_LINEAR || a == RNX_ACT_RELU || a == RNX_ACT_TANH ||
+            a == RNX_ACT_SIGMOID || a == RNX_ACT_SOFTMAX) &&
+           rest_zero(&rest);
+}
+
+/* Checks a list; the parameter counts: the embedding's, the recurrent layers', in all. */
+static rnx_status check_list(const rnx_layer *layers, int n, size_t *embedding_params,
+                             size_t *recurrent_params, size_t *total) {
+    if (!layers) return RNX_ERR_NULL_ARGUMENT;
+    if (n < 1 || n > RNX_MAX_LAYERS) return RNX_ERR_BAD_CONFIG;
+    int i = 0, width = 0;
+    size_t count = 0, p;
+    *embedding_params = 0;
+    if (layers[0].kind == RNX_LAYER_EMBEDDING) {
+        if (!check_embedding(&layers[0])) return RNX_ERR_BAD_CONFIG;
+        *embedding_params = (size_t)layers[0].input_size * layers[0].units;
+        count = *embedding_params;
+        width = layers[0].units;
+        i = 1;
+    }
+    const int first_recurrent = i;
+    for (; i < n && layers[i].kind == RNX_LAYER_RECURRENT; i++) {
+        if (!check_recurrent(&layers[i], width)) return RNX_ERR_BAD_CONFIG;
+        /* a direction's count is below 2^53 for sizes up to RNX_MAX_SIZE: only sums can wrap */
+        if (!mul_ok(&p, rnx_general_param_count(&layers[i]), (size_t)layer_directions(&layers[i])) ||
+            !add_ok(&count, count, p))
+            return RNX_ERR_OVERFLOW;
+        width = output_width(&layers[i]);
+    }
+    if (i == first_recurrent) return RNX_ERR_BAD_CONFIG;
+    *recurrent_params = count - *embedding_params;
+    if (i < n && layers[i].kind == RNX_LAYER_READOUT && !check_readout(&layers[i++]))
         return RNX_ERR_BAD_CONFIG;
+    for (; i < n && layers[i].kind == RNX_LAYER_DENSE; i++) {
+        if (!check_dense(&layers[i], width)) return RNX_ERR_BAD_CONFIG;
+        if (!add_ok(&p, (size_t)layers[i].input_size, 1) ||
+            !mul_ok(&p, p, (size_t)layers[i].units) || !add_ok(&count, count, p))
+            return RNX_ERR_OVERFLOW;
+        width = layers[i].units;
+    }
+    if (i != n) return RNX_ERR_BAD_CONFIG;
+    *total = count;
     return RNX_OK;
 }
 
-int rnx_layer_input_size(const rnx_config *c, int layer) {
-    return layer == 0 ? c->input_size : (1 + c->bidirectional) * c->hidden_size;
-}
-
-rnx_status rnx_param_count(const rnx_config *config, size_t *count) {
-    rnx_status s = check_config(config);
+rnx_status rnx_param_count(const rnx_layer *layers, int n_layers, size_t *count) {
+    size_t embedding, recurrent, total;
+    rnx_status s = check_list(layers, n_layers, &embedding, &recurrent, &total);
     if (s != RNX_OK) return s;
     if (!count) return RNX_ERR_NULL_ARGUMENT;
-    const size_t GH = (size_t)cell_gates(config->cell) * config->hidden_size;
-    size_t total = 0;
-    for (int l = 0; l < config->num_layers; l++) {
-        size_t per_dir, wx;
-        /* weight_ih + weight_hh + two biases = GH * (I_l + H + 2) */
-        const size_t I_l = (size_t)rnx_layer_input_size(config, l);
-        if (!add_ok(&per_dir, I_l, (size_t)config->hidden_size + 2) ||
-            !mul_ok(&wx, GH, per_dir) || !mul_ok(&wx, wx, (size_t)1 + config->bidirectional) ||
-            !add_ok(&total, total, wx))
-            return RNX_ERR_OVERFLOW;
-    }
     *count = total;
     return RNX_OK;
 }
@@ -56,12 +223,11 @@ rnx_status rnx_param_count(const rnx_config *config, size_t *count) {
  * Packing
  * ------------------------------------------------------------------------------------------- */
 
-/* The gate and hidden unit that lane v of vector j in panel p holds. */
-void rnx_panel_slot(const rnx_model *m, int p, int j, int v, int *gate, int *unit) {
-    const int vw = m->kernels->vw;
-    if (m->gates == 1) {
+void rnx_panel_slot(const rnx_block *b, int p, int j, int v, int *gate, int *unit) {
+    const int vw = b->kernels->vw;
+    if (b->gates == 1) {
         *gate = 0;
-        *unit = p * m->units_per_panel + j * vw + v;
+        *unit = p * b->units_per_panel + j * vw + v;
     } else {
         *gate = j;
         *unit = p * vw + v;
@@ -69,135 +235,240 @@ void rnx_panel_slot(const rnx_model *m, int p, int j, int v, int *gate, int *uni
 }
 
 /* dst (npanels, K, nv, vw) from a PyTorch weight src (G*H, K). */
-static void pack_weight(const rnx_model *m, float *dst, const float *src, size_t K) {
-    const int H = m->config.hidden_size, vw = m->kernels->vw;
-    for (int p = 0; p < m->npanels; p++)
+static void pack_weight(const rnx_block *b, float *dst, const float *src, size_t K) {
+    const int H = b->hidden_size, vw = b->kernels->vw;
+    for (int p = 0; p < b->npanels; p++)
         for (size_t k = 0; k < K; k++)
-            for (int j = 0; j < m->nv; j++)
+            for (int j = 0; j < b->nv; j++)
                 for (int v = 0; v < vw; v++) {
                     int gate, unit;
-                    rnx_panel_slot(m, p, j, v, &gate, &unit);
+                    rnx_panel_slot(b, p, j, v, &gate, &unit);
                     *dst++ = unit < H ? src[((size_t)gate * H + unit) * K + k] : 0.0f;
                 }
 }
 
 /* bx (npanels, nv, vw) = bias_ih + bias_hh, leaving GRU's bias_hn to bhn (npanels, vw). */
-static void pack_biases(const rnx_model *m, rnx_packed *w, const float *b_ih, const float *b_hh) {
-    const int H = m->config.hidden_size, vw = m->kernels->vw;
-    const int gru = m->gates == 3;
+static void pack_biases(const rnx_block *b, rnx_packed *w, const float *b_ih, const float *b_hh) {
+    const int H = b->hidden_size, vw = b->kernels->vw;
+    const int gru = b->gates == 3;
     float *bx = w->bx;
-    for (int p = 0; p < m->npanels; p++)
-        for (int j = 0; j < m->nv; j++)
+    for (int p = 0; p < b->npanels; p++)
+        for (int j = 0; j < b->nv; j++)
             for (int v = 0; v < vw; v++) {
                 int gate, unit;
-                rnx_panel_slot(m, p, j, v, &gate, &unit);
+                rnx_panel_slot(b, p, j, v, &gate, &unit);
                 const size_t row = (size_t)gate * H + unit;
-                float b = 0.0f;
-                if (unit < H) b = b_ih[row] + ((gru && gate == 2) ? 0.0f : b_hh[row]);
-                *bx++ = b;
+                float bias = 0.0f;
+                if (unit < H) bias = b_ih[row] + ((gru && gate == 2) ? 0.0f : b_hh[row]);
+                *bx++ = bias;
                 if (gru && gate == 2) w->bhn[(size_t)p * vw + v] = unit < H ? b_hh[row] : 0.0f;
             }
 }
 
-/* Floats rounded up to whole alignment blocks, so every array in the storage stays aligned. */
-static int aligned_floats(size_t *out, size_t n) {
-    const size_t block = RNX_ALIGN / sizeof(float);
-    if (!add_ok(out, n, block - 1)) return 0;
-    *out = *out / block * block;
-    return 1;
+/* A block's sizes and packing geometry from its layer. */
+static void plan_block(rnx_block *b, const rnx_layer *l, const rnx_kernels *kernels) {
+    b->layer = l;
+    b->cell = l->cell;
+    b->input_size = l->input_size;
+    b->hidden_size = l->units;
+    b->state_size = state_width(l);
+    b->directions = layer_directions(l);
+    b->reverse = l->direction == RNX_DIRECTION_REVERSE;
+    b->merge = l->merge;
+    b->width = output_width(l);
+    b->kernels = kernels;
+    b->gates = cell_gates(l->cell);
+    b->plain = rnx_general_needed(l, 0);
+    if (b->plain) {
+        b->hidden_padded = b->state_size > b->hidden_size ? b->state_size : b->hidden_size;
+        return;
+    }
+    b->nv = b->gates == 3 ? 3 : 4;
+    b->units_per_panel = b->gates == 1 ? 4 * kernels->vw : kernels->vw;
+    b->npanels = (b->hidden_size + b->units_per_panel - 1) / b->units_per_panel;
+    b->hidden_padded = b->npanels * b->units_per_panel;
 }
 
-rnx_status rnx_model_create(rnx_model **out, const rnx_config *config, const float *params) {
-    if (!out) return RNX_ERR_NULL_ARGUMENT;
-    *out = NULL;
-    rnx_status s = check_config(config);
-    if (s != RNX_OK) return s;
-    if (!params) return RNX_ERR_NULL_ARGUMENT;
-    size_t nparams;
-    if ((s = rnx_param_count(config, &nparams)) != RNX_OK) return s;
-
-    rnx_config cfg = *config;
-    if (cfg.isa == RNX_ISA_AUTO) cfg.isa = rnx_default_isa();
-    const rnx_kernels *kernels = rnx_kernels_for((rnx_isa)cfg.isa);
-    if (!kernels) return RNX_ERR_ISA_UNAVAILABLE;
-
-    rnx_model *m = calloc(1, sizeof *m);
-    if (!m) return RNX_ERR_OUT_OF_MEMORY;
-    m->config = cfg;
-    m->kernels = kernels;
-    m->gates = cell_gates(cfg.cell);
-    m->nv = m->gates == 3 ? 3 : 4;
-    m->units_per_panel = m->gates == 1 ? 4 * kernels->vw : kernels->vw;
-    m->npanels = (cfg.hidden_size + m->units_per_panel - 1) / m->units_per_panel;
-    m->hidden_padded = m->npanels * m->units_per_panel;
-    m->directions = 1 + cfg.bidirectional;
-    const int LD = cfg.num_layers * m->directions;
-    const size_t H = (size_t)cfg.hidden_size;
-    const size_t panel = (size_t)m->nv * kernels->vw;
-
-    /* sizes of each layer's packed arrays, all in one aligned block */
-    size_t total = 0;
-    for (int l = 0; l < cfg.num_layers; l++) {
-        size_t wx, wh, bx, bhn, n;
-        if (!mul_ok(&wx, (size_t)m->npanels * panel, (size_t)rnx_layer_input_size(&cfg, l)) ||
-            !mul_ok(&wh, (size_t)m->npanels * panel, H) || !aligned_floats(&wx, wx) ||
-            !aligned_floats(&wh, wh) || !aligned_floats(&bx, (size_t)m->npanels * panel) ||
-            !aligned_floats(&bhn, (size_t)m->npanels * kernels->vw) || !add_ok(&n, wx, wh) ||
-            !add_ok(&n, n, bx + bhn) || !mul_ok(&n, n, (size_t)m->directions) ||
-            !add_ok(&total, total, n) || !mul_ok(&n, total, sizeof(float))) {
-            free(m);
-            return RNX_ERR_OVERFLOW;
+/* Where every array the model owns lives in its one aligned block (model->storage). */
+static void storage_layout(rnx_arena *a, void *what) {
+    rnx_model *m = what;
+    for (int k = 0; k < m->n_blocks; k++) {
+        rnx_block *b = &m->blocks[k];
+        const size_t panels = (size_t)b->npanels * b->nv * b->kernels->vw;
+        if (rnx_general_needed(b->layer, 1)) {
+            /* the plain path reads PyTorch's layout in place: a copy of each direction's params */
+            rnx_general *g = rnx_arena_take(a, (size_t)b->directions, sizeof *g);
+            for (int d = 0; d < b->directions; d++) {
+                float *params = rnx_arena_take(a, rnx_general_param_count(b->layer), sizeof(float));
+                if (g) g[d].w.w_ih = params;
+            }
+            b->general = g;
+        }
+        for (int d = 0; !b->plain && d < b->directions; d++) {
+            rnx_packed *w = &b->packed[d];
+            w->in_size = b->input_size;
+            w->wx = rnx_arena_take(a, panels * (size_t)b->input_size, sizeof(float));
+            w->wh = rnx_arena_take(a, panels * (size_t)b->hidden_size, sizeof(float));
+            w->bx = rnx_arena_take(a, panels, sizeof(float));
+            w->bhn = b->gates == 3
+                         ? rnx_arena_take(a, (size_t)b->npanels * b->kernels->vw, sizeof(float))
+                         : NULL;
         }
     }
-    m->packed = calloc((size_t)LD, sizeof *m->packed);
-    if (!m->packed || posix_memalign(&m->storage, RNX_ALIGN, total * sizeof(float)) != 0) {
-        free(m->packed);
-        free(m);
-        return RNX_ERR_OUT_OF_MEMORY;
+    if (m->info.takes_ids) {
+        m->embedding = rnx_arena_take(a, (size_t)m->vocab_size * m->embed_dim, sizeof(float));
+        const size_t fold = rnx_fold_floats(m) / m->blocks[0].directions;
+        for (int d = 0; fold && d < m->blocks[0].directions; d++)
+            m->fold[d] = rnx_arena_take(a, fold, sizeof(float));
     }
+    for (int j = 0; j < m->n_dense; j++) {
+        rnx_dense *dn = &m->dense[j];
+        dn->weight = rnx_arena_take(a, (size_t)dn->out_size * dn->in_size, sizeof(float));
+        dn->bias = rnx_arena_take(a, (size_t)dn->out_size, sizeof(float));
+    }
+}
 
-    float *mem = m->storage;
-    const float *src = params;
-    for (int l = 0; l < cfg.num_layers; l++) {
-        const size_t K = (size_t)rnx_layer_input_size(&cfg, l), GH = (size_t)m->gates * H;
-        for (int d = 0; d < m->directions; d++) {
-            rnx_packed *w = &m->packed[l * m->directions + d];
-            size_t n;
-            w->in_size = (int)K;
-            w->wx = mem;
-            aligned_floats(&n, (size_t)m->npanels * panel * K);
-            mem += n;
-            w->wh = mem;
-            aligned_floats(&n, (size_t)m->npanels * panel * H);
-            mem += n;
-            w->bx = mem;
-            aligned_floats(&n, (size_t)m->npanels * panel);
-            mem += n;
-            w->bhn = m->gates == 3 ? mem : NULL;
-            aligned_floats(&n, (size_t)m->npanels * kernels->vw);
-            mem += n;
-
-            const float *w_ih = src, *w_hh = w_ih + GH * K, *b_ih = w_hh + GH * H, *b_hh = b_ih + GH;
-            src = b_hh + GH;
-            pack_weight(m, w->wx, w_ih, K);
-            pack_weight(m, w->wh, w_hh, H);
-            pack_biases(m, w, b_ih, b_hh);
+/* Copies and packs `params` (in the list's order) into the storage. */
+static void load_params(rnx_model *m, const float *src) {
+    if (m->info.takes_ids) {
+        const size_t n = (size_t)m->vocab_size * m->embed_dim;
+        memcpy((float *)m->embedding, src, n * sizeof(float));
+        src += n;
+    }
+    for (int k = 0; k < m->n_blocks; k++) {
+        const rnx_block *b = &m->blocks[k];
+        const size_t K = (size_t)b->input_size, H = (size_t)b->hidden_size;
+        const size_t GH = (size_t)b->gates * H, count = rnx_general_param_count(b->layer);
+        for (int d = 0; d < b->directions; d++, src += count) {
+            if (b->general) {
+                rnx_general *g = (rnx_general *)&b->general[d];
+                float *copy = g->w.w_ih;
+                memcpy(copy, src, count * sizeof(float));
+                rnx_general_init(g, b->layer, copy);
+            }
+            if (b->plain) continue;
+            const float *w_ih = src, *w_hh = w_ih + GH * K, *b_ih = w_hh + GH * H;
+            const float *b_hh = b_ih + GH;
+            pack_weight(b, b->packed[d].wx, w_ih, K);
+            pack_weight(b, b->packed[d].wh, w_hh, H);
+            pack_biases(b, (rnx_packed *)&b->packed[d], b_ih, b_hh);
         }
     }
-    *out = m;
-    return RNX_OK;
+    for (int j = 0; j < m->n_dense; j++) {
+        const rnx_dense *dn = &m->dense[j];
+        const size_t nw = (size_t)dn->out_size * dn->in_size;
+        memcpy((float *)dn->weight, src, nw * sizeof(float));
+        memcpy((float *)dn->bias, src + nw, (size_t)dn->out_size * sizeof(float));
+        src += nw + dn->out_size;
+    }
+}
+
+/* The model's info from its blocks, head and list (isa set by the caller). */
+static void fill_info(rnx_model *m, int n_layers) {
+    rnx_model_info *info = &m->info;
+    info->n_layers = n_layers;
+    info->n_recurrent = m->n_blocks;
+    info->per_step = m->readout == RNX_READOUT_SEQUENCE;
+    info->input_size = info->takes_ids ? m->vocab_size : m->blocks[0].input_size;
+    info->output_size = m->n_dense ? m->dense[m->n_dense - 1].out_size
+                                   : m->blocks[m->n_blocks - 1].width;
+    info->streamable = m->readout == RNX_READOUT_SEQUENCE || m->readout == RNX_READOUT_LAST ||
+                       m->readout == RNX_READOUT_FINAL;
+    size_t state = 0, cell = 0;
+    for (int k = 0; k < m->n_blocks; k++) {
+        rnx_block *b = &m->blocks[k];
+        b->state_offset = state;
+        b->cell_offset = cell;
+        state += (size_t)b->directions * b->state_size;
+        if (b->cell == RNX_CELL_LSTM) cell += (size_t)b->directions * b->hidden_size;
+        if (b->directions != 1 || b->reverse) info->streamable = 0;
+    }
+    info->state_size = state;
+    info->cell_size = cell;
+    info->folded = m->fold[0] != NULL;
 }
 
 void rnx_model_free(rnx_model *model) {
     if (!model) return;
     free(model->storage);
-    free(model->packed);
+    free(model->layers);
+    free(model->blocks);
+    free(model->dense);
     free(model);
 }
 
-rnx_config rnx_model_config(const rnx_model *model) {
-    rnx_config none = {0};
-    return model ? model->config : none;
+rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_layers, int isa,
+                            const float *params) {
+    if (!out) return RNX_ERR_NULL_ARGUMENT;
+    *out = NULL;
+    size_t embedding_params, recurrent_params, total;
+    rnx_status s = check_list(layers, n_layers, &embedding_params, &recurrent_params, &total);
+    if (s != RNX_OK) return s;
+    if (!params) return RNX_ERR_NULL_ARGUMENT;
+    if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX512) return RNX_ERR_BAD_CONFIG;
+    if (isa == RNX_ISA_AUTO) isa = rnx_default_isa();
+    const rnx_kernels *kernels = rnx_kernels_for((rnx_isa)isa);
+    if (!kernels) return RNX_ERR_ISA_UNAVAILABLE;
+
+    int n_blocks = 0, n_dense = 0;
+    for (int i = 0; i < n_layers; i++) {
+        n_blocks += layers[i].kind == RNX_LAYER_RECURRENT;
+        n_dense += layers[i].kind == RNX_LAYER_DENSE;
+    }
+    rnx_model *m = calloc(1, sizeof *m);
+    if (!m) return RNX_ERR_OUT_OF_MEMORY;
+    m->layers = malloc((size_t)n_layers * sizeof *m->layers);
+    m->blocks = calloc((size_t)n_blocks, sizeof *m->blocks);
+    m->dense = n_dense ? calloc((size_t)n_dense, sizeof *m->dense) : NULL;
+    if (!m->layers || !m->blocks || (n_dense && !m->dense)) {
+        rnx_model_free(m);
+        return RNX_ERR_OUT_OF_MEMORY;
+    }
+    memcpy(m->layers, layers, (size_t)n_layers * sizeof *layers);
+    m->kernels = kernels;
+    m->info.isa = isa;
+    m->info.recurrent_param_offset = embedding_params;
+    m->info.recurrent_param_count = recurrent_params;
+    m->readout = RNX_READOUT_SEQUENCE;
+    for (int i = 0; i < n_layers; i++) {
+        const rnx_layer *l = &layers[i];
+        if (l->kind == RNX_LAYER_EMBEDDING) {
+            m->info.takes_ids = 1;
+            m->vocab_size = l->input_size;
+            m->embed_dim = l->units;
+            m->mask_zero = l->mask_zero;
+        } else if (l->kind == RNX_LAYER_RECURRENT) {
+            plan_block(&m->blocks[m->n_blocks++], &m->layers[i], kernels);
+        } else if (l->kind == RNX_LAYER_READOUT) {
+            m->readout = l->readout;
+        } else {
+            rnx_dense *dn = &m->dense[m->n_dense++];
+            dn->in_size = l->input_size;
+            dn->out_size = l->units;
+            dn->activation = l->activation;
+            if (dn->out_size > m->dense_width) m->dense_width = dn->out_size;
+        }
+    }
+    if ((s = rnx_arena_build(&m->storage, storage_layout, m)) != RNX_OK) {
+        rnx_model_free(m);
+        return s;
+    }
+    load_params(m, params);
+    for (int d = 0; d < m->blocks[0].directions && m->fold[d]; d++)
+        rnx_fold_embedding(m, (float *)m->fold[d], d);
+    fill_info(m, n_layers);
+    *out = m;
+    return RNX_OK;
 }
 
-int rnx_cell_gates(int cell) { return cell_gates(cell); }
+rnx_model_info rnx_model_get_info(const rnx_model *model) {
+    rnx_model_info none = {0};
+    return model ? model->info : none;
+}
+
+rnx_status rnx_model_layer(const rnx_model *model, int index, rnx_layer *out) {
+    if (!model || !out) return RNX_ERR_NULL_ARGUMENT;
+    if (index < 0 || index >= model->info.n_layers) return RNX_ERR_BAD_ARGUMENT;
+    *out = model->layers[index];
+    return RNX_OK;
+}

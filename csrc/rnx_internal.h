@@ -86,26 +86,76 @@ typedef struct rnx_arena {
 void *rnx_arena_take(rnx_arena *a, size_t count, size_t elem);
 rnx_status rnx_arena_build(void **block, void (*layout)(rnx_arena *, void *), void *what);
 
-/* K of layer `layer`'s input product: I for layer 0, D*H above. */
-int rnx_layer_input_size(const rnx_config *c, int layer);
-
 /* The kernels of `isa` (never RNX_ISA_AUTO), or NULL where this build or CPU lacks them. */
 const rnx_kernels *rnx_kernels_for(rnx_isa isa);
 
+/* ---------------------------------------------------------------------------------------------
+ * The model (model.c): one block per recurrent layer, the embedding and dense layers (head.c)
+ * ------------------------------------------------------------------------------------------- */
+
+/* The plain exact path for the options the packed kernels lack (general.c, branch ctrain). */
+typedef struct rnx_general rnx_general;
+
+/* One recurrent layer: its sizes, and its weights packed for the kernels and/or in PyTorch's
+ * layout for the plain path. The packing fields are those of the single-layer model of version
+ * 0.1 (gates .. packed). */
+typedef struct rnx_block {
+    const rnx_layer *layer; /* its entry in the model's list */
+    int cell;               /* rnx_cell */
+    int input_size;         /* I_k: K of the input product */
+    int hidden_size;        /* H */
+    int state_size;         /* S: proj_size, or H */
+    int directions;         /* D: 1 or 2 */
+    int reverse;            /* 1: a reverse-only layer, its one direction walking t = T-1 .. 0 */
+    int merge;              /* rnx_merge of a bidirectional layer */
+    int width;              /* W: its output width, 2S for a concat, else S */
+    int plain;              /* 1: the forward pass runs the plain path (options the packed kernels
+                               lack, rnx_general_needed(layer, 0)); packed is then unset */
+    const rnx_kernels *kernels;
+    int gates;              /* G */
+    int nv;                 /* vectors per panel (0 for a plain block) */
+    int units_per_panel;    /* U (0 for a plain block) */
+    int hidden_padded;      /* Hp = npanels * U: a state row (a plain block: max(S, H)) */
+    int npanels;            /* (0 for a plain block) */
+    rnx_packed packed[2];   /* (D): forward, then reverse (a reverse-only layer: its one) */
+    const rnx_general *general; /* (D): each direction's plain path (general.h), or NULL for the
+                                   packed kernels; set whenever rnx_general_needed(layer, 1),
+                                   since training has no packed reset-before GRU */
+    size_t state_offset;    /* floats of h per sequence before this layer's in States */
+    size_t cell_offset;     /* the same for c (LSTM layers only take room) */
+} rnx_block;
+
+/* Floats of a block's input projection row: the panel layout's, or G*H on the plain path. */
+static inline int rnx_xp_width(const rnx_block *b) {
+    return b->plain ? b->gates * b->hidden_size : b->npanels * b->nv * b->kernels->vw;
+}
+
 /* The gate and hidden unit that lane v of vector j in panel p of a packed weight holds. */
-void rnx_panel_slot(const rnx_model *m, int p, int j, int v, int *gate, int *unit);
+void rnx_panel_slot(const rnx_block *b, int p, int j, int v, int *gate, int *unit);
+
+/* One dense layer: y = act(W x + b). */
+typedef struct rnx_dense {
+    int in_size, out_size, activation; /* rnx_act */
+    const float *weight;               /* (out_size, in_size) */
+    const float *bias;                 /* (out_size) */
+} rnx_dense;
 
 struct rnx_model {
-    rnx_config config;       /* isa resolved */
+    rnx_model_info info;     /* isa resolved */
     const rnx_kernels *kernels;
-    int gates;               /* G */
-    int nv;                  /* vectors per panel */
-    int units_per_panel;     /* U */
-    int hidden_padded;       /* Hp = npanels * U */
-    int npanels;
-    int directions;          /* D */
-    rnx_packed *packed;      /* (L*D) */
-    void *storage;           /* one aligned block holding every packed array */
+    rnx_layer *layers;       /* (n_layers): the list it was built with */
+    /* embedding (info.takes_ids) */
+    int vocab_size, embed_dim, mask_zero;
+    const float *embedding;  /* (V, E) */
+    const float *fold[2];    /* (V, xp width of block 0) for each direction of block 0: each
+                                token's input projection, bias included; NULL when not folded */
+    int n_blocks;
+    rnx_block *blocks;       /* (n_blocks) */
+    int readout;             /* rnx_readout (SEQUENCE without a readout layer) */
+    int n_dense;
+    rnx_dense *dense;        /* (n_dense) */
+    int dense_width;         /* the widest dense output (0 without dense layers) */
+    void *storage;           /* one aligned block holding every array above that the model owns */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -126,28 +176,118 @@ typedef struct rnx_team {
     int id, size;
 } rnx_team;
 
-/* The scratch memory of one slice of Bs rows, sized by (Bs, H, chunk) and, only for stacks of
- * bidirectional layers, by T. */
+/* The scratch memory of one slice of Bs rows, sized by (Bs, H, chunk) when every layer runs
+ * forward, by T otherwise. */
 typedef struct rnx_workspace {
-    int Bs, chunk, xp_width;
+    int Bs, chunk, xp_width, team_max;
+    int pipelined;  /* 1: every layer runs forward, chunk by chunk through the whole stack */
     int parity;     /* which of the two h buffers held the states when they were loaded */
     float *xp;      /* (chunk, Bs, xp_width): input projections of one chunk, panel layout */
-    float *state;   /* (L*D, 3, Bs, Hp): two h buffers and c, for each layer and direction */
-    float *mid[2];  /* inner layers' outputs: (chunk, Bs, H) if D == 1, (T, Bs, 2H) if D == 2 */
+    float **state;  /* (n_blocks * 2): each block and direction's (3, Bs, Hp): two h buffers, c */
+    float *mid[2];  /* layers' outputs (rows, Bs, W_max): rows = chunk if pipelined, else T */
+    float *rev;     /* (T, Bs, S_max): a sum/mul/ave layer's reverse outputs, or NULL */
+    float *acc;     /* (Bs, W_top): the readout's sums, maxima or last rows */
+    int32_t *count; /* (Bs): valid steps the readout has seen */
+    float *scratch; /* (team_max, 2, dense_width): the dense layers' rows */
+    float *plain_scratch; /* the plain path's scratch (rnx_general_scratch_size), or NULL */
     int32_t *len;   /* (Bs): valid steps of each row */
+    /* the call's inputs for rows b0 .. b0+Bs, row r of step t at [r * steps + t] */
+    const int32_t *ids;  /* token ids, or NULL for float x */
+    const uint8_t *mask; /* or NULL */
+    int steps;
     void *block;
 } rnx_workspace;
 
-rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T);
+/* Whether row r of a workspace's slice takes step t (lengths, mask and mask_zero; a training
+ * pass runs without ids, on embedded vectors, its mask holding mask_zero's steps). */
+static inline int rnx_step_active(const rnx_model *m, const rnx_workspace *ws, int r, int t) {
+    const size_t i = (size_t)r * ws->steps + t;
+    return t < ws->len[r] && (!ws->mask || ws->mask[i]) &&
+           (!m->mask_zero || !ws->ids || ws->ids[i] != 0);
+}
+
+/* Where row `row` of the batch (B rows), direction d of block b starts in a user's state array
+ * (see States in rnnext.h): h, and c (LSTM layers only take room). */
+static inline size_t rnx_user_h(const rnx_block *b, int B, int d, int row) {
+    return (size_t)B * b->state_offset + ((size_t)d * B + row) * b->state_size;
+}
+static inline size_t rnx_user_c(const rnx_block *b, int B, int d, int row) {
+    return (size_t)B * b->cell_offset + ((size_t)d * B + row) * b->hidden_size;
+}
+
+/* What a training-mode pass keeps of one block and direction's steps (backward.c's tape), for
+ * rnx_run_chunk to write as it steps: step s of the direction (s counts the steps it takes, in
+ * its order) of batch row b has its projection, then the record the step kernel leaves, in row
+ * (s, b) of `rows`, and the states after it in slot s+1 of `h` (slot 0: before the first) and,
+ * on the plain path, of `c`. A packed LSTM's inactive rows get the unchanged c in the row's c'
+ * columns, so that step s+1 finds c_prev in row s whatever the mask. */
+typedef struct rnx_record {
+    float *rows;       /* (T, B, row_stride) */
+    float *h;          /* (T+1, B, h_stride) */
+    float *c;          /* the plain path's LSTM: (T+1, B, H); else NULL */
+    size_t row_stride, h_stride;
+    int B, b0, T;      /* the batch, the slice's first row in it, the sequence's steps */
+} rnx_record;
+
+/* The rows [r0, r1) of the slice that team member `team.id` takes in row-wise work (merges,
+ * readouts). */
+static inline void rnx_team_rows(const rnx_workspace *ws, rnx_team team, int *r0, int *r1) {
+    *r0 = (int)((long long)ws->Bs * team.id / team.size);
+    *r1 = (int)((long long)ws->Bs * (team.id + 1) / team.size);
+}
+
+rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T,
+                                int team_max);
 void rnx_workspace_free(rnx_workspace *ws);
-/* States in (and zeros where h0, c0 are NULL) from user arrays (L*D, B, H), rows b0 .. b0+Bs. */
+/* States in (and zeros where h0, c0 are NULL) from user arrays (see States), rows b0 .. b0+Bs. */
 void rnx_load_states(const rnx_model *m, rnx_workspace *ws, const float *h0, const float *c0,
                      int B, int b0);
-/* The current states out to user arrays (L*D, B, H) (either may be NULL), after `steps` steps. */
+/* The current states out to user arrays (either may be NULL), after `steps` steps. */
 void rnx_store_states(const rnx_model *m, const rnx_workspace *ws, float *h, float *c, int B,
                       int b0, int steps);
-/* Runs the whole stack over T steps from x to y (y.base may be NULL). */
-void rnx_run_stack(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq_view x,
-                   rnx_seq_view y, int T);
+/* Buffer `which` (0, 1: h; 2: c) of block k, direction d; rows are Hp wide, zero-padded. */
+float *rnx_state_buffer(const rnx_model *m, const rnx_workspace *ws, int k, int d, int which);
+/* Runs every recurrent layer over T steps from x (unused for an embedding model: ws->ids) and,
+ * with feed_readout, gives the top layer's outputs to the readout: straight into y for a
+ * sequence readout without dense layers, else through rnx_readout_steps (y: (Bs, T, F)). */
+/* RNX_ERR_BAD_ARGUMENT unless lengths (B) are in [1, T], mask (B, T) values are 0 or 1, and not
+ * both are given (either may be NULL). */
+rnx_status rnx_check_steps(const int32_t *lengths, const uint8_t *mask, int B, int T);
+
+/* Block k, direction d over the steps [t0, t1) of the slice, `before` steps after the states were
+ * loaded: the input projections of the chunk, then one kernel call per step and row tile; the
+ * direction's outputs into `out` (out.base NULL: none). rec NULL: inference, the states in the
+ * workspace; else a training pass (a team of one), the projections, records and states in *rec,
+ * the workspace holding c. */
+void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, int d,
+                   int reverse, int t0, int t1, int before, rnx_seq_view in, rnx_seq_view out,
+                   const rnx_record *rec);
+void rnx_run_blocks(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq_view x,
+                    rnx_seq_view y, int T, int feed_readout);
+
+/* ---------------------------------------------------------------------------------------------
+ * Embedding, readout and dense layers (head.c)
+ * ------------------------------------------------------------------------------------------- */
+
+/* RNX_ERR_BAD_ARGUMENT when any of the n ids is outside [0, V). */
+rnx_status rnx_check_ids(const rnx_model *m, const int32_t *ids, size_t n);
+/* Each token's input projection for direction d of block 0 into m->fold[d] (model creation). */
+void rnx_fold_embedding(const rnx_model *m, float *fold, int d);
+/* The floats of the fold tables, or 0 when the model is not folded (over the bound or not
+ * packed). */
+size_t rnx_fold_floats(const rnx_model *m);
+/* Whether the top layer's outputs go straight to y: a sequence readout without dense layers. */
+int rnx_top_is_output(const rnx_model *m);
+/* Readout accumulators of the slice to their empty state. */
+void rnx_readout_begin(const rnx_model *m, rnx_workspace *ws);
+/* Steps [t0, t1) of the top layer's outputs into the readout: for a sequence readout, the dense
+ * layers of each (row, step) into y; otherwise the accumulators. Rows are split over the team. */
+void rnx_readout_steps(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_seq_view top,
+                       rnx_seq_view y, int t0, int t1);
+/* The readout's rows (last, final, mean, max) through the dense layers into y (Bs, F), after
+ * `steps` steps; rows split over the team. */
+void rnx_readout_end(const rnx_model *m, rnx_workspace *ws, rnx_team team, float *y, int steps);
+/* y (F) = the dense layers of `in` (or zeros for in == NULL); scratch (2, dense_width). */
+void rnx_dense_row(const rnx_model *m, float *y, const float *in, float *scratch);
 
 #endif /* RNX_INTERNAL_H */

@@ -5,6 +5,8 @@
  * The parser only accepts the JSON a safetensors header holds (an object of tensor entries and
  * one string-to-string metadata object), so it needs no recursion. It reads only inside the
  * buffer it is given, and every size it computes from the file is overflow-checked. */
+#include <locale.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -633,33 +635,526 @@ rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Model files
+ * Model files: the layer list in the metadata (format versions 1 and 2), checked against the
+ * tensors
  * ------------------------------------------------------------------------------------------- */
 
-static const char *const PARAM_KINDS[4] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
+/* A metadata spelling and the enum value it stands for; lists end with a NULL name. */
+typedef struct choice {
+    const char *name;
+    int value;
+} choice;
 
-/* A decimal integer in [1, INT_MAX] (or [0, 1] when `flag`), from metadata `key`. */
-static rnx_status meta_int(const rnx_file *f, const char *key, int flag, int *out, char *message,
-                           size_t message_size) {
-    const char *text = rnx_file_metadata_get(f, key);
-    if (!text)
-        return fail(message, message_size, RNX_ERR_FILE_MODEL, "metadata: missing '%s'", key);
-    uint64_t v = 0;
-    const char *c = text;
-    for (; *c >= '0' && *c <= '9' && v <= 0x7FFFFFFF; c++) v = v * 10 + (uint64_t)(*c - '0');
-    const int ok = c != text && !*c && (c - text == 1 || text[0] != '0') &&
-                   (flag ? v <= 1 : (v >= 1 && v <= 0x7FFFFFFF));
-    if (!ok)
-        return fail(message, message_size, RNX_ERR_FILE_MODEL,
-                    "metadata: '%s' is '" NAME_FMT "', expected %s", key, text,
-                    flag ? "'0' or '1'" : "a decimal integer in [1, 2147483647]");
-    *out = (int)v;
+/* Version 2's layer types, and the kind of each. */
+enum { TYPE_EMBEDDING, TYPE_RNN, TYPE_LSTM, TYPE_GRU, TYPE_READOUT, TYPE_DENSE };
+static const choice LAYER_TYPES[] = {{"embedding", TYPE_EMBEDDING}, {"rnn", TYPE_RNN},
+                                     {"lstm", TYPE_LSTM}, {"gru", TYPE_GRU},
+                                     {"readout", TYPE_READOUT}, {"dense", TYPE_DENSE}, {NULL, 0}};
+static const int TYPE_KINDS[] = {RNX_LAYER_EMBEDDING, RNX_LAYER_RECURRENT, RNX_LAYER_RECURRENT,
+                                 RNX_LAYER_RECURRENT, RNX_LAYER_READOUT, RNX_LAYER_DENSE};
+static const choice DIRECTIONS[] = {{"forward", RNX_DIRECTION_FORWARD},
+                                    {"reverse", RNX_DIRECTION_REVERSE},
+                                    {"bidirectional", RNX_DIRECTION_BIDIRECTIONAL}, {NULL, 0}};
+static const choice MERGES[] = {{"concat", RNX_MERGE_CONCAT}, {"sum", RNX_MERGE_SUM},
+                                {"mul", RNX_MERGE_MUL}, {"ave", RNX_MERGE_AVE}, {NULL, 0}};
+static const choice READOUTS[] = {{"sequence", RNX_READOUT_SEQUENCE}, {"last", RNX_READOUT_LAST},
+                                  {"final", RNX_READOUT_FINAL}, {"mean", RNX_READOUT_MEAN},
+                                  {"max", RNX_READOUT_MAX}, {NULL, 0}};
+static const choice NONLINEARITIES[] = {{"tanh", RNX_CELL_RNN_TANH}, {"relu", RNX_CELL_RNN_RELU},
+                                        {NULL, 0}};
+static const choice CELL_ACTIVATIONS[] = {
+    {"linear", RNX_ACT_LINEAR}, {"sigmoid", RNX_ACT_SIGMOID}, {"tanh", RNX_ACT_TANH},
+    {"relu", RNX_ACT_RELU}, {"hard_sigmoid", RNX_ACT_HARD_SIGMOID}, {"affine", RNX_ACT_AFFINE},
+    {"leaky_relu", RNX_ACT_LEAKY_RELU}, {"thresholded_relu", RNX_ACT_THRESHOLDED_RELU},
+    {"scaled_tanh", RNX_ACT_SCALED_TANH}, {"elu", RNX_ACT_ELU}, {"softsign", RNX_ACT_SOFTSIGN},
+    {"softplus", RNX_ACT_SOFTPLUS}, {NULL, 0}};
+static const choice DENSE_ACTIVATIONS[] = {{"none", RNX_ACT_LINEAR}, {"relu", RNX_ACT_RELU},
+                                           {"tanh", RNX_ACT_TANH}, {"sigmoid", RNX_ACT_SIGMOID},
+                                           {"softmax", RNX_ACT_SOFTMAX}, {NULL, 0}};
+/* Version 1: the cell, the head's placement and its activation. */
+static const choice V1_CELLS[] = {{"rnn", RNX_CELL_RNN_TANH}, {"lstm", RNX_CELL_LSTM},
+                                  {"gru", RNX_CELL_GRU}, {NULL, 0}};
+static const choice V1_OUTPUTS[] = {{"many_to_one", RNX_READOUT_LAST},
+                                    {"many_to_many", RNX_READOUT_SEQUENCE}, {NULL, 0}};
+static const choice V1_ACTIVATIONS[] = {{"none", RNX_ACT_LINEAR}, {"softmax", RNX_ACT_SOFTMAX},
+                                        {"sigmoid", RNX_ACT_SIGMOID}, {NULL, 0}};
+
+/* The fields `layer{i}.{field}` of each layer type of version 2; any other
+ * key of a layer is refused, so that a misspelt option cannot be silently dropped. */
+#define RECURRENT_FIELDS "type", "units", "input_size", "direction", "merge", "activations", \
+                         "activation_alpha", "activation_beta", "clip"
+static const char *const TYPE_FIELDS[][13] = {
+    {"type", "vocab_size", "dim", "padding_idx", "mask_zero", NULL},
+    {RECURRENT_FIELDS, "nonlinearity", NULL},
+    {RECURRENT_FIELDS, "proj_size", "peepholes", "input_forget", NULL},
+    {RECURRENT_FIELDS, "reset_after", NULL},
+    {"type", "mode", NULL},
+    {"type", "units", "activation", NULL}};
+
+/* Recurrent parameter tensors, in the order of a layer's direction (LAYERS.md). */
+static const char *const PARAM_KINDS[] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                                          "weight_hr", "weight_peephole"};
+
+/* Room for a metadata key ("layer1023.activation_alpha") and for one item of a list value. */
+#define KEY_SIZE 48
+#define ITEM_SIZE 48
+
+/* Reads the metadata keys of one layer (`layer{layer}.{field}`), or top-level ones (layer -1). */
+typedef struct meta_reader {
+    const rnx_file *file;
+    int layer;
+    char *message;
+    size_t message_size;
+} meta_reader;
+
+/* The value of `field`, its full key in key; a failure naming the key when it is missing. */
+static rnx_status meta_value(const meta_reader *r, const char *field, char *key,
+                             const char **value) {
+    if (r->layer < 0) snprintf(key, KEY_SIZE, "%s", field);
+    else snprintf(key, KEY_SIZE, "layer%d.%s", r->layer, field);
+    *value = rnx_file_metadata_get(r->file, key);
+    if (!*value)
+        return fail(r->message, r->message_size, RNX_ERR_FILE_MODEL, "metadata: missing '%s'",
+                    key);
     return RNX_OK;
 }
 
-/* The architecture in the metadata, without the tensors. */
-static rnx_status read_architecture(const rnx_file *f, rnx_config *c, int *output_size,
-                                    char *message, size_t message_size) {
+static rnx_status bad_value(const meta_reader *r, const char *key, const char *value,
+                            const char *expected) {
+    return fail(r->message, r->message_size, RNX_ERR_FILE_MODEL,
+                "metadata: '%s' is '" NAME_FMT "', expected %s", key, value, expected);
+}
+
+/* A decimal integer in [lo, hi] without sign, spaces or leading zeros. */
+static int text_int(const char *text, int lo, int hi, int *out) {
+    long long v = 0;
+    const char *c = text;
+    for (; *c >= '0' && *c <= '9' && v <= hi; c++) v = v * 10 + (*c - '0');
+    if (c == text || *c || (text[0] == '0' && c - text > 1) || v < lo || v > hi) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+/* A finite float as Python's repr writes it: digits, sign, point and exponent only (no spaces,
+ * hex, inf or nan), all of it consumed by strtof. strtof reads the decimal point of LC_NUMERIC,
+ * which a host program may have set to a locale with another one ("0,5"), so the file's '.' is
+ * swapped for the locale's first. */
+static int text_float(const char *text, float *out) {
+    char buf[2 * ITEM_SIZE];
+    const char *point = localeconv()->decimal_point;
+    const size_t len = strlen(text), dot = strcspn(text, "."), point_len = strlen(point);
+    if (!len || len >= ITEM_SIZE || text[strspn(text, "0123456789+-.eE")]) return 0;
+    if (dot == len || point_len >= ITEM_SIZE) {
+        memcpy(buf, text, len + 1);
+    } else {
+        memcpy(buf, text, dot);
+        memcpy(buf + dot, point, point_len);
+        memcpy(buf + dot + point_len, text + dot + 1, len - dot);
+    }
+    char *end;
+    const float v = strtof(buf, &end);
+    if (*end || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+static int text_choice(const char *text, const choice *choices, int *out) {
+    for (; choices->name; choices++)
+        if (!strcmp(text, choices->name)) {
+            *out = choices->value;
+            return 1;
+        }
+    return 0;
+}
+
+/* An integer in [lo, hi]; with `none`, the text "none" gives -1. */
+static rnx_status meta_int(const meta_reader *r, const char *field, int lo, int hi, int none,
+                           int *out) {
+    char key[KEY_SIZE], expected[80];
+    const char *text;
+    rnx_status s = meta_value(r, field, key, &text);
+    if (s != RNX_OK) return s;
+    if (none && !strcmp(text, "none")) {
+        *out = -1;
+        return RNX_OK;
+    }
+    if (text_int(text, lo, hi, out)) return RNX_OK;
+    snprintf(expected, sizeof expected, "a decimal integer in [%d, %d]%s", lo, hi,
+             none ? " or 'none'" : "");
+    return bad_value(r, key, text, expected);
+}
+
+static rnx_status meta_size(const meta_reader *r, const char *field, int *out) {
+    return meta_int(r, field, 1, RNX_MAX_SIZE, 0, out);
+}
+
+static rnx_status meta_flag(const meta_reader *r, const char *field, int *out) {
+    return meta_int(r, field, 0, 1, 0, out);
+}
+
+/* "'a', 'b' or 'c'" into buf. */
+static const char *choice_list(char *buf, size_t size, const choice *choices) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (const choice *c = choices; c->name && used < size; c++)
+        used += (size_t)snprintf(buf + used, size - used, "%s'%s'",
+                                 c == choices ? "" : c[1].name ? ", " : " or ", c->name);
+    return buf;
+}
+
+static rnx_status meta_choice(const meta_reader *r, const char *field, const choice *choices,
+                              int *out) {
+    char key[KEY_SIZE], expected[256];
+    const char *text;
+    rnx_status s = meta_value(r, field, key, &text);
+    if (s != RNX_OK) return s;
+    if (text_choice(text, choices, out)) return RNX_OK;
+    return bad_value(r, key, text, choice_list(expected, sizeof expected, choices));
+}
+
+/* "none" (0) or a finite float > 0. */
+static rnx_status meta_clip(const meta_reader *r, const char *field, float *out) {
+    char key[KEY_SIZE];
+    const char *text;
+    rnx_status s = meta_value(r, field, key, &text);
+    if (s != RNX_OK) return s;
+    if (!strcmp(text, "none")) {
+        *out = 0;
+        return RNX_OK;
+    }
+    if (text_float(text, out) && *out > 0) return RNX_OK;
+    return bad_value(r, key, text, "'none' or a finite float > 0");
+}
+
+/* n comma-separated names of `choices` (choices NULL: finite floats) into ints or floats. */
+static rnx_status meta_list(const meta_reader *r, const char *field, int n, const choice *choices,
+                            int *ints, float *floats) {
+    char key[KEY_SIZE], item[ITEM_SIZE], expected[320], names[256];
+    const char *text;
+    rnx_status s = meta_value(r, field, key, &text);
+    if (s != RNX_OK) return s;
+    const char *p = text;
+    int count = 0, ok = 1;
+    for (; ok; count++) {
+        const size_t len = strcspn(p, ",");
+        ok = count < n && len < sizeof item;
+        if (ok) {
+            memcpy(item, p, len);
+            item[len] = '\0';
+            ok = choices ? text_choice(item, choices, &ints[count])
+                         : text_float(item, &floats[count]);
+        }
+        if (!p[len]) break;
+        p += len + 1;
+    }
+    if (ok && count + 1 == n) return RNX_OK;
+    if (choices)
+        snprintf(expected, sizeof expected, "%d comma-separated names, each one of %s", n,
+                 choice_list(names, sizeof names, choices));
+    else
+        snprintf(expected, sizeof expected, "%d comma-separated finite floats", n);
+    return bad_value(r, key, text, expected);
+}
+
+/* The width a recurrent layer gives the layer above it: S, or 2S for a bidirectional concat. */
+static int output_width(const rnx_layer *l) {
+    const int S = l->proj_size ? l->proj_size : l->units;
+    return l->direction == RNX_DIRECTION_BIDIRECTIONAL && l->merge == RNX_MERGE_CONCAT ? 2 * S : S;
+}
+
+/* Activation functions of a cell: LSTM f, g, h; GRU f, g; RNN f. */
+static int cell_functions(int cell) {
+    return cell == RNX_CELL_LSTM ? 3 : cell == RNX_CELL_GRU || cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : 1;
+}
+
+/* The caller's array is shorter than the file's layer list. */
+static rnx_status no_room(int n, int max_layers, char *message, size_t message_size) {
+    return fail(message, message_size, RNX_ERR_BAD_ARGUMENT,
+                "metadata: the file has %d layers, more than max_layers (%d)", n, max_layers);
+}
+
+/* Version 2: layer r->layer, of file type `type`, into *l; *width is the width of the layer
+ * below, and becomes this layer's. */
+static rnx_status read_layer(const meta_reader *r, int type, int *width, rnx_layer *l) {
+    rnx_status s;
+    int a, b, direction;
+    if (type == TYPE_EMBEDDING) {
+        if ((s = meta_size(r, "vocab_size", &a)) != RNX_OK ||
+            (s = meta_size(r, "dim", &b)) != RNX_OK)
+            return s;
+        *l = rnx_embedding_layer(a, b, -1);
+        *width = b;
+        if ((s = meta_int(r, "padding_idx", 0, a - 1, 1, &l->padding_idx)) != RNX_OK) return s;
+        return meta_flag(r, "mask_zero", &l->mask_zero);
+    }
+    if (type == TYPE_READOUT) {
+        if ((s = meta_choice(r, "mode", READOUTS, &a)) != RNX_OK) return s;
+        *l = rnx_readout_layer((rnx_readout)a);
+        return RNX_OK;
+    }
+    if (type == TYPE_DENSE) {
+        if ((s = meta_size(r, "units", &a)) != RNX_OK ||
+            (s = meta_choice(r, "activation", DENSE_ACTIVATIONS, &b)) != RNX_OK)
+            return s;
+        *l = rnx_dense_layer(*width, a, (rnx_act)b);
+        *width = a;
+        return RNX_OK;
+    }
+    int cell = type == TYPE_LSTM ? RNX_CELL_LSTM : RNX_CELL_GRU;
+    if (type == TYPE_RNN && (s = meta_choice(r, "nonlinearity", NONLINEARITIES, &cell)) != RNX_OK)
+        return s;
+    if (type == TYPE_GRU) {
+        if ((s = meta_flag(r, "reset_after", &a)) != RNX_OK) return s;
+        if (!a) cell = RNX_CELL_GRU_RESET_BEFORE;
+    }
+    if ((s = meta_size(r, "units", &a)) != RNX_OK || (s = meta_size(r, "input_size", &b)) != RNX_OK ||
+        (s = meta_choice(r, "direction", DIRECTIONS, &direction)) != RNX_OK)
+        return s;
+    if (b != *width) {
+        char key[KEY_SIZE], expected[96];
+        const char *text;
+        meta_value(r, "input_size", key, &text);
+        snprintf(expected, sizeof expected, "%d, the width of %s", *width,
+                 r->layer ? "the layer below" : "the model's 'input_size'");
+        return bad_value(r, key, text, expected);
+    }
+    *l = rnx_recurrent_layer((rnx_cell)cell, b, a, (rnx_direction)direction);
+    const int n = cell_functions(cell);
+    if ((s = meta_choice(r, "merge", MERGES, &l->merge)) != RNX_OK ||
+        (s = meta_list(r, "activations", n, CELL_ACTIVATIONS, l->activations, NULL)) != RNX_OK ||
+        (s = meta_list(r, "activation_alpha", n, NULL, NULL, l->alpha)) != RNX_OK ||
+        (s = meta_list(r, "activation_beta", n, NULL, NULL, l->beta)) != RNX_OK ||
+        (s = meta_clip(r, "clip", &l->clip)) != RNX_OK)
+        return s;
+    /* one direction has nothing to merge, and fields a layer does not use are zero */
+    if (direction != RNX_DIRECTION_BIDIRECTIONAL) l->merge = 0;
+    if (type == TYPE_LSTM &&
+        ((s = meta_int(r, "proj_size", 0, l->units - 1, 0, &l->proj_size)) != RNX_OK ||
+         (s = meta_flag(r, "peepholes", &l->peepholes)) != RNX_OK ||
+         (s = meta_flag(r, "input_forget", &l->input_forget)) != RNX_OK))
+        return s;
+    *width = output_width(l);
+    return RNX_OK;
+}
+
+/* Whether a layer of `kind` may follow one of kind `below` (-1: it comes first), in
+ * [embedding] recurrent+ [readout] dense*. */
+static int may_follow(int kind, int below) {
+    switch (kind) {
+    case RNX_LAYER_EMBEDDING: return below < 0;
+    case RNX_LAYER_RECURRENT: return below < 0 || below == RNX_LAYER_EMBEDDING || below == kind;
+    case RNX_LAYER_READOUT: return below == RNX_LAYER_RECURRENT;
+    default: return below == RNX_LAYER_RECURRENT || below == RNX_LAYER_READOUT || below == kind;
+    }
+}
+
+static const char *const KIND_NAMES[] = {"an embedding", "a recurrent", "a readout", "a dense"};
+
+/* Every `layer{i}.{field}` key names a layer i < n and a field of its type. */
+static rnx_status check_layer_keys(const rnx_file *f, const int *types, int n, char *message,
+                                   size_t message_size) {
+    for (size_t k = 0; k < f->nmeta; k++) {
+        const char *key = f->meta[k].key;
+        if (strncmp(key, "layer", 5) || key[5] < '0' || key[5] > '9') continue;
+        char digits[12];
+        const size_t len = strcspn(key + 5, ".");
+        int i = -1;
+        if (len < sizeof digits && key[5 + len]) {
+            memcpy(digits, key + 5, len);
+            digits[len] = '\0';
+            if (!text_int(digits, 0, n - 1, &i)) i = -1;
+        }
+        if (i < 0)
+            return fail(message, message_size, RNX_ERR_FILE_MODEL,
+                        "metadata: unexpected key '" NAME_FMT "': the file has %d layers, "
+                        "keys 'layer0.*' to 'layer%d.*'", key, n, n - 1);
+        const char *const *field = TYPE_FIELDS[types[i]];
+        while (*field && strcmp(*field, key + 5 + len + 1)) field++;
+        if (!*field)
+            return fail(message, message_size, RNX_ERR_FILE_MODEL,
+                        "metadata: unexpected key '" NAME_FMT "': a '%s' layer has no such field",
+                        key, LAYER_TYPES[types[i]].name);
+    }
+    return RNX_OK;
+}
+
+/* Version 2: the layer types in order, then each layer's fields. */
+static rnx_status read_layers_v2(const rnx_file *f, rnx_layer *layers, int max_layers,
+                                 int *n_layers, char *message, size_t message_size) {
+    meta_reader r = {f, -1, message, message_size};
+    int n, width = 0;
+    rnx_status s = meta_int(&r, "layers", 1, RNX_MAX_LAYERS, 0, &n);
+    if (s != RNX_OK) return s;
+    if (n > max_layers) return no_room(n, max_layers, message, message_size);
+    int *types = malloc((size_t)n * sizeof *types);
+    if (!types) return RNX_ERR_OUT_OF_MEMORY;
+    for (int i = 0; s == RNX_OK && i < n; i++) {
+        r.layer = i;
+        if ((s = meta_choice(&r, "type", LAYER_TYPES, &types[i])) != RNX_OK) break;
+        const int below = i ? TYPE_KINDS[types[i - 1]] : -1;
+        if (!may_follow(TYPE_KINDS[types[i]], below))
+            s = fail(message, message_size, RNX_ERR_FILE_MODEL,
+                     "metadata: 'layer%d.type' is '%s', which cannot %s%s%s (the order is "
+                     "[embedding] recurrent+ [readout] dense*)", i, LAYER_TYPES[types[i]].name,
+                     below < 0 ? "come first" : "follow ", below < 0 ? "" : KIND_NAMES[below],
+                     below < 0 ? "" : " layer");
+    }
+    if (s == RNX_OK && TYPE_KINDS[types[n - 1]] == RNX_LAYER_EMBEDDING)
+        s = fail(message, message_size, RNX_ERR_FILE_MODEL,
+                 "metadata: 'layers' is '1', an embedding alone: expected recurrent layers above it");
+    if (s == RNX_OK) s = check_layer_keys(f, types, n, message, message_size);
+    /* the first recurrent layer reads the embedding's vectors or the model's input_size features */
+    r.layer = -1;
+    if (s == RNX_OK && types[0] == TYPE_EMBEDDING && rnx_file_metadata_get(f, "input_size"))
+        s = fail(message, message_size, RNX_ERR_FILE_MODEL,
+                 "metadata: unexpected 'input_size': a model with an embedding takes token ids");
+    if (s == RNX_OK && types[0] != TYPE_EMBEDDING) s = meta_size(&r, "input_size", &width);
+    for (int i = 0; s == RNX_OK && i < n; i++) {
+        r.layer = i;
+        s = read_layer(&r, types[i], &width, &layers[i]);
+    }
+    free(types);
+    if (s == RNX_OK) *n_layers = n;
+    return s;
+}
+
+/* Version 1: a uniform stack of num_layers recurrent layers, and an optional head (output_size
+ * units on the last valid step or on every step), which becomes a readout and a dense layer. */
+static rnx_status read_layers_v1(const rnx_file *f, rnx_layer *layers, int max_layers,
+                                 int *n_layers, char *message, size_t message_size) {
+    const meta_reader r = {f, -1, message, message_size};
+    int cell, input_size, hidden_size, num_layers, bidirectional, output_size = 0;
+    int readout = RNX_READOUT_LAST, activation = RNX_ACT_LINEAR; /* many_to_one, no activation */
+    rnx_status s = meta_choice(&r, "cell", V1_CELLS, &cell);
+    if (s != RNX_OK) return s;
+    const char *cell_name = rnx_file_metadata_get(f, "cell");
+    if (rnx_file_metadata_get(f, "nonlinearity")) {
+        int nonlinearity;
+        if ((s = meta_choice(&r, "nonlinearity", NONLINEARITIES, &nonlinearity)) != RNX_OK)
+            return s;
+        if (nonlinearity == RNX_CELL_RNN_RELU && cell != RNX_CELL_RNN_TANH)
+            return fail(message, message_size, RNX_ERR_FILE_MODEL,
+                        "metadata: nonlinearity 'relu' is for the 'rnn' cell only, got cell '%s'",
+                        cell_name);
+        if (cell == RNX_CELL_RNN_TANH) cell = nonlinearity;
+    }
+    if (rnx_file_metadata_get(f, "linear_before_reset")) {
+        int linear_before_reset;
+        if (cell != RNX_CELL_GRU)
+            return fail(message, message_size, RNX_ERR_FILE_MODEL,
+                        "metadata: 'linear_before_reset' is for the 'gru' cell only, got cell '%s'",
+                        cell_name);
+        if ((s = meta_flag(&r, "linear_before_reset", &linear_before_reset)) != RNX_OK) return s;
+        if (!linear_before_reset) cell = RNX_CELL_GRU_RESET_BEFORE;
+    }
+    /* room for the head's readout and dense layer within RNX_MAX_LAYERS */
+    if ((s = meta_size(&r, "input_size", &input_size)) != RNX_OK ||
+        (s = meta_size(&r, "hidden_size", &hidden_size)) != RNX_OK ||
+        (s = meta_int(&r, "num_layers", 1, RNX_MAX_LAYERS - 2, 0, &num_layers)) != RNX_OK ||
+        (s = meta_flag(&r, "bidirectional", &bidirectional)) != RNX_OK)
+        return s;
+    if (rnx_file_metadata_get(f, "output_size") &&
+        ((s = meta_size(&r, "output_size", &output_size)) != RNX_OK ||
+         (rnx_file_metadata_get(f, "output") &&
+          (s = meta_choice(&r, "output", V1_OUTPUTS, &readout)) != RNX_OK) ||
+         (rnx_file_metadata_get(f, "activation") &&
+          (s = meta_choice(&r, "activation", V1_ACTIVATIONS, &activation)) != RNX_OK)))
+        return s;
+    /* the head's layers: a readout unless it runs on every step, and the dense layer */
+    const int head = output_size ? 1 + (readout != RNX_READOUT_SEQUENCE) : 0, n = num_layers + head;
+    if (n > max_layers) return no_room(n, max_layers, message, message_size);
+    const rnx_direction direction =
+        bidirectional ? RNX_DIRECTION_BIDIRECTIONAL : RNX_DIRECTION_FORWARD;
+    for (int l = 0; l < num_layers; l++)
+        layers[l] = rnx_recurrent_layer((rnx_cell)cell,
+                                        l ? (1 + bidirectional) * hidden_size : input_size,
+                                        hidden_size, direction);
+    if (head == 2) layers[num_layers] = rnx_readout_layer((rnx_readout)readout);
+    if (head)
+        layers[n - 1] = rnx_dense_layer((1 + bidirectional) * hidden_size, output_size,
+                                        (rnx_act)activation);
+    *n_layers = n;
+    return RNX_OK;
+}
+
+/* ---- the tensors a layer list has ---- */
+
+/* Called for each parameter tensor of a layer list, in the order of rnx_model_create's params. */
+typedef rnx_status (*param_visitor)(void *context, const char *name, const uint64_t *shape,
+                                    int ndim);
+
+static rnx_status visit_param(param_visitor visit, void *context, const char *name, uint64_t rows,
+                              uint64_t columns) {
+    const uint64_t shape[2] = {rows, columns};
+    return visit(context, name, shape, columns ? 2 : 1);
+}
+
+/* Visits the parameters of layers[0 .. n): LAYERS.md's names, or with `head_names` (version 1)
+ * the dense layer's as head.weight and head.bias. */
+static rnx_status for_each_param(const rnx_layer *layers, int n, int head_names,
+                                 param_visitor visit, void *context) {
+    char name[64];
+    rnx_status s = RNX_OK;
+    for (int i = 0, k = 0, j = 0; s == RNX_OK && i < n; i++) {
+        const rnx_layer *l = &layers[i];
+        if (l->kind == RNX_LAYER_EMBEDDING)
+            s = visit_param(visit, context, "embedding.weight", (uint64_t)l->input_size,
+                            (uint64_t)l->units);
+        if (l->kind == RNX_LAYER_DENSE) {
+            const uint64_t O = (uint64_t)l->units;
+            if (head_names) snprintf(name, sizeof name, "head.weight");
+            else snprintf(name, sizeof name, "dense%d.weight", j);
+            s = visit_param(visit, context, name, O, (uint64_t)l->input_size);
+            if (head_names) snprintf(name, sizeof name, "head.bias");
+            else snprintf(name, sizeof name, "dense%d.bias", j);
+            if (s == RNX_OK) s = visit_param(visit, context, name, O, 0);
+            j++;
+        }
+        if (l->kind != RNX_LAYER_RECURRENT) continue;
+        const uint64_t H = (uint64_t)l->units, GH = (uint64_t)rnx_cell_gates(l->cell) * H,
+                       P = (uint64_t)l->proj_size;
+        const uint64_t shapes[6][2] = {{GH, (uint64_t)l->input_size}, {GH, P ? P : H}, {GH, 0},
+                                       {GH, 0}, {P, H}, {3, H}};
+        for (int d = 0; d < 1 + (l->direction == RNX_DIRECTION_BIDIRECTIONAL); d++)
+            for (int kind = 0; s == RNX_OK && kind < 6; kind++) {
+                if ((kind == 4 && !P) || (kind == 5 && !l->peepholes)) continue;
+                snprintf(name, sizeof name, "%s_l%d%s", PARAM_KINDS[kind], k,
+                         d || l->direction == RNX_DIRECTION_REVERSE ? "_reverse" : "");
+                s = visit_param(visit, context, name, shapes[kind][0], shapes[kind][1]);
+            }
+        k++;
+    }
+    return s;
+}
+
+/* Checks that the file has each visited tensor with its shape, marking it in `seen`. */
+typedef struct tensor_check {
+    const rnx_file *file;
+    unsigned char *seen; /* (ntensors), by index in file->tensors */
+    char *message;
+    size_t message_size;
+} tensor_check;
+
+static rnx_status check_param(void *context, const char *name, const uint64_t *shape, int ndim) {
+    tensor_check *c = context;
+    const rnx_tensor_info *t = rnx_file_find(c->file, name);
+    char have[256], want[256];
+    if (!t)
+        return fail(c->message, c->message_size, RNX_ERR_FILE_MODEL, "missing tensor '%s'", name);
+    if (t->ndim != ndim || memcmp(t->shape, shape, (size_t)ndim * sizeof *shape))
+        return fail(c->message, c->message_size, RNX_ERR_FILE_MODEL,
+                    "tensor '%s': expected shape %s, got %s", name,
+                    shape_text(want, sizeof want, shape, ndim),
+                    shape_text(have, sizeof have, t->shape, t->ndim));
+    c->seen[t - c->file->tensors] = 1;
+    return RNX_OK;
+}
+
+/* The layers of a version 1 or 2 file, checked against its tensors; the version in *version. */
+static rnx_status read_model_layers(const rnx_file *f, rnx_layer *layers, int max_layers,
+                                    int *n_layers, int *version, char *message,
+                                    size_t message_size) {
+    const meta_reader r = {f, -1, message, message_size};
     const char *format = rnx_file_metadata_get(f, "format");
     if (!format)
         return fail(message, message_size, RNX_ERR_FILE_MODEL,
@@ -668,170 +1163,83 @@ static rnx_status read_architecture(const rnx_file *f, rnx_config *c, int *outpu
         return fail(message, message_size, RNX_ERR_FILE_MODEL,
                     "metadata: 'format' is '" NAME_FMT "', expected 'rnnext': not an rnnext model "
                     "file", format);
-    const char *version = rnx_file_metadata_get(f, "format_version");
-    int v;
-    rnx_status s = meta_int(f, "format_version", 0, &v, message, message_size);
+    rnx_status s = meta_int(&r, "format_version", 1, 0x7fffffff, 0, version);
     if (s != RNX_OK) return s;
-    if (v > RNX_FILE_FORMAT_VERSION)
+    if (*version > RNX_FILE_FORMAT_VERSION)
         return fail(message, message_size, RNX_ERR_FILE_VERSION,
-                    "metadata: format_version %s is newer than this library's (%d): upgrade rnnext",
-                    version, RNX_FILE_FORMAT_VERSION);
-
-    const char *cell = rnx_file_metadata_get(f, "cell");
-    const char *nonlinearity = rnx_file_metadata_get(f, "nonlinearity");
-    const int relu = nonlinearity && !strcmp(nonlinearity, "relu");
-    if (nonlinearity && !relu && strcmp(nonlinearity, "tanh"))
-        return fail(message, message_size, RNX_ERR_FILE_MODEL,
-                    "metadata: 'nonlinearity' is '" NAME_FMT "', expected 'tanh' or 'relu'",
-                    nonlinearity);
-    if (cell && !strcmp(cell, "rnn")) c->cell = relu ? RNX_CELL_RNN_RELU : RNX_CELL_RNN_TANH;
-    else if (cell && !strcmp(cell, "lstm")) c->cell = RNX_CELL_LSTM;
-    else if (cell && !strcmp(cell, "gru")) c->cell = RNX_CELL_GRU;
-    else if (!cell)
-        return fail(message, message_size, RNX_ERR_FILE_MODEL, "metadata: missing 'cell'");
-    else
-        return fail(message, message_size, RNX_ERR_FILE_MODEL,
-                    "metadata: 'cell' is '" NAME_FMT "', expected 'rnn', 'lstm' or 'gru'", cell);
-    if (relu && c->cell != RNX_CELL_RNN_RELU)
-        return fail(message, message_size, RNX_ERR_FILE_MODEL,
-                    "metadata: nonlinearity 'relu' is for the 'rnn' cell only, got cell '%s'", cell);
-    if (rnx_file_metadata_get(f, "linear_before_reset")) {
-        int linear_before_reset;
-        if (c->cell != RNX_CELL_GRU)
-            return fail(message, message_size, RNX_ERR_FILE_MODEL,
-                        "metadata: 'linear_before_reset' is for the 'gru' cell only, got cell '%s'",
-                        cell);
-        if ((s = meta_int(f, "linear_before_reset", 1, &linear_before_reset, message,
-                          message_size)) != RNX_OK)
-            return s;
-        if (!linear_before_reset) c->cell = RNX_CELL_GRU_RESET_BEFORE;
-    }
-
-    int bidirectional;
-    if ((s = meta_int(f, "input_size", 0, &c->input_size, message, message_size)) != RNX_OK ||
-        (s = meta_int(f, "hidden_size", 0, &c->hidden_size, message, message_size)) != RNX_OK ||
-        (s = meta_int(f, "num_layers", 0, &c->num_layers, message, message_size)) != RNX_OK ||
-        (s = meta_int(f, "bidirectional", 1, &bidirectional, message, message_size)) != RNX_OK)
-        return s;
-    c->bidirectional = bidirectional;
-    c->isa = RNX_ISA_AUTO;
-    *output_size = 0;
-    if (rnx_file_metadata_get(f, "output_size") &&
-        (s = meta_int(f, "output_size", 0, output_size, message, message_size)) != RNX_OK)
-        return s;
-    size_t count;
-    if ((s = rnx_param_count(c, &count)) != RNX_OK)
-        return fail(message, message_size, s, "metadata: the architecture's size overflows");
-    return RNX_OK;
-}
-
-/* The name of recurrent parameter `kind` (0..3) of layer l and direction d into buf. */
-static const char *param_name(char *buf, size_t size, int kind, int l, int d) {
-    snprintf(buf, size, "%s_l%d%s", PARAM_KINDS[kind], l, d ? "_reverse" : "");
-    return buf;
-}
-
-/* The shape tensor `name` must have in a model of c with a head of output_size (0: none), in
- * shape and *ndim; 0 when the model has no such tensor. */
-static int expected_shape(const rnx_config *c, int output_size, const char *name, uint64_t *shape,
-                          int *ndim) {
-    const uint64_t D = 1 + (uint64_t)c->bidirectional, H = (uint64_t)c->hidden_size;
-    if (output_size && (!strcmp(name, "head.weight") || !strcmp(name, "head.bias"))) {
-        shape[0] = (uint64_t)output_size;
-        shape[1] = D * H;
-        *ndim = name[5] == 'w' ? 2 : 1;
-        return 1;
-    }
-    for (int kind = 0; kind < 4; kind++) {
-        const size_t len = strlen(PARAM_KINDS[kind]);
-        if (strncmp(name, PARAM_KINDS[kind], len) || strncmp(name + len, "_l", 2)) continue;
-        const char *digits = name + len + 2;
-        uint64_t l = 0;
-        const char *e = digits;
-        for (; *e >= '0' && *e <= '9' && l < (uint64_t)c->num_layers; e++) l = l * 10 + (uint64_t)(*e - '0');
-        const int d = !strcmp(e, "_reverse");
-        if (e == digits || l >= (uint64_t)c->num_layers || (d && !c->bidirectional) || (!d && *e))
-            return 0;
-        char canonical[64];
-        if (strcmp(name, param_name(canonical, sizeof canonical, kind, (int)l, d))) return 0;
-        shape[0] = (uint64_t)rnx_cell_gates(c->cell) * H;
-        shape[1] = kind == 1 ? H : l == 0 ? (uint64_t)c->input_size : D * H;
-        *ndim = kind < 2 ? 2 : 1;
-        return 1;
-    }
-    return 0;
-}
-
-rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config, int *output_size,
-                                 char *message, size_t message_size) {
-    if (message && message_size) message[0] = '\0';
-    if (!file || !config) return RNX_ERR_NULL_ARGUMENT;
-    rnx_config c = {0};
-    int out_size;
-    rnx_status s = read_architecture(file, &c, &out_size, message, message_size);
+                    "metadata: format_version %d is newer than this library's (%d): upgrade rnnext",
+                    *version, RNX_FILE_FORMAT_VERSION);
+    s = *version == 1 ? read_layers_v1(f, layers, max_layers, n_layers, message, message_size)
+                      : read_layers_v2(f, layers, max_layers, n_layers, message, message_size);
     if (s != RNX_OK) return s;
-    char have[256], want[256];
-    for (size_t i = 0; i < file->ntensors; i++) {
-        const rnx_tensor_info *t = &file->tensors[i];
-        uint64_t shape[2];
-        int ndim;
-        if (!expected_shape(&c, out_size, t->name, shape, &ndim))
-            return fail(message, message_size, RNX_ERR_FILE_MODEL,
-                        "unexpected tensor '" NAME_FMT "': the model's architecture has no such "
-                        "parameter", t->name);
-        if (t->ndim != ndim || memcmp(t->shape, shape, (size_t)ndim * sizeof *shape))
-            return fail(message, message_size, RNX_ERR_FILE_MODEL,
-                        "tensor '" NAME_FMT "': expected shape %s, got %s", t->name,
-                        shape_text(want, sizeof want, shape, ndim),
-                        shape_text(have, sizeof have, t->shape, t->ndim));
-    }
-    /* Every tensor is an expected one and names are unique, so a short count means a missing
-     * tensor: the first absent name is found within ntensors + 1 probes. */
-    const int D = 1 + c.bidirectional;
-    for (int l = 0; l < c.num_layers; l++)
-        for (int d = 0; d < D; d++)
-            for (int kind = 0; kind < 4; kind++)
-                if (!rnx_file_find(file, param_name(want, sizeof want, kind, l, d)))
-                    return fail(message, message_size, RNX_ERR_FILE_MODEL,
-                                "missing tensor '%s'", want);
-    if (out_size && (!rnx_file_find(file, "head.weight") || !rnx_file_find(file, "head.bias")))
-        return fail(message, message_size, RNX_ERR_FILE_MODEL, "missing tensor '%s'",
-                    rnx_file_find(file, "head.weight") ? "head.bias" : "head.weight");
-    *config = c;
-    if (output_size) *output_size = out_size;
-    return RNX_OK;
+    tensor_check check = {f, calloc(f->ntensors + 1, 1), message, message_size};
+    if (!check.seen) return RNX_ERR_OUT_OF_MEMORY;
+    s = for_each_param(layers, *n_layers, *version == 1, check_param, &check);
+    for (size_t i = 0; s == RNX_OK && i < f->ntensors; i++)
+        if (!check.seen[i])
+            s = fail(message, message_size, RNX_ERR_FILE_MODEL,
+                     "unexpected tensor '" NAME_FMT "': the model's layers have no such parameter",
+                     f->tensors[i].name);
+    free(check.seen);
+    return s;
+}
+
+rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers, int max_layers,
+                                 int *n_layers, char *message, size_t message_size) {
+    if (message && message_size) message[0] = '\0';
+    if (!file || !layers || !n_layers) return RNX_ERR_NULL_ARGUMENT;
+    int version;
+    return read_model_layers(file, layers, max_layers, n_layers, &version, message, message_size);
+}
+
+/* Reads each visited tensor, as float32, into the next floats of `params`. */
+typedef struct param_reader {
+    const rnx_file *file;
+    float *next;
+    size_t left; /* floats of params not yet filled */
+} param_reader;
+
+static rnx_status read_param(void *context, const char *name, const uint64_t *shape, int ndim) {
+    param_reader *r = context;
+    const rnx_tensor_info *t = rnx_file_find(r->file, name); /* checked to exist with this shape */
+    const size_t count = (size_t)(t->nbytes / DTYPES[t->dtype].size);
+    (void)shape, (void)ndim;
+    /* rnx_param_count and LAYERS.md's tensors must agree, or create would read past params */
+    if (count > r->left) return RNX_ERR_BAD_CONFIG;
+    rnx_status s = rnx_file_read_f32(r->file, t, r->next, count);
+    r->next += count;
+    r->left -= count;
+    return s;
 }
 
 rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa, char *message,
                           size_t message_size) {
+    if (message && message_size) message[0] = '\0';
     if (!out) return RNX_ERR_NULL_ARGUMENT;
     *out = NULL;
     rnx_file *f = NULL;
-    rnx_config c;
-    size_t count, bytes;
+    rnx_layer *layers = malloc(RNX_MAX_LAYERS * sizeof *layers);
+    int n = 0, version = 0;
+    size_t count = 0, bytes = 0;
     float *params = NULL;
-    rnx_status s = rnx_file_parse(&f, data, size, message, message_size);
-    if (s == RNX_OK) s = rnx_file_model_config(f, &c, NULL, message, message_size);
-    if (s == RNX_OK) {
-        c.isa = isa;
-        s = rnx_param_count(&c, &count);
-    }
+    rnx_status s = layers ? RNX_OK : RNX_ERR_OUT_OF_MEMORY;
+    if (s == RNX_OK) s = rnx_file_parse(&f, data, size, message, message_size);
+    if (s == RNX_OK)
+        s = read_model_layers(f, layers, RNX_MAX_LAYERS, &n, &version, message, message_size);
+    if (s == RNX_OK) s = rnx_param_count(layers, n, &count);
     if (s == RNX_OK && __builtin_mul_overflow(count, sizeof(float), &bytes)) s = RNX_ERR_OVERFLOW;
     if (s == RNX_OK && !(params = malloc(bytes ? bytes : 1))) s = RNX_ERR_OUT_OF_MEMORY;
-    float *dst = params;
-    char name[64];
-    for (int l = 0; s == RNX_OK && l < c.num_layers; l++)
-        for (int d = 0; s == RNX_OK && d <= c.bidirectional; d++)
-            for (int kind = 0; s == RNX_OK && kind < 4; kind++) {
-                const rnx_tensor_info *t = rnx_file_find(f, param_name(name, sizeof name, kind, l, d));
-                const size_t n = t->nbytes / (DTYPES[t->dtype].size);
-                s = rnx_file_read_f32(f, t, dst, n);
-                dst += n;
-            }
-    if (s == RNX_OK) s = rnx_model_create(out, &c, params);
+    param_reader reader = {f, params, count};
+    if (s == RNX_OK) s = for_each_param(layers, n, version == 1, read_param, &reader);
+    if (s == RNX_OK && reader.left) s = RNX_ERR_BAD_CONFIG;
+    if (s == RNX_OK) s = rnx_model_create(out, layers, n, isa, params);
+    if (s == RNX_ERR_BAD_CONFIG) /* the list is valid as a file; the core names no field */
+        fail(message, message_size, s, "metadata: the layers are not a model this library builds "
+             "(%s)", rnx_status_string(s));
     if (s != RNX_OK && message && message_size && !message[0])
         fail(message, message_size, s, "%s", rnx_status_string(s));
     free(params);
+    free(layers);
     rnx_file_free(f);
     return s;
 }

@@ -11,17 +11,18 @@ rnx_status rnx_stream_create(rnx_stream **out, const rnx_model *model, int batch
     if (!out) return RNX_ERR_NULL_ARGUMENT;
     *out = NULL;
     if (!model) return RNX_ERR_NULL_ARGUMENT;
-    if (model->directions != 1) return RNX_ERR_BAD_CONFIG;
+    if (!model->info.streamable) return RNX_ERR_BAD_CONFIG;
     if (batch < 1) return RNX_ERR_BAD_ARGUMENT;
     rnx_stream *s = malloc(sizeof *s);
     if (!s) return RNX_ERR_OUT_OF_MEMORY;
     s->model = model;
-    rnx_status status = rnx_workspace_create(&s->ws, model, batch, 1);
+    rnx_status status = rnx_workspace_create(&s->ws, model, batch, 1, 1);
     if (status != RNX_OK) {
         free(s);
         return status;
     }
     for (int r = 0; r < batch; r++) s->ws.len[r] = 1;
+    s->ws.steps = 1;
     rnx_load_states(model, &s->ws, NULL, NULL, batch, 0);
     *out = s;
     return RNX_OK;
@@ -39,12 +40,28 @@ rnx_status rnx_stream_reset(rnx_stream *stream, const float *h0, const float *c0
     return RNX_OK;
 }
 
-rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x) {
-    if (!stream || !x) return RNX_ERR_NULL_ARGUMENT;
-    const int I = stream->model->config.input_size, H = stream->model->config.hidden_size;
-    const rnx_seq_view xv = {(float *)x, I, I, 0}, yv = {y, H, H, 0};
-    rnx_run_stack(stream->model, &stream->ws, (rnx_team){0, 1}, xv, yv, 1);
-    stream->ws.parity ^= 1;
+rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x, const int32_t *ids) {
+    if (!stream) return RNX_ERR_NULL_ARGUMENT;
+    const rnx_model *m = stream->model;
+    rnx_workspace *ws = &stream->ws;
+    const int takes_ids = m->info.takes_ids, I = m->info.input_size;
+    if (takes_ids ? !ids : !x) return RNX_ERR_NULL_ARGUMENT;
+    if (takes_ids ? x != NULL : ids != NULL) return RNX_ERR_BAD_ARGUMENT;
+    if (ids && rnx_check_ids(m, ids, (size_t)ws->Bs) != RNX_OK) return RNX_ERR_BAD_ARGUMENT;
+    ws->ids = ids;
+    const rnx_seq_view xv = {(float *)x, I, I, 0}, none = {NULL, 0, 0, 0};
+    rnx_run_blocks(m, ws, (rnx_team){0, 1}, xv, none, 1, 0);
+    ws->parity ^= 1;
+    if (!y) return RNX_OK;
+    /* the model's output for this step: the top layer's new h (the one kept on a masked step,
+     * which a sequence readout turns into zeros) through the dense layers */
+    const int top = m->n_blocks - 1, F = m->info.output_size;
+    for (int r = 0; r < ws->Bs; r++) {
+        const float *h = rnx_state_buffer(m, ws, top, 0, ws->parity) +
+                         (size_t)r * m->blocks[top].hidden_padded;
+        const int shown = m->readout != RNX_READOUT_SEQUENCE || rnx_step_active(m, ws, r, 0);
+        rnx_dense_row(m, y + (size_t)r * F, shown ? h : NULL, ws->scratch);
+    }
     return RNX_OK;
 }
 

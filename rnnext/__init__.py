@@ -7,12 +7,15 @@ except ImportError as e:  # pragma: no cover - depends on how Python was started
         "rnnext source tree, it imports the uncompiled sources here instead of the installed "
         "package: run from another directory, or build in place with "
         "`python setup.py build_ext --inplace`.") from e
+from . import layers
 from .config import __version__, show_config
 from .convert import from_torch
+from .layers import GRU, LSTM, RNN, Dense, Embedding, Readout
 from .model import Model
 from .io import load
 
-__all__ = ["Model", "from_torch", "load", "from_onnx", "from_keras", "show_config", "__version__"]
+__all__ = ["Model", "layers", "Embedding", "RNN", "LSTM", "GRU", "Readout", "Dense", "from_torch",
+           "load", "from_onnx", "from_keras", "show_config", "__version__"]
 
 
 def from_onnx(source, backend="c"):

@@ -1,6 +1,7 @@
 # Thin binding of the C core: memoryviews in, one call with the GIL released, status -> exception.
 # Python (model.py) validates shapes and allocates outputs before anything reaches here.
-from libc.stdint cimport int32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint64_t
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 import numpy as np
 cimport numpy as np
@@ -13,9 +14,30 @@ cdef extern from *:
     """
     const char *rnx_built_with
 
-CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3, "gru_reset_before": 4}
 ISAS = {"auto": RNX_ISA_AUTO, "scalar": RNX_ISA_SCALAR, "avx2": RNX_ISA_AVX2,
         "avx512": RNX_ISA_AVX512}
+CELLS = {"rnn_tanh": RNX_CELL_RNN_TANH, "rnn_relu": RNX_CELL_RNN_RELU, "lstm": RNX_CELL_LSTM,
+         "gru": RNX_CELL_GRU, "gru_reset_before": RNX_CELL_GRU_RESET_BEFORE}
+LAYER_KINDS = {"embedding": RNX_LAYER_EMBEDDING, "recurrent": RNX_LAYER_RECURRENT,
+               "readout": RNX_LAYER_READOUT, "dense": RNX_LAYER_DENSE}
+DIRECTIONS = {"forward": RNX_DIRECTION_FORWARD, "reverse": RNX_DIRECTION_REVERSE,
+              "bidirectional": RNX_DIRECTION_BIDIRECTIONAL}
+MERGES = {"concat": RNX_MERGE_CONCAT, "sum": RNX_MERGE_SUM, "mul": RNX_MERGE_MUL,
+          "ave": RNX_MERGE_AVE}
+READOUTS = {"sequence": RNX_READOUT_SEQUENCE, "last": RNX_READOUT_LAST,
+            "final": RNX_READOUT_FINAL, "mean": RNX_READOUT_MEAN, "max": RNX_READOUT_MAX}
+ACTS = {"linear": RNX_ACT_LINEAR, "sigmoid": RNX_ACT_SIGMOID, "tanh": RNX_ACT_TANH,
+        "relu": RNX_ACT_RELU, "hard_sigmoid": RNX_ACT_HARD_SIGMOID, "affine": RNX_ACT_AFFINE,
+        "leaky_relu": RNX_ACT_LEAKY_RELU, "thresholded_relu": RNX_ACT_THRESHOLDED_RELU,
+        "scaled_tanh": RNX_ACT_SCALED_TANH, "elu": RNX_ACT_ELU, "softsign": RNX_ACT_SOFTSIGN,
+        "softplus": RNX_ACT_SOFTPLUS, "softmax": RNX_ACT_SOFTMAX}
+MAX_SIZE = RNX_MAX_SIZE
+MAX_LAYERS = RNX_MAX_LAYERS
+# the enum each integer field of rnx_layer takes, for names given as strings
+_FIELD_NAMES = {"kind": LAYER_KINDS, "cell": CELLS, "direction": DIRECTIONS, "merge": MERGES,
+                "readout": READOUTS, "activation": ACTS}
+_INT_FIELDS = ("kind", "input_size", "units", "padding_idx", "mask_zero", "cell", "direction",
+               "merge", "proj_size", "peepholes", "input_forget", "readout", "activation")
 
 
 cdef int check(rnx_status status, str what) except -1:
@@ -68,137 +90,310 @@ def activation(str name, const float[::1] x not None, str isa="auto"):
     return out
 
 
-def param_count(str cell, int input_size, int hidden_size, int num_layers, bint bidirectional):
-    cdef rnx_config cfg = rnx_config(CELLS[cell], input_size, hidden_size, num_layers,
-                                     bidirectional, RNX_ISA_AUTO)
+# ------------------------------------------------------------------------------------------------
+# layer lists: dicts whose keys are rnx_layer's field names
+
+cdef int _enum_value(str field, value, int i) except? -1:
+    if isinstance(value, str):
+        names = _FIELD_NAMES.get(field)
+        if names is None or value not in names:
+            raise ValueError(f"layers[{i}].{field}: expected one of {sorted(names or ())}, got "
+                             f"{value!r}")
+        return names[value]
+    return value
+
+
+cdef rnx_layer _layer_from_dict(dict d, int i) except *:
+    """rnx_layer from a dict. Missing keys: what the kind's rnx_*_layer helper fills (the cell's
+    default activations for a recurrent layer, padding_idx -1 for an embedding), 0 elsewhere."""
+    cdef rnx_layer l
+    unknown = set(d) - set(_INT_FIELDS) - {"clip", "activations", "alpha", "beta"}
+    if unknown:
+        raise ValueError(f"layers[{i}]: unknown keys {sorted(unknown)}; rnx_layer's fields are "
+                         f"{list(_INT_FIELDS) + ['clip', 'activations', 'alpha', 'beta']}")
+    if "kind" not in d:
+        raise ValueError(f"layers[{i}]: missing 'kind'")
+    kind = _enum_value("kind", d["kind"], i)
+    cell = _enum_value("cell", d.get("cell", 0), i)
+    if kind == RNX_LAYER_EMBEDDING:
+        l = rnx_embedding_layer(0, 0, -1)
+    elif kind == RNX_LAYER_RECURRENT:
+        l = rnx_recurrent_layer(<rnx_cell>cell, 0, 0, RNX_DIRECTION_FORWARD)
+    else:
+        l = rnx_readout_layer(RNX_READOUT_SEQUENCE)
+        l.kind = kind
+    for field in _INT_FIELDS:
+        if field in d:
+            value = _enum_value(field, d[field], i)
+            if field == "kind": l.kind = value
+            elif field == "input_size": l.input_size = value
+            elif field == "units": l.units = value
+            elif field == "padding_idx": l.padding_idx = -1 if value is None else value
+            elif field == "mask_zero": l.mask_zero = value
+            elif field == "cell": l.cell = value
+            elif field == "direction": l.direction = value
+            elif field == "merge": l.merge = value
+            elif field == "proj_size": l.proj_size = value
+            elif field == "peepholes": l.peepholes = value
+            elif field == "input_forget": l.input_forget = value
+            elif field == "readout": l.readout = value
+            else: l.activation = 0 if value is None else value
+    if d.get("clip") is not None:
+        l.clip = d["clip"]
+    for key in ("activations", "alpha", "beta"):
+        values = d.get(key)
+        if values is None:
+            continue
+        values = list(values)
+        if len(values) > 3:
+            raise ValueError(f"layers[{i}].{key}: expected at most 3 values, got {len(values)}")
+        for j in range(3):
+            v = values[j] if j < len(values) else 0
+            if key == "activations":
+                l.activations[j] = ACTS[v] if isinstance(v, str) else v
+            elif key == "alpha":
+                l.alpha[j] = v
+            else:
+                l.beta[j] = v
+    return l
+
+
+cdef dict _layer_to_dict(const rnx_layer *l):
+    return {"kind": l.kind, "input_size": l.input_size, "units": l.units,
+            "padding_idx": l.padding_idx, "mask_zero": l.mask_zero, "cell": l.cell,
+            "direction": l.direction, "merge": l.merge, "proj_size": l.proj_size,
+            "peepholes": l.peepholes, "input_forget": l.input_forget, "clip": l.clip,
+            "activations": [l.activations[j] for j in range(3)],
+            "alpha": [l.alpha[j] for j in range(3)], "beta": [l.beta[j] for j in range(3)],
+            "readout": l.readout, "activation": l.activation}
+
+
+cdef class _LayerList:
+    """An owned C array of rnx_layer made from a list of dicts."""
+    cdef rnx_layer *ptr
+    cdef int n
+
+    def __cinit__(self, layers):
+        layers = list(layers)
+        if not 1 <= len(layers) <= RNX_MAX_LAYERS:
+            raise ValueError(f"layers: expected 1 to {RNX_MAX_LAYERS} layers, got {len(layers)}")
+        self.n = len(layers)
+        self.ptr = <rnx_layer *>PyMem_Malloc(self.n * sizeof(rnx_layer))
+        if self.ptr == NULL:
+            raise MemoryError()
+        for i, d in enumerate(layers):
+            if not isinstance(d, dict):
+                raise TypeError(f"layers[{i}]: expected a dict, got {type(d).__name__}")
+            self.ptr[i] = _layer_from_dict(d, i)
+
+    def __dealloc__(self):
+        PyMem_Free(self.ptr)
+
+
+def param_count(layers):
+    """The number of floats CoreModel(layers, params) takes."""
+    cdef _LayerList lst = _LayerList(layers)
     cdef size_t count = 0
-    check(rnx_param_count(&cfg, &count), "param_count")
+    check(rnx_param_count(lst.ptr, lst.n, &count), "layers")
     return count
 
 
-cdef struct run_arrays:
-    float *y
-    float *h_n
-    float *c_n
-    const float *x
-    const float *h0
-    const float *c0
-    const int32_t *lengths
-    int B
-    int T
-
-
-cdef run_arrays run_pointers(float[:, :, ::1] y, float[:, :, ::1] h_n, float[:, :, ::1] c_n,
-                             const float[:, :, ::1] x, const float[:, :, ::1] h0,
-                             const float[:, :, ::1] c0, const int32_t[::1] lengths):
-    """The pointers a forward call hands to C: NULL for each optional array that is None."""
-    cdef run_arrays a
-    a.y = &y[0, 0, 0] if y is not None else NULL
-    a.h_n = &h_n[0, 0, 0] if h_n is not None else NULL
-    a.c_n = &c_n[0, 0, 0] if c_n is not None else NULL
-    a.x = &x[0, 0, 0]
-    a.h0 = &h0[0, 0, 0] if h0 is not None else NULL
-    a.c0 = &c0[0, 0, 0] if c0 is not None else NULL
-    a.lengths = &lengths[0] if lengths is not None else NULL
-    a.B = x.shape[0]
-    a.T = x.shape[1]
-    return a
+cdef void *_data(object array, str name, object dtype, tuple shape, bint writable) except? NULL:
+    """The data pointer of `array`, a C-contiguous array of `dtype` and `shape`, or NULL for
+    None."""
+    if array is None:
+        return NULL
+    if not isinstance(array, np.ndarray) or array.dtype != dtype or not array.flags.c_contiguous:
+        raise TypeError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} numpy array, got "
+                        f"{type(array).__name__} {getattr(array, 'dtype', '')}")
+    if tuple(array.shape) != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {tuple(array.shape)}")
+    if writable and not array.flags.writeable:
+        raise ValueError(f"{name}: expected a writable array")
+    return np.PyArray_DATA(array)
 
 
 cdef class CoreModel:
-    """Owns one packed rnx_model. Read-only once built, so one instance serves many threads."""
-    cdef rnx_model *ptr
+    """Owns one rnx_model built from a layer list. Read-only once built, so one instance serves
+    many threads.
 
-    def __cinit__(self, str cell, int input_size, int hidden_size, int num_layers,
-                  bint bidirectional, const float[::1] params not None, str isa="auto"):
-        cdef rnx_config cfg = rnx_config(CELLS[cell], input_size, hidden_size, num_layers,
-                                         bidirectional, ISAS[isa])
+    CoreModel(layers, params, isa="auto"): layers is a list of dicts whose keys are rnx_layer's
+    field names (enum fields as ints or as the names in LAYER_KINDS, CELLS, DIRECTIONS, MERGES,
+    READOUTS, ACTS; activations/alpha/beta as lists of up to 3); params a flat float32 array of
+    param_count(layers) floats in the list's order (rnnext.h, rnx_model_create)."""
+    cdef rnx_model *ptr
+    cdef readonly dict info
+
+    def __cinit__(self, layers, const float[::1] params not None, str isa="auto"):
+        cdef _LayerList lst = _LayerList(layers)
         cdef size_t count = 0
-        check(rnx_param_count(&cfg, &count), "CoreModel")
+        check(rnx_param_count(lst.ptr, lst.n, &count), "layers")
         if <size_t>params.shape[0] != count:
             raise ValueError(f"params: expected {count} floats, got {params.shape[0]}")
+        if isa not in ISAS:
+            raise ValueError(f"isa: expected one of {list(ISAS)}, got {isa!r}")
         cdef rnx_status status
+        cdef int code = ISAS[isa]
         with nogil:
-            status = rnx_model_create(&self.ptr, &cfg, &params[0])
+            status = rnx_model_create(&self.ptr, lst.ptr, lst.n, code,
+                                      &params[0] if count else NULL)
         if isa == "auto" and status == RNX_ERR_ISA_UNAVAILABLE:
             raise RuntimeError("RNNEXT_ISA names an instruction set that is unknown or not "
                                "supported by this CPU; use scalar, avx2 or avx512")
         check(status, f"CoreModel(isa={isa!r})")
+        cdef rnx_model_info i = rnx_model_get_info(self.ptr)
+        self.info = {"isa": rnx_isa_name(<rnx_isa>i.isa).decode(), "n_layers": i.n_layers,
+                     "takes_ids": bool(i.takes_ids), "input_size": i.input_size,
+                     "per_step": bool(i.per_step), "output_size": i.output_size,
+                     "n_recurrent": i.n_recurrent, "state_size": i.state_size,
+                     "cell_size": i.cell_size, "streamable": bool(i.streamable),
+                     "folded": bool(i.folded),
+                     "recurrent_param_offset": i.recurrent_param_offset,
+                     "recurrent_param_count": i.recurrent_param_count}
 
     def __dealloc__(self):
         rnx_model_free(self.ptr)
 
     @property
     def isa(self):
-        return rnx_isa_name(<rnx_isa>rnx_model_config(self.ptr).isa).decode()
+        return self.info["isa"]
 
     @property
-    def config(self):
-        """(cell, input_size, hidden_size, num_layers, bidirectional, isa) as the core has it."""
-        cdef rnx_config c = rnx_model_config(self.ptr)
-        return (c.cell, c.input_size, c.hidden_size, c.num_layers, c.bidirectional, c.isa)
+    def layers(self):
+        """The layer list as the core has it: one dict per layer, every field, enums as ints."""
+        cdef rnx_layer l
+        out = []
+        for i in range(self.info["n_layers"]):
+            check(rnx_model_layer(self.ptr, i, &l), "layers")
+            out.append(_layer_to_dict(&l))
+        return out
 
-    def forward(self, float[:, :, ::1] y, float[:, :, ::1] h_n, float[:, :, ::1] c_n,
-                const float[:, :, ::1] x not None, const float[:, :, ::1] h0,
-                const float[:, :, ::1] c0, const int32_t[::1] lengths, int n_threads):
-        """Runs rnx_forward. Optional arrays may be None; shapes are checked by the caller."""
-        cdef run_arrays a = run_pointers(y, h_n, c_n, x, h0, c0, lengths)
+    def forward(self, y, h_n, c_n, x, ids, h0, c0, lengths, mask, int n_threads):
+        """Runs rnx_forward; every array but the input (x or ids) may be None.
+          y         float32 (B, T, F) when info["per_step"], else (B, F)
+          h_n, h0   float32 (B * state_size,): per recurrent layer k and direction d, a (B, S_k)
+                    block, one after the other (a uniform stack: PyTorch's (L*D, B, H) flattened)
+          c_n, c0   float32 (B * cell_size,): the same over LSTM layers, (B, H_k) blocks
+          x         float32 (B, T, I) (models without an embedding)
+          ids       int32 (B, T) (models with one)
+          lengths   int32 (B,); mask bool or uint8 (B, T) (not both)
+        Every array is C-contiguous; outputs are written in place."""
+        src = ids if self.info["takes_ids"] else x
+        name = "ids" if self.info["takes_ids"] else "x"
+        if src is None or getattr(src, "ndim", 0) < 2:
+            raise ValueError(f"{name}: expected a (B, T{'' if self.info['takes_ids'] else ', I'}) "
+                             f"array, got {None if src is None else np.shape(src)}")
+        B, T = src.shape[0], src.shape[1]
+        F = self.info["output_size"]
+        S, C = self.info["state_size"], self.info["cell_size"]
+        if mask is not None and getattr(mask, "dtype", None) == np.bool_:
+            mask = mask.view(np.uint8)
+        cdef float *yp = <float *>_data(y, "y", np.float32,
+                                        (B, T, F) if self.info["per_step"] else (B, F), True)
+        cdef float *hnp = <float *>_data(h_n, "h_n", np.float32, (B * S,), True)
+        cdef float *cnp = <float *>_data(c_n, "c_n", np.float32, (B * C,), True)
+        cdef const float *xp = <const float *>_data(x, "x", np.float32,
+                                                    (B, T, self.info["input_size"]), False)
+        cdef const int32_t *idp = <const int32_t *>_data(ids, "ids", np.int32, (B, T), False)
+        cdef const float *h0p = <const float *>_data(h0, "h0", np.float32, (B * S,), False)
+        cdef const float *c0p = <const float *>_data(c0, "c0", np.float32, (B * C,), False)
+        cdef const int32_t *lp = <const int32_t *>_data(lengths, "lengths", np.int32, (B,), False)
+        cdef const uint8_t *mp = <const uint8_t *>_data(mask, "mask", np.uint8, (B, T), False)
+        if self.info["takes_ids"] and x is not None or not self.info["takes_ids"] and ids is not None:
+            raise ValueError(f"{'x' if self.info['takes_ids'] else 'ids'}: expected None: this "
+                             f"model takes {name}")
+        cdef int b = B, t = T
         cdef rnx_status status
         with nogil:
-            status = rnx_forward(self.ptr, a.y, a.h_n, a.c_n, a.x, a.h0, a.c0, a.lengths, a.B, a.T,
+            status = rnx_forward(self.ptr, yp, hnp, cnp, xp, idp, h0p, c0p, lp, mp, b, t,
                                  n_threads)
+        if status == RNX_ERR_BAD_ARGUMENT:
+            raise ValueError(f"forward: an argument is out of range ({name} ids in [0, "
+                             f"{self.info['input_size']}), lengths in [1, {T}], mask 0/1, not "
+                             f"both lengths and mask) (rnnext status {<int>status})")
         check(status, "forward")
 
     def stream(self, int batch):
         return CoreStream(self, batch)
 
-    def forward_train(self, CoreTape tape not None, float[:, :, ::1] y, float[:, :, ::1] h_n,
-                      float[:, :, ::1] c_n, const float[:, :, ::1] x not None,
-                      const float[:, :, ::1] h0, const float[:, :, ::1] c0,
-                      const int32_t[::1] lengths, int n_threads):
-        """Runs rnx_forward_train into `tape`; arguments as forward."""
-        cdef run_arrays a = run_pointers(y, h_n, c_n, x, h0, c0, lengths)
+    # training: the recurrent layers (rnnext.h, rnx_forward_train and rnx_backward)
+
+    @property
+    def train_sizes(self):
+        """(I_0, W): the widths of the first recurrent layer's input and of the top recurrent
+        layer's (merged) output, what forward_train's x and seq hold per step."""
+        recurrent = [l for l in self.layers if l["kind"] == RNX_LAYER_RECURRENT]
+        top = recurrent[len(recurrent) - 1]
+        S = top["proj_size"] or top["units"]
+        concat = top["direction"] == RNX_DIRECTION_BIDIRECTIONAL and top["merge"] == RNX_MERGE_CONCAT
+        return recurrent[0]["input_size"], 2 * S if concat else S
+
+    def forward_train(self, CoreTape tape not None, seq, h_n, c_n, x, h0, c0, lengths, mask,
+                      int n_threads):
+        """Runs rnx_forward_train into `tape`; every array but x may be None.
+          seq       float32 (B, T, W): the top recurrent layer's output sequence (train_sizes)
+          h_n, h0   float32 (B * state_size,); c_n, c0 float32 (B * cell_size,): as forward's
+          x         float32 (B, T, I_0): the first recurrent layer's input (embedded vectors
+                    for an embedding model)
+          lengths   int32 (B,); mask bool or uint8 (B, T) (not both; mask_zero is the caller's)
+        Every array is C-contiguous; outputs are written in place."""
+        if x is None or getattr(x, "ndim", 0) != 3:
+            raise ValueError(f"x: expected a (B, T, I) array, got "
+                             f"{None if x is None else np.shape(x)}")
+        B, T = x.shape[0], x.shape[1]
+        I, W = self.train_sizes
+        S, C = self.info["state_size"], self.info["cell_size"]
+        if mask is not None and getattr(mask, "dtype", None) == np.bool_:
+            mask = mask.view(np.uint8)
+        cdef float *seqp = <float *>_data(seq, "seq", np.float32, (B, T, W), True)
+        cdef float *hnp = <float *>_data(h_n, "h_n", np.float32, (B * S,), True)
+        cdef float *cnp = <float *>_data(c_n, "c_n", np.float32, (B * C,), True)
+        cdef const float *xp = <const float *>_data(x, "x", np.float32, (B, T, I), False)
+        cdef const float *h0p = <const float *>_data(h0, "h0", np.float32, (B * S,), False)
+        cdef const float *c0p = <const float *>_data(c0, "c0", np.float32, (B * C,), False)
+        cdef const int32_t *lp = <const int32_t *>_data(lengths, "lengths", np.int32, (B,), False)
+        cdef const uint8_t *mp = <const uint8_t *>_data(mask, "mask", np.uint8, (B, T), False)
+        cdef int b = B, t = T
         cdef rnx_status status
         with nogil:
-            status = rnx_forward_train(self.ptr, tape.ptr, a.y, a.h_n, a.c_n, a.x, a.h0, a.c0,
-                                       a.lengths, a.B, a.T, n_threads)
-        tape.run = (a.B, a.T) if status == RNX_OK else None
+            status = rnx_forward_train(self.ptr, tape.ptr, seqp, hnp, cnp, xp, h0p, c0p, lp, mp,
+                                       b, t, n_threads)
+        tape.run = (B, T) if status == RNX_OK else None
+        if status == RNX_ERR_BAD_ARGUMENT:
+            raise ValueError(f"forward_train: an argument is out of range (B <= {tape.B}, "
+                             f"T <= {tape.T} and the tape's model, lengths in [1, {T}], mask "
+                             f"0/1, not both lengths and mask) (rnnext status {<int>status})")
         check(status, "forward_train")
 
-    def backward(self, CoreTape tape not None, float[::1] grads not None, float[:, :, ::1] dx,
-                 float[:, :, ::1] dh0, float[:, :, ::1] dc0, const float[:, :, ::1] x not None,
-                 const float[:, :, ::1] dy, const float[:, :, ::1] dh_n,
-                 const float[:, :, ::1] dc_n, int n_threads):
-        """Runs rnx_backward over the pass in `tape`. Optional arrays may be None; shapes are
-        checked by the caller."""
-        cdef size_t count = 0
-        cdef rnx_config cfg = rnx_model_config(self.ptr)
-        check(rnx_param_count(&cfg, &count), "backward")
-        if <size_t>grads.shape[0] != count:
-            raise ValueError(f"grads: expected {count} floats, got {grads.shape[0]}")
+    def backward(self, CoreTape tape not None, grads, dx, dh0, dc0, x, dseq, dh_n, dc_n,
+                 int n_threads):
+        """Runs rnx_backward over the pass in `tape`; every array but grads and x may be None.
+          grads     float32 (info["recurrent_param_count"],): the recurrent layers' parameter
+                    gradients, in params order
+          dx, x     float32 (B, T, I_0); dseq float32 (B, T, W) (train_sizes)
+          dh0, dh_n float32 (B * state_size,); dc0, dc_n float32 (B * cell_size,)
+        B and T are those of the forward_train pass the tape holds."""
         if tape.run is None:
             raise ValueError("tape: backward expected a tape filled by forward_train, got an "
                              "empty one")
         B, T = tape.run
-        D = 2 if cfg.bidirectional else 1
-        LD, H = cfg.num_layers * D, cfg.hidden_size
-        for name, arr, want in (("x", x, (B, T, cfg.input_size)), ("dx", dx, (B, T, cfg.input_size)),
-                                ("dy", dy, (B, T, D * H)), ("dh_n", dh_n, (LD, B, H)),
-                                ("dc_n", dc_n, (LD, B, H)), ("dh0", dh0, (LD, B, H)),
-                                ("dc0", dc0, (LD, B, H))):
-            if arr is not None and tuple(arr.shape[:3]) != want:
-                raise ValueError(f"{name}: expected shape {want} (the forward_train pass), got "
-                                 f"{tuple(arr.shape[:3])}")
-        cdef float *dx_p = &dx[0, 0, 0] if dx is not None else NULL
-        cdef float *dh0_p = &dh0[0, 0, 0] if dh0 is not None else NULL
-        cdef float *dc0_p = &dc0[0, 0, 0] if dc0 is not None else NULL
-        cdef const float *dy_p = &dy[0, 0, 0] if dy is not None else NULL
-        cdef const float *dhn_p = &dh_n[0, 0, 0] if dh_n is not None else NULL
-        cdef const float *dcn_p = &dc_n[0, 0, 0] if dc_n is not None else NULL
+        I, W = self.train_sizes
+        S, C = self.info["state_size"], self.info["cell_size"]
+        if grads is None or x is None:
+            raise ValueError(f"{'grads' if grads is None else 'x'}: expected an array, got None")
+        cdef float *gp = <float *>_data(grads, "grads", np.float32,
+                                        (self.info["recurrent_param_count"],), True)
+        cdef float *dxp = <float *>_data(dx, "dx", np.float32, (B, T, I), True)
+        cdef float *dh0p = <float *>_data(dh0, "dh0", np.float32, (B * S,), True)
+        cdef float *dc0p = <float *>_data(dc0, "dc0", np.float32, (B * C,), True)
+        cdef const float *xp = <const float *>_data(x, "x", np.float32, (B, T, I), False)
+        cdef const float *dsp = <const float *>_data(dseq, "dseq", np.float32, (B, T, W), False)
+        cdef const float *dhnp = <const float *>_data(dh_n, "dh_n", np.float32, (B * S,), False)
+        cdef const float *dcnp = <const float *>_data(dc_n, "dc_n", np.float32, (B * C,), False)
         cdef rnx_status status
         with nogil:
-            status = rnx_backward(self.ptr, tape.ptr, &grads[0], dx_p, dh0_p, dc0_p, &x[0, 0, 0],
-                                  dy_p, dhn_p, dcn_p, n_threads)
+            status = rnx_backward(self.ptr, tape.ptr, gp, dxp, dh0p, dc0p, xp, dsp, dhnp, dcnp,
+                                  n_threads)
         check(status, "backward (it needs a forward_train with the same model first)")
 
 
@@ -206,90 +401,115 @@ cdef class CoreTape:
     """Owns one rnx_tape: what a training-mode forward pass keeps for the backward pass."""
     cdef rnx_tape *ptr
     cdef readonly int B, T
-    cdef readonly tuple config
+    cdef readonly list layers
+    cdef readonly str isa
     cdef public object run  # (B, T) of the forward_train pass it holds, or None
 
     def __cinit__(self, CoreModel model not None, int B, int T):
         check(rnx_tape_create(&self.ptr, model.ptr, B, T), "CoreTape")
         self.B, self.T = B, T
-        self.config = model.config
+        self.layers = model.layers
+        self.isa = model.isa
 
     def __dealloc__(self):
         rnx_tape_free(self.ptr)
 
     def fits(self, CoreModel model not None, int B, int T):
-        """Whether this tape serves `model` for B sequences of T steps."""
-        return model.config == self.config and B <= self.B and T <= self.T
+        """Whether this tape serves `model` for B sequences of T steps (the same layer list and
+        instruction set, as rnx_forward_train checks)."""
+        return (model.layers == self.layers and model.isa == self.isa and B <= self.B
+                and T <= self.T)
 
 
 cdef class CoreStream:
-    """One step per call of a unidirectional CoreModel over `batch` sequences, the states kept in
-    C. step() is the hot path: a float32 C-contiguous x goes to C without a copy."""
+    """One step per call of a streamable CoreModel over `batch` sequences, the states kept in C.
+    step() is the hot path: a C-contiguous x (float32) or ids (int32) goes to C without a copy.
+    States are flat float32 arrays as CoreModel.forward's: (batch * state_size,),
+    (batch * cell_size,)."""
     cdef rnx_stream *ptr
     cdef readonly CoreModel model
-    cdef readonly int batch, input_size, hidden_size
+    cdef readonly int batch, input_size, output_size
+    cdef readonly bint takes_ids
+    cdef readonly size_t state_size, cell_size
 
     def __cinit__(self, CoreModel model not None, int batch):
-        cdef rnx_config cfg = rnx_model_config(model.ptr)
         self.model = model
         self.batch = batch
-        self.input_size = cfg.input_size
-        self.hidden_size = cfg.hidden_size
+        self.takes_ids = model.info["takes_ids"]
+        self.input_size = model.info["input_size"]
+        self.output_size = model.info["output_size"]
+        self.state_size = model.info["state_size"]
+        self.cell_size = model.info["cell_size"]
         check(rnx_stream_create(&self.ptr, model.ptr, batch), "stream")
 
     def __dealloc__(self):
         rnx_stream_free(self.ptr)
 
     def step(self, x):
-        """x (batch, I), or (I,) when batch is 1 -> the top layer's new h, of the same rank."""
-        cdef const float[::1] x1
-        cdef const float[:, ::1] x2
-        cdef const float *xp
-        cdef Py_ssize_t rows, cols
-        want = f"({self.batch}, {self.input_size})" + (
-            f" or ({self.input_size},)" if self.batch == 1 else "")
-        if getattr(x, "dtype", None) != np.float32 or not x.flags.c_contiguous:
-            arr = np.asarray(x)
-            if arr.dtype.kind not in "biuf":
-                raise TypeError(f"x: expected an array of real numbers, got dtype {arr.dtype}")
-            x = np.ascontiguousarray(arr, dtype=np.float32)
-        if x.ndim not in (1, 2):
-            raise ValueError(f"x: expected shape {want}, got {tuple(x.shape)}")
-        if x.ndim == 1:  # float32, C-contiguous: no copy
-            x1 = x
-            xp, rows, cols = &x1[0], 1, x1.shape[0]
+        """x (batch, I), or (I,) when batch is 1, for a model of float inputs; ids (batch,) for a
+        model with an embedding -> the model's output for this step: (batch, F), or (F,) for a
+        1-D x."""
+        cdef const float *xp = NULL
+        cdef const int32_t *idp = NULL
+        cdef rnx_status status
+        if self.takes_ids:
+            if getattr(x, "dtype", None) != np.int32 or not x.flags.c_contiguous:
+                arr = np.asarray(x)
+                if arr.dtype.kind not in "biu":
+                    raise TypeError(f"x: expected integer token ids, got dtype {arr.dtype}")
+                x = np.ascontiguousarray(arr, dtype=np.int32)
+            if x.shape != (self.batch,):
+                raise ValueError(f"x: expected token ids of shape ({self.batch},), got "
+                                 f"{tuple(x.shape)}")
+            idp = <const int32_t *>np.PyArray_DATA(x)
+            y = np.empty((self.batch, self.output_size), np.float32)
         else:
-            x2 = x
-            xp, rows, cols = &x2[0, 0], x2.shape[0], x2.shape[1]
-        flat = x.ndim == 1
-        if rows != self.batch or cols != self.input_size:
-            raise ValueError(f"x: expected shape {want}, got {tuple(x.shape)}")
-        if flat:
-            y = np.empty(self.hidden_size, np.float32)
-        else:
-            y = np.empty((self.batch, self.hidden_size), np.float32)
+            want = f"({self.batch}, {self.input_size})" + (
+                f" or ({self.input_size},)" if self.batch == 1 else "")
+            if getattr(x, "dtype", None) != np.float32 or not x.flags.c_contiguous:
+                arr = np.asarray(x)
+                if arr.dtype.kind not in "biuf":
+                    raise TypeError(f"x: expected an array of real numbers, got dtype {arr.dtype}")
+                x = np.ascontiguousarray(arr, dtype=np.float32)
+            if x.shape not in ((self.batch, self.input_size),) + (
+                    ((self.input_size,),) if self.batch == 1 else ()):
+                raise ValueError(f"x: expected shape {want}, got {tuple(x.shape)}")
+            xp = <const float *>np.PyArray_DATA(x)
+            y = np.empty((self.batch, self.output_size), np.float32)
+            if x.ndim == 1:
+                y = y.reshape(-1)
         cdef float *yp = <float *>np.PyArray_DATA(y)
         with nogil:
-            rnx_stream_step(self.ptr, yp, xp)
+            status = rnx_stream_step(self.ptr, yp, xp, idp)
+        if status == RNX_ERR_BAD_ARGUMENT:
+            raise ValueError(f"x: expected token ids in [0, {self.input_size}), got min "
+                             f"{x.min()} and max {x.max()}")
+        check(status, "step")
         return y
 
-    def reset(self, const float[:, :, ::1] h0=None, const float[:, :, ::1] c0=None):
-        """States to h0, c0 (L, batch, H), or zeros where None; shapes checked by the caller."""
-        rnx_stream_reset(self.ptr, &h0[0, 0, 0] if h0 is not None else NULL,
-                         &c0[0, 0, 0] if c0 is not None else NULL)
+    def reset(self, h0=None, c0=None):
+        """States to h0 (batch * state_size,), c0 (batch * cell_size,), or zeros where None."""
+        cdef const float *h0p = <const float *>_data(h0, "h0", np.float32,
+                                                     (self.batch * self.state_size,), False)
+        cdef const float *c0p = <const float *>_data(c0, "c0", np.float32,
+                                                     (self.batch * self.cell_size,), False)
+        check(rnx_stream_reset(self.ptr, h0p, c0p), "reset")
 
-    def state(self, float[:, :, ::1] h not None, float[:, :, ::1] c):
-        """Copies the states into h, c (L, batch, H); c may be None."""
-        rnx_stream_state(self.ptr, &h[0, 0, 0], &c[0, 0, 0] if c is not None else NULL)
+    def state(self, h=None, c=None):
+        """The states, into h and c if given (else new arrays): (h, c), c None without LSTM
+        layers."""
+        if h is None:
+            h = np.empty(self.batch * self.state_size, np.float32)
+        if c is None and self.cell_size:
+            c = np.empty(self.batch * self.cell_size, np.float32)
+        cdef float *hp = <float *>_data(h, "h", np.float32, (self.batch * self.state_size,), True)
+        cdef float *cp = <float *>_data(c, "c", np.float32, (self.batch * self.cell_size,), True)
+        check(rnx_stream_state(self.ptr, hp, cp), "state")
+        return h, c
 
 
 # ------------------------------------------------------------------------------------------------
 # files: the C parser (csrc/safetensors.c) checks everything; this only copies its results out
-
-# core cell -> (Model's cell, nonlinearity, linear_before_reset)
-CELL_NAMES = {0: ("rnn", "tanh", True), 1: ("rnn", "relu", True), 2: ("lstm", "tanh", True),
-              3: ("gru", "tanh", True), 4: ("gru", "tanh", False)}
-
 
 cdef int check_file(rnx_status status, const char *message, str what) except -1:
     if status == RNX_OK:
@@ -355,19 +575,18 @@ cdef class TensorFile:
         check(status, "read")
         return out
 
-    def model_config(self, str what="file"):
-        """The model architecture the metadata describes, checked against the tensors:
-        {cell, nonlinearity, linear_before_reset, input_size, hidden_size, num_layers,
-        bidirectional, output_size}."""
+    def model_layers(self, str what="file"):
+        """The model's layers that the metadata describes, checked against the tensors: one dict
+        per layer as CoreModel.layers gives them (rnx_layer's fields, enums as ints)."""
         cdef char message[512]
-        cdef rnx_config cfg
-        cdef int output_size = 0
+        cdef int n = 0
+        cdef rnx_layer *layers = <rnx_layer *>PyMem_Malloc(RNX_MAX_LAYERS * sizeof(rnx_layer))
+        if layers == NULL:
+            raise MemoryError(f"{what}: out of memory")
         message[0] = 0
-        check_file(rnx_file_model_config(self.ptr, &cfg, &output_size, message, sizeof(message)),
-                   message, what)
-        cell, nonlinearity, linear_before_reset = CELL_NAMES[cfg.cell]
-        return {"cell": cell, "nonlinearity": nonlinearity,
-                "linear_before_reset": linear_before_reset, "input_size": cfg.input_size,
-                "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
-                "bidirectional": bool(cfg.bidirectional),
-                "output_size": output_size if output_size else None}
+        try:
+            check_file(rnx_file_model_layers(self.ptr, layers, RNX_MAX_LAYERS, &n, message,
+                                             sizeof(message)), message, what)
+            return [_layer_to_dict(&layers[i]) for i in range(n)]
+        finally:
+            PyMem_Free(layers)

@@ -1,13 +1,17 @@
-"""Importers: models trained elsewhere, as rnnext Models with the same outputs."""
+"""PyTorch import (from_torch): torch.nn.RNN, LSTM or GRU modules (or their state_dicts) with an
+optional torch.nn.Linear head, as rnnext layer lists with the same outputs."""
 import re
 from collections.abc import Mapping
 
 import numpy as np
 
+from . import layers as L
+from .cells import CELLS, RECURRENT_PARAMS, dense_param_name
 from .model import Model
 
-TORCH_MODES = {"RNN_TANH": ("rnn", "tanh"), "RNN_RELU": ("rnn", "relu"), "LSTM": ("lstm", "tanh"),
-               "GRU": ("gru", "tanh")}
+OUTPUTS = ("many_to_many", "many_to_one")
+# the recurrent layer classes by the cells' layer_type
+LAYER_CLASSES = {layer_type: cls for cls, layer_type in L.RECURRENT_TYPES.items()}
 
 
 def _numpy(tensor):
@@ -20,99 +24,157 @@ def from_torch(rnn, head=None, output="many_to_many", activation=None, backend="
                cell=None, nonlinearity="tanh", prefix="", head_prefix=None):
     """A Model from a torch.nn.RNN, LSTM or GRU and an optional torch.nn.Linear head.
 
-    Model.forward on batch-first input then returns what the module returns (its output
-    sequence and h_n, or (h_n, c_n)), whatever the module's batch_first; with a head, the head
-    applied to the output sequence (output="many_to_many", the default) or to each sequence's
-    last valid step (output="many_to_one"). bias=False becomes zero biases. Dropout between
-    layers only acts in training and is ignored. proj_size > 0 is refused.
+    The layer list is the module's layers (LSTM proj_size included), then for
+    output="many_to_one" Readout("last") (each sequence's last valid step, PyTorch's
+    out[:, -1] for full-length sequences), then the head as Dense(out_features, activation)
+    (activation None, "relu", "tanh", "sigmoid" or "softmax"). With output="many_to_many" (the
+    default) the head applies to every step. Model.forward on batch-first input returns what
+    the module (and head) return, whatever the module's batch_first. bias=False becomes zero
+    biases. Dropout between layers only acts in training and is ignored.
 
     rnn may also be a state_dict (a mapping of names to tensors or arrays) with its
     configuration: cell ("rnn", "lstm" or "gru") and nonlinearity (for "rnn"); the sizes, the
-    layer count and the directions are read from the names and shapes. prefix selects the
+    layer count, the directions and proj_size (weight_hr_l{k}) are read from the names and
+    shapes (so are rnnext's own weight_peephole_l{k}, for LSTM peepholes). prefix selects the
     recurrent module's entries (e.g. "rnn." in a larger module's state_dict) and head_prefix a
     Linear head's (e.g. "fc."), whose bias may be absent.
     """
+    layers, input_size, params = torch_layers(rnn, head, output, activation, cell=cell,
+                                              nonlinearity=nonlinearity, prefix=prefix,
+                                              head_prefix=head_prefix)
+    return Model(layers, input_size, params=params, backend=backend)
+
+
+def torch_layers(rnn, head=None, output="many_to_many", activation=None, *, cell=None,
+                 nonlinearity="tanh", prefix="", head_prefix=None):
+    """(layers, input_size, params) of from_torch's Model (same arguments)."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
     if isinstance(rnn, Mapping):
-        return _from_state_dict(rnn, cell, nonlinearity, prefix, head_prefix, head=head,
-                                output=output, activation=activation, backend=backend)
+        if head is not None:
+            raise TypeError("head: with a state_dict, name the head's entries with head_prefix "
+                            f"instead, got {type(head).__name__}")
+        return _state_dict_layers(rnn, cell, nonlinearity, prefix, head_prefix, output,
+                                  activation)
     import torch
 
+    modes = {c.torch_mode: c for c in CELLS.values() if c.torch_mode}
     mode = getattr(rnn, "mode", None)
-    if not isinstance(rnn, torch.nn.RNNBase) or mode not in TORCH_MODES:
+    if not isinstance(rnn, torch.nn.RNNBase) or mode not in modes:
         raise TypeError(f"rnn: expected a torch.nn.RNN, LSTM or GRU, got {type(rnn).__name__}")
-    if getattr(rnn, "proj_size", 0):
-        raise ValueError(f"rnn: LSTM projections (proj_size={rnn.proj_size}) are not supported")
-    cell, nonlinearity = TORCH_MODES[mode]
-    D = 2 if rnn.bidirectional else 1
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
-    params = {}
-    for layer in range(rnn.num_layers):
-        for direction in range(D):
-            suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            for kind in ("weight_ih", "weight_hh"):
-                params[kind + suffix] = _numpy(getattr(rnn, kind + suffix))
-            for kind in ("bias_ih", "bias_hh"):
-                params[kind + suffix] = (_numpy(getattr(rnn, kind + suffix)) if rnn.bias
-                                         else np.zeros(G * rnn.hidden_size, np.float32))
-    output_size = None
+    direction = "bidirectional" if rnn.bidirectional else "forward"
+    layer = recurrent_layer(modes[mode], rnn.hidden_size, direction=direction,
+                            **_lstm_options(modes[mode], getattr(rnn, "proj_size", 0)))
+    recurrent = [layer] * rnn.num_layers
+    tensors = {name: _numpy(p) for name, p in rnn.named_parameters()}
     if head is not None:
         if not isinstance(head, torch.nn.Linear):
             raise TypeError(f"head: expected a torch.nn.Linear or None, got {type(head).__name__}")
-        if head.in_features != D * rnn.hidden_size:
-            raise ValueError(f"head: expected in_features = {D * rnn.hidden_size} (directions x "
-                             f"hidden_size), got {head.in_features}")
-        output_size = head.out_features
-        params["head.weight"] = _numpy(head.weight)
-        params["head.bias"] = (_numpy(head.bias) if head.bias is not None
-                               else np.zeros(output_size, np.float32))
-    return Model(cell, rnn.input_size, rnn.hidden_size, num_layers=rnn.num_layers,
-                 bidirectional=rnn.bidirectional, nonlinearity=nonlinearity,
-                 output_size=output_size, output=output, activation=activation, backend=backend,
-                 params=params)
+        width = L.build(recurrent, rnn.input_size).recurrent[-1].output_size
+        if head.in_features != width:
+            raise ValueError(f"head: expected in_features = {width} (the recurrent output "
+                             f"width: directions x hidden_size or proj_size), got "
+                             f"{head.in_features}")
+        tensors[dense_param_name("weight", 0)] = _numpy(head.weight)
+        if head.bias is not None:
+            tensors[dense_param_name("bias", 0)] = _numpy(head.bias)
+        head = head.out_features
+    return _assemble(recurrent, rnn.input_size, tensors, head, output, activation, "rnn")
 
 
-STATE_KEY = re.compile(r"(weight_ih|weight_hh|bias_ih|bias_hh)_l(0|[1-9][0-9]*)(_reverse)?")
+def recurrent_layer(cell, units, **options):
+    """The layer object (layers.RNN, LSTM or GRU) of a cell (a cells.CELLS entry) with the
+    options its class takes (direction, merge, activations, proj_size, ...); the cell sets the
+    RNN's nonlinearity and the GRU's reset_after. Every importer makes its layers here."""
+    if cell.layer_type == "rnn":
+        options["nonlinearity"] = cell.activations[0]
+    elif cell.layer_type == "gru":
+        options["reset_after"] = cell.name != "gru_reset_before"
+    return LAYER_CLASSES[cell.layer_type](units, **options)
 
 
-def _from_state_dict(state, cell, nonlinearity, prefix, head_prefix, **options):
-    """from_torch for a state_dict: names and shapes give the sizes, `cell` the rest."""
-    if cell not in ("rnn", "lstm", "gru"):
-        raise ValueError(f"cell: a state_dict needs its cell, one of 'rnn', 'lstm', 'gru'; got "
-                         f"{cell!r}")
-    head = options.pop("head")
-    if head is not None:
-        raise TypeError("head: with a state_dict, name the head's entries with head_prefix "
-                        f"instead, got {type(head).__name__}")
-    params, layers, reverse = {}, set(), False
+def _lstm_options(cell, proj_size=0, peepholes=False):
+    """PyTorch's options of a layer: an LSTM's proj_size (and rnnext's peepholes)."""
+    return dict(proj_size=proj_size, peepholes=peepholes) if cell.layer_type == "lstm" else {}
+
+
+def _assemble(recurrent, input_size, tensors, head_units, output, activation, source):
+    """(layers, input_size, params): the recurrent layers, Readout("last") for many_to_one, a
+    Dense(head_units, activation) when head_units is given, and their parameters from tensors
+    (by our names). Zeros stand for the recurrent biases when there are none (bias=False) and
+    for an absent head bias. source names the argument in errors."""
+    layers = list(recurrent)
+    if output == "many_to_one":
+        layers.append(L.Readout("last"))
+    if head_units is not None:
+        layers.append(L.Dense(head_units, activation))
+    elif activation is not None:
+        raise ValueError(f"activation: needs a head (a dense layer), got {activation!r}")
+    spec = L.build(layers, input_size)
+    shapes = L.param_shapes(spec)
+    extra = [name for name in tensors if name not in shapes]
+    if extra:
+        raise ValueError(f"{source}: {extra[0]!r} does not fit the layers read from it "
+                         f"(expected names {list(shapes)})")
+    no_bias = not any(name.startswith("bias_") for name in tensors)
+    params = {}
+    for name, shape in shapes.items():
+        if name not in tensors and ((no_bias and name.startswith("bias_")) or
+                                    name == dense_param_name("bias", 0)):
+            tensors[name] = np.zeros(shape, np.float32)
+        if name not in tensors:
+            raise ValueError(f"{source}: missing {name!r}")
+        if tensors[name].shape != shape:
+            raise ValueError(f"{source}: {name!r} expected shape {shape}, got "
+                             f"{tensors[name].shape}")
+        params[name] = tensors[name]
+    return layers, input_size, params
+
+
+STATE_KEY = re.compile(rf"({'|'.join(RECURRENT_PARAMS)})_l(0|[1-9][0-9]*)(_reverse)?")
+
+
+def _state_dict_layers(state, cell, nonlinearity, prefix, head_prefix, output, activation):
+    """torch_layers for a state_dict: names and shapes give the sizes, `cell` the rest."""
+    if cell not in LAYER_CLASSES:
+        raise ValueError(f"cell: a state_dict needs its cell, one of {tuple(LAYER_CLASSES)}; "
+                         f"got {cell!r}")
+    if nonlinearity not in ("tanh", "relu") or (cell != "rnn" and nonlinearity != "tanh"):
+        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu' (rnn only), got "
+                         f"{nonlinearity!r}")
+    tensors, reverse = {}, {}
     for key, value in state.items():
         if not key.startswith(prefix) or (head_prefix and key.startswith(head_prefix)):
             continue
-        match = STATE_KEY.fullmatch(key[len(prefix):])
+        name = key[len(prefix):]
+        match = STATE_KEY.fullmatch(name)
         if match is None:
-            raise ValueError(f"state_dict: {key!r} is not a parameter of torch.nn.RNN, LSTM or GRU"
-                             " that rnnext supports (LSTM projections, weight_hr, are not)")
-        params[key[len(prefix):]] = _numpy(value)
-        layers.add(int(match.group(2)))
-        reverse = reverse or match.group(3) is not None
-    if "weight_hh_l0" not in params or "weight_ih_l0" not in params:
+            raise ValueError(f"state_dict: {key!r} is not a parameter of torch.nn.RNN, LSTM or GRU")
+        tensors[name] = _numpy(value)
+        k = int(match.group(2))
+        reverse[k] = reverse.get(k, False) or match.group(3) is not None
+    if "weight_hh_l0" not in tensors or "weight_ih_l0" not in tensors:
         raise ValueError(f"state_dict: expected {prefix}weight_ih_l0 and {prefix}weight_hh_l0, "
                          f"got keys {list(state)[:8]}")
-    num_layers, hidden_size = max(layers) + 1, params["weight_hh_l0"].shape[-1]
-    gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
-    if not any(k.startswith("bias_") for k in params):  # bias=False
-        for name in list(params):
-            params[name.replace("weight_", "bias_")] = np.zeros(gates * hidden_size, np.float32)
-    head_params = {}
+    core = CELLS[f"rnn_{nonlinearity}" if cell == "rnn" else cell]
+    recurrent = []
+    for k in range(max(reverse) + 1):
+        w_hh, w_hr = tensors.get(f"weight_hh_l{k}"), tensors.get(f"weight_hr_l{k}")
+        if w_hh is None:
+            raise ValueError(f"state_dict: missing {prefix}weight_hh_l{k}")
+        recurrent.append(recurrent_layer(
+            core, w_hh.shape[0] // core.num_gates,
+            direction="bidirectional" if reverse[k] else "forward",
+            **_lstm_options(core, 0 if w_hr is None else w_hr.shape[0],
+                            f"weight_peephole_l{k}" in tensors)))
+    head_units = None
     if head_prefix:
-        for name in ("weight", "bias"):
-            if head_prefix + name in state:
-                head_params["head." + name] = _numpy(state[head_prefix + name])
-        if "head.weight" not in head_params:
+        if head_prefix + "weight" not in state:
             raise ValueError(f"state_dict: head_prefix {head_prefix!r} names no "
                              f"{head_prefix}weight")
-        output_size = head_params["head.weight"].shape[0]
-        head_params.setdefault("head.bias", np.zeros(output_size, np.float32))
-        options["output_size"] = output_size
-    return Model(cell, params["weight_ih_l0"].shape[-1], hidden_size, num_layers=num_layers,
-                 bidirectional=reverse, nonlinearity=nonlinearity, params={**params, **head_params},
-                 **options)
+        tensors[dense_param_name("weight", 0)] = _numpy(state[head_prefix + "weight"])
+        if head_prefix + "bias" in state:
+            tensors[dense_param_name("bias", 0)] = _numpy(state[head_prefix + "bias"])
+        head_units = tensors[dense_param_name("weight", 0)].shape[0]
+    return _assemble(recurrent, tensors["weight_ih_l0"].shape[-1], tensors, head_units, output,
+                     activation, "state_dict")

@@ -85,12 +85,34 @@ def inspect(args):
     else:
         print(f"not a valid rnnext model: {info['error']}")
     print("metadata:")
-    for key, value in info["metadata"].items():
-        print(f"  {key}: {value}")
+    for key in _metadata_order(info["metadata"]):
+        print(f"  {key}: {info['metadata'][key]}")
     print("tensors:")
     for name, dtype, shape, offset, nbytes in info["tensors"]:
         print(f"  {name:24s} {dtype:4s} {str(shape):14s} {nbytes:10d} bytes at {offset}")
     return 0 if info["model"] is not None else 1
+
+
+def _metadata_order(meta):
+    """The metadata's keys for reading: the file's own keys first, then each layer's (format
+    version 2) in layer order, its type first and its fields in LAYERS.md's order."""
+    from .layers import METADATA_KEYS
+
+    layer_keys, top = {}, []
+    for key in meta:
+        head, dot, field = key.partition(".")
+        if dot and head.startswith("layer") and head[5:].isdigit():
+            layer_keys.setdefault(int(head[5:]), []).append(field)
+        else:
+            top.append(key)
+    ordered = list(top)
+    for i in sorted(layer_keys):
+        known = ["type"] + list(METADATA_KEYS.get(meta.get(f"layer{i}.type"), {})) + \
+            ["input_size"]
+        fields = sorted(layer_keys[i], key=lambda f: (known.index(f) if f in known
+                                                      else len(known), f))
+        ordered += [f"layer{i}.{field}" for field in fields]
+    return ordered
 
 
 def _run(func):

@@ -13,28 +13,14 @@ import struct
 
 import numpy as np
 
-from .model import ACTIVATIONS, OUTPUTS, Model
-
-FORMAT_VERSION = 1
-
-
-def _metadata(model):
-    """The architecture as safetensors metadata: a dict of strings."""
-    meta = {"format": "rnnext", "format_version": str(FORMAT_VERSION), "cell": model.cell,
-            "nonlinearity": model.nonlinearity, "input_size": str(model.input_size),
-            "hidden_size": str(model.hidden_size), "num_layers": str(model.num_layers),
-            "bidirectional": "1" if model.bidirectional else "0"}
-    if model.cell == "gru":
-        meta["linear_before_reset"] = "1" if model.linear_before_reset else "0"
-    if model.output_size is not None:
-        meta.update(output_size=str(model.output_size), output=model.output,
-                    activation=model.activation or "none")
-    return meta
-
+from . import layers as L
+from .cells import dense_param_name
+from .model import Model
 
 def to_bytes(model):
-    """The model as the bytes of an rnnext file (float32 tensors, in PyTorch's parameter order)."""
-    header, chunks, offset = {"__metadata__": _metadata(model)}, [], 0
+    """The model as the bytes of an rnnext file (format version 2: the layer list in the
+    metadata, float32 tensors in parameter order)."""
+    header, chunks, offset = {"__metadata__": L.to_metadata(model.spec)}, [], 0
     for name in model.param_shapes():
         data = np.ascontiguousarray(model.params[name], dtype="<f4").tobytes()
         header[name] = {"dtype": "F32", "shape": list(model.params[name].shape),
@@ -63,34 +49,41 @@ def _read(source):
     raise TypeError(f"source: expected a path or bytes, got {type(source).__name__}")
 
 
-def _head_option(meta, key, allowed, default, what):
-    value = meta.get(key, default)
-    choices = {"none" if a is None else a: a for a in allowed}
-    if value not in choices:
-        raise ValueError(f"{what}: metadata {key!r} is {value!r}, expected one of "
-                         f"{list(choices)}")
-    return choices[value]
+def _version1_layers(meta):
+    """The layer list of a format-version-1 file (a uniform stack and an optional head), whose
+    metadata the C parser has checked, and its tensors' names in today's names."""
+    head = "output_size" in meta
+    layers, input_size = L.shorthand(
+        meta["cell"], int(meta["input_size"]), int(meta["hidden_size"]),
+        int(meta["num_layers"]), meta["bidirectional"] == "1",
+        nonlinearity=meta.get("nonlinearity", "tanh"),
+        linear_before_reset=meta.get("linear_before_reset", "1") == "1",
+        output_size=int(meta["output_size"]) if head else None,
+        output=meta.get("output", "many_to_one") if head else "many_to_many",
+        activation=None if meta.get("activation", "none") == "none" else meta["activation"])
+    renamed = {"head.weight": dense_param_name("weight", 0),
+               "head.bias": dense_param_name("bias", 0)}
+    return L.build(layers, input_size), renamed
 
 
 def load(source, backend="c"):
-    """A Model from an rnnext file: a path, or the file's bytes."""
+    """A Model from an rnnext file (format version 1 or 2): a path, or the file's bytes."""
     from ._core import TensorFile
 
     data, what = _read(source)
     table = TensorFile(data, what)
-    config = table.model_config(what)
+    table.model_layers(what)  # the C parser's checks: what a C program would accept
     meta = table.metadata()
-    params = {name: table.read(i) for i, (name, *_) in enumerate(table.tensors())}
-    head = {}
-    if config["output_size"] is not None:
-        head = {"output_size": config["output_size"],
-                "output": _head_option(meta, "output", OUTPUTS, "many_to_one", what),
-                "activation": _head_option(meta, "activation", ACTIVATIONS, "none", what)}
-    return Model(config["cell"], config["input_size"], config["hidden_size"],
-                 num_layers=config["num_layers"], bidirectional=config["bidirectional"],
-                 nonlinearity=config["nonlinearity"],
-                 linear_before_reset=config["linear_before_reset"], backend=backend,
-                 params=params, **head)
+    if meta.get("format_version") == "1":
+        spec, renamed = _version1_layers(meta)
+    else:
+        try:
+            spec, renamed = L.from_metadata(meta), {}
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+    params = {renamed.get(name, name): table.read(i)
+              for i, (name, *_) in enumerate(table.tensors())}
+    return Model(list(spec.layers), spec.input_size, backend=backend, params=params)
 
 
 def inspect(source):

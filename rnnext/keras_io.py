@@ -1,32 +1,41 @@
 """Keras import (from_keras). Needs the optional keras package (Keras 3, any backend).
 
-A model is read as a chain of layers: LSTM, GRU or SimpleRNN layers (all of one type, units and
-direction), each optionally wrapped in Bidirectional(merge_mode="concat"), then optionally one
-Dense layer (or TimeDistributed(Dense)) and a softmax or sigmoid activation (in the Dense layer
-or as an Activation/Softmax layer). Dropout layers and the layers' dropout options act only in
-training and are skipped. Anything else is refused by name.
+A model is read as a chain of layers and becomes a layer list:
+- LSTM, GRU and SimpleRNN layers, each its own recurrent layer (any units and kinds in
+  sequence), with their activation and recurrent_activation (cells.activation_from_keras: Keras
+  3's hard_sigmoid is relu6(x + 3) / 6, ONNX's HardSigmoid with alpha 1/6, beta 0.5);
+  go_backwards=True is direction "reverse"; Bidirectional(merge_mode "concat", "sum", "mul" or
+  "ave") is direction "bidirectional" with that merge;
+- a recurrent layer with return_sequences=False (the last one) is Readout("final"): the final
+  state of each direction, merged (what Keras returns, Bidirectional included);
+- Dense layers (or TimeDistributed(Dense)) with activation linear, relu, tanh, sigmoid or
+  softmax (in the layer, or as an Activation or Softmax layer right after it) are Dense layers;
+  after a recurrent layer that returns sequences they act on every step.
+Dropout layers and the layers' dropout options act only in training and are skipped. Anything
+else is refused by name: a go_backwards layer that returns its sequence (Keras returns it
+reversed in time), stateful or return_state layers, masking.
 
-Weights (Keras 3 layouts): kernel (I, G*H), recurrent_kernel (H, G*H), bias. Keras's LSTM gate
-order i, f, c, o is PyTorch's i, f, g, o; the GRU's z, r, h is permuted to r, z, n. A GRU with
-reset_after=True has a (2, 3H) bias (input and recurrent) and is PyTorch's GRU; with
-reset_after=False it has one (3H,) input bias and applies the reset before the recurrent product
-(Model's linear_before_reset=False).
+Weights (Keras 3 layouts): kernel (I, G*H), recurrent_kernel (H, G*H), bias, permuted from
+Keras's gate order to ours (cells.CELLS[..].from_keras: LSTM i, f, c, o is ours; GRU z, r, h
+becomes r, z, n). A GRU with reset_after=True has a (2, 3H) bias (input and recurrent) and is
+PyTorch's GRU; with reset_after=False it has one (3H,) input bias (GRU(reset_after=False)).
 
-The imported Model takes the same (B, T, I) input: if the last recurrent layer returns
-sequences, Model.forward(x)[0] is the Keras model's output (the recurrent sequence, or the Dense
-layer on every step); otherwise Model.predict(x) is (the last step's features, or the Dense
-layer on them).
+The imported Model takes the same (B, T, I) input and Model.forward(x)[0] (or predict) is the
+Keras model's output.
 """
 import os
 
 import numpy as np
 
+from . import layers as L
+from .cells import (CELLS, FROM_KERAS_ACTIVATION, activation_from_keras, dense_param_name,
+                    param_name, permute_gates)
+from .convert import recurrent_layer
 from .model import Model
 
-RECURRENT = {"LSTM": ("lstm", 4), "GRU": ("gru", 3), "SimpleRNN": ("rnn", 1)}
-# Keras gate blocks in PyTorch's order: GRU z, r, h -> r, z, n (LSTM and SimpleRNN keep theirs)
-TORCH_FROM_KERAS = {"LSTM": [0, 1, 2, 3], "GRU": [1, 0, 2], "SimpleRNN": [0]}
-ACTIVATIONS = {"linear": None, "softmax": "softmax", "sigmoid": "sigmoid"}
+# the Keras layer classes we read, by name, and the cell each is (SimpleRNN's by activation)
+KERAS_CELLS = {c.keras_layer: c for c in CELLS.values()
+               if c.name in ("rnn_tanh", "lstm", "gru")}
 
 
 class KerasImportError(ValueError):
@@ -38,44 +47,54 @@ def _refuse(layer, why):
 
 
 def _activation_name(value):
-    name = value if isinstance(value, str) else getattr(value, "__name__", str(value))
-    return name
+    return value if isinstance(value, str) else getattr(value, "__name__", str(value))
 
 
-def _recurrent_params(layer, H, G, kind):
-    """(weight_ih, weight_hh, bias_ih, bias_hh) in PyTorch's layout from a Keras layer."""
-    config = layer.get_config()
-    weights = layer.get_weights()
-    kernel, recurrent = weights[0], weights[1]
-    if config.get("use_bias", True):
-        bias = weights[2]
-    else:
-        bias = np.zeros((2, G * H) if config.get("reset_after") else (G * H,), np.float32)
-    bias_ih, bias_hh = (bias[0], bias[1]) if bias.ndim == 2 else (bias, np.zeros_like(bias))
-
-    def torch_order(a):
-        return np.concatenate([a[g * H:(g + 1) * H] for g in TORCH_FROM_KERAS[kind]])
-
-    return (torch_order(kernel.T), torch_order(recurrent.T), torch_order(bias_ih),
-            torch_order(bias_hh))
+def _activations(layer, config, cell):
+    """(activations, alpha, beta) of a Keras recurrent layer in ONNX order, from the options
+    cell.keras_activations names: RNN (activation,), LSTM (recurrent_activation, activation,
+    activation), GRU (recurrent_activation, activation)."""
+    functions = []
+    for option in cell.keras_activations:
+        name = _activation_name(config[option])
+        if name not in FROM_KERAS_ACTIVATION:
+            _refuse(layer, f"{option} {name!r} is not supported (only "
+                           f"{sorted(FROM_KERAS_ACTIVATION)})")
+        functions.append(activation_from_keras(name))
+    return tuple(zip(*functions))
 
 
-def _check_recurrent(layer, config, kind, backward=False):
-    activation = _activation_name(config.get("activation", "tanh"))
-    allowed = ("tanh", "relu") if kind == "SimpleRNN" else ("tanh",)
-    if activation not in allowed:
-        _refuse(layer, f"activation {activation!r} is not supported (only {allowed})")
-    if kind != "SimpleRNN":
-        recurrent_activation = _activation_name(config.get("recurrent_activation", "sigmoid"))
-        if recurrent_activation != "sigmoid":
-            _refuse(layer, f"recurrent_activation {recurrent_activation!r} is not supported "
-                           f"(only 'sigmoid')")
-    if bool(config.get("go_backwards")) != backward:
-        _refuse(layer, "go_backwards=True is not supported outside Bidirectional")
+def _recurrent(layer, config, direction, merge="concat"):
+    """Our layer object of a Keras LSTM, GRU or SimpleRNN layer."""
     for option in ("stateful", "return_state"):
         if config.get(option):
             _refuse(layer, f"{option}=True is not supported")
-    return activation
+    cell = KERAS_CELLS[type(layer).__name__]
+    if cell.layer_type == "gru" and not config.get("reset_after", True):
+        cell = CELLS["gru_reset_before"]
+    activations, alpha, beta = _activations(layer, config, cell)
+    if cell.layer_type == "rnn" and activations == ("relu",):
+        cell = CELLS["rnn_relu"]
+    return recurrent_layer(cell, config["units"], direction=direction, merge=merge,
+                           activations=activations, activation_alpha=alpha,
+                           activation_beta=beta)
+
+
+def _direction_params(layer, config, r, reverse):
+    """{our name: array} of one Keras recurrent layer (one direction of ours)."""
+    cell = CELLS[r.cell]
+    weights = layer.get_weights()
+    kernel, recurrent = weights[0], weights[1]
+    G, H = r.num_gates, r.units
+    if config.get("use_bias", True):
+        bias = weights[2]
+    else:
+        bias = np.zeros((2, G * H) if r.cell == "gru" else (G * H,), np.float32)
+    bias_ih, bias_hh = (bias[0], bias[1]) if bias.ndim == 2 else (bias, np.zeros_like(bias))
+    values = {"weight_ih": kernel.T, "weight_hh": recurrent.T, "bias_ih": bias_ih,
+              "bias_hh": bias_hh}
+    return {param_name(kind, r.index, reverse): permute_gates(value, cell.from_keras)
+            .astype(np.float32) for kind, value in values.items()}
 
 
 def _layers(model):
@@ -97,100 +116,117 @@ def _layers(model):
 def from_keras(model, backend="c"):
     """A Model from a Keras model (or the path of a .keras file, loaded with safe_mode); see
     the module's documentation."""
+    layers, input_size, params = keras_layers(model)
+    return Model(layers, input_size, params=params, backend=backend)
+
+
+def keras_layers(model):
+    """(layers, input_size, params) of from_keras's Model."""
     if isinstance(model, (str, os.PathLike)):
         import keras
 
         model = keras.saving.load_model(model, safe_mode=True)
-    stack, head, activation, features = [], None, None, None
+    layers, sources, input_size = [], [], None  # sources: per layer, the Keras layers to read
     for layer in _layers(model):
         name = type(layer).__name__
         if name == "Dropout":
             continue
-        wrapped = layer
-        bidirectional = name == "Bidirectional"
-        if bidirectional:
-            config = layer.get_config()
-            if config.get("merge_mode") != "concat":
-                _refuse(layer, f"merge_mode {config.get('merge_mode')!r} is not supported "
-                               f"(only 'concat')")
-            wrapped = layer.forward_layer
-        kind = type(wrapped).__name__
-        if kind in RECURRENT:
-            if head is not None or (stack and not stack[-1]["return_sequences"]):
+        stage = _stage(layers)
+        if name == "Bidirectional" or name in KERAS_CELLS:
+            if stage > 1:
                 _refuse(layer, "a recurrent layer must follow the input or a recurrent layer "
                                "that returns sequences")
-            config = wrapped.get_config()
-            nonlinearity = _check_recurrent(wrapped, config, kind)
-            if bidirectional:
-                _check_recurrent(layer.backward_layer, layer.backward_layer.get_config(), kind,
-                                 backward=True)
-                if not config.get("return_sequences"):
-                    _refuse(layer, "Bidirectional with return_sequences=False concatenates the "
-                                   "backward layer's final state (its output at the first step),"
-                                   " which rnnext's many-to-one head does not read; use "
-                                   "return_sequences=True")
-            units = config["units"]
-            entry = {"kind": kind, "units": units, "bidirectional": bidirectional,
-                     "nonlinearity": nonlinearity, "reset_after": config.get("reset_after", True),
-                     "return_sequences": bool(config.get("return_sequences")),
-                     "layers": [wrapped] + ([layer.backward_layer] if bidirectional else [])}
-            if stack:
-                first = stack[0]
-                for key in ("kind", "units", "bidirectional", "nonlinearity", "reset_after"):
-                    if entry[key] != first[key]:
-                        _refuse(layer, f"its {key} {entry[key]!r} differs from the first "
-                                       f"recurrent layer's {first[key]!r}: rnnext runs one "
-                                       f"kind of layer")
-            stack.append(entry)
+            ours, per_direction, config = _read_recurrent(layer)
+            if input_size is None:
+                input_size = per_direction[0].get_weights()[0].shape[0]
+            layers.append(ours)
+            sources.append(per_direction)
+            if not config.get("return_sequences"):
+                layers.append(L.Readout("final"))
+                sources.append(())
             continue
         if name == "TimeDistributed" and type(layer.layer).__name__ == "Dense":
-            layer = layer.layer
-            name = "Dense"
-        if name == "Dense" and stack and head is None:
+            layer, name = layer.layer, "Dense"
+        if name == "Dense" and stage >= 1:
             config = layer.get_config()
-            weights = layer.get_weights()
-            bias = weights[1] if config.get("use_bias", True) else \
-                np.zeros(config["units"], np.float32)
-            head = (weights[0].T, bias)
-            features = _activation_name(config.get("activation", "linear"))
-            if features not in ACTIVATIONS:
-                _refuse(layer, f"activation {features!r} is not supported (only "
-                               f"{list(ACTIVATIONS)})")
-            activation = ACTIVATIONS[features]
+            activation = _dense_activation(layer, config.get("activation", "linear"))
+            layers.append(L.Dense(config["units"], activation))
+            sources.append((layer,))
             continue
-        if name in ("Activation", "Softmax") and head is not None and activation is None:
+        if name in ("Activation", "Softmax") and stage == 3 and layers[-1].activation is None:
             config = layer.get_config()
-            act = "softmax" if name == "Softmax" else _activation_name(config.get("activation"))
             if name == "Softmax" and config.get("axis", -1) != -1:
                 _refuse(layer, f"softmax over axis {config.get('axis')} is not supported")
-            if act not in ACTIVATIONS:
-                _refuse(layer, f"activation {act!r} is not supported (only {list(ACTIVATIONS)})")
-            activation = ACTIVATIONS[act]
+            act = "softmax" if name == "Softmax" else config.get("activation")
+            layers[-1] = L.Dense(layers[-1].units, _dense_activation(layer, act))
             continue
         _refuse(layer, "is not supported: rnnext imports LSTM, GRU or SimpleRNN layers "
-                       "(optionally Bidirectional), then one Dense layer and softmax or sigmoid")
-    if not stack:
+                       "(optionally Bidirectional), then Dense layers with their activations")
+    if not any(type(layer) in L.RECURRENT_TYPES for layer in layers):
         raise KerasImportError("model: has no LSTM, GRU or SimpleRNN layer")
-    return _build(stack, head, activation, backend)
+    spec = L.build(layers, input_size)
+    return layers, input_size, _params(spec, sources)
 
 
-def _build(stack, head, activation, backend):
-    first = stack[0]
-    cell, G = RECURRENT[first["kind"]]
-    H = first["units"]
+def _stage(layers):
+    """Where a layer list stands: 0 empty, 1 recurrent, 2 readout, 3 dense."""
+    if not layers:
+        return 0
+    return {L.Readout: 2, L.Dense: 3}.get(type(layers[-1]), 1)
+
+
+def _read_recurrent(layer):
+    """(our layer, the Keras layers per direction, the forward layer's config) of a Keras
+    recurrent layer or Bidirectional wrapper."""
+    if type(layer).__name__ != "Bidirectional":
+        config = layer.get_config()
+        backwards = bool(config.get("go_backwards"))
+        if backwards and config.get("return_sequences"):
+            _refuse(layer, "go_backwards=True with return_sequences=True returns the sequence "
+                           "reversed in time, which no rnnext layer does; use Bidirectional or "
+                           "return_sequences=False")
+        return _recurrent(layer, config, "reverse" if backwards else "forward"), (layer,), config
+    merge = layer.get_config().get("merge_mode")
+    if merge not in L.MERGES:
+        _refuse(layer, f"merge_mode {merge!r} is not supported (only {L.MERGES})")
+    forward, backward = layer.forward_layer, layer.backward_layer
+    config, backward_config = forward.get_config(), backward.get_config()
+    if type(forward) is not type(backward) or config.get("go_backwards") or \
+            not backward_config.get("go_backwards"):
+        _refuse(layer, "expected a forward layer and a go_backwards layer of one class")
+    ours = _recurrent(forward, config, "bidirectional", merge)
+    if _recurrent(backward, backward_config, "bidirectional", merge) != ours or \
+            bool(backward_config.get("return_sequences")) != bool(config.get("return_sequences")):
+        _refuse(layer, "its backward layer's options differ from its forward layer's")
+    return ours, (forward, backward), config
+
+
+def _dense_activation(layer, value):
+    """Our Dense activation of a Keras activation (linear is None)."""
+    name = _activation_name(value)
+    ours = "softmax" if name == "softmax" else FROM_KERAS_ACTIVATION.get(name, (None,))[0]
+    if ours == "linear":
+        return None
+    if ours is None or ours not in L.DENSE_ACTIVATIONS:
+        _refuse(layer, f"activation {name!r} is not supported (only "
+                       f"{[a for a in L.DENSE_ACTIVATIONS if a]} and linear)")
+    return ours
+
+
+def _params(spec, sources):
+    """{name: array} of the layer list, read from the Keras layers behind each entry."""
     params = {}
-    for l, entry in enumerate(stack):
-        for d, layer in enumerate(entry["layers"]):
-            suffix = f"_l{l}" + ("_reverse" if d else "")
-            w_ih, w_hh, b_ih, b_hh = _recurrent_params(layer, H, G, entry["kind"])
-            params.update({"weight_ih" + suffix: w_ih, "weight_hh" + suffix: w_hh,
-                           "bias_ih" + suffix: b_ih, "bias_hh" + suffix: b_hh})
-    options = {}
-    if head is not None:
-        params["head.weight"], params["head.bias"] = head
-        options = {"output_size": head[0].shape[0], "activation": activation,
-                   "output": "many_to_many" if stack[-1]["return_sequences"] else "many_to_one"}
-    return Model(cell, params["weight_ih_l0"].shape[1], H, num_layers=len(stack),
-                 bidirectional=first["bidirectional"], nonlinearity=first["nonlinearity"],
-                 linear_before_reset=first["reset_after"] if cell == "gru" else True,
-                 params=params, backend=backend, **options)
+    recurrent, dense = iter(spec.recurrent), iter(spec.dense)
+    for layer, keras_layers_of_it in zip(spec.layers, sources):
+        if type(layer) in L.RECURRENT_TYPES:
+            r = next(recurrent)
+            for reverse, source in zip(r.reverse_flags, keras_layers_of_it):
+                params.update(_direction_params(source, source.get_config(), r, reverse))
+        elif isinstance(layer, L.Dense):
+            d, (source,) = next(dense), keras_layers_of_it
+            weights = source.get_weights()
+            params[dense_param_name("weight", d.index)] = weights[0].T.astype(np.float32)
+            params[dense_param_name("bias", d.index)] = (
+                weights[1].astype(np.float32) if source.get_config().get("use_bias", True)
+                else np.zeros(d.units, np.float32))
+    return params

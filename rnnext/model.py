@@ -1,35 +1,37 @@
-"""Model: a stack of recurrent layers with an optional dense head, on the compiled core or NumPy.
+"""Model: a list of layers (rnnext.layers) on the compiled core or the NumPy reference.
 
-Arrays are batch-first: x is (B, T, I), or (T, I) for one sequence. lengths (B,) gives each
-sequence's valid steps: outputs past a length are zero and the final state is the one at the last
-valid step (PyTorch's packed-sequence semantics, without packing). States are in PyTorch's
-(L*D, B, H) order: an array h, or a tuple (h, c) for the LSTM.
+A model is [Embedding]? (RNN|LSTM|GRU)+ [Readout]? Dense* (see rnnext.layers). x is batch-first:
+float (B, T, I), or int token ids (B, T) for a model that starts with an Embedding; one sequence
+may drop the batch axis. lengths (B,) gives each sequence's valid steps (PyTorch's packed-sequence
+semantics, without packing); mask (B, T) marks them one by one (Keras's semantics: a masked step
+leaves the states as they are and outputs zeros). Outputs at invalid steps are zero and a final
+state is the one after the last valid step.
+
+States: for a model whose recurrent layers are what one torch.nn.RNN/LSTM/GRU can be (the same
+cell, sizes and directions), PyTorch's stacked arrays h (L*D, B, S), or (h, c) for the LSTM;
+otherwise a list with one entry per recurrent layer: h (D, B, S) or (h, c) with c (D, B, H).
 
 NaN and inf in x are not checked: they flow through the maths as IEEE arithmetic says, on both
 backends, and reach only the outputs and states of the sequences that hold them, from that step
-on (a NaN at step t makes that sequence's later states NaN; other sequences are unaffected).
+on.
 """
+import math
 import threading
 
 import numpy as np
 
+from . import layers as L
 from . import reference
 from .config import resolve_threads
-from .train import TrainingMixin
 
-CELL_NAMES = ("rnn", "lstm", "gru")
 BACKENDS = ("c", "numpy")
-OUTPUTS = ("many_to_one", "many_to_many")
-ACTIVATIONS = (None, "softmax", "sigmoid")
+MAX_SIZE = 1 << 24  # the core's RNX_MAX_SIZE
 
 
 def _choice(name, value, allowed):
     if value not in allowed:
         raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
     return value
-
-
-MAX_SIZE = 1 << 24  # the core's RNX_MAX_SIZE
 
 
 def _positive_int(name, value):
@@ -40,9 +42,9 @@ def _positive_int(name, value):
     return int(value)
 
 
-def _float32_array(name, value):
-    """value as a C-contiguous float32 array (a copy only where needed). Real numbers only:
-    booleans, integers and floats; complex, object, string and date arrays are refused."""
+def _float32_array(name, value, dtype=np.float32):
+    """value as a C-contiguous float32 (or dtype) array (a copy only where needed). Real numbers
+    only: booleans, integers and floats; complex, object, string and date arrays are refused."""
     try:
         arr = np.asarray(value)
     except Exception as e:
@@ -51,91 +53,102 @@ def _float32_array(name, value):
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected an array of real numbers (bool, int or float), got "
                         f"dtype {arr.dtype}")
-    return arr.astype(np.float32, order="C", copy=False)
+    return arr.astype(dtype, order="C", copy=False)
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+_SHORTHAND_DEFAULTS = dict(hidden_size=None, num_layers=1, bidirectional=False,
+                           nonlinearity="tanh", output_size=None, output="many_to_one",
+                           activation=None, linear_before_reset=True)
 
 
-class Model(TrainingMixin):
-    """A stack of RNN, LSTM or GRU layers with an optional dense head.
+class Model:
+    """A list of layers: Model([Embedding(..)?, LSTM(..), GRU(..), .., Readout(..)?, Dense(..),
+    ..], input_size=I) (input_size: the features of x; None with an Embedding).
 
-    cell: "rnn", "lstm" or "gru"; nonlinearity: "tanh" or "relu" (RNN only).
-    linear_before_reset (GRU only): True for PyTorch's GRU (ONNX linear_before_reset=1, Keras
-    reset_after=True); False for the variant that applies the reset before the recurrent product.
-    output_size: None for no head, else the width of a dense head (weight (O, D*H), bias (O,))
-    applied to each sequence's last valid step (output="many_to_one") or to every step
-    ("many_to_many"), then activation: None, "softmax" or "sigmoid".
-    seed: initialisation as PyTorch does it: recurrent weights and biases uniform in
-    [-1/sqrt(H), 1/sqrt(H)], the head's in [-1/sqrt(D*H), 1/sqrt(D*H)].
-    params: optional {name: array} with PyTorch's names and shapes (weight_ih_l0, ...,
-    head.weight, head.bias) to use instead of the random initialisation.
-    backend: "c" (compiled, the default) or "numpy" (the reference); each call can override it.
+    The shorthand Model(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
+    nonlinearity="tanh", output_size=None, output="many_to_one", activation=None,
+    linear_before_reset=True) is a uniform stack of "rnn", "lstm" or "gru" layers, then, with
+    output_size, a dense layer of that width with `activation` on each sequence's last valid
+    step (output="many_to_one") or on every step ("many_to_many").
+
+    seed: PyTorch's initialisation (rnnext.layers.init_params). params: {name: array} with the
+    names and shapes of param_shapes() instead. backend: "c" (compiled, the default) or "numpy"
+    (the reference); each call can override it.
     """
 
-    def __init__(self, cell, input_size, hidden_size, num_layers=1, bidirectional=False,
-                 nonlinearity="tanh", output_size=None, output="many_to_one", activation=None,
-                 seed=None, backend="c", params=None, linear_before_reset=True):
-        cell = _choice("cell", cell.lower() if isinstance(cell, str) else cell, CELL_NAMES)
-        self.nonlinearity = _choice("nonlinearity", nonlinearity, ("tanh", "relu"))
-        if cell != "rnn" and nonlinearity != "tanh":
-            raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got {nonlinearity!r} "
-                             f"for cell {cell!r}")
-        if cell != "gru" and not linear_before_reset:
-            raise ValueError(f"linear_before_reset: only the 'gru' cell takes False, got cell "
-                             f"{cell!r}")
-        self.cell = cell
-        self.linear_before_reset = bool(linear_before_reset)
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
-        self.bidirectional = bool(bidirectional)
-        self.output_size = None if output_size is None else _positive_int("output_size", output_size)
-        self.output = _choice("output", output, OUTPUTS)
-        self.activation = _choice("activation", activation, ACTIVATIONS)
+    def __init__(self, layers=None, input_size=None, hidden_size=None, num_layers=1,
+                 bidirectional=False, nonlinearity="tanh", output_size=None,
+                 output="many_to_one", activation=None, seed=None, backend="c", params=None,
+                 linear_before_reset=True, *, cell=None):
+        shorthand = dict(hidden_size=hidden_size, num_layers=num_layers,
+                         bidirectional=bidirectional, nonlinearity=nonlinearity,
+                         output_size=output_size, output=output, activation=activation,
+                         linear_before_reset=linear_before_reset)
+        if cell is not None or isinstance(layers, str):
+            if cell is not None and layers is not None:
+                raise TypeError(f"cell: give the cell or a layer list, not both; got cell={cell!r}"
+                                f" and layers={layers!r}")
+            cell = layers if cell is None else cell
+            cell = _choice("cell", cell.lower() if isinstance(cell, str) else cell,
+                           ("rnn", "lstm", "gru"))
+            if hidden_size is None:
+                raise TypeError("hidden_size: the shorthand Model(cell, input_size, hidden_size, "
+                                "...) needs it, got None")
+            for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                                ("num_layers", num_layers)):
+                _positive_int(name, value)
+            if not isinstance(bidirectional, (bool, np.bool_)):
+                raise TypeError(f"bidirectional: expected a bool, got {bidirectional!r}")
+            _choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+            if cell != "rnn" and nonlinearity != "tanh":
+                raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got "
+                                 f"{nonlinearity!r} for cell {cell!r}")
+            if cell != "gru" and not linear_before_reset:
+                raise ValueError(f"linear_before_reset: only the 'gru' cell takes False, got "
+                                 f"cell {cell!r}")
+            layers, input_size = L.shorthand(cell, input_size, hidden_size, **{
+                k: v for k, v in shorthand.items() if k != "hidden_size"})
+        else:
+            given = [k for k, v in shorthand.items() if v is not _SHORTHAND_DEFAULTS[k]
+                     and v != _SHORTHAND_DEFAULTS[k]]
+            if given:
+                raise TypeError(f"{given[0]}: a shorthand argument, for Model(cell, input_size, "
+                                f"hidden_size, ...); a layer list states it in its layers")
+            if input_size is not None:
+                _positive_int("input_size", input_size)
+        self.spec = L.build(list(layers), input_size)
         self.backend = _choice("backend", backend, BACKENDS)
         self._core = None
         self._tapes = threading.local()  # the compiled core's training tape (train.py), one
         # per thread, kept across steps
-        self.params = self._initial_params(seed) if params is None else self._checked_params(params)
+        self.params = L.init_params(self.spec, seed) if params is None else \
+            self._checked_params(params)
 
     # ------------------------------------------------------------------------------------------
-    # parameters
+    # what the model is
 
     @property
-    def core_cell(self):
-        """The cell's name in the core and the reference: rnn_tanh, rnn_relu, lstm, gru or
-        gru_reset_before."""
-        if self.cell == "rnn":
-            return f"rnn_{self.nonlinearity}"
-        if self.cell == "gru" and not self.linear_before_reset:
-            return "gru_reset_before"
-        return self.cell
+    def layers(self):
+        return self.spec.layers
 
     @property
-    def num_directions(self):
-        return 2 if self.bidirectional else 1
+    def input_size(self):
+        """Features of x, or None for a model that takes token ids."""
+        return self.spec.input_size
+
+    @property
+    def output_size(self):
+        """The width of the model's output (its last axis)."""
+        return self.spec.output_size
+
+    @property
+    def per_step(self):
+        """Whether the output has a time axis: (B, T, F) rather than (B, F)."""
+        return self.spec.readout == "sequence"
 
     def param_shapes(self):
-        """{name: shape} of every parameter, in PyTorch's names and order."""
-        shapes = reference.param_shapes(self.core_cell, self.input_size, self.hidden_size,
-                                        self.num_layers, self.bidirectional)
-        if self.output_size is not None:
-            shapes["head.weight"] = (self.output_size, self.num_directions * self.hidden_size)
-            shapes["head.bias"] = (self.output_size,)
-        return shapes
-
-    def _initial_params(self, seed):
-        rng = np.random.default_rng(seed)
-        params = {}
-        for name, shape in self.param_shapes().items():
-            fan_in = self.num_directions * self.hidden_size if name.startswith("head.") \
-                else self.hidden_size
-            bound = 1.0 / np.sqrt(fan_in)
-            params[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
-        return params
+        """{name: shape} of every parameter, in the order of the file and the C core."""
+        return L.param_shapes(self.spec)
 
     def _checked_params(self, params):
         shapes = self.param_shapes()
@@ -163,31 +176,63 @@ class Model(TrainingMixin):
             self._core = self._core_from(self.params)
         return self._core
 
+    def _core_from(self, params):
+        from ._core import CoreModel
+
+        flat = np.concatenate([np.asarray(params[n], np.float32).ravel()
+                               for n in self.param_shapes()])
+        return CoreModel(L.core_layers(self.spec), flat)
+
     # ------------------------------------------------------------------------------------------
     # input checks
 
-    def _inputs(self, x, state, lengths):
-        """Validated (x (B, T, I), h0, c0, lengths or None, unbatched)."""
-        x = _float32_array("x", x)
-        if x.ndim not in (2, 3):
-            raise ValueError(f"x: expected (B, T, {self.input_size}) or (T, {self.input_size}), "
-                             f"got shape {x.shape}")
-        unbatched = x.ndim == 2
-        if unbatched:
-            x = x[None]
-        B, T, I = x.shape
-        if I != self.input_size:
-            raise ValueError(f"x: expected {self.input_size} features in the last axis, got shape "
-                             f"{x.shape if not unbatched else x.shape[1:]}")
+    def _inputs(self, x, state, lengths, mask=None):
+        """Validated (x: float32 (B, T, I) or int32 ids (B, T), states or None, lengths or None,
+        mask or None, unbatched)."""
+        spec = self.spec
+        if spec.embedding is not None:
+            x, unbatched = self._ids(x)
+            B, T = x.shape
+        else:
+            x = _float32_array("x", x)
+            I = spec.input_size
+            if x.ndim not in (2, 3):
+                raise ValueError(f"x: expected (B, T, {I}) or (T, {I}), got shape {x.shape}")
+            unbatched = x.ndim == 2
+            if unbatched:
+                x = x[None]
+            B, T, features = x.shape
+            if features != I:
+                raise ValueError(f"x: expected {I} features in the last axis, got shape "
+                                 f"{x.shape[1:] if unbatched else x.shape}")
+        shown = x.shape[1:] if unbatched else x.shape
         if B == 0:
             raise ValueError(f"x: expected a batch of at least one sequence, got shape {x.shape}")
         if T == 0:
-            raise ValueError(f"x: expected at least one time step, got shape "
-                             f"{x.shape if not unbatched else x.shape[1:]}")
+            raise ValueError(f"x: expected at least one time step, got shape {shown}")
+        if lengths is not None and mask is not None:
+            raise ValueError("mask: give lengths or mask, not both; got both")
         if lengths is not None:
             lengths = self._lengths(lengths, B, T, unbatched)
-        h0, c0 = self._state(state, B, unbatched)
-        return x, h0, c0, lengths, unbatched
+        if mask is not None:
+            mask = self._mask(mask, B, T, unbatched)
+        return x, self._state(state, B, unbatched), lengths, mask, unbatched
+
+    def _ids(self, x):
+        V = self.spec.embedding.vocab_size
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"x: expected integer token ids for a model with an Embedding, got "
+                            f"dtype {arr.dtype}")
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"x: expected token ids (B, T) or (T,), got shape {arr.shape}")
+        unbatched = arr.ndim == 1
+        if unbatched:
+            arr = arr[None]
+        if arr.size and (arr.min() < 0 or arr.max() >= V):
+            raise ValueError(f"x: expected token ids in [0, {V}) (vocab_size {V}), got min "
+                             f"{arr.min()} and max {arr.max()}")
+        return np.ascontiguousarray(arr, dtype=np.int32), unbatched
 
     @staticmethod
     def _lengths(lengths, B, T, unbatched):
@@ -203,106 +248,187 @@ class Model(TrainingMixin):
                              f"{arr.min()} and max {arr.max()}")
         return np.ascontiguousarray(arr, dtype=np.int32)
 
-    def _state(self, state, B, unbatched):
+    @staticmethod
+    def _mask(mask, B, T, unbatched):
+        arr = np.asarray(mask)
+        if arr.dtype.kind not in "biu":
+            raise TypeError(f"mask: expected booleans, got dtype {arr.dtype}")
+        want = (T,) if unbatched else (B, T)
+        if arr.shape != want:
+            raise ValueError(f"mask: expected shape {want}, got {arr.shape}")
+        return np.ascontiguousarray((arr != 0).reshape(B, T))
+
+    def _state_shapes(self, B):
+        """[(h shape, c shape or None)] per recurrent layer."""
+        return [((r.num_directions, B, r.state_size),
+                 (r.num_directions, B, r.units) if r.cell == "lstm" else None)
+                for r in self.spec.recurrent]
+
+    def _state_buffers(self, B):
+        """Empty flat (h, c) float32 arrays as the core writes states (per recurrent layer and
+        direction a (B, S) block; c over the LSTM layers), and the states' shapes."""
+        shapes = self._state_shapes(B)
+        h = np.empty(sum(math.prod(h) for h, _ in shapes), np.float32)
+        c = np.empty(sum(math.prod(c) for _, c in shapes if c is not None), np.float32)
+        return h, c, shapes
+
+    def _state(self, state, B, unbatched, dtype=np.float32):
+        """The caller's state as [(h (D, B, S), c (D, B, H) or None)] in dtype, or None."""
         if state is None:
-            return None, None
-        LD, H = self.num_layers * self.num_directions, self.hidden_size
-        want = (LD, H) if unbatched else (LD, B, H)
-        if self.cell == "lstm":
-            if not (isinstance(state, (tuple, list)) and len(state) == 2):
-                raise TypeError(f"state: expected a tuple (h, c) of arrays {want} for the LSTM, "
-                                f"got {type(state).__name__}")
-            parts = [("state[0] (h)", state[0]), ("state[1] (c)", state[1])]
+            return None
+        shapes = self._state_shapes(B)
+        lstm = shapes[0][1] is not None
+
+        def shown(shape):
+            return (shape[0],) + shape[2:] if unbatched else shape
+
+        if self.spec.uniform:
+            LD = sum(h[0] for h, _ in shapes)
+            h_shape = shown((LD,) + shapes[0][0][1:])
+            parts = self._state_parts("state", state, lstm, h_shape,
+                                      shown((LD,) + shapes[0][1][1:]) if lstm else None, dtype)
+            arrays = [np.ascontiguousarray(a[:, None] if unbatched else a) for a in parts]
+            out, k = [], 0
+            for h, _ in shapes:
+                out.append((arrays[0][k:k + h[0]], arrays[1][k:k + h[0]] if lstm else None))
+                k += h[0]
+            return out
+        if not isinstance(state, (list, tuple)) or len(state) != len(shapes):
+            raise TypeError(f"state: expected a list of {len(shapes)} states, one per recurrent "
+                            f"layer, got {type(state).__name__}")
+        out = []
+        for k, (entry, (h, c)) in enumerate(zip(state, shapes)):
+            parts = self._state_parts(f"state[{k}]", entry, c is not None, shown(h),
+                                      None if c is None else shown(c), dtype)
+            arrays = [np.ascontiguousarray(a[:, None] if unbatched else a) for a in parts]
+            out.append((arrays[0], arrays[1] if c is not None else None))
+        return out
+
+    @staticmethod
+    def _state_parts(name, value, lstm, h_shape, c_shape, dtype):
+        if lstm:
+            if not (isinstance(value, (tuple, list)) and len(value) == 2):
+                raise TypeError(f"{name}: expected a tuple (h, c) of arrays {h_shape} and "
+                                f"{c_shape} for an LSTM, got {type(value).__name__}")
+            parts = [(f"{name}[0] (h)", value[0], h_shape), (f"{name}[1] (c)", value[1], c_shape)]
         else:
-            parts = [("state", state)]
+            parts = [(name, value, h_shape)]
         arrays = []
-        for name, value in parts:
-            arr = _float32_array(name, value)
-            if arr.shape != want:
-                raise ValueError(f"{name}: expected shape {want}, got {arr.shape}")
-            arrays.append(np.ascontiguousarray(arr[:, None] if unbatched else arr))
-        return arrays[0], (arrays[1] if len(arrays) == 2 else None)
+        for part, v, shape in parts:
+            arr = _float32_array(part, v, dtype)
+            if arr.shape != shape:
+                raise ValueError(f"{part}: expected shape {shape}, got {arr.shape}")
+            arrays.append(arr)
+        return arrays
+
+    def _state_out(self, states, unbatched):
+        """forward's state from [(h, c)] per recurrent layer (see the module's docstring)."""
+        if unbatched:
+            states = [(h[:, 0], None if c is None else c[:, 0]) for h, c in states]
+        if self.spec.uniform:
+            h = np.concatenate([h for h, _ in states])
+            if states[0][1] is None:
+                return h
+            return h, np.concatenate([c for _, c in states])
+        return [h if c is None else (h, c) for h, c in states]
 
     # ------------------------------------------------------------------------------------------
     # running
 
-    def _recurrent(self, x, h0, c0, lengths, n_threads, backend, need_sequence):
-        """The stack over x: (y (B, T, D*H) or None, h_n, c_n or None)."""
+    def _run(self, x, states, lengths, mask, n_threads, backend):
+        """The whole model over validated inputs: (y, [(h_n, c_n)] per recurrent layer)."""
         backend = _choice("backend", self.backend if backend is None else backend, BACKENDS)
         n_threads = resolve_threads(n_threads)
         if backend == "numpy":
-            y, h_n, c_n = reference.forward(self.core_cell, self.params, x, self.num_layers,
-                                            self.bidirectional, h0, c0, lengths)
-            return y, h_n, c_n
-        B, T, _ = x.shape
-        LD, H = self.num_layers * self.num_directions, self.hidden_size
-        y = np.empty((B, T, self.num_directions * H), np.float32) if need_sequence else None
-        h_n = np.empty((LD, B, H), np.float32)
-        c_n = np.empty((LD, B, H), np.float32) if self.cell == "lstm" else None
-        self.core().forward(y, h_n, c_n, x, h0, c0, lengths, n_threads)
-        return y, h_n, c_n
+            return reference.forward_model(self.spec, self.params, x, states, lengths, mask)
+        B, T = x.shape[:2]
+        y = np.empty((B, T, self.output_size) if self.per_step else (B, self.output_size),
+                     np.float32)
+        h_n, c_n, shapes = self._state_buffers(B)
+        h0 = c0 = None
+        if states is not None:
+            h0 = np.concatenate([h.ravel() for h, _ in states])
+            c0 = np.concatenate([c.ravel() for _, c in states if c is not None] or
+                                [np.empty(0, np.float32)])
+        ids = x if self.spec.embedding is not None else None
+        self.core().forward(y, h_n, c_n, None if ids is not None else x, ids, h0, c0, lengths,
+                            mask, n_threads)
+        return y, self._split_states(h_n, c_n, shapes)
 
-    def _last_valid(self, y, h_n, lengths):
-        """Each sequence's output at its last valid step, (B, D*H)."""
-        if y is None:  # one direction: the top layer's final state is that output
-            return h_n[-1]
-        B, T, _ = y.shape
-        last = np.full(B, T - 1) if lengths is None else lengths - 1
-        return y[np.arange(B), last]
+    @staticmethod
+    def _split_states(h_flat, c_flat, shapes):
+        """[(h, c)] per recurrent layer from the core's flat state arrays."""
+        out, hi, ci = [], 0, 0
+        for h_shape, c_shape in shapes:
+            n = math.prod(h_shape)
+            h = h_flat[hi:hi + n].reshape(h_shape)
+            hi += n
+            c = None
+            if c_shape is not None:
+                n = math.prod(c_shape)
+                c = c_flat[ci:ci + n].reshape(c_shape)
+                ci += n
+            out.append((h, c))
+        return out
 
-    def _head(self, features):
-        z = features @ self.params["head.weight"].T + self.params["head.bias"]
-        if self.activation == "softmax":
-            return _softmax(z)
-        if self.activation == "sigmoid":
-            return reference.sigmoid(z)
-        return z
-
-    def forward(self, x, state=None, lengths=None, n_threads=None, backend=None):
+    def forward(self, x, state=None, lengths=None, mask=None, n_threads=None, backend=None):
         """Runs the model. Returns (y, state).
 
-        y: without a head, the recurrent output sequence (B, T, D*H); with a many-to-one head,
-        the head on each sequence's last valid step (B, O); with a many-to-many head, the head on
-        every step (B, T, O), zero past each length. For a (T, I) input the batch axis is dropped.
-        state: h_n, or (h_n, c_n) for the LSTM, each (L*D, B, H); pass it back to continue.
+        y: the model's output: (B, T, F) when it has no readout (or Readout("sequence")), zero
+        at invalid steps; else (B, F). For one unbatched sequence the batch axis is dropped.
+        state: the final states (see the module's docstring); pass it back to continue.
         n_threads: None for all available, n >= 1, or negative to count back from the maximum.
         """
-        x, h0, c0, lengths, unbatched = self._inputs(x, state, lengths)
-        many_to_one = self.output_size is not None and self.output == "many_to_one"
-        need_sequence = not (many_to_one and self.num_directions == 1)
-        y, h_n, c_n = self._recurrent(x, h0, c0, lengths, n_threads, backend, need_sequence)
-        if self.output_size is None:
-            out = y
-        elif many_to_one:
-            out = self._head(self._last_valid(y, h_n, lengths))
-        else:
-            out = self._head(y)
-            if lengths is not None:
-                out[np.arange(y.shape[1])[None, :] >= lengths[:, None]] = 0.0
-        if unbatched:
-            out, h_n = out[0], h_n[:, 0]
-            c_n = None if c_n is None else c_n[:, 0]
-        return out, ((h_n, c_n) if self.cell == "lstm" else h_n)
+        x, states, lengths, mask, unbatched = self._inputs(x, state, lengths, mask)
+        y, states = self._run(x, states, lengths, mask, n_threads, backend)
+        return (y[0] if unbatched else y), self._state_out(states, unbatched)
 
-    def predict(self, x, lengths=None, n_threads=None, backend=None):
-        """The head's output (as forward's y), or without a head each sequence's output at its
-        last valid step, (B, D*H) (or (D*H,) for a (T, I) input)."""
-        if self.output_size is not None:
-            return self.forward(x, lengths=lengths, n_threads=n_threads, backend=backend)[0]
-        x, h0, c0, lengths, unbatched = self._inputs(x, None, lengths)
-        y, h_n, _ = self._recurrent(x, h0, c0, lengths, n_threads, backend,
-                                    need_sequence=self.num_directions == 2)
-        out = self._last_valid(y, h_n, lengths)
-        return out[0] if unbatched else out
+    def predict(self, x, lengths=None, mask=None, n_threads=None, backend=None):
+        """The model's output, as forward's y."""
+        return self.forward(x, lengths=lengths, mask=mask, n_threads=n_threads,
+                            backend=backend)[0]
 
     def stream(self, batch=1, backend=None):
-        """A Stream that runs this (unidirectional) model one step at a time over `batch`
-        sequences, the state kept inside: step(x_t), reset(), state."""
+        """A Stream that runs this model one step at a time over `batch` sequences, the state
+        kept inside: step(x_t or token ids), reset(), state. The recurrent layers must all run
+        forward, and the readout be none, "last" or "final"."""
         from .stream import Stream
 
         batch = _positive_int("batch", batch)
         return Stream(self, batch, _choice("backend", self.backend if backend is None else backend,
                                            BACKENDS))
+
+    # ------------------------------------------------------------------------------------------
+    # training: rnnext.train, imported when first used (inference does not need it)
+
+    def loss_and_grads(self, x, y, lengths=None, loss="cross_entropy", state=None,
+                       n_threads=None, backend=None, mask=None):
+        """(loss, grads) on a batch; see rnnext.train.loss_and_grads."""
+        from .train import loss_and_grads
+
+        return loss_and_grads(self, x, y, lengths, mask, loss, state, None, n_threads, backend)
+
+    def apply_grads(self, grads, optimizer, clip=None):
+        """One optimizer update from grads; see rnnext.train.apply_grads."""
+        from .train import apply_grads
+
+        apply_grads(self, grads, optimizer, clip)
+
+    def fit(self, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
+            clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
+            seed=None, verbose=True, n_threads=None, backend=None, mask=None):
+        """Trains the model on (x, y); returns the history. See rnnext.train.fit."""
+        from .train import fit
+
+        return fit(self, x, y, lengths, epochs, batch_size, optimizer, lr, clip, loss, shuffle,
+                   validation_data, bptt, seed, verbose, n_threads, backend, mask)
+
+    def evaluate(self, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
+                 n_threads=None, backend=None, mask=None):
+        """{"loss", "accuracy"} on (x, y); see rnnext.train.evaluate."""
+        from .train import evaluate
+
+        return evaluate(self, x, y, lengths, loss, batch_size, bptt, n_threads, backend, mask)
 
     # ------------------------------------------------------------------------------------------
     # files, pickling and export
@@ -332,12 +458,5 @@ class Model(TrainingMixin):
         return to_onnx(self, path, opset=opset)
 
     def __repr__(self):
-        cell = f"rnn({self.nonlinearity})" if self.cell == "rnn" else self.cell
-        if self.core_cell == "gru_reset_before":
-            cell = "gru(linear_before_reset=False)"
-        head = "" if self.output_size is None else (
-            f", output_size={self.output_size}, output={self.output!r}, "
-            f"activation={self.activation!r}")
-        return (f"Model({cell}, input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"num_layers={self.num_layers}, bidirectional={self.bidirectional}{head}, "
-                f"backend={self.backend!r})")
+        inputs = "" if self.input_size is None else f", input_size={self.input_size}"
+        return f"Model({list(self.layers)!r}{inputs}, backend={self.backend!r})"

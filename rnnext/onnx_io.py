@@ -1,50 +1,55 @@
 """ONNX import (from_onnx) and export (to_onnx). Needs the optional onnx package.
 
-Import reads graphs whose first output comes from the graph's input through a chain of LSTM,
-GRU or RNN nodes (all of one op type and hidden_size), optionally followed by a dense layer
-(Gemm, or MatMul and Add) and Softmax or Sigmoid. Between them it follows the reshaping that
-exporters emit (Transpose, Reshape, Squeeze, Unsqueeze, Flatten, Identity, and Gather or Slice
-of the last time step), tracking what every axis means, and refuses by name whatever it cannot
-map exactly. Gate orders are permuted to PyTorch's (LSTM i,o,f,c -> i,f,g,o; GRU z,r,h -> r,z,n).
+Import reads the path from the graph's input to its first output and builds a layer list:
+- each LSTM, GRU or RNN node is a recurrent layer of its own (nodes of different types and
+  sizes in a chain are different layers), with its direction (forward, reverse or
+  bidirectional), activations with activation_alpha / activation_beta (as ONNX Runtime reads
+  them: one value per function that uses one, in order), clip, input_forget, peepholes (P,
+  ONNX order i, o, f; all zero means none) and linear_before_reset (0 is GRU(reset_after=False));
+  gate blocks are permuted to ours (cells.CELLS[..].from_onnx);
+- how a bidirectional node's Y (T, D, B, H) is merged: Transpose and Reshape of (D, H) into one
+  axis is merge "concat"; ReduceSum, ReduceMean or ReduceProd over D is "sum", "ave", "mul";
+- the readout: the whole sequence (none), the last time step of Y (Gather or Slice of index -1:
+  Readout("last")), Y_h (Readout("final"), merged the same ways), ReduceMean or ReduceMax over
+  time (Readout("mean") / ("max"));
+- dense layers: Gemm, or MatMul and Add, each optionally followed by Relu, Tanh, Sigmoid or
+  Softmax (on the last axis).
+Between them it follows the reshaping that exporters emit (Transpose, Reshape, Squeeze,
+Unsqueeze, Flatten, Identity, Dropout), tracking what every axis means, and refuses by name
+whatever it cannot map exactly.
 
-What the imported Model computes, for batch-first x (B, T, I) whatever the graph's layout:
-- a graph that ends in the recurrent output sequence: Model.forward(x)[0], (B, T, D*H), is
-  that sequence with its axes in batch-first order;
-- one that reads the last step (Y_h of a forward node, or Y at time index -1): Model.predict(x);
-- one that ends in a dense layer: Model.predict(x) (many-to-one on the last step) or
-  Model.forward(x)[0] (many-to-many; zero past each sequence's length, where the graph's dense
-  layer would give its bias).
-sequence_lens, when the nodes take it from a graph input, is Model's `lengths`. initial_h and
-initial_c taken from graph inputs are Model's `state`: layer l's [D, B, H] block (layout 0;
-[B, D, H] transposed for layout 1) at rows l*D .. l*D+D-1 of (L*D, B, H). Zero initial states,
-constant or computed (as PyTorch's exporter does), are the default.
+What the imported Model computes, for batch-first x (B, T, I) whatever the graph's layout: the
+graph's first output with its axes in batch-first order (a per-step output is zero past each
+sequence's length, where a graph's dense layer would give its bias). sequence_lens, when the
+nodes take it from a graph input, is Model's `lengths`. initial_h and initial_c taken from
+graph inputs are Model's `state`: node k's [D, B, H] block (layout 0; [B, D, H] transposed for
+layout 1) is recurrent layer k's state (rows k*D .. k*D+D-1 of the stacked (L*D, B, H) arrays
+when the layers are uniform). Zero initial states, constant or computed (as PyTorch's exporter
+does), are the default.
 
-A node with direction="reverse" (or a forward node in a stack that has reverse or bidirectional
-ones) becomes a bidirectional layer whose other direction has zero weights: with a zero initial
-state that direction outputs exact zeros, and the next layer's or the head's weights give those
-features zero columns. The model's outputs then carry the zero half too.
-
-Supported attributes: direction, hidden_size, layout 0 and 1, linear_before_reset (both
-values; one for the whole stack), default activations (and Relu for RNN), clip >= CLIP_EXACT
-(where clipping cannot change a float32 result: sigmoid and tanh are within e^-20 of their limits
-there). Refused by name: other activations, activation_alpha/beta, smaller clips, input_forget,
-nonzero peepholes, nonzero constant initial states.
+ONNX holds activation_alpha, activation_beta and clip as float32: a value that float32 does not
+represent comes back rounded. Export writes what maps back onto these ops (see to_onnx).
 """
 import numpy as np
 
+from . import layers as L
+from .cells import (ACTIVATIONS, CELLS, PEEPHOLE_FROM_ONNX, activations_from_onnx,
+                    dense_param_name, onnx_alpha_beta, param_name, permute_gates)
+from .convert import recurrent_layer
 from .model import Model
 
-RECURRENT_OPS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
-# ONNX gate blocks in PyTorch's order: LSTM i,o,f,c -> i,f,g(c),o; GRU z,r,h -> r,z,n
-TORCH_FROM_ONNX = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}
-ONNX_FROM_TORCH = {"LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2], "RNN": [0]}
-DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
-                       "RNN": ["Tanh"]}
-# clip thresholds at least this large leave float32 results of sigmoid and tanh unchanged
-CLIP_EXACT = 20.0
+# ONNX's recurrent operators and the cell each one is with its default attributes
+ONNX_CELLS = {c.onnx_op: c for c in CELLS.values() if c.name in ("rnn_tanh", "lstm", "gru")}
+# a bidirectional output merged by reducing its direction axis
+MERGE_OPS = {"ReduceSum": "sum", "ReduceMean": "ave", "ReduceProd": "mul"}
+# readouts that reduce over time
+TIME_OPS = {"ReduceMean": "mean", "ReduceMax": "max"}
 # ops that only move or relabel the data on the path
 SHAPE_OPS = ("Identity", "Dropout", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatten",
              "Gather", "Slice")
+# dense layers' activations by op
+DENSE_OPS = {**{ACTIVATIONS[a].onnx: a for a in L.DENSE_ACTIVATIONS if a in ACTIVATIONS},
+             "Softmax": "softmax"}
 
 
 def _onnx():
@@ -136,6 +141,7 @@ def _data_input(graph, node):
     return node.input[0]
 
 
+
 def _chain(graph):
     """[(node, output index)] from a graph input to the first output, along the data path."""
     if len(graph.outputs) == 0:
@@ -146,11 +152,12 @@ def _chain(graph):
             _refuse(None, f"tensor {name!r} on the path to the first output has no producer and "
                           f"is not a graph input")
         node, k = graph.producer[name]
-        if node.op_type not in RECURRENT_OPS and node.op_type not in SHAPE_OPS and \
-                node.op_type not in ("Gemm", "MatMul", "Add", "Softmax", "Sigmoid"):
+        if node.op_type not in (*ONNX_CELLS, *SHAPE_OPS, *MERGE_OPS, *TIME_OPS, *DENSE_OPS,
+                                "Gemm", "MatMul", "Add"):
             _refuse(node, "is not supported on the path from the input to the first output; "
-                          "rnnext imports chains of LSTM, GRU or RNN nodes with an optional dense "
-                          "layer (Gemm, or MatMul and Add) and Softmax or Sigmoid")
+                          "rnnext imports chains of LSTM, GRU or RNN nodes with their merges and "
+                          "readouts, then dense layers (Gemm, or MatMul and Add) and their "
+                          "activations (Relu, Tanh, Sigmoid, Softmax)")
         chain.append((node, k))
         name = _data_input(graph, node)
     return chain[::-1]
@@ -160,22 +167,21 @@ def _chain(graph):
 # the data path, one axis label at a time
 #
 # labels: x0, x1, x2 the graph input's axes (before the first recurrent node); T time; B batch;
-# F features of the Model (through `cols`); D the two directions and H one direction's units of
-# an unmerged bidirectional output; O the dense layer's outputs; 1 a unit axis.
+# F features (width); D the two directions and H one direction's units of an unmerged
+# bidirectional output; 1 a unit axis.
 
 
 class _Path:
-    def __init__(self, axes):
-        self.axes = list(axes)
-        self.stage = "input"   # input -> seq (sequence) | last (one step) -> head
-        self.cols = None       # Model feature index of each ONNX feature of an F axis
-        self.H = None
-        self.out_size = None
-        self.from_time_index = False  # the last step was taken by index, not from Y_h
+    def __init__(self):
+        self.axes = ["x0", "x1", "x2"]
+        self.stage = "input"   # input -> seq (a recurrent output) -> readout -> dense
+        self.readout = "sequence"
+        self.width = None      # the size of an F axis
+        self.units = None      # the size of an H axis
+        self.layer = None      # the record of the last recurrent node (see _recurrent)
 
     def size(self, label):
-        return {"1": 1, "D": 2, "H": self.H, "O": self.out_size,
-                "F": None if self.cols is None else len(self.cols)}.get(label)
+        return {"1": 1, "D": 2, "H": self.units, "F": self.width}.get(label)
 
 
 def _axis(node, axis, rank):
@@ -244,14 +250,40 @@ def _reshape(node, path, target):
     return [_merge(node, path, run) for run in runs]
 
 
+
 def _last_step(node, path, label):
-    """Marks the path as one time step when an index or slice takes the last one of axis T."""
+    """Marks the path as read out at the last step when an index or slice takes it from T."""
     if label != "T":
         return
     if path.stage != "seq":
         _refuse(node, "takes a time step of something that is not a recurrent output sequence")
-    path.stage = "last"
-    path.from_time_index = True
+    path.stage, path.readout = "readout", "last"
+
+
+def _reduce(graph, node, path):
+    """Updates path for a Reduce op: a merge of the directions or a readout over time."""
+    op, attrs, rank = node.op_type, graph.attributes(node), len(path.axes)
+    axes = graph.ints(node, 1, "axes")
+    if axes is None or len(axes) != 1:
+        _refuse(node, f"expected one axis to reduce, got {axes}")
+    axis = _axis(node, axes[0], rank)
+    label = path.axes[axis]
+    if label == "D" and op in MERGE_OPS:
+        if path.readout == "max":
+            _refuse(node, "merges the directions after a max over time, which does not commute: "
+                          "rnnext's max readout is over the merged output")
+        path.layer["merge"] = MERGE_OPS[op]
+        path.axes = ["F" if a == "H" else a for a in path.axes]
+        path.width = path.units
+    elif label == "T" and op in TIME_OPS and path.stage == "seq":
+        path.stage, path.readout = "readout", TIME_OPS[op]
+    else:
+        _refuse(node, f"reduces axis {label} of {tuple(path.axes)}: only the directions (sum, "
+                      f"mean, product) or the time steps of a sequence (mean, max) map")
+    if attrs.get("keepdims", 1):
+        path.axes[axis] = "1"
+    else:
+        del path.axes[axis]
 
 
 def _shape_op(graph, node, path):
@@ -314,73 +346,71 @@ def _shape_op(graph, node, path):
                               f"time step ([-1:]) is supported")
 
 
+
 # ------------------------------------------------------------------------------------------------
 # recurrent nodes
 
 
-class _Layer:
-    """One recurrent node, its weights in PyTorch's layout and gate order, per direction."""
-
-    def __init__(self, node, directions, weights, in_cols):
-        self.node, self.directions, self.weights, self.in_cols = node, directions, weights, in_cols
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
 
 
-def _recurrent(graph, node, path, model_D, first, info):
+def _recurrent(graph, node, path, info):
+    """(the record of a recurrent node: its cell, units, direction, layer options and weights
+    per direction in our layout; the axis labels of its outputs Y and Y_h), after checking its
+    input against path."""
     op, attrs = node.op_type, graph.attributes(node)
-    if info.setdefault("op", op) != op:
-        _refuse(node, f"a stack of {info['op']} and {op} nodes: rnnext runs one cell type")
-    H = attrs.get("hidden_size")
+    cell = ONNX_CELLS[op]
     W, R = graph.constant(node.input[1]), graph.constant(node.input[2])
     if W is None or R is None:
         _refuse(node, "W and R must be constants (initializers)")
-    H = H if H is not None else R.shape[-1]
-    if info.setdefault("H", H) != H:
-        _refuse(node, f"hidden_size {H} differs from the first node's {info['H']}")
-    direction = attrs.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else direction
-    names = {"forward": ["forward"], "reverse": ["reverse"],
-             "bidirectional": ["forward", "reverse"]}
-    if direction not in names:
+    H = attrs.get("hidden_size", R.shape[-1])
+    direction = _text(attrs.get("direction", "forward"))
+    flags = {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}
+    if direction not in flags:
         _refuse(node, f"direction {direction!r} is not forward, reverse or bidirectional")
-    D = len(names[direction])
+    D = len(flags[direction])
     layout = attrs.get("layout", 0)
     if layout not in (0, 1):
         _refuse(node, f"layout {layout} is not 0 or 1")
 
-    activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
-    default = DEFAULT_ACTIVATIONS[op] * D
-    nonlinearity = "tanh"
-    if op == "RNN" and activations in (["Relu"] * D, ["Relu"]):
-        nonlinearity = "relu"
-    elif activations and activations != default and activations != DEFAULT_ACTIVATIONS[op]:
-        _refuse(node, f"activations {activations} are not supported (only the defaults "
-                      f"{DEFAULT_ACTIVATIONS[op]}" + (", or Relu" if op == "RNN" else "") + ")")
-    if info.setdefault("nonlinearity", nonlinearity) != nonlinearity:
-        _refuse(node, "mixes Tanh and Relu RNN nodes")
-    for name in ("activation_alpha", "activation_beta"):
-        if name in attrs:
-            _refuse(node, f"{name} is not supported")
-    if attrs.get("input_forget", 0):
-        _refuse(node, "input_forget=1 (coupled input and forget gates) is not supported")
-    clip = attrs.get("clip")
-    if clip is not None and (clip < CLIP_EXACT or nonlinearity == "relu"):
-        _refuse(node, f"clip={clip} is not supported: rnnext does not clip, which equals ONNX's "
-                      f"clip only for thresholds >= {CLIP_EXACT} with sigmoid and tanh")
-    linear_before_reset = bool(attrs.get("linear_before_reset", 0)) if op == "GRU" else True
-    if info.setdefault("linear_before_reset", linear_before_reset) != linear_before_reset:
-        _refuse(node, "mixes linear_before_reset 0 and 1 in one stack")
+    options = {}
+    if "activations" in attrs:
+        names, count = [_text(a) for a in attrs["activations"]], len(cell.activations)
+        if len(names) != D * count:
+            _refuse(node, f"activations: expected {D * count} names ({count} per direction), "
+                          f"got {names}")
+        try:
+            functions = activations_from_onnx(names, attrs.get("activation_alpha"),
+                                              attrs.get("activation_beta"))
+        except ValueError as e:
+            _refuse(node, str(e))
+        per_direction = {tuple(f[d * count:(d + 1) * count] for f in functions)
+                         for d in range(D)}
+        if len(per_direction) != 1:
+            _refuse(node, f"its directions' activations differ ({names}, alpha "
+                          f"{attrs.get('activation_alpha')}, beta "
+                          f"{attrs.get('activation_beta')}): an rnnext layer has one set")
+        activations, alpha, beta = per_direction.pop()
+        options.update(activations=activations, activation_alpha=alpha, activation_beta=beta)
+        if activations == CELLS["rnn_relu"].activations and op == "RNN":
+            cell = CELLS["rnn_relu"]
+    if "clip" in attrs:
+        options["clip"] = attrs["clip"]
+    if op == "GRU" and not attrs.get("linear_before_reset", 0):
+        cell = CELLS["gru_reset_before"]
+    if op == "LSTM":
+        options["input_forget"] = bool(attrs.get("input_forget", 0))
 
     def optional(index):
         return node.input[index] if len(node.input) > index and node.input[index] else None
 
-    if op == "LSTM" and optional(7) is not None and not graph.is_zero(optional(7)):
-        _refuse(node, "peepholes (a nonzero P) are not supported")
     lengths = optional(4)
     if lengths is not None and lengths not in graph.inputs:
         _refuse(node, "sequence_lens must be a graph input (it becomes Model's lengths)")
     if info.setdefault("lengths", lengths) != lengths:
         _refuse(node, "takes sequence_lens differently from the first node; rnnext applies one "
-                      "lengths array to the whole stack")
+                      "lengths array to the whole model")
     for index, what in ((5, "initial_h"), (6, "initial_c")):
         state = optional(index)
         if state is not None and state not in graph.inputs and not graph.is_zero(state):
@@ -389,40 +419,42 @@ def _recurrent(graph, node, path, model_D, first, info):
 
     # the input: (T, B, F) for layout 0, (B, T, F) for layout 1
     want = ["T", "B"] if layout == 0 else ["B", "T"]
-    if first:
-        if path.stage != "input" or len(path.axes) != 3 or set(path.axes) != {"x0", "x1", "x2"}:
+    if path.stage == "input":
+        if len(path.axes) != 3 or set(path.axes) != {"x0", "x1", "x2"}:
             _refuse(node, f"X must be the graph input, reordered at most; got axes "
                           f"{tuple(path.axes)}")
-        in_cols = np.arange(W.shape[-1])
-    else:
-        if path.stage != "seq" or path.axes != want + ["F"]:
-            _refuse(node, f"X must be the previous node's output sequence as {tuple(want)} + "
-                          f"features (layout {layout}); got axes {tuple(path.axes)}")
-        in_cols = path.cols
-    if W.shape != (D, len(TORCH_FROM_ONNX[op]) * H, len(in_cols)) or R.shape[1:] != (W.shape[1], H):
+        info["input_size"] = W.shape[-1]
+    elif path.stage != "seq" or path.axes != want + ["F"]:
+        _refuse(node, f"X must be the graph input or the previous node's output sequence as "
+                      f"{tuple(want)} + features (layout {layout}); got axes {tuple(path.axes)}")
+    G = cell.num_gates
+    width = W.shape[-1] if path.stage == "input" else path.width
+    if W.shape != (D, G * H, width) or R.shape != (D, G * H, H):
         _refuse(node, f"W {W.shape} or R {R.shape} do not fit hidden_size {H}, {D} directions "
-                      f"and {len(in_cols)} input features")
-    G = len(TORCH_FROM_ONNX[op])
+                      f"and {width} input features")
     B = graph.constant(optional(3)) if optional(3) else np.zeros((D, 2 * G * H), np.float32)
     if B is None or B.shape != (D, 2 * G * H):
         _refuse(node, f"B must be a constant of shape {(D, 2 * G * H)}")
-
-    def torch_order(a):
-        return np.concatenate([a[g * H:(g + 1) * H] for g in TORCH_FROM_ONNX[op]])
-
-    weights = {name: (torch_order(W[d]), torch_order(R[d]), torch_order(B[d, :G * H]),
-                      torch_order(B[d, G * H:])) for d, name in enumerate(names[direction])}
-    layer = _Layer(node, names[direction], weights, in_cols)
+    weights = {reverse: {"weight_ih": W[d], "weight_hh": R[d], "bias_ih": B[d, :G * H],
+                         "bias_hh": B[d, G * H:]} for d, reverse in enumerate(flags[direction])}
+    weights = {reverse: {kind: permute_gates(value, cell.from_onnx).astype(np.float32)
+                         for kind, value in w.items()} for reverse, w in weights.items()}
+    if op == "LSTM" and optional(7) is not None and not graph.is_zero(optional(7)):
+        P = graph.constant(optional(7))
+        if P is None or P.shape != (D, 3 * H):
+            _refuse(node, f"P (peepholes) must be a constant of shape {(D, 3 * H)}")
+        options["peepholes"] = True
+        for d, reverse in enumerate(flags[direction]):
+            weights[reverse]["weight_peephole"] = \
+                P[d].reshape(3, H)[list(PEEPHOLE_FROM_ONNX)].astype(np.float32)
 
     # the outputs: Y (T, D, B, H) or (B, T, D, H); Y_h, Y_c (D, B, H) or (B, D, H)
-    path.H = H
-    offset = H if direction == "reverse" and model_D == 2 else 0
-    path.cols = np.arange(D * H) if D == 2 else offset + np.arange(H)
+    path.units, path.width = H, D * H
     dir_label, unit = ("D", "H") if D == 2 else ("1", "F")
-    return layer, {"Y": (["T", dir_label, "B", unit] if layout == 0 else
-                         ["B", "T", dir_label, unit]),
-                   "Y_h": [dir_label, "B", unit] if layout == 0 else ["B", dir_label, unit],
-                   "direction": direction}
+    outputs = {"Y": ["T", dir_label, "B", unit] if layout == 0 else ["B", "T", dir_label, unit],
+               "Y_h": [dir_label, "B", unit] if layout == 0 else ["B", dir_label, unit]}
+    return {"node": node, "cell": cell, "units": H, "direction": direction, "merge": "concat",
+            "options": options, "weights": weights}, outputs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -441,83 +473,85 @@ def _load(source):
 def from_onnx(source, backend="c"):
     """A Model from an ONNX model (a path, the file's bytes, or an onnx.ModelProto); see the
     module's documentation for what is supported and what the Model's outputs mean."""
+    layers, input_size, params = onnx_layers(source)
+    return Model(layers, input_size, params=params, backend=backend)
+
+
+def onnx_layers(source):
+    """(layers, input_size, params) of from_onnx's Model."""
     graph = _Graph(_load(source))
     chain = _chain(graph)
-    recurrent = [node for node, _ in chain if node.op_type in RECURRENT_OPS]
-    if not recurrent:
+    if not any(node.op_type in ONNX_CELLS for node, _ in chain):
         _refuse(None, "has no LSTM, GRU or RNN node on the path to its first output")
-    directions = [graph.attributes(n).get("direction", b"forward") for n in recurrent]
-    model_D = 1 if all(d in (b"forward", "forward") for d in directions) else 2
-
-    path, info, layers = _Path(["x0", "x1", "x2"]), {}, []
-    head_weight = head_bias = activation = None
+    path, info, records, dense = _Path(), {}, [], []
     for node, k in chain:
         op = node.op_type
-        if op in RECURRENT_OPS:
+        if op in ONNX_CELLS:
             if path.stage not in ("input", "seq"):
-                _refuse(node, "takes something other than the input or a sequence")
-            layer, outputs = _recurrent(graph, node, path, model_D, not layers, info)
-            layers.append(layer)
+                _refuse(node, "takes something other than the input or a recurrent output "
+                              "sequence")
+            path.layer, outputs = _recurrent(graph, node, path, info)
+            records.append(path.layer)
             if k == 0:
                 path.axes, path.stage = outputs["Y"], "seq"
             elif k == 1:
-                if outputs["direction"] != "forward":
-                    _refuse(node, "its Y_h (final state) is used: for a reverse or bidirectional "
-                                  "node that is not the output at the last step, which is what "
-                                  "rnnext's many-to-one reads; use Y's last step")
-                path.axes, path.stage = outputs["Y_h"], "last"
+                path.axes, path.stage = outputs["Y_h"], "readout"
+                path.readout = "final"
             else:
                 _refuse(node, "its Y_c (final cell state) is used on the path to the output")
         elif op in SHAPE_OPS:
-            if path.stage == "input":
-                if op != "Transpose" and op != "Identity":
-                    _refuse(node, "only Transpose may come between the graph input and the "
-                                  "first recurrent node")
+            if path.stage == "input" and op not in ("Transpose", "Identity"):
+                _refuse(node, "only Transpose may come between the graph input and the first "
+                              "recurrent node")
             _shape_op(graph, node, path)
+        elif op in MERGE_OPS or op in TIME_OPS:
+            _reduce(graph, node, path)
         elif op in ("Gemm", "MatMul"):
-            if path.stage not in ("seq", "last") or path.axes[-1] != "F":
-                _refuse(node, f"a dense layer must act on the recurrent features (last axis), "
-                              f"got axes {tuple(path.axes)}")
-            attrs = graph.attributes(node)
-            weight = graph.constant(node.input[1])
-            if weight is None:
-                _refuse(node, "its weight must be a constant")
-            if op == "Gemm":
-                if attrs.get("transA", 0) or path.axes != ["B", "F"]:
-                    _refuse(node, "expected A of shape (batch, features) and transA=0")
-                weight = attrs.get("alpha", 1.0) * (weight if attrs.get("transB", 0) else weight.T)
-            else:
-                if node.input[0] != _data_input(graph, node) or weight.ndim != 2:
-                    _refuse(node, "expected features @ W with a 2-D constant W")
-                weight = weight.T
-            if weight.shape[1] != len(path.cols):
-                _refuse(node, f"its weight {weight.shape} does not fit {len(path.cols)} features")
-            head_weight = weight.astype(np.float32)
-            head_bias = np.zeros(weight.shape[0], np.float32)
-            if op == "Gemm" and len(node.input) > 2 and node.input[2]:
-                head_bias = head_bias + attrs.get("beta", 1.0) * _bias(graph, node,
-                                                                       node.input[2], head_bias)
-            info["many_to_one"] = path.stage == "last"
-            path.stage, path.out_size = "head", weight.shape[0]
-            path.axes[-1] = "O"
+            dense.append(_dense(graph, node, path))
         elif op == "Add":
-            if path.stage != "head" or activation is not None:
+            if path.stage != "dense" or dense[-1]["activation"] is not None:
                 _refuse(node, "only a dense layer's bias may be added, right after its product")
             bias = [i for i in node.input if i != _data_input(graph, node)][0]
-            head_bias = head_bias + _bias(graph, node, bias, head_bias)
-        else:  # Softmax, Sigmoid
-            if path.stage != "head" or activation is not None:
+            dense[-1]["bias"] = dense[-1]["bias"] + _bias(graph, node, bias, dense[-1]["bias"])
+        else:  # a dense layer's activation
+            if path.stage != "dense" or dense[-1]["activation"] is not None:
                 _refuse(node, "an activation must follow a dense layer, once")
             if op == "Softmax":
                 axis = graph.attributes(node).get("axis", -1 if graph.opset >= 13 else 1)
                 if _axis(node, axis, len(path.axes)) != len(path.axes) - 1:
                     _refuse(node, f"softmax over axis {axis}, not the last (the outputs)")
-            activation = op.lower()
+            dense[-1]["activation"] = DENSE_OPS[op]
+    if info["lengths"] is not None and path.readout in ("last", "mean", "max"):
+        _refuse(None, f"reads its sequences' {path.readout} step(s) over all time steps while "
+                      f"its nodes take sequence_lens: rnnext's readouts read each sequence's "
+                      f"valid steps instead")
+    return _layer_list(records, path.readout, dense, info["input_size"])
 
-    if info["lengths"] is not None and getattr(path, "from_time_index", False):
-        _refuse(None, "reads Y at time index -1 while its nodes take sequence_lens: rnnext's "
-                      "many-to-one reads each sequence's last valid step instead")
-    return _build_model(layers, info, model_D, head_weight, head_bias, activation, path, backend)
+
+def _dense(graph, node, path):
+    """A dense layer's record (weight (O, F), bias, activation) from a Gemm or MatMul node."""
+    if path.stage not in ("seq", "readout", "dense") or path.axes[-1] != "F":
+        _refuse(node, f"a dense layer must act on the features (last axis) of a recurrent "
+                      f"output, a readout or a dense layer, got axes {tuple(path.axes)}")
+    attrs = graph.attributes(node)
+    weight = graph.constant(node.input[1])
+    if weight is None:
+        _refuse(node, "its weight must be a constant")
+    if node.op_type == "Gemm":
+        if attrs.get("transA", 0) or path.axes != ["B", "F"]:
+            _refuse(node, "expected A of shape (batch, features) and transA=0")
+        weight = attrs.get("alpha", 1.0) * (weight if attrs.get("transB", 0) else weight.T)
+    else:
+        if node.input[0] != _data_input(graph, node) or weight.ndim != 2:
+            _refuse(node, "expected features @ W with a 2-D constant W")
+        weight = weight.T
+    if weight.shape[1] != path.width:
+        _refuse(node, f"its weight {weight.shape} does not fit {path.width} features")
+    bias = np.zeros(weight.shape[0], np.float32)
+    if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+        bias = bias + attrs.get("beta", 1.0) * _bias(graph, node, node.input[2], bias)
+    path.stage, path.width = "dense", weight.shape[0]
+    return {"node": node, "weight": weight.astype(np.float32), "bias": bias, "activation": None}
 
 
 def _bias(graph, node, name, head_bias):
@@ -529,35 +563,32 @@ def _bias(graph, node, name, head_bias):
     return np.broadcast_to(value.reshape(-1), head_bias.shape)
 
 
-def _build_model(layers, info, model_D, head_weight, head_bias, activation, path, backend):
-    H, op = info["H"], info["op"]
-    G = len(TORCH_FROM_ONNX[op])
-    I = len(layers[0].in_cols)
+
+
+def _layer_list(records, readout, dense, input_size):
+    """(layers, input_size, params) from the recurrent nodes' records, the readout and the
+    dense layers' records."""
+    layers = []
+    for record in records:
+        try:
+            layers.append(recurrent_layer(record["cell"], record["units"],
+                                          direction=record["direction"], merge=record["merge"],
+                                          **record["options"]))
+        except (TypeError, ValueError) as e:
+            _refuse(record["node"], str(e))
+    if readout != "sequence":
+        layers.append(L.Readout(readout))
+    layers += [L.Dense(d["weight"].shape[0], d["activation"]) for d in dense]
+    spec = L.build(layers, input_size)
     params = {}
-    for l, layer in enumerate(layers):
-        width = I if l == 0 else model_D * H
-        for d, name in enumerate(["forward", "reverse"][:model_D]):
-            suffix = f"_l{l}" + ("_reverse" if d else "")
-            w_ih = np.zeros((G * H, width), np.float32)
-            w_hh = np.zeros((G * H, H), np.float32)
-            b_ih = np.zeros(G * H, np.float32)
-            b_hh = np.zeros(G * H, np.float32)
-            if name in layer.weights:
-                onnx_ih, w_hh[:], b_ih[:], b_hh[:] = layer.weights[name]
-                w_ih[:, layer.in_cols] = onnx_ih
-            params.update({"weight_ih" + suffix: w_ih, "weight_hh" + suffix: w_hh,
-                           "bias_ih" + suffix: b_ih, "bias_hh" + suffix: b_hh})
-    head = {}
-    if head_weight is not None:
-        weight = np.zeros((head_weight.shape[0], model_D * H), np.float32)
-        weight[:, path.cols if path.cols is not None else slice(None)] = head_weight
-        params["head.weight"], params["head.bias"] = weight, head_bias.astype(np.float32)
-        head = {"output_size": weight.shape[0], "activation": activation,
-                "output": "many_to_one" if info["many_to_one"] else "many_to_many"}
-    return Model(RECURRENT_OPS[op], I, H, num_layers=len(layers), bidirectional=model_D == 2,
-                 nonlinearity=info["nonlinearity"],
-                 linear_before_reset=info["linear_before_reset"], params=params, backend=backend,
-                 **head)
+    for record, r in zip(records, spec.recurrent):
+        for reverse, weights in record["weights"].items():
+            params.update({param_name(kind, r.index, reverse): value
+                           for kind, value in weights.items()})
+    for record, d in zip(dense, spec.dense):
+        params[dense_param_name("weight", d.index)] = record["weight"]
+        params[dense_param_name("bias", d.index)] = record["bias"].astype(np.float32)
+    return layers, input_size, params
 
 
 # ------------------------------------------------------------------------------------------------
@@ -568,94 +599,155 @@ def to_onnx(model, path=None, opset=17):
     """The model as an onnx.ModelProto (written to `path` when given), for ONNX Runtime.
 
     Inputs: x (B, T, I) float32, batch-first, B and T dynamic. Outputs: y, as Model.forward's
-    first output for full-length sequences (the head's output, or the recurrent output sequence
-    (B, T, D*H)); h_n (L*D, B, H); c_n (L*D, B, H) for the LSTM. The recurrent layers are ONNX
-    LSTM/GRU/RNN nodes (layout 0, gate orders permuted back to ONNX's); the head is Gemm
-    (many-to-one, on the last step) or MatMul + Add (many-to-many), then Softmax or Sigmoid.
+    first output for full-length sequences; the final states: h_n (and c_n for LSTMs) stacked
+    as Model's for a uniform stack, else h_n_l{k} (and c_n_l{k}) per recurrent layer k.
+    Each recurrent layer is an ONNX LSTM, GRU or RNN node (layout 0, gate orders permuted back
+    to ONNX's) with its direction, activations (with alpha and beta), clip, input_forget and
+    peepholes; a bidirectional layer's merge is Transpose + Reshape (concat) or ReduceSum /
+    ReduceMean / ReduceProd over the directions. Readouts: the last step (Slice), the final
+    states (Y_h, merged), mean or max over time (ReduceMean / ReduceMax); dense layers are
+    MatMul + Add and their activation. Refused, naming the layer: an embedding, proj_size
+    (ONNX's LSTM has no projection) and the linear activation (ONNX has no name for it; affine
+    with alpha 1, beta 0 is the same function).
     """
+    return spec_to_onnx(model.spec, model.params, path, opset)
+
+
+def _refuse_layer(spec, index, why):
+    layer = spec.layers[index]
+    raise ValueError(f"layers[{index}] ({type(layer).__name__}): {why}")
+
+
+def spec_to_onnx(spec, params, path=None, opset=17):
+    """to_onnx for a resolved layer list (layers.Spec) and its parameters."""
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
     if opset < 14:
         raise ValueError(f"opset: expected >= 14, got {opset}")
-    op = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[model.cell]
-    H, D, L = model.hidden_size, model.num_directions, model.num_layers
+    if spec.embedding is not None:
+        _refuse_layer(spec, 0, "token ids and embeddings are not exported")
     nodes, initializers = [], []
+    positions = [i for i, layer in enumerate(spec.layers) if type(layer) in L.RECURRENT_TYPES]
 
     def constant(name, value):
         initializers.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def onnx_order(a):
-        return np.concatenate([a[g * H:(g + 1) * H] for g in ONNX_FROM_TORCH[op]])
+    def node(op, inputs, outputs, **attrs):
+        nodes.append(helper.make_node(op, inputs, outputs, **attrs))
+        return outputs[0]
 
-    def stacked(kind, l):
-        return np.stack([onnx_order(model.params[f"{kind}_l{l}" + ("_reverse" if d else "")])
-                         for d in range(D)])
+    def reduce(op, data, axis, out):
+        """op over one axis, dropped (axes an input from opset 18, and for ReduceSum 13)."""
+        if opset >= 18 or op == "ReduceSum":
+            return node(op, [data, constant(f"{out}_axes", np.array([axis]))], [out], keepdims=0)
+        return node(op, [data], [out], axes=[axis], keepdims=0)
 
-    nodes.append(helper.make_node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2]))
-    seq, finals = "x_time_major", {"Y_h": [], "Y_c": []}
-    attrs = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
-    if model.cell == "gru":
-        attrs["linear_before_reset"] = int(model.linear_before_reset)
-    if model.cell == "rnn" and model.nonlinearity == "relu":
-        attrs["activations"] = ["Relu"] * D
-    for l in range(L):
-        W = constant(f"W_l{l}", stacked("weight_ih", l))
-        R = constant(f"R_l{l}", stacked("weight_hh", l))
-        B = constant(f"B_l{l}", np.concatenate([stacked("bias_ih", l), stacked("bias_hh", l)], 1))
-        outputs = [f"Y_l{l}", f"Y_h_l{l}"] + ([f"Y_c_l{l}"] if op == "LSTM" else [])
-        nodes.append(helper.make_node(op, [seq, W, R, B], outputs, name=f"{op.lower()}_l{l}",
-                                      **attrs))
-        finals["Y_h"].append(outputs[1])
-        if op == "LSTM":
-            finals["Y_c"].append(outputs[2])
-        nodes.append(helper.make_node("Transpose", [outputs[0]], [f"Y_l{l}_tbdh"],
-                                      perm=[0, 2, 1, 3]))
-        nodes.append(helper.make_node("Reshape", [f"Y_l{l}_tbdh", constant(
-            f"shape_l{l}", np.array([0, 0, -1], np.int64))], [f"seq_l{l}"]))
-        seq = f"seq_l{l}"
+    def merged(r, data, axis, out):
+        """A layer's directions, on `axis` of data (features last), merged as the layer does."""
+        if r.num_directions == 1:
+            return node("Squeeze", [data, constant(f"{out}_axes", np.array([axis]))], [out])
+        if r.merge != "concat":
+            return reduce({v: k for k, v in MERGE_OPS.items()}[r.merge], data, axis, out)
+        rank = 4 if axis == 1 else 3  # Y (T, D, B, H) or Y_h (D, B, H): D goes before H
+        perm = list(range(rank))
+        perm.remove(axis)
+        perm.insert(rank - 2, axis)
+        moved = node("Transpose", [data], [f"{out}_moved"], perm=perm)
+        shape = [0] * (rank - 2) + [-1]
+        return node("Reshape", [moved, constant(f"{out}_shape", np.array(shape))], [out])
 
-    if model.output_size is None:
-        nodes.append(helper.make_node("Transpose", [seq], ["y"], perm=[1, 0, 2]))
+    seq = node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2])
+    finals = []
+    for r, position in zip(spec.recurrent, positions):
+        cell = CELLS[r.cell]
+        op, k = cell.onnx_op, r.index
+        if r.proj_size:
+            _refuse_layer(spec, position, f"proj_size={r.proj_size}: ONNX's LSTM has no "
+                                          f"projection")
+        unnamed = [a for a in r.activations if ACTIVATIONS[a].onnx is None]
+        if unnamed:
+            _refuse_layer(spec, position, f"activation {unnamed[0]!r} has no ONNX name (affine "
+                                          f"with alpha 1, beta 0 is the same function)")
+        attrs = {"hidden_size": r.units, "direction": r.direction}
+        default = ONNX_CELLS[op]
+        if (r.activations, r.activation_alpha, r.activation_beta) != (
+                default.activations, *([tuple(getattr(ACTIVATIONS[a], p) for a in
+                                              default.activations)] for p in ("alpha", "beta"))):
+            alpha, beta = onnx_alpha_beta(r.activations, r.activation_alpha, r.activation_beta)
+            attrs["activations"] = [ACTIVATIONS[a].onnx for a in r.activations] * \
+                r.num_directions
+            if alpha:
+                attrs["activation_alpha"] = alpha * r.num_directions
+            if beta:
+                attrs["activation_beta"] = beta * r.num_directions
+        if r.clip:
+            attrs["clip"] = r.clip
+        if r.input_forget:
+            attrs["input_forget"] = 1
+        if op == "GRU":
+            attrs["linear_before_reset"] = int(r.cell == "gru")
+
+        def stacked(kind, order=cell.to_onnx):
+            return np.stack([permute_gates(params[param_name(kind, k, reverse)], order)
+                             for reverse in r.reverse_flags])
+
+        inputs = [seq, constant(f"W_l{k}", stacked("weight_ih")),
+                  constant(f"R_l{k}", stacked("weight_hh")),
+                  constant(f"B_l{k}", np.concatenate([stacked("bias_ih"), stacked("bias_hh")],
+                                                     1))]
+        if r.peepholes:
+            P = stacked("weight_peephole", tuple(np.argsort(PEEPHOLE_FROM_ONNX)))
+            inputs += ["", "", "", constant(f"P_l{k}", P.reshape(r.num_directions, -1))]
+        outputs = [f"Y_l{k}", f"Y_h_l{k}"] + ([f"Y_c_l{k}"] if op == "LSTM" else [])
+        node(op, inputs, outputs, name=f"{op.lower()}_l{k}", **attrs)
+        finals.append(outputs[1:])
+        seq = merged(r, outputs[0], 1, f"seq_l{k}")
+
+    top = spec.recurrent[-1]
+    if spec.readout == "last":
+        step = node("Slice", [seq, constant("last_start", np.array([-1])),
+                              constant("last_end", np.array([2**63 - 1])),
+                              constant("last_axis", np.array([0]))], ["last_step"])
+        out = node("Squeeze", [step, "last_axis"], ["readout"])
+    elif spec.readout == "final":
+        out = merged(top, finals[-1][0], 0, "readout")
+    elif spec.readout in ("mean", "max"):
+        out = reduce({v: k for k, v in TIME_OPS.items()}[spec.readout], seq, 0, "readout")
     else:
-        weight, bias = model.params["head.weight"], model.params["head.bias"]
-        head_out = "y" if model.activation is None else "logits"
-        if model.output == "many_to_one":
-            nodes.append(helper.make_node("Slice", [seq, constant("last_start", np.array([-1])),
-                                                    constant("last_end", np.array([2**63 - 1])),
-                                                    constant("last_axis", np.array([0]))],
-                                          ["last_step"]))
-            nodes.append(helper.make_node("Squeeze", ["last_step", "last_axis"], ["features"]))
-            nodes.append(helper.make_node("Gemm", ["features", constant("head.weight", weight),
-                                                   constant("head.bias", bias)], [head_out],
-                                          transB=1))
-        else:
-            nodes.append(helper.make_node("Transpose", [seq], ["features"], perm=[1, 0, 2]))
-            nodes.append(helper.make_node("MatMul", ["features", constant("head.weight_t",
-                                                                          weight.T.copy())],
-                                          ["projected"]))
-            nodes.append(helper.make_node("Add", ["projected", constant("head.bias", bias)],
-                                          [head_out]))
-        if model.activation == "softmax":
-            nodes.append(helper.make_node("Softmax", [head_out], ["y"], axis=-1))
-        elif model.activation == "sigmoid":
-            nodes.append(helper.make_node("Sigmoid", [head_out], ["y"]))
+        out = node("Transpose", [seq], ["sequence"], perm=[1, 0, 2])
+    for d in spec.dense:
+        weight = params[dense_param_name("weight", d.index)]
+        out = node("MatMul", [out, constant(f"dense{d.index}_weight_t", weight.T.copy())],
+                   [f"dense{d.index}_product"])
+        out = node("Add", [out, constant(f"dense{d.index}.bias",
+                                         params[dense_param_name("bias", d.index)])],
+                   [f"dense{d.index}_z"])
+        if d.activation is not None:
+            op = {v: k for k, v in DENSE_OPS.items()}[d.activation]
+            out = node(op, [out], [f"dense{d.index}_out"], **({"axis": -1} if op == "Softmax"
+                                                               else {}))
+    node("Identity", [out], ["y"])
 
-    if model.output_size is None:
-        y_shape = ["batch", "time", D * H]
-    else:
-        y_shape = ["batch"] + (["time"] if model.output == "many_to_many" else []) + \
-            [model.output_size]
+    y_shape = ["batch"] + (["time"] if spec.readout == "sequence" else []) + [spec.output_size]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)]
-    for name, parts in (("h_n", finals["Y_h"]), ("c_n", finals["Y_c"])):
-        if parts:
-            nodes.append(helper.make_node("Concat", parts, [name], axis=0))
-            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
-                                                         [L * D, "batch", H]))
+    if spec.uniform:  # stacked as PyTorch's
+        states = [(kind, [parts[j] for parts in finals], sum(r.num_directions for r in
+                                                             spec.recurrent), width)
+                  for j, (kind, width) in enumerate((("h_n", top.state_size),
+                                                     ("c_n", top.units))[:len(finals[0])])]
+    else:  # per layer, as Model's state list
+        states = [(f"{kind}_l{r.index}", [name], r.num_directions, width)
+                  for r, parts in zip(spec.recurrent, finals)
+                  for kind, name, width in zip(("h_n", "c_n"), parts, (r.state_size, r.units))]
+    for name, parts, rows, width in states:
+        node("Concat", parts, [name], axis=0)
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                     [rows, "batch", width]))
     graph = helper.make_graph(
         nodes, "rnnext", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                        ["batch", "time", model.input_size])],
+                                                        ["batch", "time", spec.input_size])],
         outputs, initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="rnnext")

@@ -3,100 +3,146 @@
 It is the ``"numpy"`` backend of :class:`rnnext.Model` and the oracle every compiled result is
 compared with. It runs in the dtype of the parameters it is given (float32 or float64).
 
-Parameters are a dict keyed by PyTorch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...)
-with PyTorch's shapes and gate orders; see ../shared/DESIGN.md:
+A model is a resolved layer list (rnnext.layers.Spec); parameters are a dict keyed by the
+names of rnnext.layers.param_shapes (PyTorch's for the recurrent layers: ``weight_ih_l0``,
+``bias_hh_l1_reverse``, ...; gate rows i, f, g, o and r, z, n). With each layer's activation
+functions f, g, h (ONNX order; defaults sigmoid, tanh, tanh) and gate pre-activations clamped
+to [-clip, clip] before their function when the layer has a clip (ONNX Runtime's place):
 
-- RNN (G=1): ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``
-- LSTM (G=4, rows i, f, g, o): ``c' = f*c + i*g``, ``h' = o*tanh(c')``
-- GRU (G=3, rows r, z, n): ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``, ``h' = (1-z)*n + z*h``
-- ``gru_reset_before``, the other GRU (ONNX linear_before_reset=0, Keras reset_after=False): the
-  same but ``n = tanh(W_in x + b_in + W_hn (r*h) + b_hn)``
+- RNN (G=1): ``h' = f(W_ih x + b_ih + W_hh h + b_hh)``
+- LSTM (G=4): ``i = f(.. + P_i c)``, ``f = f(.. + P_f c)`` (or ``1 - i`` with input_forget),
+  ``g = g(..)``, ``c' = f*c + i*g``, ``o = f(.. + P_o c')``, ``h' = W_hr (o*h(c'))`` (W_hr only
+  with proj_size; P only with peepholes)
+- GRU (G=3): ``r, z = f(..)``, ``n = g(W_in x + b_in + r*(W_hn h + b_hn))``,
+  ``h' = (1-z)*n + z*h``; ``gru_reset_before`` (reset_after=False): ``n = g(W_in x + b_in +
+  W_hn (r*h) + b_hn)``
 
-Letters: B batch, T time, I input, H hidden, G gates, L layers, D directions.
+Masks (Keras semantics; lengths are the mask t < lengths[b]): a masked step leaves the state as
+it is and outputs zeros; a reverse direction walks t = T-1 .. 0 over the unmasked steps.
+
+Letters: B batch, T time, I input, H hidden, S state width (P or H), G gates, D directions.
 """
+from functools import lru_cache
+
 import numpy as np
 
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
+from . import layers as L
+from .cells import (ACTIVATIONS, CELLS, EMBEDDING_PARAM, RECURRENT_PARAMS, dense_param_name,
+                    param_name)
+from .cells import sigmoid  # noqa: F401 (model.py and losses.py read it from here)
+
+# ----------------------------------------------------------------------------------------------
+# activations
 
 
-def sigmoid(x):
-    # the tanh form never overflows, unlike 1 / (1 + exp(-x))
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+def activate(r, which, a, clip=True):
+    """The layer r's activation function `which` (0: f, 1: g, 2: h) on the pre-activation a,
+    clamped to [-r.clip, r.clip] first when clip is set and the layer has one."""
+    if clip and r.clip:
+        a = np.clip(a, -r.clip, r.clip)
+    return ACTIVATIONS[r.activations[which]].forward(a, r.activation_alpha[which],
+                                                     r.activation_beta[which])
 
 
-def param_name(kind, layer, direction):
-    """PyTorch's name of a recurrent parameter: kind is weight_ih, weight_hh, bias_ih or bias_hh."""
-    return f"{kind}_l{layer}" + ("_reverse" if direction == 1 else "")
+def activate_grad(r, which, a, y, dy, clip=True):
+    """dLoss/da of activate(r, which, a) = y from dy = dLoss/dy; the clamp passes gradient
+    inside [-clip, clip] (boundaries included, as torch.clamp)."""
+    if clip and r.clip:
+        dy = np.where(np.abs(a) <= r.clip, dy, 0.0)
+        a = np.clip(a, -r.clip, r.clip)
+    return dy * ACTIVATIONS[r.activations[which]].derivative(a, y, r.activation_alpha[which],
+                                                             r.activation_beta[which])
 
 
-def param_shapes(cell, input_size, hidden_size, num_layers, bidirectional):
-    """{name: shape} of every recurrent parameter, in PyTorch's order."""
-    G, H, D = GATES[cell], hidden_size, 2 if bidirectional else 1
-    shapes = {}
-    for layer in range(num_layers):
-        width = input_size if layer == 0 else D * H
-        for direction in range(D):
-            shapes[param_name("weight_ih", layer, direction)] = (G * H, width)
-            shapes[param_name("weight_hh", layer, direction)] = (G * H, H)
-            shapes[param_name("bias_ih", layer, direction)] = (G * H,)
-            shapes[param_name("bias_hh", layer, direction)] = (G * H,)
-    return shapes
+def dense_activate(name, z):
+    """A dense layer's activation: None, relu, tanh, sigmoid (the cells' table) or softmax."""
+    if name is None:
+        return z
+    if name == "softmax":
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return ACTIVATIONS[name].forward(z, 0.0, 0.0)
 
 
-def cell_step(cell, gx, h, c, w_hh, b_hh, gates=None):
-    """One step of `cell` from the input part gx = W_ih x + b_ih (B, G*H) and the state h (B, H)
-    (c too, for the LSTM). Returns (h', c'); c' is None except for the LSTM.
+# ----------------------------------------------------------------------------------------------
+# one step, one direction
 
-    gates: an optional dict that receives what the backward pass needs: the LSTM's activated
-    i, f, g, o; the GRU's r, z, n and hn = W_hn h + b_hn (gru_reset_before: rh = r*h instead)."""
-    if cell == "gru_reset_before":
-        H = h.shape[1]
-        xr, xz, xn = np.split(gx, 3, axis=1)
-        r = sigmoid(xr + h @ w_hh[:H].T + b_hh[:H])
-        z = sigmoid(xz + h @ w_hh[H:2 * H].T + b_hh[H:2 * H])
-        n = np.tanh(xn + (r * h) @ w_hh[2 * H:].T + b_hh[2 * H:])
-        if gates is not None:
-            gates.update(r=r, z=z, n=n, rh=r * h)
-        return (1.0 - z) * n + z * h, None
-    gh = h @ w_hh.T + b_hh
-    if cell == "lstm":
-        i, f, g, o = np.split(gx + gh, 4, axis=1)
-        i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
+
+def direction_params(r, params, reverse):
+    """{kind: array} of layer r's parameters for one direction (kinds of cells.RECURRENT_PARAMS;
+    weight_hr and weight_peephole only where the layer has them)."""
+    names = L.recurrent_param_shapes(r, reverse)
+    return {kind: params[param_name(kind, r.index, reverse)] for kind in RECURRENT_PARAMS
+            if param_name(kind, r.index, reverse) in names}
+
+
+def cell_forward(r, w, gx, h, c, gates=None):
+    """One step of layer r from the input part gx = W_ih x + b_ih (B, G*H) and the state h
+    (B, S) (c (B, H) too, for the LSTM); w from direction_params. Returns (h', c'); c' is None
+    except for the LSTM.
+
+    gates: an optional dict that receives what the backward pass needs: the gates'
+    pre-activations (before any clip: a*) and activated values, and per cell hc = h(c'),
+    h_full = o*hc (LSTM), hn = W_hn h + b_hn (GRU) or rh = r*h (gru_reset_before)."""
+    w_hh, b_hh = w["weight_hh"], w["bias_hh"]
+    if r.cell == "lstm":
+        ai, af, ag, ao = np.split(gx + h @ w_hh.T + b_hh, 4, axis=1)
+        peephole = w.get("weight_peephole")
+        if peephole is not None:
+            ai, af = ai + peephole[0] * c, af + peephole[1] * c
+        i = activate(r, 0, ai)
+        f = 1.0 - i if r.input_forget else activate(r, 0, af)
+        g = activate(r, 1, ag)
         c_new = f * c + i * g
+        if peephole is not None:
+            ao = ao + peephole[2] * c_new
+        o = activate(r, 0, ao)
+        hc = activate(r, 2, c_new, clip=False)
+        h_full = o * hc
         if gates is not None:
-            gates.update(i=i, f=f, g=g, o=o)
-        return o * np.tanh(c_new), c_new
-    if cell == "gru":
+            gates.update(ai=ai, af=af, ag=ag, ao=ao, i=i, f=f, g=g, o=o, hc=hc, h_full=h_full)
+        return (h_full @ w["weight_hr"].T if r.proj_size else h_full), c_new
+    if r.layer_type == "gru":
+        H = r.units
         xr, xz, xn = np.split(gx, 3, axis=1)
-        hr, hz, hn = np.split(gh, 3, axis=1)
-        r, z = sigmoid(xr + hr), sigmoid(xz + hz)
-        n = np.tanh(xn + r * hn)
+        if r.cell == "gru":
+            hr, hz, hn = np.split(h @ w_hh.T + b_hh, 3, axis=1)
+        else:
+            hr, hz = np.split(h @ w_hh[:2 * H].T + b_hh[:2 * H], 2, axis=1)
+        ar, az = xr + hr, xz + hz
+        reset, z = activate(r, 0, ar), activate(r, 0, az)
+        if r.cell == "gru":
+            an = xn + reset * hn
+            saved = dict(hn=hn)
+        else:
+            rh = reset * h
+            an = xn + rh @ w_hh[2 * H:].T + b_hh[2 * H:]
+            saved = dict(rh=rh)
+        n = activate(r, 1, an)
         if gates is not None:
-            gates.update(r=r, z=z, n=n, hn=hn)
+            gates.update(ar=ar, az=az, an=an, r=reset, z=z, n=n, **saved)
         return (1.0 - z) * n + z * h, None
-    a = gx + gh
-    return (np.tanh(a) if cell == "rnn_tanh" else np.maximum(a, 0.0)), None
+    a = gx + h @ w_hh.T + b_hh
+    if gates is not None:
+        gates.update(a=a)
+    return activate(r, 0, a), None
 
 
-def layer_forward(cell, params, layer, direction, x, h, c, lengths, trace=None):
-    """One layer and direction over x (B, T, I_l). Steps t >= lengths[b] leave the state alone
-    and output zeros; the reverse direction therefore starts at each sequence's last valid step.
-    Returns (outputs (B, T, H), final h, final c).
+def direction_forward(r, w, x, h, c, mask, reverse, trace=None):
+    """One layer and direction over x (B, T, I): masked steps (mask (B, T) False) leave the state
+    alone and output zeros; reverse walks t = T-1 .. 0. Returns (outputs (B, T, S), final h,
+    final c).
 
-    trace: an optional list that receives, for each step in the order taken, a dict with the step
-    t, the mask `active` (B, 1), the state before (h, c) and after (h_new, c_new) the cell, and
-    the gates (see cell_step): what backward.layer_backward needs."""
-    w_ih = params[param_name("weight_ih", layer, direction)]
-    w_hh = params[param_name("weight_hh", layer, direction)]
-    b_ih = params[param_name("bias_ih", layer, direction)]
-    b_hh = params[param_name("bias_hh", layer, direction)]
+    trace: an optional list that receives, for each step in the order taken, a dict with the
+    step t, the mask `active` (B, 1), the state before (h, c) and after (h_new, c_new) the cell,
+    and the gates (see cell_forward)."""
     B, T, _ = x.shape
-    gx_all = x @ w_ih.T + b_ih
+    gx_all = x @ w["weight_ih"].T + w["bias_ih"]
     out = np.zeros((B, T, h.shape[1]), dtype=h.dtype)
-    for t in (range(T - 1, -1, -1) if direction == 1 else range(T)):
-        active = (t < lengths)[:, None]
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        active = mask[:, t, None]
         gates = None if trace is None else {}
-        h_new, c_new = cell_step(cell, gx_all[:, t], h, c, w_hh, b_hh, gates)
+        h_new, c_new = cell_forward(r, w, gx_all[:, t], h, c, gates)
         if trace is not None:
             trace.append(dict(t=t, active=active, h=h, c=c, h_new=h_new, c_new=c_new,
                               gates=gates))
@@ -107,37 +153,209 @@ def layer_forward(cell, params, layer, direction, x, h, c, lengths, trace=None):
     return out, h, c
 
 
+def merge(mode, parts):
+    """A layer's directions merged: concat (on the last axis), sum, mul or ave."""
+    if len(parts) == 1:
+        return parts[0]
+    first, second = parts
+    if mode == "concat":
+        return np.concatenate(parts, axis=-1)
+    if mode == "sum":
+        return first + second
+    if mode == "mul":
+        return first * second
+    return 0.5 * (first + second)
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+
+def model_inputs(spec, params, x, lengths=None, mask=None):
+    """(x (B, T, I) in the parameters' dtype, the valid-step mask (B, T) bool, ids or None).
+    x: float (B, T, I), or int ids (B, T) for a model with an embedding."""
+    if lengths is not None and mask is not None:
+        raise ValueError("mask: give lengths or mask, not both")
+    ids = None
+    if spec.embedding is not None:
+        ids = np.asarray(x)
+        V = spec.embedding.vocab_size
+        if ids.dtype.kind not in "iu" or ids.ndim != 2:
+            raise ValueError(f"x: expected int ids (B, T) for a model with an embedding, got "
+                             f"dtype {ids.dtype} shape {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= V):
+            raise ValueError(f"x: expected ids in [0, {V}), got min {ids.min()} max {ids.max()}")
+        x = params[EMBEDDING_PARAM][ids]
+    else:
+        x = np.asarray(x, dtype=params[next(iter(L.param_shapes(spec)))].dtype)
+    B, T = x.shape[:2]
+    valid = np.ones((B, T), bool)
+    if lengths is not None:
+        valid = np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+    if mask is not None:
+        valid = np.asarray(mask, bool)
+        if valid.shape != (B, T):
+            raise ValueError(f"mask: expected shape {(B, T)}, got {valid.shape}")
+    if spec.embedding is not None and spec.embedding.mask_zero:
+        valid = valid & (ids != 0)
+    return x, valid, ids
+
+
+def last_valid(mask):
+    """(index of each row's last True step (0 where none), whether it has one)."""
+    T = mask.shape[1]
+    return T - 1 - np.argmax(mask[:, ::-1], axis=1), mask.any(axis=1)
+
+
+def readout(mode, merge_mode, seq, final_h, mask):
+    """The readout of the top layer's output seq (B, T, F) (zeros at masked steps) and final h
+    (D, B, S): sequence, last, final, mean or max (over valid steps; zeros where a sequence has
+    none, except final: the initial state)."""
+    if mode == "sequence":
+        return seq
+    if mode == "final":
+        return merge(merge_mode, list(final_h))
+    B = seq.shape[0]
+    any_valid = mask.any(axis=1)[:, None]
+    if mode == "last":
+        last, _ = last_valid(mask)
+        return np.where(any_valid, seq[np.arange(B), last], 0.0)
+    if mode == "mean":
+        return seq.sum(axis=1) / np.maximum(mask.sum(axis=1), 1).astype(seq.dtype)[:, None]
+    return np.where(any_valid, np.where(mask[:, :, None], seq, -np.inf).max(axis=1), 0.0)
+
+
+def initial_states(spec, state, B, dtype):
+    """[(h (D, B, S), c (D, B, H) or None)] per recurrent layer: state's arrays in dtype, or
+    zeros where state is None."""
+    out = []
+    for k, r in enumerate(spec.recurrent):
+        D = r.num_directions
+        if state is None:
+            h = np.zeros((D, B, r.state_size), dtype)
+            c = np.zeros((D, B, r.units), dtype) if r.cell == "lstm" else None
+        else:
+            h, c = state[k]
+            h = np.asarray(h, dtype)
+            c = np.asarray(c, dtype) if r.cell == "lstm" else None
+        out.append((h, c))
+    return out
+
+
+def forward_model(spec, params, x, state=None, lengths=None, mask=None, trace=None):
+    """The whole layer list over x: float (B, T, I), or int ids (B, T) with an embedding.
+
+    state: None for zeros, or [(h (D, B, S), c (D, B, H) or None)] per recurrent layer.
+    lengths (B,) or mask (B, T) bool (not both): the valid steps. Returns (y, states): y the
+    model's output ((B, T, F) with readout "sequence", zero at invalid steps; else (B, F)),
+    states the final states, as state.
+    trace: an optional dict that receives what backward.backward_model needs."""
+    x, valid, ids = model_inputs(spec, params, x, lengths, mask)
+    B = x.shape[0]
+    states0 = initial_states(spec, state, B, x.dtype)
+    if trace is not None:
+        trace.update(ids=ids, mask=valid, inputs=[], outputs=[], steps={})
+    layer_in, states = x, []
+    for r, (h0, c0) in zip(spec.recurrent, states0):
+        outs, hs, cs = [], [], []
+        if trace is not None:
+            trace["inputs"].append(layer_in)
+        for d, reverse in enumerate(r.reverse_flags):
+            steps = None if trace is None else trace["steps"].setdefault((r.index, d), [])
+            out, h, c = direction_forward(r, direction_params(r, params, reverse), layer_in,
+                                          h0[d], None if c0 is None else c0[d], valid, reverse,
+                                          steps)
+            outs.append(out)
+            hs.append(h)
+            cs.append(c)
+        states.append((np.stack(hs), None if c0 is None else np.stack(cs)))
+        if trace is not None:
+            trace["outputs"].append(outs)
+        layer_in = merge(r.merge, outs)
+    y = head_forward(spec, params, layer_in, states[-1][0], valid, trace)
+    return y, states
+
+
+def head_forward(spec, params, top, final_h, valid, trace=None):
+    """The readout and the dense layers over the top recurrent layer's output sequence top
+    (B, T, F) and final h (D, B, S); valid: the (B, T) mask of valid steps. trace: an optional
+    dict that receives what backward.head_backward needs."""
+    y = readout(spec.readout, spec.recurrent[-1].merge, top, final_h, valid)
+    if trace is not None:
+        trace.update(top=top, final_h=final_h, dense=[])
+    for d in spec.dense:
+        z_in = y
+        z = z_in @ params[dense_param_name("weight", d.index)].T + \
+            params[dense_param_name("bias", d.index)]
+        y = dense_activate(d.activation, z)
+        if trace is not None:
+            trace["dense"].append((z_in, z, y))
+    if spec.dense and spec.readout == "sequence":
+        y = np.where(valid[:, :, None], y, 0.0)
+    if trace is not None:
+        trace.update(y=y)
+    return y
+
+
+# ----------------------------------------------------------------------------------------------
+# today's stacked API: one cell kind, one size, (L*D, B, H) states
+
+
+@lru_cache(maxsize=64)
+def stack_spec(cell, input_size, hidden_size, num_layers, bidirectional):
+    """The Spec of a uniform stack of the core's `cell` (rnn_tanh, rnn_relu, lstm, gru or
+    gru_reset_before), no readout and no dense layer."""
+    c = CELLS[cell]
+    layers, I = L.shorthand(c.layer_type, input_size, hidden_size, num_layers, bidirectional,
+                            nonlinearity=c.activations[0] if c.layer_type == "rnn" else "tanh",
+                            linear_before_reset=cell != "gru_reset_before", output="many_to_many")
+    return L.build(layers, I)
+
+
+def param_shapes(cell, input_size, hidden_size, num_layers, bidirectional):
+    """{name: shape} of every recurrent parameter of a uniform stack, in PyTorch's order."""
+    return L.param_shapes(stack_spec(cell, int(input_size), int(hidden_size), int(num_layers),
+                                     bool(bidirectional)))
+
+
+def split_states(spec, h0, c0, B, dtype):
+    """Stacked (L*D, B, H) states h0, c0 (None: zeros) as forward_model's per-layer list, or
+    None when both are None."""
+    if h0 is None and c0 is None:
+        return None
+    zeros = np.zeros((sum(r.num_directions for r in spec.recurrent), B, spec.recurrent[0].units),
+                     dtype)
+    h0, c0 = (zeros if h0 is None else h0), (zeros if c0 is None else c0)
+    out, k = [], 0
+    for r in spec.recurrent:
+        out.append((h0[k:k + r.num_directions], c0[k:k + r.num_directions]))
+        k += r.num_directions
+    return out
+
+
+def legacy_spec(cell, params, x, num_layers, bidirectional):
+    """(the stack's Spec, the parameters' dtype) for today's forward arguments."""
+    w_hh = params[param_name("weight_hh", 0, 0)]
+    return stack_spec(cell, int(np.shape(x)[-1]), int(w_hh.shape[1]), int(num_layers),
+                      bool(bidirectional)), w_hh.dtype
+
+
+def cell_step(cell, gx, h, c, w_hh, b_hh, gates=None):
+    """One step of a default `cell` (the core's names) from gx = W_ih x + b_ih (B, G*H) and the
+    state h (B, H) (c too, for the LSTM). Returns (h', c'); c' is None except for the LSTM."""
+    r = stack_spec(cell, 1, int(w_hh.shape[1]), 1, False).recurrent[0]
+    return cell_forward(r, {"weight_hh": w_hh, "bias_hh": b_hh}, gx, h, c, gates)
+
+
 def forward(cell, params, x, num_layers, bidirectional, h0=None, c0=None, lengths=None,
             trace=None):
-    """The stacked recurrent layers over a batch-first x (B, T, I).
+    """A uniform stack of `cell` over a batch-first x (B, T, I).
 
     h0, c0: (L*D, B, H) or None for zeros; lengths: (B,) ints in [1, T] or None for all T.
     Returns (y (B, T, D*H), h_n (L*D, B, H), c_n (L*D, B, H) for the LSTM, else None), all in
-    the dtype of the parameters.
-    trace: an optional dict that receives what the backward pass needs: "inputs", each layer's
-    input sequence, and for each (layer, direction) the list of layer_forward's trace.
-    """
-    dtype = params[param_name("weight_hh", 0, 0)].dtype
-    H = params[param_name("weight_hh", 0, 0)].shape[1]
-    D = 2 if bidirectional else 1
-    B, T, _ = x.shape
-    x = np.asarray(x, dtype=dtype)
-    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
-    h0 = np.zeros((num_layers * D, B, H), dtype) if h0 is None else np.asarray(h0, dtype)
-    c0 = np.zeros((num_layers * D, B, H), dtype) if c0 is None else np.asarray(c0, dtype)
-    h_n, c_n = np.empty_like(h0), np.empty_like(c0)
-    if trace is not None:
-        trace["inputs"] = []
-    layer_in = x
-    for layer in range(num_layers):
-        outs = []
-        if trace is not None:
-            trace["inputs"].append(layer_in)
-        for direction in range(D):
-            k = layer * D + direction
-            steps = None if trace is None else trace.setdefault((layer, direction), [])
-            out, h_n[k], c_n[k] = layer_forward(cell, params, layer, direction, layer_in,
-                                                h0[k], c0[k], lengths, steps)
-            outs.append(out)
-        layer_in = np.concatenate(outs, axis=2) if D == 2 else outs[0]
-    return layer_in, h_n, (c_n if cell == "lstm" else None)
+    the dtype of the parameters. trace: as forward_model's."""
+    spec, dtype = legacy_spec(cell, params, x, num_layers, bidirectional)
+    states = split_states(spec, h0, c0, np.shape(x)[0], dtype)
+    y, states = forward_model(spec, params, np.asarray(x, dtype), states, lengths, trace=trace)
+    h_n = np.concatenate([h for h, _ in states])
+    return y, h_n, (np.concatenate([c for _, c in states]) if cell == "lstm" else None)

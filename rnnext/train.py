@@ -1,12 +1,18 @@
 """Training: losses and gradients of a Model, fit with truncated backpropagation through time,
-evaluate. Model inherits these methods from TrainingMixin.
+evaluate. Model's methods of the same names call these functions.
 
-The recurrent stack's gradients come from the compiled core (backend "c") or the NumPy reference
-(backend "numpy", rnnext.backward); the dense head, the loss and the optimizer run in NumPy.
-Gradients are dicts keyed by PyTorch's parameter names (weight_ih_l0, bias_hh_l1_reverse, ...,
-head.weight, head.bias), so that a model made by from_torch(rnn, head=linear) compares with
-torch autograd key by key.
+The recurrent layers' gradients come from the compiled core (backend "c") or the NumPy reference
+(backend "numpy", rnnext.backward); the embedding, the readout, the dense layers, the loss and
+the optimizer run in NumPy (the reference's functions, on either backend). Gradients are dicts
+keyed by the parameters' names (PyTorch's for the recurrent layers: weight_ih_l0,
+bias_hh_l1_reverse, ...; embedding.weight; dense0.weight, ...), so that a model imported from
+PyTorch compares with torch autograd key by key.
+
+The model's last dense activation (softmax, sigmoid) is part of the loss: the loss takes the
+logits before it, as PyTorch's cross-entropy does.
 """
+import dataclasses
+import math
 import sys
 import time
 
@@ -21,89 +27,110 @@ ACTIVATION_LOSSES = {"cross_entropy": (None, "softmax"), "binary_cross_entropy":
 
 
 # ----------------------------------------------------------------------------------------------
-# the recurrent stack in training mode, on either backend
+# the model in training mode, on either backend
 
 
-def _recurrent_train(model, params, x, h0, c0, lengths, backend, n_threads, need_sequence):
-    """Runs the stack keeping what its backward pass needs. Returns (y or None, h_n, c_n,
-    backward) where backward(dy, dh_n, dc_n) -> (grads of the recurrent parameters, dh0, dc0)."""
-    names = [n for n in params if not n.startswith("head.")]
+def _logits_spec(spec):
+    """spec with the last dense layer's activation left to the loss: its output is the logits."""
+    if not spec.dense:
+        return spec
+    last = dataclasses.replace(spec.dense[-1], activation=None)
+    return dataclasses.replace(spec, dense=spec.dense[:-1] + (last,))
+
+
+def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_threads):
+    """Runs the model keeping what its backward pass needs. Returns (logits, final states,
+    backward) where backward(dlogits) -> (grads of every parameter, [(dh0, dc0)] per layer)."""
     if backend == "numpy":
-        y, h_n, c_n, trace = reference_backward.forward_train(
-            model.core_cell, params, x, model.num_layers, model.bidirectional, h0, c0, lengths)
+        y, final, trace = reference_backward.forward_train_model(spec, params, x, states,
+                                                                 lengths, mask)
 
-        def backward(dy, dh_n, dc_n):
-            grads, _, dh0, dc0 = reference_backward.backward(
-                model.core_cell, params, trace, model.num_layers, model.bidirectional, dy, dh_n,
-                dc_n)
-            return grads, dh0, dc0
+        def backward(dy):
+            grads, _, dstates0 = reference_backward.backward_model(spec, params, trace, dy)
+            return grads, dstates0
 
-        return y, h_n, c_n, backward
+        return y, final, backward
 
-    n_threads = resolve_threads(n_threads)
     core = model.core() if params is model.params else model._core_from(params)
-    B, T, _ = x.shape
-    LD, H = model.num_layers * model.num_directions, model.hidden_size
-    tape = model._training_tape(core, B, T)
-    y = np.empty((B, T, model.num_directions * H), np.float32) if need_sequence else None
-    h_n = np.empty((LD, B, H), np.float32)
-    c_n = np.empty((LD, B, H), np.float32) if model.cell == "lstm" else None
-    core.forward_train(tape, y, h_n, c_n, x, h0, c0, lengths, n_threads)
+    inputs, valid, ids = reference.model_inputs(spec, params, x, lengths, mask)
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    if ids is not None and spec.embedding.mask_zero:  # the mask the ids made, lengths in it
+        lengths, mask = None, np.ascontiguousarray(valid)
+    B, T = inputs.shape[:2]
+    n_threads = resolve_threads(n_threads)
+    h_n, c_n, shapes = model._state_buffers(B)
+    seq = np.empty((B, T, spec.recurrent[-1].output_size), np.float32)
+    h0, c0 = _flat_states(states)
+    tape = training_tape(model, core, B, T)
+    core.forward_train(tape, seq, h_n, c_n, inputs, h0, c0, lengths, mask, n_threads)
+    final = model._split_states(h_n, c_n, shapes)
+    trace = {"mask": valid, "ids": ids}
+    y = reference.head_forward(spec, params, seq, final[-1][0], valid, trace)
 
-    def backward(dy, dh_n, dc_n):
-        flat = np.empty(sum(params[n].size for n in names), np.float32)
-        dh0 = np.empty((LD, B, H), np.float32)
-        dc0 = np.empty((LD, B, H), np.float32) if model.cell == "lstm" else None
-        core.backward(tape, flat, None, dh0, dc0, x, _c_array(dy), _c_array(dh_n),
-                      _c_array(dc_n), n_threads)
-        grads, offset = {}, 0
-        for n in names:
-            grads[n] = flat[offset:offset + params[n].size].reshape(params[n].shape)
-            offset += params[n].size
-        return grads, dh0, dc0
+    def backward(dy):
+        grads, dseq, dfinal = reference_backward.head_backward(spec, params, trace, dy)
+        dh_n = np.zeros_like(h_n)
+        if dfinal is not None:  # the readout read the top layer's final states
+            dh_n[h_n.size - dfinal.size:] = dfinal.ravel()
+        recurrent = np.empty(core.info["recurrent_param_count"], np.float32)
+        dx = np.empty_like(inputs) if ids is not None else None
+        dh0, dc0 = np.empty_like(h_n), np.empty_like(c_n)
+        core.backward(tape, recurrent, dx, dh0, dc0, inputs,
+                      np.ascontiguousarray(dseq, dtype=np.float32), dh_n, None, n_threads)
+        offset = 0
+        for name, shape in model.param_shapes().items():
+            if name in grads or name == reference_backward.EMBEDDING_PARAM:
+                continue
+            size = math.prod(shape)
+            grads[name] = recurrent[offset:offset + size].reshape(shape)
+            offset += size
+        if ids is not None:
+            grads[reference_backward.EMBEDDING_PARAM] = reference_backward.embedding_backward(
+                spec, ids, dx)
+        return ({name: grads[name] for name in model.param_shapes()},
+                model._split_states(dh0, dc0, shapes))
 
-    return y, h_n, c_n, backward
+    return y, final, backward
 
 
-def _c_array(a):
-    return None if a is None else np.ascontiguousarray(a, dtype=np.float32)
+def _flat_states(states):
+    """The core's flat (h0, c0) arrays of [(h, c)] per recurrent layer, or (None, None)."""
+    if states is None:
+        return None, None
+    h0 = np.concatenate([np.asarray(h, np.float32).ravel() for h, _ in states])
+    c0 = np.concatenate([np.asarray(c, np.float32).ravel() for _, c in states if c is not None]
+                        or [np.empty(0, np.float32)])
+    return h0, c0
 
 
 # ----------------------------------------------------------------------------------------------
 # inputs
 
 
-def _as_dtype(original, validated, dtype):
-    """validated (a float32 array checked by Model._inputs) in dtype, read again from the caller's
-    array where float32 would lose precision."""
-    if validated is None or dtype == np.float32:
-        return validated
-    return np.asarray(original, dtype=dtype).reshape(validated.shape)
-
-
 def _checked_loss(model, loss):
     if loss not in losses.LOSSES:
         raise ValueError(f"loss: expected one of {losses.LOSSES}, got {loss!r}")
-    activation = model.activation if model.output_size is not None else None
+    dense = model.spec.dense
+    activation = dense[-1].activation if dense else None
     if activation not in ACTIVATION_LOSSES[loss]:
-        raise ValueError(f"loss: {loss!r} expects a model with activation in "
-                         f"{ACTIVATION_LOSSES[loss]}, got activation={activation!r}")
+        raise ValueError(f"loss: {loss!r} expects a model whose last dense activation is in "
+                         f"{ACTIVATION_LOSSES[loss]}, got {activation!r}")
     return activation
 
 
 def _targets(model, loss, y, B, T, unbatched, dtype):
     """y as an array of the shape the loss expects: class indices (B,) / (B, T) for
-    cross_entropy, else values (B, O) / (B, T, O); many-to-many shapes carry the T axis."""
-    many_to_many = model.output == "many_to_many"
-    O = model.output_size or model.num_directions * model.hidden_size
-    lead = (B, T) if many_to_many else (B,)
+    cross_entropy, else values (B, O) / (B, T, O); per-step models carry the T axis."""
+    O = model.output_size
+    lead = (B, T) if model.per_step else (B,)
     want = lead if loss == "cross_entropy" else lead + (O,)
     arr = np.asarray(y)
     if unbatched:
         arr = arr[None]
     shown = want[1:] if unbatched else want
     if arr.shape != want:
-        raise ValueError(f"y: expected shape {shown} for loss {loss!r} ({model.output}), got "
+        kind = "per step" if model.per_step else "per sequence"
+        raise ValueError(f"y: expected shape {shown} for loss {loss!r} (outputs {kind}), got "
                          f"{arr.shape[1:] if unbatched else arr.shape}")
     if loss == "cross_entropy":
         if arr.dtype.kind not in "iu":
@@ -140,94 +167,49 @@ def _params_for(model, params):
 
 
 # ----------------------------------------------------------------------------------------------
-# the head and the loss
-
-
-def _valid_mask(lengths, B, T):
-    return None if lengths is None else np.arange(T)[None, :] < lengths[:, None]
-
-
-def _rows(model, y_seq, h_n, lengths):
-    """The features the head sees, as rows (N, D*H), and the mask of valid steps (many-to-many)
-    or None (many-to-one)."""
-    if model.output == "many_to_one":
-        return model._last_valid(y_seq, h_n, lengths), None
-    B, T, _ = y_seq.shape
-    mask = _valid_mask(lengths, B, T)
-    return (y_seq.reshape(B * T, -1) if mask is None else y_seq[mask]), mask
-
-
-def _head_logits(params, rows):
-    if "head.weight" not in params:
-        return rows
-    return rows @ params["head.weight"].T + params["head.bias"]
-
-
-def _target_rows(model, target, mask):
-    if model.output == "many_to_one":
-        return target
-    return target.reshape((-1,) + target.shape[2:]) if mask is None else target[mask]
-
-
-# ----------------------------------------------------------------------------------------------
 # one batch
 
 
-def _batch(model, params, x, h0, c0, lengths, target, loss, activation, backend, n_threads,
-           train):
+def _batch(model, params, x, states, lengths, mask, target, loss, activation, backend,
+           n_threads, train):
     """The loss on one validated batch. Returns a dict: loss, count (rows the loss averages
-    over), accuracy (or None), state (the final (h_n, c_n)), and when train is set grads (with
-    "h0"/"c0": the initial state's) from backpropagation through time."""
-    dtype = next(iter(params.values())).dtype
-    B, T, _ = x.shape
-    one_state_output = model.output == "many_to_one" and model.num_directions == 1
+    over), accuracy (or None), state (the final [(h, c)] per recurrent layer), and when train is
+    set grads (and "states0": the initial states' gradients) from backpropagation through
+    time."""
+    spec = _logits_spec(model.spec)
     if train:
-        y_seq, h_n, c_n, backward = _recurrent_train(model, params, x, h0, c0, lengths, backend,
-                                                     n_threads, not one_state_output)
+        z, final, backward = _forward_train(model, spec, params, x, states, lengths, mask,
+                                            backend, n_threads)
     elif backend == "numpy":
-        y_seq, h_n, c_n = reference.forward(model.core_cell, params, x, model.num_layers,
-                                            model.bidirectional, h0, c0, lengths)
+        z, final = reference.forward_model(spec, params, x, states, lengths, mask)
     else:
-        y_seq, h_n, c_n = model._recurrent(x, h0, c0, lengths, n_threads, backend,
-                                           not one_state_output)
-    rows, mask = _rows(model, y_seq, h_n, lengths)
-    z = _head_logits(params, rows)
-    target_rows = _target_rows(model, target, mask)
-    value, dz = losses.loss_and_grad(loss, z, target_rows, activation)
-    out = dict(loss=float(value), count=len(rows), accuracy=losses.accuracy(loss, z, target_rows),
-               state=(h_n, c_n))
+        z, final = _forward_train(model, spec, params, x, states, lengths, mask, backend,
+                                  n_threads)[:2]
+    if model.per_step:
+        _, valid, _ = reference.model_inputs(spec, params, x, lengths, mask)
+        rows, target_rows = z[valid], target[valid]
+    else:
+        rows, target_rows = z, target
+    value, drows = losses.loss_and_grad(loss, rows, target_rows, activation)
+    out = dict(loss=float(value), count=len(rows), accuracy=losses.accuracy(loss, rows,
+                                                                              target_rows),
+               state=final)
     if not train:
         return out
-
-    grads = {}
-    if "head.weight" in params:
-        grads["head.weight"] = (dz.T @ rows).astype(dtype)
-        grads["head.bias"] = dz.sum(axis=0).astype(dtype)
-        drows = dz @ params["head.weight"]
+    dtype = next(iter(params.values())).dtype
+    if model.per_step:
+        dz = np.zeros(z.shape, dtype)
+        dz[valid] = drows
     else:
-        drows = dz
-    drows = drows.astype(dtype)
-    dy = dh_n = None
-    if one_state_output:  # the output is the top layer's final state
-        dh_n = np.zeros(h_n.shape, dtype)
-        dh_n[-1] = drows
-    else:
-        dy = np.zeros((B, T, model.num_directions * model.hidden_size), dtype)
-        if model.output == "many_to_one":
-            dy[np.arange(B), (np.full(B, T) if lengths is None else lengths) - 1] = drows
-        elif mask is None:
-            dy.reshape(B * T, -1)[:] = drows
-        else:
-            dy[mask] = drows
-    recurrent, dh0, dc0 = backward(dy, dh_n, None)
-    out["grads"] = {**recurrent, **grads, "h0": dh0}
-    if model.cell == "lstm":
-        out["grads"]["c0"] = dc0
+        dz = drows.astype(dtype)
+    grads, dstates0 = backward(dz)
+    out["grads"] = grads
+    out["states0"] = dstates0
     return out
 
 
-def _validated(model, x, y, lengths, loss, state, params, backend):
-    """Checks everything once: (params, backend, activation, x, h0, c0, lengths, target,
+def _validated(model, x, y, lengths, mask, loss, state, params, backend):
+    """Checks everything once: (params, backend, activation, x, states, lengths, mask, target,
     unbatched)."""
     from .model import BACKENDS, _choice
 
@@ -237,39 +219,34 @@ def _validated(model, x, y, lengths, loss, state, params, backend):
     if dtype == np.float64 and backend != "numpy":
         raise ValueError("params: float64 parameters need backend='numpy', got backend='c'")
     activation = _checked_loss(model, loss)
-    x_checked, h0, c0, lengths, unbatched = model._inputs(x, state, lengths)
-    x_checked = _as_dtype(x, x_checked, dtype)
-    if state is not None:
-        h0 = _as_dtype(state[0] if model.cell == "lstm" else state, h0, dtype)
-        c0 = _as_dtype(state[1], c0, dtype) if model.cell == "lstm" else None
-    B, T, _ = x_checked.shape
+    x_checked, states, lengths, mask, unbatched = model._inputs(x, state, lengths, mask)
+    if dtype == np.float64:  # read the caller's arrays again where float32 lost precision
+        if model.spec.embedding is None:
+            x_checked = np.asarray(x, np.float64).reshape(x_checked.shape)
+        states = model._state(state, x_checked.shape[0], unbatched, np.float64)
+    B, T = x_checked.shape[:2]
     target = _targets(model, loss, y, B, T, unbatched, dtype)
-    return params, backend, activation, x_checked, h0, c0, lengths, target, unbatched
+    return params, backend, activation, x_checked, states, lengths, mask, target, unbatched
 
 
-def _check_trainable(model, backend):
-    if backend == "c" and model.core_cell == "gru_reset_before":
-        raise ValueError("backend: the compiled core does not train the GRU with the reset "
-                         "before the product (linear_before_reset=False); expected "
-                         "backend='numpy' for it, got backend='c'")
+def loss_and_grads(model, x, y, lengths=None, mask=None, loss="cross_entropy", state=None,
+                   params=None, n_threads=None, backend=None):
+    """The loss of `model` on a batch and its gradient for every parameter: (loss, grads).
 
-
-def loss_and_grads(model, x, y, lengths=None, loss="cross_entropy", state=None, params=None,
-                   n_threads=None, backend=None):
-    """(loss, grads) of `model` on a batch; see TrainingMixin.loss_and_grads. params: None for
-    model.params, or a dict of float32 or float64 arrays to differentiate at instead (float64
-    runs on the NumPy reference)."""
-    params, backend, activation, x, h0, c0, lengths, target, unbatched = _validated(
-        model, x, y, lengths, loss, state, params, backend)
-    _check_trainable(model, backend)
-    out = _batch(model, params, x, h0, c0, lengths, target, loss, activation, backend, n_threads,
-                 train=True)
+    x, lengths, mask, state: as Model.forward. y: targets as the loss expects (see
+    rnnext.losses): class indices (B,) for a model with one output per sequence, or (B, T) for
+    one per step, with "cross_entropy"; values (B, O) or (B, T, O) with "binary_cross_entropy"
+    and "mse". Per-step losses average over the valid steps only.
+    grads: {parameter name: array of its shape}; when state is given, also "state": its
+    gradient, in the same form. params: None for model.params, or a dict of float32 or float64
+    arrays to differentiate at instead (float64 runs on the NumPy reference)."""
+    params, backend, activation, x, states, lengths, mask, target, unbatched = _validated(
+        model, x, y, lengths, mask, loss, state, params, backend)
+    out = _batch(model, params, x, states, lengths, mask, target, loss, activation, backend,
+                 n_threads, train=True)
     grads = out["grads"]
-    dh0, dc0 = grads.pop("h0"), grads.pop("c0", None)
     if state is not None:
-        grads["h0"] = dh0[:, 0] if unbatched else dh0
-        if dc0 is not None:
-            grads["c0"] = dc0[:, 0] if unbatched else dc0
+        grads["state"] = model._state_out(out["states0"], unbatched)
     return out["loss"], grads
 
 
@@ -288,25 +265,26 @@ def _chunks(T, bptt):
 
 def _run_epoch(model, data, order, batch_size, bptt, loss, activation, backend, n_threads,
                train_step, progress):
-    """One pass over `data` (params, x, h0, c0, lengths, target) in batches of `order`, each
-    batch's sequences cut into chunks of bptt steps that carry the state. train_step(out) is
-    called after each chunk with the batch's result (None when evaluating). Returns the mean
+    """One pass over `data` (params, x, states, lengths, mask, target) in batches of `order`,
+    each batch's sequences cut into chunks of bptt steps that carry the state. train_step(out)
+    is called after each chunk with the batch's result (None when evaluating). Returns the mean
     loss and accuracy over rows."""
-    params, x, h0, c0, lengths, target = data
-    B, T, _ = x.shape
+    params, x, states, lengths, mask, target = data
+    B, T = x.shape[:2]
     total = correct = rows = 0.0
     batches = _batches(B, batch_size, order)
     chunks = _chunks(T, bptt)
     for i, idx in enumerate(batches):
-        h = None if h0 is None else h0[:, idx]
-        c = None if c0 is None else c0[:, idx]
+        carried = None if states is None else [(h[:, idx], None if c is None else c[:, idx])
+                                               for h, c in states]
         for t0, t1 in chunks:
             xb = np.ascontiguousarray(x[idx, t0:t1])
-            tb = target[idx] if model.output == "many_to_one" else target[idx, t0:t1]
+            tb = target[idx, t0:t1] if model.per_step else target[idx]
             lb = None if lengths is None else np.ascontiguousarray(lengths[idx])
-            out = _batch(model, params, xb, h, c, lb, tb, loss, activation, backend, n_threads,
-                         train=train_step is not None)
-            h, c = out["state"]
+            mb = None if mask is None else np.ascontiguousarray(mask[idx, t0:t1])
+            out = _batch(model, params, xb, carried, lb, mb, tb, loss, activation, backend,
+                         n_threads, train=train_step is not None)
+            carried = out["state"]
             total += out["loss"] * out["count"]
             rows += out["count"]
             if out["accuracy"] is not None:
@@ -324,9 +302,9 @@ def _checked_bptt(model, bptt, lengths):
     from .model import _positive_int
 
     bptt = _positive_int("bptt", bptt)
-    if model.output != "many_to_many":
-        raise ValueError(f"bptt: truncated backpropagation needs a many-to-many model, got "
-                         f"output={model.output!r}")
+    if not model.per_step:
+        raise ValueError(f"bptt: truncated backpropagation needs a model with an output per "
+                         f"step, got readout {model.spec.readout!r}")
     if lengths is not None:
         raise ValueError("lengths: expected None with bptt (every sequence as long as x), got "
                          "an array")
@@ -367,135 +345,116 @@ class _Progress:
         self.stream.flush()
 
 
-class TrainingMixin:
-    """loss_and_grads, fit and evaluate for Model."""
+def apply_grads(model, grads, optimizer, clip=None):
+    """One update: clips grads (see fit's clip; in place) and lets `optimizer` (an
+    rnnext.optim.SGD or Adam) change the parameters. Keys of grads that are not parameters
+    (an initial state's "state") are left out."""
+    if not isinstance(optimizer, (optim.SGD, optim.Adam)):
+        raise TypeError(f"optimizer: expected an rnnext.optim.SGD or Adam, got "
+                        f"{type(optimizer).__name__}")
+    missing = [name for name in model.param_shapes() if name not in grads]
+    if missing:
+        raise ValueError(f"grads: expected a gradient for every parameter, missing {missing}")
+    grads = {name: np.asarray(grads[name]) for name in model.param_shapes()}
+    for name, shape in model.param_shapes().items():
+        if grads[name].shape != shape:
+            raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {grads[name].shape}")
+    optim.clip_grads(grads, clip)
+    optimizer.step(model.params, grads)
+    model._core = None  # the compiled model is packed again from the new parameters
 
-    def loss_and_grads(self, x, y, lengths=None, loss="cross_entropy", state=None,
-                       n_threads=None, backend=None):
-        """The loss on a batch and its gradient for every parameter.
+def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
+        clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
+        seed=None, verbose=True, n_threads=None, backend=None, mask=None):
+    """Trains the model on (x, y) with minibatches; returns the history, a dict of lists
+    per epoch: "loss" (and "accuracy" for classification losses), "val_loss" and
+    "val_accuracy" with validation_data.
 
-        x (B, T, I) or (T, I); y: targets as the loss expects (see rnnext.losses): class indices
-        (B,) for a many-to-one head or (B, T) for many-to-many with "cross_entropy", values
-        (B, O) or (B, T, O) with "binary_cross_entropy" and "mse". Many-to-many losses average
-        over the valid steps only. Without a head the loss applies to the recurrent outputs.
-        state: the initial state (as forward takes it) or None for zeros; when given, grads
-        also holds its gradient as "h0" (and "c0" for the LSTM).
-        Returns (loss, grads) with grads {PyTorch name: array of the parameter's shape}."""
-        return loss_and_grads(self, x, y, lengths, loss, state, None, n_threads, backend)
+    x, y, lengths, loss: as loss_and_grads, for the whole training set.
+    optimizer: "adam" or "sgd" (with lr, or the default's), or an rnnext.optim.SGD/Adam.
+    clip: None, a number (clip the gradients' global norm to it), ("norm", x) or
+    ("value", x) (clip every gradient entry to [-x, x]).
+    shuffle: a new order of the sequences each epoch, drawn from seed.
+    validation_data: (x, y) or (x, y, lengths), evaluated after each epoch.
+    bptt: None, or truncated backpropagation through time for a many-to-many model: each
+    batch's sequences are cut into chunks of bptt steps, an update after each chunk, the
+    state carried (without gradient) from chunk to chunk and reset for each batch.
+    verbose: a progress bar on a terminal, one line per epoch elsewhere; False for none."""
+    from .model import _positive_int
 
-    def apply_grads(self, grads, optimizer, clip=None):
-        """One update: clips grads (see fit's clip; in place) and lets `optimizer` (an
-        rnnext.optim.SGD or Adam) change the parameters. Keys of grads that are not parameters
-        (an initial state's "h0", "c0") are left out."""
-        if not isinstance(optimizer, (optim.SGD, optim.Adam)):
-            raise TypeError(f"optimizer: expected an rnnext.optim.SGD or Adam, got "
-                            f"{type(optimizer).__name__}")
-        grads = {name: grads[name] for name in self.param_shapes()}
-        optim.clip_grads(grads, clip)
-        optimizer.step(self.params, grads)
-        self._core = None  # the compiled model is packed again from the new parameters
+    epochs = _positive_int("epochs", epochs)
+    batch_size = _positive_int("batch_size", batch_size)
+    opt = optim.make_optimizer(optimizer, lr)
+    optim.parse_clip(clip)
+    params, backend, activation, x, states, lengths, mask, target, _ = _validated(
+        model, x, y, lengths, mask, loss, None, None, backend)
+    bptt = _checked_bptt(model, bptt, lengths)
+    if validation_data is not None:
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3)):
+            raise TypeError("validation_data: expected (x, y) or (x, y, lengths), got "
+                            f"{type(validation_data).__name__}")
+        val = _validated(model, *validation_data[:2],
+                         validation_data[2] if len(validation_data) == 3 else None, None,
+                         loss, None, None, backend)
+    rng = np.random.default_rng(seed)
 
-    def fit(self, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
-            clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
-            seed=None, verbose=True, n_threads=None, backend=None):
-        """Trains the model on (x, y) with minibatches; returns the history, a dict of lists
-        per epoch: "loss" (and "accuracy" for classification losses), "val_loss" and
-        "val_accuracy" with validation_data.
+    def train_step(out):
+        apply_grads(model, out["grads"], opt, clip)
 
-        x, y, lengths, loss: as loss_and_grads, for the whole training set.
-        optimizer: "adam" or "sgd" (with lr, or the default's), or an rnnext.optim.SGD/Adam.
-        clip: None, a number (clip the gradients' global norm to it), ("norm", x) or
-        ("value", x) (clip every gradient entry to [-x, x]).
-        shuffle: a new order of the sequences each epoch, drawn from seed.
-        validation_data: (x, y) or (x, y, lengths), evaluated after each epoch.
-        bptt: None, or truncated backpropagation through time for a many-to-many model: each
-        batch's sequences are cut into chunks of bptt steps, an update after each chunk, the
-        state carried (without gradient) from chunk to chunk and reset for each batch.
-        verbose: a progress bar on a terminal, one line per epoch elsewhere; False for none."""
-        from .model import _positive_int
-
-        epochs = _positive_int("epochs", epochs)
-        batch_size = _positive_int("batch_size", batch_size)
-        opt = optim.make_optimizer(optimizer, lr)
-        optim.parse_clip(clip)
-        params, backend, activation, x, h0, c0, lengths, target, _ = _validated(
-            self, x, y, lengths, loss, None, None, backend)
-        _check_trainable(self, backend)
-        bptt = _checked_bptt(self, bptt, lengths)
-        if validation_data is not None:
-            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3)):
-                raise TypeError("validation_data: expected (x, y) or (x, y, lengths), got "
-                                f"{type(validation_data).__name__}")
-            val = _validated(self, *validation_data[:2],
-                             validation_data[2] if len(validation_data) == 3 else None, loss,
-                             None, None, backend)
-        rng = np.random.default_rng(seed)
-
-        def train_step(out):
-            self.apply_grads(out["grads"], opt, clip)
-
-        history = {}
-        progress = _Progress(verbose, epochs)
-        B = x.shape[0]
-        for epoch in range(1, epochs + 1):
-            progress.begin(epoch)
-            order = rng.permutation(B) if shuffle else np.arange(B)
-            data = (self.params, x, h0, c0, lengths, target)
-            mean_loss, acc = _run_epoch(self, data, order, batch_size, bptt, loss, activation,
-                                        backend, n_threads, train_step, progress.batch)
-            record = {"loss": mean_loss}
-            if acc is not None:
-                record["accuracy"] = acc
-            if validation_data is not None:
-                _, _, _, vx, vh0, vc0, vlen, vtarget, _ = val
-                vloss, vacc = _run_epoch(self, (self.params, vx, vh0, vc0, vlen, vtarget),
-                                         np.arange(vx.shape[0]), batch_size, bptt, loss,
-                                         activation, backend, n_threads, None, None)
-                record["val_loss"] = vloss
-                if vacc is not None:
-                    record["val_accuracy"] = vacc
-            for key, value in record.items():
-                history.setdefault(key, []).append(value)
-            progress.end(record)
-        return history
-
-    def evaluate(self, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
-                 n_threads=None, backend=None):
-        """{"loss": mean loss, "accuracy": fraction right (classification losses)} on (x, y),
-        with the current parameters, in batches of batch_size (None for one batch) and, with
-        bptt, in chunks of bptt steps that carry the state (as fit)."""
-        from .model import _positive_int
-
-        params, backend, activation, x, h0, c0, lengths, target, _ = _validated(
-            self, x, y, lengths, loss, None, None, backend)
-        bptt = _checked_bptt(self, bptt, lengths)
-        B = x.shape[0]
-        batch_size = B if batch_size is None else _positive_int("batch_size", batch_size)
-        mean_loss, acc = _run_epoch(self, (params, x, h0, c0, lengths, target), np.arange(B),
-                                    batch_size, bptt, loss, activation, backend, n_threads, None,
-                                    None)
-        result = {"loss": mean_loss}
+    history = {}
+    progress = _Progress(verbose, epochs)
+    B = x.shape[0]
+    for epoch in range(1, epochs + 1):
+        progress.begin(epoch)
+        order = rng.permutation(B) if shuffle else np.arange(B)
+        data = (model.params, x, states, lengths, mask, target)
+        mean_loss, acc = _run_epoch(model, data, order, batch_size, bptt, loss, activation,
+                                    backend, n_threads, train_step, progress.batch)
+        record = {"loss": mean_loss}
         if acc is not None:
-            result["accuracy"] = acc
-        return result
+            record["accuracy"] = acc
+        if validation_data is not None:
+            _, _, _, vx, vstates, vlen, vmask, vtarget, _ = val
+            vloss, vacc = _run_epoch(model, (model.params, vx, vstates, vlen, vmask, vtarget),
+                                     np.arange(vx.shape[0]), batch_size, bptt, loss,
+                                     activation, backend, n_threads, None, None)
+            record["val_loss"] = vloss
+            if vacc is not None:
+                record["val_accuracy"] = vacc
+        for key, value in record.items():
+            history.setdefault(key, []).append(value)
+        progress.end(record)
+    return history
 
-    # ------------------------------------------------------------------------------------------
-    # the compiled core's training resources
+def evaluate(model, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
+             n_threads=None, backend=None, mask=None):
+    """{"loss": mean loss, "accuracy": fraction right (classification losses)} on (x, y),
+    with the current parameters, in batches of batch_size (None for one batch) and, with
+    bptt, in chunks of bptt steps that carry the state (as fit)."""
+    from .model import _positive_int
 
-    def _core_from(self, params):
-        from ._core import CoreModel
+    params, backend, activation, x, states, lengths, mask, target, _ = _validated(
+        model, x, y, lengths, mask, loss, None, None, backend)
+    bptt = _checked_bptt(model, bptt, lengths)
+    B = x.shape[0]
+    batch_size = B if batch_size is None else _positive_int("batch_size", batch_size)
+    mean_loss, acc = _run_epoch(model, (params, x, states, lengths, mask, target), np.arange(B),
+                                batch_size, bptt, loss, activation, backend, n_threads, None,
+                                None)
+    result = {"loss": mean_loss}
+    if acc is not None:
+        result["accuracy"] = acc
+    return result
 
-        names = [n for n in self.param_shapes() if not n.startswith("head.")]
-        flat = np.concatenate([np.asarray(params[n], np.float32).ravel() for n in names])
-        return CoreModel(self.core_cell, self.input_size, self.hidden_size, self.num_layers,
-                         self.bidirectional, flat)
+# ----------------------------------------------------------------------------------------------
+# the compiled core's training resources
 
-    def _training_tape(self, core, B, T):
-        """This thread's training tape of the compiled core for (B, T), kept while it fits: a
-        tape holds one forward pass until its backward pass, so threads never share one."""
-        from ._core import CoreTape
+def training_tape(model, core, B, T):
+    """This thread's training tape of the compiled core for (B, T), kept while it fits: a
+    tape holds one forward pass until its backward pass, so threads never share one."""
+    from ._core import CoreTape
 
-        tape = getattr(self._tapes, "tape", None)
-        if tape is None or not tape.fits(core, B, T):
-            tape = self._tapes.tape = CoreTape(core, B, T)
-        return tape
+    tape = getattr(model._tapes, "tape", None)
+    if tape is None or not tape.fits(core, B, T):
+        tape = model._tapes.tape = CoreTape(core, B, T)
+    return tape

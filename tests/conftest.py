@@ -49,11 +49,23 @@ F32_RTOL, F32_ATOL = 1e-4, 1e-5
 def make_model(cell, input_size=3, hidden_size=5, num_layers=1, bidirectional=False, seed=0,
                **head):
     """A Model of the core cell `cell` (a key of CELL_ARGS) with PyTorch-style random weights
-    (seeded); head holds output_size, output, activation when a dense head is wanted."""
+    (seeded), through the shorthand Model(cell, I, H, ...). head holds output_size, output,
+    activation when a dense head is wanted; without output_size the model has no readout, so
+    forward's y is the top layer's output sequence (B, T, D*H)."""
     model = Model(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
                   bidirectional=bidirectional, seed=seed, **CELL_ARGS[cell], **head)
-    assert model.core_cell == cell
+    assert core_cell(model) == cell
     return model
+
+
+def core_cell(model):
+    """The core's cell name of a uniform stack (rnn_tanh, rnn_relu, lstm, gru, gru_reset_before)."""
+    return model.spec.recurrent[0].cell
+
+
+def num_directions(model):
+    """D of a uniform stack."""
+    return model.spec.recurrent[0].num_directions
 
 
 def random_x(rng, B, T, I):
@@ -75,38 +87,88 @@ def random_lengths(rng, pattern, B, T):
 
 
 def random_state(rng, model, B):
-    """An initial state of the model's shape: h, or (h, c) for the LSTM."""
-    shape = (model.num_layers * model.num_directions, B, model.hidden_size)
-    h = (0.5 * rng.standard_normal(shape)).astype(np.float32)
-    if model.cell == "lstm":
-        return h, (0.5 * rng.standard_normal(shape)).astype(np.float32)
-    return h
+    """An initial state of the model's shape, as forward takes it: for a uniform stack h
+    (L*D, B, S), or (h, c) for the LSTM (c (L*D, B, H)); otherwise a list with h (D, B, S_k) or
+    (h, c) per recurrent layer."""
+    def one(r, count):
+        h = (0.5 * rng.standard_normal((count, B, r.state_size))).astype(np.float32)
+        if r.cell != "lstm":
+            return h
+        return h, (0.5 * rng.standard_normal((count, B, r.units))).astype(np.float32)
+
+    recurrent = model.spec.recurrent
+    if model.spec.uniform:
+        return one(recurrent[0], sum(r.num_directions for r in recurrent))
+    return [one(r, r.num_directions) for r in recurrent]
 
 
 def state_parts(state):
-    """The arrays of a state: (h,) or (h, c)."""
+    """The arrays of a state: (h,) or (h, c) of a uniform stack; for a list per recurrent layer
+    every layer's arrays in order."""
+    if isinstance(state, list):
+        return tuple(p for entry in state for p in state_parts(entry))
     return tuple(state) if isinstance(state, tuple) else (state,)
+
+
+def forward_imported(imported, x, state=None, lengths=None, mask=None):
+    """Model.forward of an importer's (layers, input_size, params) on the reference: (y, state),
+    state PyTorch's stacked h or (h, c) for a uniform stack, else a list with h or (h, c) per
+    recurrent layer. The compiled core's forward is checked against it on the way."""
+    layers, input_size, params = imported
+    model = Model(layers, input_size, params=params)
+    want = model.forward(x, state=state, lengths=lengths, mask=mask, backend="numpy")
+    got = model.forward(x, state=state, lengths=lengths, mask=mask, backend="c")
+    assert_f32_close(got[0], want[0], "compiled y")
+    for k, (a, b) in enumerate(zip(_state_arrays(got[1]), _state_arrays(want[1]))):
+        assert_f32_close(a, b, f"compiled state part {k}")
+    return want
+
+
+def _state_arrays(state):
+    """The arrays of a Model state: stacked h or (h, c), or a list of them per layer."""
+    parts = state if isinstance(state, list) else [state]
+    return [a for part in parts for a in state_parts(part)]
 
 
 def assert_f32_close(actual, expected, what=""):
     np.testing.assert_allclose(actual, expected, rtol=F32_RTOL, atol=F32_ATOL, err_msg=what)
 
 
-def assert_forward_matches_reference(model, x, state=None, lengths=None, n_threads=None):
+def assert_forward_matches_reference(model, x, state=None, lengths=None, n_threads=None,
+                                     mask=None, rtol=F32_RTOL, atol=F32_ATOL):
     """The compiled forward (y and every part of the final state) against the reference."""
-    y_c, s_c = model.forward(x, state=state, lengths=lengths, n_threads=n_threads, backend="c")
-    y_r, s_r = model.forward(x, state=state, lengths=lengths, backend="numpy")
+    y_c, s_c = model.forward(x, state=state, lengths=lengths, mask=mask, n_threads=n_threads,
+                             backend="c")
+    y_r, s_r = model.forward(x, state=state, lengths=lengths, mask=mask, backend="numpy")
     assert y_c.shape == y_r.shape
-    assert_f32_close(y_c, y_r, "y")
-    for name, got, want in zip(("h_n", "c_n"), state_parts(s_c), state_parts(s_r)):
-        assert_f32_close(got, want, name)
+    np.testing.assert_allclose(y_c, y_r, rtol=rtol, atol=atol, err_msg="y")
+    parts_c, parts_r = state_parts(s_c), state_parts(s_r)
+    assert len(parts_c) == len(parts_r)
+    for i, (got, want) in enumerate(zip(parts_c, parts_r)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"state part {i}")
 
 
 def flat_core_params(model):
-    """The recurrent parameters in the order the C core reads them (Model.param_shapes order,
-    head excluded)."""
-    names = [n for n in model.param_shapes() if not n.startswith("head.")]
-    return np.concatenate([model.params[n].ravel() for n in names]).astype(np.float32)
+    """Every parameter in the order the C core reads them (Model.param_shapes order: embedding,
+    recurrent layers, dense layers), as one float32 array."""
+    return np.concatenate([model.params[n].ravel() for n in model.param_shapes()]).astype(
+        np.float32)
+
+
+def flat_states(state):
+    """A state as forward gives it (stacked arrays or a list per recurrent layer) as the core's
+    flat (h, c) arrays: per recurrent layer and direction a (B, S_k) block (c: LSTM layers
+    only, (B, H_k)); c is an empty array without LSTM layers."""
+    entries = state if isinstance(state, list) else [state]
+    hs, cs = [], []
+    for entry in entries:
+        parts = state_parts(entry)
+        hs.append(np.ravel(parts[0]))
+        if len(parts) == 2:
+            cs.append(np.ravel(parts[1]))
+    return (np.concatenate(hs).astype(np.float32),
+            np.concatenate(cs or [np.empty(0)]).astype(np.float32))
 
 
 def pairwise_cases(axes, seed=0):

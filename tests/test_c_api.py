@@ -1,5 +1,6 @@
 """The C core without Python: tests/c/test_core.c built with gcc against csrc/*.c, fed
-parameters and inputs written here, its outputs compared with the NumPy reference. The program
+parameters and inputs written here, its outputs compared with the NumPy reference: a uniform
+stack, and a layer list with every part built in C (check_layer_list_model) rebuilt here. The program
 itself checks the contract of rnnext.h (versions, status strings, NULL and out-of-range
 arguments) and exits 1 on any broken promise."""
 import os
@@ -10,9 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import (REPO, assert_f32_close, flat_core_params, make_model,
-                      random_lengths, random_state, state_parts)
-from rnnext import _core, reference
+from conftest import (REPO, assert_f32_close, flat_core_params, flat_states, make_model,
+                      num_directions, random_lengths, random_state, state_parts)
+from rnnext import Model, _core, reference
+from rnnext import layers as L
 
 CSRC = REPO / "csrc"
 PROGRAM = REPO / "tests" / "c" / "test_core.c"
@@ -92,6 +94,28 @@ CASES = [
 ]
 
 
+def layer_list_model():
+    """test_core.c's check_layer_list_model: its model (parameters from the same formula) and
+    inputs, as (Model, ids, mask)."""
+    model = Model([L.Embedding(9, 5, padding_idx=0, mask_zero=True),
+                   L.GRU(20, direction="bidirectional", merge="sum"),
+                   L.LSTM(6, proj_size=4, peepholes=True, direction="reverse"),
+                   L.Readout("max"), L.Dense(7, "relu"), L.Dense(3, "softmax")], seed=0)
+    shapes = model.param_shapes()
+    count = sum(int(np.prod(s)) for s in shapes.values())
+    i = np.arange(count, dtype=np.int64)
+    flat = ((i * 7919) % 1000).astype(np.float32) / np.float32(2000) - np.float32(0.25)
+    params, at = {}, 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        params[name] = flat[at:at + size].reshape(shape)
+        at += size
+    model.set_params(params)
+    B, T = 5, 23
+    i = np.arange(B * T)
+    return model, ((i * 5) % 9).reshape(B, T), ((i % 7 != 3) & (i >= T)).reshape(B, T)
+
+
 def case_id(case):
     return "{}-L{}-{}-I{}-H{}-B{}-T{}-{}-{}-{}-thr{}".format(
         case[0], case[1], "bi" if case[2] else "uni", *case[3:7], case[7],
@@ -126,12 +150,19 @@ def run_and_compare(program, case, tmp_path, rng, env=None):
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", done.stderr
 
-    D, LD = model.num_directions, L * model.num_directions
+    D, LD = num_directions(model), L * num_directions(model)
     out = np.fromfile(tmp_path / "out.bin", np.float32)
     ny, ns = B * T * D * H, LD * B * H
-    assert out.size == ny + 2 * ns
+    list_model, list_ids, list_mask = layer_list_model()
+    list_y, list_state = list_model.forward(list_ids, mask=list_mask, backend="numpy")
+    list_h, list_c = flat_states(list_state)
+    assert out.size == ny + 2 * ns + list_y.size + list_h.size + list_c.size
     y, h_n, c_n = (out[:ny].reshape(B, T, D * H), out[ny:ny + ns].reshape(LD, B, H),
-                   out[ny + ns:].reshape(LD, B, H))
+                   out[ny + ns:ny + 2 * ns].reshape(LD, B, H))
+    rest = out[ny + 2 * ns:]
+    assert_f32_close(rest[:list_y.size].reshape(list_y.shape), list_y, "layer list y")
+    assert_f32_close(rest[list_y.size:-list_c.size], list_h, "layer list h_n")
+    assert_f32_close(rest[-list_c.size:], list_c, "layer list c_n")
     y_ref, h_ref, c_ref = reference.forward(cell, model.params, x, L, bidirectional, h0,
                                             c0 if cell == "lstm" else None, lengths)
     assert_f32_close(y, y_ref, "y")

@@ -5,6 +5,7 @@ import pytest
 
 from conftest import make_model
 from rnnext import Model
+from rnnext import layers as L
 
 B, T, I, H = 2, 5, 3, 4
 LD = 4  # two layers, two directions
@@ -99,7 +100,9 @@ BAD_MODEL = [
     ("nonlinearity_of_lstm", dict(cell="lstm", nonlinearity="relu"), ValueError,
      r"^nonlinearity: .*'relu'.*'lstm'"),
     ("output", dict(output_size=2, output="seq2seq"), ValueError, r"^output: .*'seq2seq'"),
-    ("activation", dict(output_size=2, activation="relu"), ValueError, r"^activation: .*'relu'"),
+    ("activation", dict(output_size=2, activation="gelu"), ValueError, r"^activation: .*'gelu'"),
+    ("activation_without_output_size", dict(activation="softmax"), ValueError,
+     r"^activation: .*output_size.*'softmax'"),
     ("backend", dict(backend="torch"), ValueError, r"^backend: .*'torch'"),
     ("input_size_zero", dict(input_size=0), ValueError, r"^input_size: .*got 0"),
     ("hidden_size_float", dict(hidden_size=4.0), TypeError, r"^hidden_size: .*float"),
@@ -127,8 +130,10 @@ BAD_PARAMS = [
      r"^params: .*unexpected \['weight_ih_l1'\]"),
     ("shape", lambda p: p.update(weight_ih_l0=np.zeros((4, 4))), ValueError,
      r"^params\['weight_ih_l0'\]: .*\(4, 3\).*\(4, 4\)"),
-    ("head_shape", lambda p: p.update({"head.bias": np.zeros(3)}), ValueError,
-     r"^params\['head.bias'\]: .*\(2,\).*\(3,\)"),
+    ("dense_shape", lambda p: p.update({"dense0.bias": np.zeros(3)}), ValueError,
+     r"^params\['dense0.bias'\]: .*\(2,\).*\(3,\)"),
+    ("old_head_name", lambda p: p.update({"head.bias": p.pop("dense0.bias")}), ValueError,
+     r"^params: .*missing \['dense0.bias'\].*unexpected \['head.bias'\]"),
     ("strings", lambda p: p.update(bias_ih_l0=np.array(["a"] * 4)), TypeError,
      r"^params\['bias_ih_l0'\]: .*<U1"),
 ]
@@ -147,3 +152,187 @@ def test_bad_params(edit, exc, match):
         model.set_params(params)
     for name, value in before.items():  # a refused set_params leaves the model as it was
         np.testing.assert_array_equal(model.params[name], value)
+
+
+# ---------------------------------------------------------------------------------------------
+# layer lists: the list itself, ids, masks and streams
+
+V = 7
+IDS = np.zeros((B, T), np.int64)
+MASK = np.ones((B, T), bool)
+
+
+@pytest.fixture(scope="module")
+def ids_model():
+    return Model([L.Embedding(V, 4), L.LSTM(5), L.GRU(3), L.Dense(2)], seed=0)
+
+
+BAD_IDS_FORWARD = [
+    ("ids_too_large", dict(x=np.full((B, T), V)), ValueError, r"^x: .*\[0, 7\).*max 7"),
+    ("ids_negative", dict(x=np.full((B, T), -1)), ValueError, r"^x: .*\[0, 7\).*min -1"),
+    ("ids_one_bad", dict(x=np.where(np.arange(T) == 3, V + 2, 0)[None].repeat(B, 0)),
+     ValueError, r"^x: .*max 9"),
+    ("ids_float", dict(x=np.zeros((B, T), np.float32)), TypeError, r"^x: .*integer.*float32"),
+    ("ids_float_features", dict(x=np.zeros((B, T, 4), np.float32)), TypeError,
+     r"^x: .*integer.*float32"),
+    ("ids_3d", dict(x=np.zeros((B, T, 4), np.int64)), ValueError, r"^x: .*\(B, T\).*\(2, 5, 4\)"),
+    ("ids_strings", dict(x=np.full((B, T), "a")), TypeError, r"^x: .*<U1"),
+    ("ids_no_steps", dict(x=np.zeros((B, 0), np.int64)), ValueError, r"^x: .*\(2, 0\)"),
+    ("mask_and_lengths", dict(x=IDS, lengths=[T, T], mask=MASK), ValueError,
+     r"^mask: .*lengths.*not both"),
+    ("mask_shape", dict(x=IDS, mask=MASK[:, :3]), ValueError, r"^mask: .*\(2, 5\).*\(2, 3\)"),
+    ("mask_1d", dict(x=IDS, mask=MASK[0]), ValueError, r"^mask: .*\(2, 5\).*\(5,\)"),
+    ("mask_transposed", dict(x=IDS, mask=MASK.T), ValueError, r"^mask: .*\(2, 5\).*\(5, 2\)"),
+    ("mask_unbatched_shape", dict(x=IDS[0], mask=MASK), ValueError, r"^mask: .*\(5,\).*\(2, 5\)"),
+    ("mask_float", dict(x=IDS, mask=MASK.astype(np.float32)), TypeError, r"^mask: .*float32"),
+    ("mask_strings", dict(x=IDS, mask=np.full((B, T), "1")), TypeError, r"^mask: .*<U1"),
+    ("state_not_list", dict(x=IDS, state=np.zeros((2, B, 5), np.float32)), TypeError,
+     r"^state: .*list of 2 states.*ndarray"),
+    ("state_list_length", dict(x=IDS, state=[(np.zeros((1, B, 5)),) * 2]), TypeError,
+     r"^state: .*list of 2 states"),
+    ("state_lstm_entry", dict(x=IDS, state=[np.zeros((1, B, 5)), np.zeros((1, B, 3))]),
+     TypeError, r"^state\[0\]: .*\(h, c\).*ndarray"),
+    ("state_gru_entry_shape", dict(x=IDS, state=[(np.zeros((1, B, 5)),) * 2,
+                                                 np.zeros((1, B, 5))]), ValueError,
+     r"^state\[1\]: .*\(1, 2, 3\).*\(1, 2, 5\)"),
+]
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("kwargs,exc,match", [c[1:] for c in BAD_IDS_FORWARD],
+                         ids=[c[0] for c in BAD_IDS_FORWARD])
+def test_bad_forward_input_of_a_layer_list(ids_model, kwargs, exc, match, backend):
+    with pytest.raises(exc, match=match):
+        ids_model.forward(**{"backend": backend, **kwargs})
+    if "state" not in kwargs:
+        with pytest.raises(exc, match=match):
+            ids_model.predict(**{"backend": backend, **kwargs})
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_mask_errors_of_a_float_model(lstm, backend):
+    with pytest.raises(ValueError, match=r"^mask: .*not both"):
+        lstm.forward(X, lengths=[T, T], mask=MASK, backend=backend)
+    with pytest.raises(ValueError, match=r"^mask: .*\(2, 5\).*\(2, 4\)"):
+        lstm.predict(X, mask=MASK[:, 1:], backend=backend)
+
+
+@pytest.mark.parametrize("layers,input_size,exc,match", [
+    ([], 3, TypeError, r"^layers: .*non-empty.*\[\]"),
+    ("lstm-layers", 3, ValueError, r"^cell: .*'lstm-layers'"),
+    ([L.LSTM(4), "dense"], 3, TypeError, r"^layers\[1\]: .*Dense.*str"),
+    ([L.LSTM(4), L.Embedding(3, 4)], 3, ValueError, r"^layers\[1\]: .*Embedding.*after LSTM"),
+    ([L.Embedding(3, 4), L.Embedding(3, 4), L.GRU(2)], None, ValueError,
+     r"^layers\[1\]: .*Embedding.*after Embedding"),
+    ([L.Dense(3), L.LSTM(4)], 3, ValueError, r"^layers\[0\]: .*Dense.*the start"),
+    ([L.Readout("last"), L.LSTM(4)], 3, ValueError, r"^layers\[0\]: .*Readout.*the start"),
+    ([L.LSTM(4), L.Dense(3), L.Readout("last")], 3, ValueError,
+     r"^layers\[2\]: .*Readout.*after Dense"),
+    ([L.LSTM(4), L.Dense(3), L.GRU(3)], 3, ValueError, r"^layers\[2\]: .*GRU.*after Dense"),
+    ([L.LSTM(4), L.Readout("last"), L.Readout("mean")], 3, ValueError,
+     r"^layers\[2\]: .*Readout.*after Readout"),
+    ([L.Embedding(3, 4), L.Dense(2)], None, ValueError, r"^layers\[1\]: .*Dense.*Embedding"),
+    ([L.Embedding(3, 4)], None, ValueError, r"^layers: .*at least one RNN, LSTM or GRU"),
+    ([L.Embedding(3, 4), L.LSTM(3)], 3, ValueError, r"^input_size: .*None.*Embedding.*got 3"),
+    ([L.LSTM(3)], None, TypeError, r"^input_size: .*int.*None"),
+    ([L.LSTM(3)], 0, ValueError, r"^input_size: .*got 0"),
+    ([L.LSTM(3)], 2.0, TypeError, r"^input_size: .*float"),
+], ids=["empty", "unknown_cell", "not_a_layer", "embedding_after_recurrent", "two_embeddings",
+        "dense_first", "readout_first", "readout_after_dense", "recurrent_after_dense",
+        "two_readouts", "no_recurrent", "only_embedding", "input_size_with_embedding",
+        "no_input_size", "input_size_zero", "input_size_float"])
+def test_bad_layer_list(layers, input_size, exc, match):
+    with pytest.raises(exc, match=match):
+        Model(layers, input_size)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(hidden_size=4), TypeError, r"^hidden_size: .*shorthand"),
+    (dict(num_layers=2), TypeError, r"^num_layers: .*shorthand"),
+    (dict(bidirectional=True), TypeError, r"^bidirectional: .*shorthand"),
+    (dict(output_size=2), TypeError, r"^output_size: .*shorthand"),
+    (dict(cell="gru"), TypeError, r"^cell: .*not both"),
+], ids=["hidden_size", "num_layers", "bidirectional", "output_size", "cell"])
+def test_shorthand_arguments_with_a_layer_list(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        Model([L.LSTM(4)], 3, **kwargs)
+
+
+def test_shorthand_without_hidden_size():
+    with pytest.raises(TypeError, match=r"^hidden_size: .*got None"):
+        Model("lstm", 3)
+
+
+@pytest.mark.parametrize("make,exc,match", [
+    (lambda: L.LSTM(3, proj_size=3), ValueError, r"^proj_size: .*less than units \(3\).*got 3"),
+    (lambda: L.LSTM(3, proj_size=-1), ValueError, r"^proj_size: .*got -1"),
+    (lambda: L.LSTM(3, peepholes=1), TypeError, r"^peepholes: .*bool.*int"),
+    (lambda: L.LSTM(0), ValueError, r"^units: .*got 0"),
+    (lambda: L.GRU(2.5), TypeError, r"^units: .*float"),
+    (lambda: L.LSTM(3, clip=-1), ValueError, r"^clip: .*> 0.*-1"),
+    (lambda: L.LSTM(3, clip=float("nan")), ValueError, r"^clip: .*nan"),
+    (lambda: L.GRU(3, activations=("sigmoid",)), ValueError, r"^activations: .*2 names.*gru"),
+    (lambda: L.GRU(3, activations=("sigmoid", "gelu")), ValueError, r"^activations: .*'gelu'"),
+    (lambda: L.RNN(3, activation_alpha=(1.0, 2.0)), ValueError, r"^activation_alpha: .*1 float"),
+    (lambda: L.RNN(3, activation_beta=(float("inf"),)), ValueError, r"^activation_beta: .*finite"),
+    (lambda: L.RNN(3, nonlinearity="gelu"), ValueError, r"^nonlinearity: .*'gelu'"),
+    (lambda: L.RNN(3, nonlinearity="relu", activations=("tanh",)), ValueError,
+     r"^nonlinearity: .*contradicts"),
+    (lambda: L.RNN(3, direction="both"), ValueError, r"^direction: .*'both'"),
+    (lambda: L.GRU(3, merge="max"), ValueError, r"^merge: .*'max'"),
+    (lambda: L.GRU(3, reset_after="yes"), TypeError, r"^reset_after: .*bool.*str"),
+    (lambda: L.Readout("first"), ValueError, r"^mode: .*'first'"),
+    (lambda: L.Embedding(3, 4, padding_idx=3), ValueError, r"^padding_idx: .*\[0, 3\).*got 3"),
+    (lambda: L.Embedding(0, 4), ValueError, r"^vocab_size: .*got 0"),
+    (lambda: L.Embedding(3, 4, mask_zero="1"), TypeError, r"^mask_zero: .*bool.*str"),
+    (lambda: L.Dense(0), ValueError, r"^units: .*got 0"),
+    (lambda: L.Dense(3, activation="gelu"), ValueError, r"^activation: .*'gelu'"),
+], ids=["proj_size_units", "proj_size_negative", "peepholes_int", "units_zero", "units_float",
+        "clip_negative", "clip_nan", "activations_count", "activations_name", "alpha_count",
+        "beta_inf", "nonlinearity", "nonlinearity_contradicts", "direction", "merge",
+        "reset_after", "readout_mode", "padding_idx", "vocab_size", "mask_zero", "dense_units",
+        "dense_activation"])
+def test_bad_layer_argument(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("layers,match", [
+    ([L.LSTM(4, direction="bidirectional")], r"^model: .*'bidirectional'.*forward"),
+    ([L.GRU(4), L.RNN(3, direction="reverse")], r"^model: .*layer 1 .*'reverse'.*forward"),
+    ([L.LSTM(4), L.Readout("mean")], r"^model: .*'mean'.*whole sequence"),
+    ([L.GRU(4), L.Readout("max"), L.Dense(2)], r"^model: .*'max'.*whole sequence"),
+], ids=["bidirectional", "reverse", "mean", "max"])
+def test_stream_of_a_model_that_needs_the_future(layers, match, backend):
+    with pytest.raises(ValueError, match=match):
+        Model(layers, 3, seed=0).stream(backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("step,exc,match", [
+    (np.array([V, 0]), ValueError, r"^x: .*\[0, 7\).*max 7"),
+    (np.array([-1, 0]), ValueError, r"^x: .*\[0, 7\).*min -1"),
+    (np.array([0.5, 0.0]), TypeError, r"^x: .*integer.*float64"),
+    (np.array([0, 0, 0]), ValueError, r"^x: .*\(2,\).*\(3,\)"),
+    (np.zeros((2, 4), np.int64), ValueError, r"^x: .*\(2,\).*\(2, 4\)"),
+], ids=["id_too_large", "id_negative", "floats", "batch", "features"])
+def test_bad_stream_step_of_ids(ids_model, step, exc, match, backend):
+    stream = ids_model.stream(batch=2, backend=backend)
+    with pytest.raises(exc, match=match):
+        stream.step(step)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_bad_stream_batch_and_state_of_a_layer_list(ids_model, backend):
+    with pytest.raises(ValueError, match=r"^batch: .*got 0"):
+        ids_model.stream(batch=0, backend=backend)
+    with pytest.raises(TypeError, match=r"^batch: .*float"):
+        ids_model.stream(batch=1.0, backend=backend)
+    with pytest.raises(ValueError, match=r"^backend: .*'gpu'"):
+        ids_model.stream(backend="gpu")
+    stream = ids_model.stream(batch=2, backend=backend)
+    with pytest.raises(TypeError, match=r"^state: .*list of 2 states"):
+        stream.state = np.zeros((2, 2, 5), np.float32)
+    with pytest.raises(ValueError, match=r"^state\[1\]: .*\(1, 2, 3\).*\(1, 1, 3\)"):
+        stream.state = [(np.zeros((1, 2, 5)),) * 2, np.zeros((1, 1, 3))]

@@ -47,7 +47,12 @@ def test_state_dict_with_prefixes_matches_torch(mode, cell, kwargs):
     model = rnnext.from_torch(net.state_dict(), cell=cell, prefix="rnn.", head_prefix="fc.",
                               nonlinearity=kwargs.get("nonlinearity", "tanh"),
                               output="many_to_one", activation="softmax")
-    assert model.num_layers == kwargs.get("num_layers", 1)
+    direction = "bidirectional" if kwargs.get("bidirectional") else "forward"
+    layer = {"lstm": rnnext.LSTM(H, direction=direction), "gru": rnnext.GRU(H, direction=direction),
+             "rnn": rnnext.RNN(H, nonlinearity=kwargs.get("nonlinearity", "tanh"),
+                               direction=direction)}[cell]
+    assert model.layers == tuple([layer] * kwargs.get("num_layers", 1) +
+                                 [rnnext.Readout("last"), rnnext.Dense(3, "softmax")])
     x = inputs()
     np.testing.assert_allclose(model.predict(x), torch_output(net, x), rtol=F32_RTOL,
                                atol=F32_ATOL)
@@ -65,8 +70,8 @@ def test_state_dict_without_bias_and_as_numpy_matches_torch():
 
 
 def test_state_dict_errors_name_the_problem():
-    state = torch.nn.LSTM(I, H, proj_size=2).state_dict()
-    with pytest.raises(ValueError, match="'weight_hr_l0' is not a parameter"):
+    state = {**torch.nn.LSTM(I, H).state_dict(), "weight_xh_l0": torch.zeros(2, 2)}
+    with pytest.raises(ValueError, match="'weight_xh_l0' is not a parameter"):
         rnnext.from_torch(state, cell="lstm")
     with pytest.raises(ValueError, match="cell: a state_dict needs its cell"):
         rnnext.from_torch(torch.nn.GRU(I, H).state_dict())
@@ -101,10 +106,69 @@ def test_convert_state_dict_to_rnnext_and_onnx_and_inspect(tmp_path, capsys):
     printed = capsys.readouterr().out
     count = sum(p.numel() for p in net.parameters())
     assert f"{count} parameters" in printed
-    assert "cell: lstm" in printed and "num_layers: 2" in printed
+    assert ("model: Model([LSTM(5), LSTM(5), Readout('last'), Dense(3, activation='softmax')], "
+            "input_size=3" in printed)
+    metadata = printed.split("metadata:\n")[1].split("tensors:\n")[0].splitlines()
+    assert metadata[:4] == ["  format: rnnext", "  format_version: 2", "  input_size: 3",
+                            "  layers: 4"]
+    assert metadata[4:6] == ["  layer0.type: lstm", "  layer0.units: 5"]
+    assert "  layer1.input_size: 5" in metadata
+    assert metadata[-5:] == ["  layer2.type: readout", "  layer2.mode: last",
+                             "  layer3.type: dense", "  layer3.units: 3",
+                             "  layer3.activation: softmax"]
     assert "weight_hh_l1             F32  (20, 5)" in printed
+    assert "dense0.weight            F32  (3, 5)" in printed
     assert main(["inspect", str(tmp_path / "net.onnx")]) == 0
     assert f"parameters: {count}" in capsys.readouterr().out
+
+
+def test_version_1_file_inspects_and_converts_to_version_2(tmp_path, capsys):
+    """A file of the version-1 writer (test_files' frozen copy): inspect shows its metadata and
+    the model it reads as; convert writes it as version 2, which runs the same."""
+    from test_files import v1_bytes, v1_model
+
+    arch = dict(cell="gru", input_size=I, hidden_size=H, num_layers=2, bidirectional=True,
+                output_size=3, activation="softmax")
+    model = v1_model(arch, seed=1)
+    (tmp_path / "v1.rnx").write_bytes(v1_bytes(arch, model.params))
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "v1.rnx")]) == 0
+    printed = capsys.readouterr().out
+    assert "format_version: 1" in printed and "cell: gru" in printed
+    assert f"model: {model!r}" in printed
+    assert "head.weight              F32  (3, 10)" in printed
+    assert main(["convert", str(tmp_path / "v1.rnx"), str(tmp_path / "v2.rnx")]) == 0
+    converted = rnnext.load(tmp_path / "v2.rnx")
+    assert rnnext.io.inspect(tmp_path / "v2.rnx")["metadata"]["format_version"] == "2"
+    assert converted.layers == model.layers
+    x = inputs(5)
+    np.testing.assert_array_equal(converted.predict(x), model.predict(x))
+
+
+def test_convert_a_layer_list_to_onnx_and_back(tmp_path, capsys):
+    """Layers of different cells and sizes, a final-state readout and a dense chain: rnnext file
+    -> ONNX (run by ONNX Runtime) -> rnnext file, the same outputs; what ONNX cannot hold is
+    refused in one line that names the layer."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    model = rnnext.Model([rnnext.LSTM(6, direction="bidirectional"),
+                          rnnext.GRU(5, direction="bidirectional", merge="sum"),
+                          rnnext.Readout("final"), rnnext.Dense(7, "relu"),
+                          rnnext.Dense(3, "softmax")], I, seed=0)
+    model.save(tmp_path / "m.rnx")
+    assert main(["convert", str(tmp_path / "m.rnx"), str(tmp_path / "m.onnx")]) == 0
+    assert main(["convert", str(tmp_path / "m.onnx"), str(tmp_path / "back.rnx")]) == 0
+    x = inputs(6)
+    expected = model.predict(x, backend="numpy")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["y"], {"x": x})[0], expected, rtol=F32_RTOL,
+                               atol=F32_ATOL)
+    back = rnnext.load(tmp_path / "back.rnx")
+    assert back.layers == model.layers
+    np.testing.assert_allclose(back.predict(x), expected, rtol=F32_RTOL, atol=F32_ATOL)
+    rnnext.Model([rnnext.Embedding(9, 3), rnnext.GRU(4)], seed=0).save(tmp_path / "e.rnx")
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "e.rnx"), str(tmp_path / "e.onnx")]) == 1
+    assert "layers[0] (Embedding)" in capsys.readouterr().err
 
 
 def test_convert_keras(tmp_path):

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import (CELLS, assert_f32_close, assert_forward_matches_reference,
-                      make_model, pairwise_cases, random_lengths, random_state, random_x,
+from conftest import (CELL_ARGS, CELLS, assert_f32_close, assert_forward_matches_reference,
+                      core_cell, make_model, pairwise_cases, random_lengths, random_state, random_x,
                       state_parts)
-from rnnext import reference
+from rnnext import Model, Readout, reference
 
 HEADS = [None, ("many_to_one", None), ("many_to_one", "softmax"), ("many_to_one", "sigmoid"),
          ("many_to_many", None), ("many_to_many", "softmax"), ("many_to_many", "sigmoid")]
@@ -95,7 +95,7 @@ def select_batch(model, state, rows):
     if state is None:
         return None
     parts = tuple(p[:, rows] for p in state_parts(state))
-    return parts if model.cell == "lstm" else parts[0]
+    return parts if core_cell(model) == "lstm" else parts[0]
 
 
 @pytest.mark.parametrize("B", [1, 2, 11])
@@ -140,17 +140,26 @@ def test_batch_composition_does_not_change_a_sequence(cell, num_layers, bidirect
 @pytest.mark.parametrize("backend", ["c", "numpy"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
-def test_predict_without_head_is_the_last_valid_output(cell, bidirectional, backend, rng):
-    model = make_model(cell, 3, 6, 2, bidirectional)
+def test_predict_is_forwards_output(cell, bidirectional, backend, rng):
+    """predict gives forward's y: the whole sequence for a model without readout (the shorthand
+    without a head), each sequence's last valid step of that sequence with a Readout("last")."""
+    sequence_model = make_model(cell, 3, 6, 2, bidirectional)
+    assert sequence_model.per_step and sequence_model.spec.readout == "sequence"
+    last_model = Model(list(sequence_model.layers) + [Readout("last")], 3,
+                       params=sequence_model.params)
+    assert not last_model.per_step and last_model.spec.readout == "last"
     B, T = 5, 8
     x = random_x(rng, B, T, 3)
     for lengths in (random_lengths(rng, "mixed", B, T), None):
-        y, _ = model.forward(x, lengths=lengths, backend=backend)
+        y, _ = sequence_model.forward(x, lengths=lengths, backend=backend)
+        np.testing.assert_array_equal(sequence_model.predict(x, lengths=lengths, backend=backend),
+                                      y)
         last = np.full(B, T - 1) if lengths is None else lengths - 1
-        np.testing.assert_array_equal(model.predict(x, lengths=lengths, backend=backend),
+        np.testing.assert_array_equal(last_model.predict(x, lengths=lengths, backend=backend),
                                       y[np.arange(B), last])
-    np.testing.assert_array_equal(model.predict(x[1], backend=backend),
-                                  model.predict(x[1:2], backend=backend)[0])
+    for model in (sequence_model, last_model):
+        np.testing.assert_array_equal(model.predict(x[1], backend=backend),
+                                      model.predict(x[1:2], backend=backend)[0])
 
 
 def softmax(z):
@@ -175,9 +184,9 @@ def test_head_on_the_reference_sequence(cell, bidirectional, output, activation,
     B, T = 6, 7
     x = random_x(rng, B, T, 3)
     lengths = random_lengths(rng, "mixed", B, T)
-    seq, _, _ = reference.forward(model.core_cell, model.params, x, 2, bidirectional,
+    seq, _, _ = reference.forward(core_cell(model), model.params, x, 2, bidirectional,
                                   lengths=lengths)
-    w, b = model.params["head.weight"], model.params["head.bias"]
+    w, b = model.params["dense0.weight"], model.params["dense0.bias"]
     if output == "many_to_one":
         expected = ACTIVATIONS[activation](seq[np.arange(B), lengths - 1] @ w.T + b)
     else:
@@ -227,7 +236,7 @@ def test_small_batch_team_matches_one_thread_and_reference(cell, B, rng):
     for a, b in zip(one, run_c(model, x, state, lengths, 2)):
         np.testing.assert_array_equal(a, b)
     parts = state_parts(state)
-    y_ref, h_ref, _ = reference.forward(model.core_cell, model.params, x, 2, False, parts[0],
+    y_ref, h_ref, _ = reference.forward(core_cell(model), model.params, x, 2, False, parts[0],
                                         parts[1] if len(parts) == 2 else None, lengths)
     assert_f32_close(one[0], y_ref, "y")
     assert_f32_close(one[1], h_ref, "h_n")

@@ -1,9 +1,12 @@
 """Inputs that are accepted: any memory layout, float64 and integer arrays, lists, unbatched
-(T, I) sequences; and what NaN does (documented in rnnext/model.py)."""
+(T, I) sequences, token ids and masks of any integer dtype; and what NaN does (documented in
+rnnext/model.py)."""
 import numpy as np
 import pytest
 
-from conftest import CELLS, make_model, random_lengths, random_state, state_parts
+from conftest import CELLS, make_model, num_directions, random_lengths, random_state, state_parts
+from rnnext import Model
+from rnnext import layers as L
 
 BACKENDS = ["c", "numpy"]
 
@@ -89,7 +92,7 @@ def test_unbatched_sequence(cell, bidirectional, backend, rng):
     """A (T, I) input is one sequence: y (T, D*H), each state part (L*D, H), the same numbers
     as a batch of one."""
     model = make_model(cell, 3, 5, 2, bidirectional)
-    T, LD, DH = 6, 2 * model.num_directions, 5 * model.num_directions
+    T, LD, DH = 6, 2 * num_directions(model), 5 * num_directions(model)
     x = rng.standard_normal((T, 3)).astype(np.float32)
     state = map_state(random_state(rng, model, 1), lambda p: p[:, 0])
     for lengths in (None, 4):
@@ -140,3 +143,55 @@ def test_nan_in_a_bidirectional_layer(backend, rng):
     assert np.isfinite(forward_half[:t]).all() and np.isnan(forward_half[t:]).all()
     assert np.isnan(reverse_half[:t + 1]).all() and np.isfinite(reverse_half[t + 1:]).all()
     np.testing.assert_array_equal(y[1:], clean_y[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# token ids and masks
+
+
+ID_FORMS = {
+    "non_contiguous": non_contiguous, "fortran": np.asfortranarray, "read_only": read_only,
+    "int8": lambda a: a.astype(np.int8), "uint8": lambda a: a.astype(np.uint8),
+    "int32": lambda a: a.astype(np.int32), "uint64": lambda a: a.astype(np.uint64),
+    "nested_list": lambda a: a.tolist(),
+}
+MASK_FORMS = {
+    "non_contiguous": non_contiguous, "read_only": read_only,
+    "uint8": lambda a: a.astype(np.uint8), "int64": lambda a: a.astype(np.int64),
+    "nested_list": lambda a: a.tolist(),
+}
+
+
+@pytest.fixture(scope="module")
+def ids_model():
+    return Model([L.Embedding(6, 4, mask_zero=True), L.GRU(5), L.LSTM(3), L.Dense(2)], seed=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("form", list(ID_FORMS))
+def test_ids_layouts_and_integer_dtypes(ids_model, form, backend, rng):
+    ids = rng.integers(0, 6, size=(3, 7))
+    want = ids_model.forward(ids, backend=backend)
+    assert_same_results(ids_model.forward(ID_FORMS[form](ids), backend=backend), want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("form", list(MASK_FORMS))
+def test_mask_layouts_and_dtypes(ids_model, form, backend, rng):
+    ids = rng.integers(0, 6, size=(3, 7))
+    mask = rng.random((3, 7)) < 0.6
+    want = ids_model.forward(ids, mask=mask, backend=backend)
+    assert_same_results(ids_model.forward(ids, mask=MASK_FORMS[form](mask), backend=backend),
+                        want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unbatched_ids_and_mask(ids_model, backend, rng):
+    """A (T,) array of ids is one sequence, with a (T,) mask: the numbers of a batch of one."""
+    ids, mask = rng.integers(0, 6, size=7), rng.random(7) < 0.6
+    y, state = ids_model.forward(ids, mask=mask, backend=backend)
+    yb, state_b = ids_model.forward(ids[None], mask=mask[None], backend=backend)
+    assert y.shape == (7, 2)
+    np.testing.assert_array_equal(y, yb[0])
+    for part, batched in zip(state_parts(state), state_parts(state_b)):
+        np.testing.assert_array_equal(part, batched[:, 0])

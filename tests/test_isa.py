@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import rnnext
-from conftest import (CELLS, ISAS, assert_f32_close, flat_core_params, make_model,
-                      random_lengths, random_state, run_python, state_parts)
-from rnnext import _core, reference
+from conftest import (CELLS, ISAS, assert_f32_close, core_cell, flat_core_params, flat_states,
+                      make_model, num_directions, random_lengths, random_state, run_python,
+                      state_parts)
+from rnnext import Model, _core, layers, reference
 
 
 def require_isa(isa):
@@ -32,24 +33,25 @@ def test_isa_matches_reference(isa, cell, shape, n_threads, rng):
     L, bidirectional, B, T, H = shape
     I = 6
     model = make_model(cell, I, H, L, bidirectional)
-    core = _core.CoreModel(model.core_cell, I, H, L, bidirectional, flat_core_params(model),
-                           isa=isa)
+    core = _core.CoreModel(layers.core_layers(model.spec), flat_core_params(model), isa=isa)
     assert core.isa == isa
     x = rng.standard_normal((B, T, I)).astype(np.float32)
     lengths = random_lengths(rng, "mixed", B, T).astype(np.int32)
-    parts = state_parts(random_state(rng, model, B))
-    h0, c0 = parts[0], (parts[1] if cell == "lstm" else None)
-    LD, DH = L * model.num_directions, model.num_directions * H
+    state = random_state(rng, model, B)
+    parts = state_parts(state)
+    h0, c0 = flat_states(state)
+    LD, DH = L * num_directions(model), num_directions(model) * H
     y = np.full((B, T, DH), np.nan, np.float32)
-    h_n = np.full((LD, B, H), np.nan, np.float32)
-    c_n = np.full((LD, B, H), np.nan, np.float32) if cell == "lstm" else None
-    core.forward(y, h_n, c_n, x, h0, c0, lengths, n_threads)
-    y_ref, h_ref, c_ref = reference.forward(model.core_cell, model.params, x, L, bidirectional,
-                                            h0, c0, lengths)
+    h_n = np.full(LD * B * H, np.nan, np.float32)
+    c_n = np.full(LD * B * H if cell == "lstm" else 0, np.nan, np.float32)
+    core.forward(y, h_n, c_n, x, None, h0, c0 if cell == "lstm" else None, lengths, None,
+                 n_threads)
+    y_ref, h_ref, c_ref = reference.forward(cell, model.params, x, L, bidirectional, parts[0],
+                                            parts[1] if cell == "lstm" else None, lengths)
     assert_f32_close(y, y_ref, "y")
-    assert_f32_close(h_n, h_ref, "h_n")
+    assert_f32_close(h_n.reshape(LD, B, H), h_ref, "h_n")
     if cell == "lstm":
-        assert_f32_close(c_n, c_ref, "c_n")
+        assert_f32_close(c_n.reshape(LD, B, H), c_ref, "c_n")
 
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512"])
@@ -57,8 +59,8 @@ def test_unsupported_isa_is_refused(isa):
     if _core.isa_supported(isa):
         pytest.skip(f"this CPU supports {isa}: nothing to refuse")
     with pytest.raises(RuntimeError, match=isa):
-        _core.CoreModel("gru", 2, 3, 1, False, np.zeros(_core.param_count("gru", 2, 3, 1, False),
-                                                        np.float32), isa=isa)
+        gru = layers.core_layers(make_model("gru", 2, 3).spec)
+        _core.CoreModel(gru, np.zeros(_core.param_count(gru), np.float32), isa=isa)
 
 
 def test_default_isa_is_the_widest_supported():
@@ -86,16 +88,18 @@ def test_env_forces_the_isa_of_every_model(isa):
     require_isa(isa)
     out = run_python("""
         import numpy as np
-        from rnnext import Model, _core
-        model = Model("lstm", 4, 9, num_layers=2, bidirectional=True, seed=0)
+        from rnnext import Model, _core, layers
+        model = Model("lstm", 4, 9, num_layers=2, bidirectional=True, output="many_to_many",
+                      seed=0)
         assert model.core().isa == %r, model.core().isa
         x = np.random.default_rng(0).standard_normal((5, 7, 4)).astype(np.float32)
         y, (h, c) = model.forward(x, n_threads=1)
         flat = np.concatenate([model.params[n].ravel() for n in model.param_shapes()])
-        core = _core.CoreModel("lstm", 4, 9, 2, True, flat, isa=%r)
-        y2, h2, c2 = np.empty_like(y), np.empty_like(h), np.empty_like(c)
-        core.forward(y2, h2, c2, x, None, None, None, 1)
-        assert np.array_equal(y, y2) and np.array_equal(h, h2) and np.array_equal(c, c2)
+        core = _core.CoreModel(layers.core_layers(model.spec), flat, isa=%r)
+        y2, h2, c2 = np.empty_like(y), np.empty(h.size, np.float32), np.empty(c.size, np.float32)
+        core.forward(y2, h2, c2, x, None, None, None, None, None, 1)
+        assert np.array_equal(y, y2) and np.array_equal(h.ravel(), h2)
+        assert np.array_equal(c.ravel(), c2)
         print("ok")
         """ % (isa, isa), RNNEXT_ISA=isa)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
@@ -118,3 +122,24 @@ def test_env_bogus_isa_is_a_clear_error():
     errors = [line for line in out.stdout.splitlines() if line.startswith("RuntimeError:")]
     assert len(errors) == 1 and "RNNEXT_ISA" in errors[0], out.stdout
     assert "bogus" in next(line for line in out.stdout.splitlines() if "isa:" in line)
+
+
+@pytest.mark.parametrize("first", [layers.GRU(37, clip=1.0), layers.LSTM(37, peepholes=True),
+                                   layers.RNN(5, activations=("softsign",))],
+                         ids=["gru_clip", "lstm_peepholes", "rnn_softsign"])
+@pytest.mark.parametrize("isa", ISAS)
+def test_plain_layer_of_odd_width_before_packed_layers(isa, first, rng):
+    """A layer on the plain path projects G*H floats per row, any number (here 111, 148, 5); the
+    packed layers after it store whole aligned vectors into the same rows (this crashed: rows of
+    111 floats left the second row unaligned). Batch and stream against the reference."""
+    require_isa(isa)
+    model = Model([first, layers.RNN(30), layers.GRU(9), layers.Dense(3)], 4, seed=1)
+    core = _core.CoreModel(layers.core_layers(model.spec), flat_core_params(model), isa=isa)
+    B, T = 9, 6
+    x = rng.standard_normal((B, T, 4)).astype(np.float32)
+    y = np.empty((B, T, 3), np.float32)
+    core.forward(y, None, None, x, None, None, None, None, None, 2)
+    y_ref, _ = model.forward(x, backend="numpy")
+    assert_f32_close(y, y_ref, "y")
+    stream = core.stream(B)
+    assert_f32_close(np.stack([stream.step(x[:, t]) for t in range(T)], axis=1), y_ref, "stream")

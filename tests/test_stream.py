@@ -65,3 +65,25 @@ def test_bidirectional_and_bad_batch_are_refused():
     stream = make_model("rnn_tanh", 4, 8, 2, False).stream(batch=2)
     with pytest.raises(ValueError, match=r"state: expected shape \(2, 2, 8\)"):
         stream.state = np.zeros((2, 1, 8), np.float32)
+
+
+@pytest.mark.parametrize("readout", ["last", "final"])
+def test_masked_token_keeps_the_state_output_on_both_backends(readout):
+    """Embedding(mask_zero=True): a step with id 0 leaves the states as they are and the step's
+    output is the kept state's (rnnext.h, rnx_stream_step), on the C stream and the NumPy one;
+    after a valid step both equal forward's readout of the prefix."""
+    from rnnext import Model, layers as L
+
+    model = Model([L.Embedding(4, 3, mask_zero=True), L.GRU(5), L.Readout(readout),
+                   L.Dense(2)], seed=3)
+    ids = np.array([[2, 0, 0, 3, 0, 1]])
+    c, numpy = model.stream(backend="c"), model.stream(backend="numpy")
+    previous = None
+    for t in range(ids.shape[1]):
+        y_c, y_n = c.step(ids[:, t]), numpy.step(ids[:, t])
+        assert_f32_close(y_n, y_c, f"step {t}")
+        if ids[0, t] == 0:
+            np.testing.assert_array_equal(y_c, previous)
+        else:
+            assert_f32_close(y_c, model.forward(ids[:, :t + 1], backend="numpy")[0], f"step {t}")
+        previous = y_c

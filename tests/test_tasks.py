@@ -73,6 +73,27 @@ def test_charlm_short_run_and_sampling():
         charlm.sample(result["model"], result["chars"], 5, prime="\u00e9")
 
 
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_charlm_sampling_on_a_stream_draws_what_forward_gives(backend):
+    """sample runs the drawn characters on a stream from the prime's state: the same text as
+    running Model.forward on each character with the state passed back, by hand."""
+    chars = [chr(ord("a") + i) for i in range(12)]
+    V = len(chars)
+    model = Model("lstm", V, 24, output_size=V, output="many_to_many", activation="softmax",
+                  seed=1, backend=backend)
+    rng = np.random.default_rng(4)
+    probs, state = model.forward(charlm.one_hot(np.array([chars.index(c) for c in "bad"]), V))
+    p, text = probs[-1], "bad"
+    for _ in range(60):
+        logp = np.log(np.maximum(p, 1e-30)) / 1.3
+        q = np.exp(logp - logp.max())
+        c = int(rng.choice(V, p=q / q.sum()))
+        text += chars[c]
+        probs, state = model.forward(charlm.one_hot(np.array([c]), V), state=state)
+        p = probs[-1]
+    assert charlm.sample(model, chars, 60, temperature=1.3, prime="bad", seed=4) == text
+
+
 def test_charlm_samples_from_a_saved_model(tmp_path, capsys):
     path = tmp_path / "charlm.rnx"
     result = charlm.run(hidden=16, epochs=1, streams_count=4, bptt=25, sample_length=10,

@@ -1,6 +1,7 @@
-"""PyTorch is the outside source: rnnext.from_torch (compiled, float32) and the NumPy reference
-(float64, PyTorch's own parameter names) against torch.nn.RNN / LSTM / GRU on the same weights,
-with packed variable-length sequences and initial states."""
+"""PyTorch is the outside source: rnnext.from_torch's layer lists (float32, through Model: the
+reference, the compiled core checked against it) and the NumPy reference (float64, PyTorch's own
+parameter names) against torch.nn.RNN / LSTM / GRU (proj_size included) on the same weights, with
+packed variable-length sequences and initial states."""
 import numpy as np
 import pytest
 
@@ -8,16 +9,18 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed: parity te
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 import rnnext  # noqa: E402
-from conftest import assert_f32_close, random_lengths, state_parts  # noqa: E402
+from conftest import assert_f32_close, forward_imported, random_lengths, state_parts  # noqa: E402
+from rnnext import layers as L  # noqa: E402
 from rnnext import reference  # noqa: E402
+from rnnext.convert import torch_layers  # noqa: E402
 
 MODES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 B, T, I, H = 5, 8, 4, 6
 
 
-def torch_module(mode, num_layers, bidirectional, batch_first, bias=True, seed=0):
+def torch_module(mode, num_layers, bidirectional, batch_first, bias=True, seed=0, **kwargs):
     torch.manual_seed(seed)
-    kwargs = dict(input_size=I, hidden_size=H, num_layers=num_layers, bias=bias,
+    kwargs.update(input_size=I, hidden_size=H, num_layers=num_layers, bias=bias,
                   bidirectional=bidirectional, batch_first=batch_first)
     if mode.startswith("rnn_"):
         return torch.nn.RNN(nonlinearity=mode[4:], **kwargs)
@@ -47,11 +50,11 @@ def torch_forward(rnn, x, lengths=None, state=None):
     return out.numpy(), s
 
 
-def random_inputs(rng, mode, num_layers, bidirectional, dtype=np.float32):
+def random_inputs(rng, mode, num_layers, bidirectional, dtype=np.float32, proj_size=0):
     """x (B, T, I), mixed lengths, and an initial state."""
     LD = num_layers * (2 if bidirectional else 1)
     x = rng.standard_normal((B, T, I)).astype(dtype)
-    h0 = (0.5 * rng.standard_normal((LD, B, H))).astype(dtype)
+    h0 = (0.5 * rng.standard_normal((LD, B, proj_size or H))).astype(dtype)
     state = (h0, (0.5 * rng.standard_normal((LD, B, H))).astype(dtype)) if mode == "lstm" else h0
     return x, random_lengths(rng, "mixed", B, T), state
 
@@ -69,24 +72,41 @@ def assert_close(got, want, rtol, atol):
 @pytest.mark.parametrize("mode", MODES)
 def test_from_torch_matches_torch(mode, num_layers, bidirectional, batch_first, rng):
     rnn = torch_module(mode, num_layers, bidirectional, batch_first)
-    model = rnnext.from_torch(rnn)
+    imported = torch_layers(rnn)
+    assert len(imported[0]) == num_layers
     x, lengths, state = random_inputs(rng, mode, num_layers, bidirectional)
-    got = model.forward(x, state=state, lengths=lengths)
+    got = forward_imported(imported, x, state=state, lengths=lengths)
     assert_close(got, torch_forward(rnn, x, lengths, state), 1e-4, 1e-5)
     assert not got[0][np.arange(T)[None, :] >= lengths[:, None]].any()
-    assert_close(model.forward(x), torch_forward(rnn, x), 1e-4, 1e-5)
+    assert_close(forward_imported(imported, x), torch_forward(rnn, x), 1e-4, 1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_from_torch_lstm_projections_match_torch(num_layers, bidirectional, rng):
+    rnn = torch_module("lstm", num_layers, bidirectional, batch_first=True, proj_size=3)
+    imported = torch_layers(rnn)
+    assert imported[0][0] == L.LSTM(H, proj_size=3, direction="bidirectional" if bidirectional
+                                    else "forward")
+    x, lengths, state = random_inputs(rng, "lstm", num_layers, bidirectional, proj_size=3)
+    assert_close(forward_imported(imported, x, state=state, lengths=lengths),
+                 torch_forward(rnn, x, lengths, state), 1e-4, 1e-5)
+    from_state_dict = torch_layers(rnn.state_dict(), cell="lstm")
+    assert from_state_dict[0] == imported[0]
+    for name, value in imported[2].items():
+        np.testing.assert_array_equal(from_state_dict[2][name], value)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_from_torch_without_bias(mode, rng):
     rnn = torch_module(mode, 2, True, batch_first=True, bias=False)
     x, lengths, state = random_inputs(rng, mode, 2, True)
-    assert_close(rnnext.from_torch(rnn).forward(x, state=state, lengths=lengths),
+    assert_close(forward_imported(torch_layers(rnn), x, state=state, lengths=lengths),
                  torch_forward(rnn, x, lengths, state), 1e-4, 1e-5)
 
 
 ACTIVATIONS = {None: lambda z: z, "softmax": lambda z: torch.softmax(z, dim=-1),
-               "sigmoid": torch.sigmoid}
+               "sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
 
 
 @pytest.mark.parametrize("head_bias", [True, False])
@@ -96,19 +116,51 @@ ACTIVATIONS = {None: lambda z: z, "softmax": lambda z: torch.softmax(z, dim=-1),
 def test_from_torch_with_linear_head(bidirectional, output, activation, head_bias, rng):
     rnn = torch_module("lstm", 2, bidirectional, batch_first=True)
     head = torch.nn.Linear((2 if bidirectional else 1) * H, 3, bias=head_bias)
-    model = rnnext.from_torch(rnn, head, output=output, activation=activation)
+    imported = torch_layers(rnn, head, output=output, activation=activation)
+    assert imported[0][2:] == ([L.Readout("last")] if output == "many_to_one" else []) + \
+        [L.Dense(3, activation)]
     x, lengths, _ = random_inputs(rng, "lstm", 2, bidirectional)
     seq, _ = torch_forward(rnn, x, lengths)
     with torch.no_grad():
         z = ACTIVATIONS[activation](head(torch.from_numpy(seq))).numpy()
     valid = np.arange(T)[None, :] < lengths[:, None]
-    y, _ = model.forward(x, lengths=lengths)
+    y, _ = forward_imported(imported, x, lengths=lengths)
     if output == "many_to_one":
         assert_f32_close(y, z[np.arange(B), lengths - 1])
     else:
         assert_f32_close(y[valid], z[valid])
         assert not y[~valid].any()
-    assert_f32_close(model.predict(x, lengths=lengths), y)
+
+
+def test_from_torch_state_dict_with_head_matches_the_module(rng):
+    torch.manual_seed(1)
+    net = torch.nn.ModuleDict({"rnn": torch.nn.GRU(I, H, num_layers=2, batch_first=True),
+                               "fc": torch.nn.Linear(H, 2, bias=False)})
+    imported = torch_layers(net.state_dict(), cell="gru", prefix="rnn.", head_prefix="fc.",
+                            output="many_to_one", activation="softmax")
+    x, lengths, _ = random_inputs(rng, "gru", 2, False)
+    seq, _ = torch_forward(net["rnn"], x, lengths)
+    with torch.no_grad():
+        z = torch.softmax(net["fc"](torch.from_numpy(seq[np.arange(B), lengths - 1])), -1)
+    assert_f32_close(forward_imported(imported, x, lengths=lengths)[0], z.numpy())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_from_torch_builds_a_compiled_model(mode, rng):
+    """The public function: torch_layers' list in a Model on the compiled core, against torch."""
+    rnn = torch_module(mode, 2, True, batch_first=False)
+    torch.manual_seed(2)
+    head = torch.nn.Linear(2 * H, 3)
+    model = rnnext.from_torch(rnn, head, output="many_to_one", activation="softmax")
+    assert model.backend == "c"
+    x, lengths, state = random_inputs(rng, mode, 2, True)
+    seq, _ = torch_forward(rnn, x, lengths, state)
+    with torch.no_grad():
+        z = torch.softmax(head(torch.from_numpy(seq[np.arange(B), lengths - 1])), -1).numpy()
+    y, s = model.forward(x, state=state, lengths=lengths)
+    assert_f32_close(y, z)
+    for got, want in zip(state_parts(s), state_parts(torch_forward(rnn, x, lengths, state)[1])):
+        assert_f32_close(got, want)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -125,11 +177,6 @@ def test_reference_float64_matches_torch(mode, num_layers, bidirectional, rng):
     assert y.dtype == h_n.dtype == np.float64
     got = (y, (h_n, c_n) if mode == "lstm" else h_n)
     assert_close(got, torch_forward(rnn, x, lengths, state), 1e-10, 1e-10)
-
-
-def test_from_torch_refuses_projections():
-    with pytest.raises(ValueError, match="proj_size"):
-        rnnext.from_torch(torch.nn.LSTM(I, H, proj_size=3))
 
 
 @pytest.mark.parametrize("head", [
@@ -150,3 +197,21 @@ def test_from_torch_refuses_a_head_of_the_wrong_width():
 def test_from_torch_refuses_other_modules():
     with pytest.raises(TypeError, match=r"^rnn: .*Linear"):
         rnnext.from_torch(torch.nn.Linear(I, H))
+
+
+def test_from_torch_state_dict_errors_name_the_entry():
+    state = torch.nn.LSTM(I, H, num_layers=2).state_dict()
+    with pytest.raises(ValueError, match="cell: a state_dict needs its cell"):
+        torch_layers(state)
+    with pytest.raises(ValueError,
+                       match=r"^state_dict: 'weight_hh_l0' expected shape \(24, 8\), got \(24, 6\)"):
+        torch_layers(state, cell="gru")
+    del state["weight_ih_l1"]
+    with pytest.raises(ValueError, match=r"^state_dict: missing 'weight_ih_l1'"):
+        torch_layers(state, cell="lstm")
+    with pytest.raises(ValueError, match=r"^state_dict: 'lstm.weight_ih_l0' is not a parameter"):
+        torch_layers({"lstm.weight_ih_l0": np.zeros((4, I))}, cell="rnn")
+    with pytest.raises(ValueError, match=r"^output: expected one of"):
+        torch_layers(torch.nn.GRU(I, H), output="last")
+    with pytest.raises(ValueError, match=r"^activation: needs a head"):
+        torch_layers(torch.nn.GRU(I, H), activation="relu")

@@ -12,6 +12,7 @@ import pytest
 
 import rnnext
 from conftest import run_python
+from rnnext import layers as L
 from rnnext import losses, optim
 
 
@@ -236,9 +237,153 @@ def test_unbatched_input_matches_a_batch_of_one():
     loss, grads = model.loss_and_grads(x, 1, state=h0)
     loss_b, grads_b = model.loss_and_grads(x[None], np.array([1]), state=h0[:, None])
     assert loss == loss_b
-    assert grads["h0"].shape == (1, 4)
-    np.testing.assert_array_equal(grads["h0"], grads_b["h0"][:, 0])
+    assert grads["state"].shape == (1, 4)
+    np.testing.assert_array_equal(grads["state"], grads_b["state"][:, 0])
     np.testing.assert_array_equal(grads["weight_hh_l0"], grads_b["weight_hh_l0"])
+
+
+# ----------------------------------------------------------------------------------------------
+# layer lists: embedding, bidirectional layers of different cells, readouts, dense chains
+
+
+def order_task(rng, B=48, T=7, V=6):
+    """Many-to-one on token ids, Keras-style pre-padded with id 0: does id 2 come before id 3
+    (the first of each, among the valid steps)? Order matters, not only which ids occur."""
+    ids = rng.integers(1, V, size=(B, T))
+    pad = rng.integers(0, T - 2, size=B)
+    for b in range(B):
+        ids[b, :pad[b]] = 0
+        ids[b, rng.choice(np.arange(pad[b], T), 2, replace=False)] = rng.permutation([2, 3])
+    y = np.array([int(list(row).index(2) < list(row).index(3)) for row in ids])
+    return ids, y
+
+
+def order_model(backend, seed=0):
+    return rnnext.Model([L.Embedding(6, 5, padding_idx=0, mask_zero=True),
+                         L.LSTM(8, proj_size=4, peepholes=True, direction="bidirectional"),
+                         L.GRU(6, direction="bidirectional", merge="sum"),
+                         L.Readout("final"), L.Dense(8, "tanh"), L.Dense(2, "softmax")],
+                        seed=seed, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_fit_on_a_layer_list_lowers_the_loss(backend):
+    ids, y = order_task(np.random.default_rng(11))
+    model = order_model(backend)
+    before = model.evaluate(ids, y)
+    history = model.fit(ids, y, epochs=12, batch_size=12, lr=0.02, seed=0, verbose=False)
+    after = model.evaluate(ids, y)
+    assert list(history) == ["loss", "accuracy"] and len(history["loss"]) == 12
+    assert after["loss"] < 0.5 * before["loss"]
+    assert after["accuracy"] > before["accuracy"]
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_fit_on_a_layer_list_equals_hand_written_steps(backend):
+    """fit without shuffling on a layer list is loss_and_grads, clipping by the global norm and
+    Adam, batch after batch: the same parameters bit for bit."""
+    ids, y = order_task(np.random.default_rng(12), B=10)
+    fitted, by_hand = order_model(backend, seed=3), order_model(backend, seed=3)
+    fitted.fit(ids, y, epochs=2, batch_size=4, optimizer=optim.Adam(lr=0.01), clip=0.05,
+               shuffle=False, verbose=False)
+    opt, norms = optim.Adam(lr=0.01), []
+    for _ in range(2):
+        for i in range(0, 10, 4):
+            _, grads = by_hand.loss_and_grads(ids[i:i + 4], y[i:i + 4])
+            assert set(grads) == set(by_hand.params)
+            norms.append(optim.clip_by_norm(grads, 0.05))
+            opt.step(by_hand.params, grads)
+            by_hand.set_params(by_hand.params)
+    assert max(norms) > 0.05 > min(norms)  # the clipping acts, and not always
+    for k in fitted.params:
+        np.testing.assert_array_equal(fitted.params[k], by_hand.params[k], err_msg=k)
+
+
+def test_compiled_and_numpy_training_agree_on_a_layer_list():
+    ids, y = order_task(np.random.default_rng(13), B=16)
+    models = [order_model(b, seed=1) for b in ("c", "numpy")]
+    for m in models:
+        m.fit(ids, y, epochs=3, batch_size=8, lr=0.01, clip=1.0, seed=2, verbose=False)
+    for name in models[0].params:
+        np.testing.assert_allclose(models[0].params[name], models[1].params[name], rtol=1e-4,
+                                   atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_truncated_bptt_carries_a_list_of_states(backend):
+    """A per-step layer list whose layers differ (states are a list, one entry per layer): fit
+    with bptt is forward for the carried state and loss_and_grads per chunk, by hand."""
+    rng = np.random.default_rng(14)
+    B, T, V = 3, 11, 5
+    ids = rng.integers(0, V, size=(B, T + 1))
+    x, y = ids[:, :-1], ids[:, 1:]
+
+    def make():
+        return rnnext.Model([L.Embedding(V, 4), L.LSTM(7, proj_size=3), L.GRU(5),
+                             L.Dense(6, "relu"), L.Dense(V, "softmax")], seed=2, backend=backend)
+
+    fitted, by_hand = make(), make()
+    assert not fitted.spec.uniform and fitted.per_step
+    fitted.fit(x, y, epochs=1, batch_size=B, optimizer="sgd", lr=0.3, bptt=4, shuffle=False,
+               verbose=False)
+    opt, state = optim.SGD(lr=0.3), None
+    for t0 in (0, 4, 8):
+        chunk = slice(t0, min(t0 + 4, T))
+        _, next_state = by_hand.forward(x[:, chunk], state=state)
+        assert isinstance(next_state, list) and len(next_state) == 2
+        _, grads = by_hand.loss_and_grads(x[:, chunk], y[:, chunk], state=state)
+        assert (state is None) == ("state" not in grads)
+        by_hand.apply_grads(grads, opt)
+        state = next_state
+    for k in fitted.params:
+        np.testing.assert_allclose(fitted.params[k], by_hand.params[k], rtol=1e-6, atol=1e-7,
+                                   err_msg=k)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_fit_with_a_mask_equals_hand_written_steps(backend):
+    """Keras-style masks (leading padding, holes) through fit in minibatches: loss_and_grads
+    with each batch's rows of the mask, then SGD, by hand."""
+    rng = np.random.default_rng(16)
+    B, T = 9, 6
+    x = rng.standard_normal((B, T, 3)).astype(np.float32)
+    mask = rng.uniform(size=(B, T)) < 0.75
+    mask[:, -1] = True
+    mask[0, :3] = False
+    y = rng.integers(0, 4, size=(B, T))
+
+    def make():
+        return rnnext.Model([L.GRU(5, direction="bidirectional", merge="ave"),
+                             L.LSTM(4, direction="reverse"), L.Dense(4, "softmax")],
+                            input_size=3, seed=5, backend=backend)
+
+    fitted, by_hand = make(), make()
+    fitted.fit(x, y, mask=mask, epochs=1, batch_size=4, optimizer="sgd", lr=0.5, shuffle=False,
+               verbose=False)
+    opt = optim.SGD(lr=0.5)
+    for i in range(0, B, 4):
+        _, grads = by_hand.loss_and_grads(x[i:i + 4], y[i:i + 4], mask=mask[i:i + 4])
+        by_hand.apply_grads(grads, opt)
+    for k in fitted.params:
+        np.testing.assert_array_equal(fitted.params[k], by_hand.params[k], err_msg=k)
+    assert not all(np.array_equal(fitted.params[k], make().params[k]) for k in fitted.params)
+
+
+def test_evaluate_a_layer_list_per_step_with_a_mask():
+    """Per-step losses average over the valid (unmasked) steps only."""
+    rng = np.random.default_rng(15)
+    model = rnnext.Model([L.GRU(5, direction="bidirectional"), L.Dense(3, "softmax")],
+                         input_size=4, seed=0)
+    x = rng.standard_normal((4, 6, 4)).astype(np.float32)
+    mask = rng.uniform(size=(4, 6)) < 0.7
+    mask[:, 0] = True
+    y = rng.integers(0, 3, size=(4, 6))
+    probs = model.predict(x, mask=mask)
+    want = -np.mean(np.log(probs[mask][np.arange(mask.sum()), y[mask]]))
+    for backend in ("c", "numpy"):
+        result = model.evaluate(x, y, mask=mask, batch_size=3, backend=backend)
+        assert result["loss"] == pytest.approx(want, rel=1e-5)
+        assert result["accuracy"] == pytest.approx(np.mean(probs[mask].argmax(1) == y[mask]))
 
 
 def test_progress_bar_on_a_terminal_and_lines_elsewhere(capsys, monkeypatch):
@@ -276,8 +421,8 @@ def test_bad_loss_and_targets_are_refused(small):
     model, x, y = small
     with pytest.raises(ValueError, match="loss: expected one of"):
         model.loss_and_grads(x, y, loss="hinge")
-    with pytest.raises(ValueError, match="loss: 'binary_cross_entropy' expects a model with "
-                                         "activation in"):
+    with pytest.raises(ValueError, match="loss: 'binary_cross_entropy' expects a model whose "
+                                         "last dense activation is in"):
         model.loss_and_grads(x, np.zeros((2, 2)), loss="binary_cross_entropy")
     with pytest.raises(ValueError, match=r"y: expected shape \(2,\).*got \(2, 5\)"):
         model.loss_and_grads(x, np.zeros((2, 5), int))
@@ -299,8 +444,8 @@ def test_bad_fit_arguments_are_refused(small):
         model.fit(x, y, clip="big", verbose=False)
     with pytest.raises(ValueError, match="clip: expected a number > 0, got -1"):
         model.fit(x, y, clip=-1, verbose=False)
-    with pytest.raises(ValueError, match="bptt: truncated backpropagation needs a many-to-many "
-                                         "model, got output='many_to_one'"):
+    with pytest.raises(ValueError, match="bptt: truncated backpropagation needs a model with an "
+                                         "output per step, got readout 'last'"):
         model.fit(x, y, bptt=2, verbose=False)
     with pytest.raises(ValueError, match=r"epochs: expected an int in \[1, 16777216\], got 0"):
         model.fit(x, y, epochs=0, verbose=False)

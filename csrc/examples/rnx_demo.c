@@ -1,6 +1,7 @@
-/* rnx_demo: an LSTM run from C alone, as a program embedding rnnext would: build a model from
- * PyTorch-layout parameters, run a batch with per-sequence lengths, then stream one step at a
- * time and check both give the same last hidden state.
+/* rnx_demo: a layer-list model run from C alone, as a program embedding rnnext would: build
+ * embedding -> LSTM -> dense (softmax) from PyTorch-layout parameters, run a batch of token
+ * ids with per-sequence lengths, then stream one sequence a token at a time and check that
+ * each step's output is the batch's output at that step.
  *   make -C csrc examples/rnx_demo && csrc/examples/rnx_demo */
 #include <math.h>
 #include <stdio.h>
@@ -21,33 +22,48 @@ int main(void) {
         fprintf(stderr, "header %d, library %d\n", RNX_VERSION_NUMBER, rnx_version_number());
         return 1;
     }
-    const int B = 4, T = 50, I = 8, H = 32;
-    rnx_config cfg = {RNX_CELL_LSTM, I, H, 1, 0, RNX_ISA_AUTO};
+    enum { B = 4, T = 50, V = 100, E = 8, H = 32, O = 5 };
+    /* no readout: the dense layer runs on every step, y is (B, T, O) */
+    const rnx_layer layers[3] = {rnx_embedding_layer(V, E, -1),
+                                 rnx_recurrent_layer(RNX_CELL_LSTM, E, H, RNX_DIRECTION_FORWARD),
+                                 rnx_dense_layer(H, O, RNX_ACT_SOFTMAX)};
     size_t n;
-    CHECK(rnx_param_count(&cfg, &n));
-    float *params = malloc(n * sizeof(float)), *x = malloc((size_t)B * T * I * sizeof(float));
-    float *h_n = malloc((size_t)B * H * sizeof(float)), *y = malloc((size_t)B * H * sizeof(float));
-    if (!params || !x || !h_n || !y) return 1;
+    CHECK(rnx_param_count(layers, 3, &n));
+    float *params = malloc(n * sizeof(float)), *y = malloc((size_t)B * T * O * sizeof(float));
+    int32_t *ids = malloc((size_t)B * T * sizeof(int32_t));
+    if (!params || !y || !ids) return 1;
     srand(1);
     for (size_t i = 0; i < n; i++) params[i] = (float)rand() / RAND_MAX * 0.3f - 0.15f;
-    for (int i = 0; i < B * T * I; i++) x[i] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
+    for (int i = 0; i < B * T; i++) ids[i] = rand() % V;
 
     rnx_model *model;
-    CHECK(rnx_model_create(&model, &cfg, params));
-    const int32_t lengths[4] = {50, 10, 1, 33};
-    CHECK(rnx_forward(model, NULL, h_n, NULL, x, NULL, NULL, lengths, B, T, 0));
+    CHECK(rnx_model_create(&model, layers, 3, RNX_ISA_AUTO, params));
+    const rnx_model_info info = rnx_model_get_info(model);
+    if (!info.takes_ids || !info.per_step || info.output_size != O || !info.streamable) {
+        fprintf(stderr, "unexpected model info\n");
+        return 1;
+    }
+    const int32_t lengths[B] = {50, 10, 1, 33};
+    CHECK(rnx_forward(model, y, NULL, NULL, NULL, ids, NULL, NULL, lengths, NULL, B, T, 0));
 
-    /* the second sequence again, streamed step by step over its 10 valid steps */
+    /* the second sequence again, streamed token by token over its 10 valid steps */
     rnx_stream *stream;
+    float step[O];
     CHECK(rnx_stream_create(&stream, model, 1));
-    for (int t = 0; t < lengths[1]; t++) CHECK(rnx_stream_step(stream, y, x + ((size_t)1 * T + t) * I));
-    float diff = 0.0f;
-    for (int j = 0; j < H; j++) diff = fmaxf(diff, fabsf(y[j] - h_n[(size_t)1 * H + j]));
-    printf("rnnext %d, kernels %s, %d threads: batch and stream differ by %g\n",
-           rnx_version_number(), rnx_isa_name(rnx_model_config(model).isa), rnx_max_threads(),
-           diff);
+    float diff = 0.0f, total = 0.0f;
+    for (int t = 0; t < lengths[1]; t++) {
+        CHECK(rnx_stream_step(stream, step, NULL, ids + (size_t)1 * T + t));
+        for (int j = 0; j < O; j++) {
+            diff = fmaxf(diff, fabsf(step[j] - y[((size_t)1 * T + t) * O + j]));
+            total += step[j];
+        }
+    }
+    printf("rnnext %d, kernels %s, %d threads: embedding %dx%d, LSTM %d, dense %d softmax; "
+           "outputs sum to %g over %d steps; batch and stream differ by %g\n",
+           rnx_version_number(), rnx_isa_name((rnx_isa)info.isa), rnx_max_threads(), V, E, H, O,
+           total, lengths[1], diff);
     rnx_stream_free(stream);
     rnx_model_free(model);
-    free(params), free(x), free(h_n), free(y);
-    return diff == 0.0f ? 0 : 1;
+    free(params), free(y), free(ids);
+    return diff == 0.0f && fabsf(total - lengths[1]) < 1e-4f ? 0 : 1;
 }

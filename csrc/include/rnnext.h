@@ -1,7 +1,7 @@
 /* rnnext.h: the one public header of the rnnext C core.
  *
  * rnnext runs vanilla RNNs, LSTMs and GRUs on CPUs. Weights follow PyTorch's layout and gate
- * orders; see the notes on rnx_config and rnx_model_create. Nothing outside this header is public.
+ * orders; see the notes on rnx_layer and rnx_model_create. Nothing outside this header is public.
  *
  * Conventions
  *   B batch, T time steps, I input features, H hidden units, G gates (RNN 1, LSTM 4, GRU 3),
@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define RNX_VERSION_MAJOR 0
-#define RNX_VERSION_MINOR 1
+#define RNX_VERSION_MINOR 2
 #define RNX_VERSION_PATCH 0
 #define RNX_VERSION_NUMBER (RNX_VERSION_MAJOR * 10000 + RNX_VERSION_MINOR * 100 + RNX_VERSION_PATCH)
 
@@ -43,7 +43,7 @@ RNX_API int rnx_version_number(void);
 typedef enum rnx_status {
     RNX_OK = 0,
     RNX_ERR_NULL_ARGUMENT = 1,   /* a required pointer was NULL */
-    RNX_ERR_BAD_CONFIG = 2,      /* a size or option in rnx_config is out of range */
+    RNX_ERR_BAD_CONFIG = 2,      /* a layer list (rnx_layer) is invalid, or asks for what this build lacks */
     RNX_ERR_BAD_ARGUMENT = 3,    /* a size, length or thread count passed to a call is out of range */
     RNX_ERR_OUT_OF_MEMORY = 4,   /* an allocation failed */
     RNX_ERR_ISA_UNAVAILABLE = 5, /* the requested instruction set is not supported by this CPU/OS */
@@ -109,67 +109,198 @@ typedef enum rnx_function { RNX_FN_SIGMOID = 0, RNX_FN_TANH = 1 } rnx_function;
 RNX_API rnx_status rnx_activation(rnx_isa isa, rnx_function function, float *out, const float *in,
                                   size_t n);
 
-/* The architecture of a stack of recurrent layers. */
+/* ---------------------------------------------------------------------------------------------
+ * Models: a list of layers
+ *
+ * A model is an optional embedding (token ids in), one or more recurrent layers (each its own
+ * cell, sizes and direction), an optional readout and dense layers. Shapes: S_k is recurrent
+ * layer k's state width (proj_size, or H_k), D_k its directions (2 for a bidirectional layer,
+ * else 1), W_k its output width (2*S_k for a bidirectional concat, else S_k).
+ * ------------------------------------------------------------------------------------------- */
+
 /* Sizes above this are refused (RNX_ERR_BAD_CONFIG), so that no int product of sizes can wrap. */
 #define RNX_MAX_SIZE (1 << 24)
 /* Calls with B * T above this are refused (RNX_ERR_OVERFLOW). */
 #define RNX_MAX_ROWS 0x7fffffff
+/* The most layers in a list. */
+#define RNX_MAX_LAYERS 1024
 
-typedef struct rnx_config {
-    int cell;          /* an rnx_cell */
-    int input_size;    /* 1 <= I <= RNX_MAX_SIZE */
-    int hidden_size;   /* 1 <= H <= RNX_MAX_SIZE */
-    int num_layers;    /* 1 <= L <= RNX_MAX_SIZE */
-    int bidirectional; /* 0 or 1: D = 1 + bidirectional */
-    int isa;           /* an rnx_isa; RNX_ISA_AUTO for the default */
-} rnx_config;
+typedef enum rnx_layer_kind {
+    RNX_LAYER_EMBEDDING = 0, /* token ids (B, T) -> vectors (B, T, E) */
+    RNX_LAYER_RECURRENT = 1, /* an RNN, LSTM or GRU layer */
+    RNX_LAYER_READOUT = 2,   /* sequence -> what the dense layers see */
+    RNX_LAYER_DENSE = 3      /* y = act(W x + b), per row */
+} rnx_layer_kind;
+
+typedef enum rnx_direction {
+    RNX_DIRECTION_FORWARD = 0,
+    RNX_DIRECTION_REVERSE = 1,      /* one direction, walking t = T-1 .. 0 */
+    RNX_DIRECTION_BIDIRECTIONAL = 2 /* both, outputs merged */
+} rnx_direction;
+
+typedef enum rnx_merge {
+    RNX_MERGE_CONCAT = 0, /* [forward, reverse]: width 2S */
+    RNX_MERGE_SUM = 1,
+    RNX_MERGE_MUL = 2,
+    RNX_MERGE_AVE = 3 /* (forward + reverse) / 2 */
+} rnx_merge;
+
+typedef enum rnx_readout {
+    RNX_READOUT_SEQUENCE = 0, /* every step: y (B, T, F); zero at invalid steps */
+    RNX_READOUT_LAST = 1,     /* each sequence's output at its last valid step */
+    RNX_READOUT_FINAL = 2,    /* the top layer's final states of each direction, merged */
+    RNX_READOUT_MEAN = 3,     /* mean over valid steps */
+    RNX_READOUT_MAX = 4       /* max over valid steps */
+} rnx_readout;
+
+/* Activation functions (ONNX's definitions; a = alpha, b = beta). */
+typedef enum rnx_act {
+    RNX_ACT_LINEAR = 0, /* x */
+    RNX_ACT_SIGMOID = 1,
+    RNX_ACT_TANH = 2,
+    RNX_ACT_RELU = 3,
+    RNX_ACT_HARD_SIGMOID = 4,     /* max(0, min(1, a x + b)) */
+    RNX_ACT_AFFINE = 5,           /* a x + b */
+    RNX_ACT_LEAKY_RELU = 6,       /* x >= 0 ? x : a x */
+    RNX_ACT_THRESHOLDED_RELU = 7, /* x > a ? x : 0 */
+    RNX_ACT_SCALED_TANH = 8,      /* a tanh(b x) */
+    RNX_ACT_ELU = 9,              /* x >= 0 ? x : a (exp(x) - 1) */
+    RNX_ACT_SOFTSIGN = 10,        /* x / (1 + |x|) */
+    RNX_ACT_SOFTPLUS = 11,        /* log(1 + exp(x)) */
+    RNX_ACT_SOFTMAX = 12          /* dense layers only: over the row */
+} rnx_act;
+
+/* One layer. Fields a kind does not use must be zero (rnx_layer_* below fill them). */
+typedef struct rnx_layer {
+    int kind;       /* rnx_layer_kind */
+    int input_size; /* features in; an embedding's vocabulary size V; a readout's 0 */
+    int units;      /* embedding: E; recurrent: H; dense: output width; readout: 0 */
+    /* embedding */
+    int padding_idx; /* -1 for none, else in [0, V) (a training matter: forward ignores it) */
+    int mask_zero;   /* 1: id 0 marks a masked step (Keras) */
+    /* recurrent */
+    int cell;         /* rnx_cell */
+    int direction;    /* rnx_direction */
+    int merge;        /* rnx_merge (bidirectional only; 0 otherwise) */
+    int proj_size;    /* LSTM: 0 or P in [1, H) (PyTorch proj_size); others 0 */
+    int peepholes;    /* LSTM: 0 or 1 (ONNX P) */
+    int input_forget; /* LSTM: 0 or 1 (ONNX input_forget: f = 1 - i) */
+    float clip;       /* 0 or > 0 (ONNX clip) */
+    int activations[3]; /* rnx_act: LSTM f, g, h; GRU f, g; RNN f (unused slots 0) */
+    float alpha[3], beta[3]; /* each function's a, b (0 where the function has none) */
+    /* readout */
+    int readout; /* rnx_readout */
+    /* dense */
+    int activation; /* rnx_act: LINEAR, RELU, TANH, SIGMOID or SOFTMAX */
+} rnx_layer;
+
+/* Layers with their defaults filled in (every other field zero). */
+RNX_API rnx_layer rnx_embedding_layer(int vocab_size, int dim, int padding_idx);
+/* The cell's default activations (sigmoid/tanh; RNN: tanh or relu), forward direction. */
+RNX_API rnx_layer rnx_recurrent_layer(rnx_cell cell, int input_size, int hidden_size,
+                                      rnx_direction direction);
+RNX_API rnx_layer rnx_readout_layer(rnx_readout mode);
+RNX_API rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation);
+
+/* A list is valid when: an embedding comes first if at all; then one or more recurrent layers,
+ * each input_size the width below it (E, or the previous layer's output width W); then at most
+ * one readout; then dense layers, each input_size the width below it. Sizes in
+ * [1, RNX_MAX_SIZE]; n_layers in [1, RNX_MAX_LAYERS]; every field of every layer in its range
+ * and zero where its kind does not use it. Anything else: RNX_ERR_BAD_CONFIG.
+ *
+ * Recurrent layers with the default options (no proj_size, peepholes, input_forget or clip; the
+ * cell's default activations) run on the packed SIMD kernels; the others on a plain exact path
+ * (one row at a time, libm's functions, one thread per batch slice). */
+
+/* The number of floats rnx_model_create reads from `params`, in *count. RNX_ERR_BAD_CONFIG for
+ * an invalid list, RNX_ERR_OVERFLOW when the count does not fit a size_t. */
+RNX_API rnx_status rnx_param_count(const rnx_layer *layers, int n_layers, size_t *count);
 
 typedef struct rnx_model rnx_model;
 
-/* The number of floats rnx_model_create reads from `params`, in *count. */
-RNX_API rnx_status rnx_param_count(const rnx_config *config, size_t *count);
-
-/* Builds a model from PyTorch-layout parameters, copied and packed into the kernel's layout;
- * the caller keeps ownership of `params`. `params` holds, for each layer l and, inside it, each
- * direction d (forward, then reverse), contiguously and in this order:
- *   weight_ih (G*H, I_l)   I_0 = I, I_l = D*H for l > 0
- *   weight_hh (G*H, H)
- *   bias_ih   (G*H)
- *   bias_hh   (G*H)
- * which is the order of torch.nn.LSTM/GRU/RNN's parameters(). On success *out owns a new
- * model, freed with rnx_model_free. On failure *out is NULL. */
-RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_config *config, const float *params);
+/* Builds a model; `params` holds every layer's parameters, in the order of the list and within
+ * a layer PyTorch's:
+ *   embedding   weight (V, E)
+ *   recurrent   for each direction it runs (forward, then reverse; a reverse-only layer has its
+ *               one reverse set): weight_ih (G*H, I), weight_hh (G*H, S), bias_ih (G*H),
+ *               bias_hh (G*H), [weight_hr (P, H) with proj_size], [weight_peephole (3, H):
+ *               i, f, o with peepholes]; G = 1 (RNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)
+ *   dense       weight (O, F), bias (O)
+ * Copied and packed; the caller keeps `params`. isa: an rnx_isa (RNX_ISA_AUTO: the default).
+ * With an embedding before a first recurrent layer on the packed kernels, and V*G*H*D (G*H padded
+ * to the kernels' panels) at most 2^24 floats (64 MB), each token's input projection (bias
+ * included) is precomputed here: the first layer's input product becomes a row copy per token
+ * (info.folded; 1.2x to 2.6x faster on one core, bench/bench_fold.py).
+ * On success *out owns a new model, freed with rnx_model_free; on failure *out is NULL
+ * (RNX_ERR_BAD_CONFIG names no field: check the list with rnx_param_count first). */
+RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_layers,
+                                    int isa, const float *params);
 
 /* Frees a model; NULL is a no-op. */
 RNX_API void rnx_model_free(rnx_model *model);
 
-/* The configuration the model was built with, with isa resolved (never RNX_ISA_AUTO). */
-RNX_API rnx_config rnx_model_config(const rnx_model *model);
+/* What a model takes and gives. */
+typedef struct rnx_model_info {
+    int isa;           /* resolved, never RNX_ISA_AUTO */
+    int n_layers;
+    int takes_ids;     /* 1: x is token ids (B, T) int32 (an embedding comes first) */
+    int input_size;    /* I of float x, or the vocabulary size V when takes_ids */
+    int per_step;      /* 1: y is (B, T, output_size); 0: (B, output_size) */
+    int output_size;
+    int n_recurrent;   /* recurrent layers */
+    size_t state_size; /* floats of h per sequence: the sum over recurrent layers and their
+                          directions of S_k */
+    size_t cell_size;  /* floats of c per sequence: the same over LSTM layers of H_k */
+    int streamable;    /* 1 when every recurrent layer runs forward and the readout is sequence,
+                          last or final */
+    int folded;        /* 1 when the embedding is folded into the first layer's input product */
+    size_t recurrent_param_offset, recurrent_param_count; /* the recurrent layers' params
+                          within `params` (what rnx_backward's grads hold) */
+} rnx_model_info;
 
-/* Runs the stack over a batch of sequences.
- *   y        (B, T, D*H) or NULL: the last layer's outputs, forward then reverse halves;
- *            zero at steps t >= lengths[b].
- *   h_n      (L*D, B, H) or NULL: each layer and direction's final hidden state, taken at
- *            each sequence's last valid step.
- *   c_n      (L*D, B, H) or NULL: the LSTM's final cell state (ignored for other cells).
- *   x        (B, T, I), batch-first.
- *   h0, c0   (L*D, B, H) or NULL for zeros: initial states (c0 for the LSTM only).
- *   lengths  (B) or NULL for all T: valid steps of each sequence, 1 <= lengths[b] <= T.
- *            The reverse direction starts at step lengths[b]-1 (packed-sequence semantics).
+/* The model's info; all zeros for NULL. */
+RNX_API rnx_model_info rnx_model_get_info(const rnx_model *model);
+/* Layer `index` of the list the model was built with, into *out (RNX_ERR_BAD_ARGUMENT past the
+ * end). */
+RNX_API rnx_status rnx_model_layer(const rnx_model *model, int index, rnx_layer *out);
+
+/* States: h0, h_n (and c0, c_n) hold, for each recurrent layer k and each of its directions
+ * (forward, then reverse), a (B, S_k) block (c: (B, H_k), LSTM layers only), one after the
+ * other: info.state_size (info.cell_size) floats per sequence, B*state_size in all. For a
+ * uniform stack this is PyTorch's (L*D, B, H). */
+
+/* Runs the whole model over a batch: embedding (or float x), every recurrent layer, readout,
+ * dense layers.
+ *   y          (B, T, F) when info.per_step, else (B, F), F = info.output_size; or NULL.
+ *              Per step: zero at invalid steps.
+ *   h_n, c_n   final states (see States) or NULL: each layer and direction's state after its
+ *              last valid step (a sequence without one keeps its initial state).
+ *   x          (B, T, I) float, or NULL when the model takes ids
+ *   ids        (B, T) int32 in [0, V), or NULL when it takes x; any id out of range (also at
+ *              invalid steps): RNX_ERR_BAD_ARGUMENT before any work. The array the model does not
+ *              take must be NULL (RNX_ERR_BAD_ARGUMENT), the one it takes must not
+ *              (RNX_ERR_NULL_ARGUMENT).
+ *   h0, c0     initial states or NULL for zeros
+ *   lengths    (B) in [1, T], or NULL: steps t >= lengths[b] are invalid.
+ *   mask       (B, T) of 0/1 bytes, or NULL: a masked step leaves the states alone and outputs
+ *              zeros (Keras); a reverse direction walks t = T-1 .. 0 taking the unmasked steps.
+ *              lengths and mask together: RNX_ERR_BAD_ARGUMENT. An embedding with mask_zero
+ *              masks the steps whose id is 0 (and with lengths, those past it too).
  *   n_threads  threads to use (OpenMP over the batch); <= 0 for rnx_max_threads(). In a process
- *            forked after this library started threads, calls run on one thread (libgomp's
- *            threads do not survive fork()).
- * The results do not depend on n_threads. Workspace is allocated once per call and does not grow
- * with T, except for a stack of more than one bidirectional layer, whose inner layers' output
- * sequences must be kept (B, T, 2*H). Safe to call concurrently on one model. */
+ *              forked after this library started threads, calls run on one thread.
+ * Readouts see the valid steps only; a sequence without one gives zeros for last, mean and max,
+ * and its initial states for final. The results do not depend on n_threads. Workspace is
+ * allocated once per call; it does not grow with T when every recurrent layer runs forward,
+ * and holds (B, T, W) sequences otherwise. Safe to call concurrently on one model. */
 RNX_API rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
-                               const float *x, const float *h0, const float *c0,
-                               const int32_t *lengths, int B, int T, int n_threads);
+                               const float *x, const int32_t *ids, const float *h0,
+                               const float *c0, const int32_t *lengths, const uint8_t *mask,
+                               int B, int T, int n_threads);
 
-/* Streaming: one time step per call, the state kept inside.
+/* Streaming: one time step per call, the states kept inside.
  *
- * A stream runs a unidirectional model (bidirectional ones need the future: RNX_ERR_BAD_CONFIG)
- * over `batch` sequences, one step at a time, on the calling thread. Its memory is allocated by
+ * A stream runs an info.streamable model (RNX_ERR_BAD_CONFIG otherwise) over `batch`
+ * sequences, one step at a time, on the calling thread. Its memory is allocated by
  * rnx_stream_create; rnx_stream_step allocates nothing, which suits real-time callers. The model
  * must outlive the stream. One stream belongs to one thread at a time; many streams may share a
  * model. */
@@ -179,11 +310,16 @@ typedef struct rnx_stream rnx_stream;
 RNX_API rnx_status rnx_stream_create(rnx_stream **out, const rnx_model *model, int batch);
 /* Frees a stream; NULL is a no-op. */
 RNX_API void rnx_stream_free(rnx_stream *stream);
-/* Sets the states: h0, c0 (L, batch, H), or NULL for zeros (c0 is read for the LSTM only). */
+/* Sets the states: h0, c0 as in States with B = batch, or NULL for zeros. */
 RNX_API rnx_status rnx_stream_reset(rnx_stream *stream, const float *h0, const float *c0);
-/* One step: x (batch, I) in; y (batch, H) out, the top layer's new hidden state (may be NULL). */
-RNX_API rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x);
-/* The current states into h, c (L, batch, H); either may be NULL. */
+/* One step: x (batch, I) or ids (batch) in (the one the model takes; the other NULL, as
+ * rnx_forward: an id out of range is RNX_ERR_BAD_ARGUMENT and changes nothing);
+ * y (batch, output_size) or NULL: the model's output for this step, the dense layers applied to
+ * the top layer's new h (with mask_zero, a step with id 0 keeps the states and gives zeros for
+ * a sequence readout, the kept state's output for last and final). */
+RNX_API rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x,
+                                   const int32_t *ids);
+/* The current states into h, c (as in States with B = batch); either may be NULL. */
 RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c);
 
 /* ---------------------------------------------------------------------------------------------
@@ -196,17 +332,42 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  *              "__metadata__": {"key": "value", ...} with string values only
  *   the data   the tensors' raw little-endian bytes; each tensor's [begin, end) counts from the
  *              data's start, and the ranges tile the data exactly, without gaps or overlaps
- * The metadata of a model file (all values strings):
- *   format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
+ * The metadata of a model file (all values strings) describes its layers (rnx_layer).
+ * Format version 2: format "rnnext", format_version "2", layers "N" (1 .. RNX_MAX_LAYERS),
+ * input_size (the features of x; only without an embedding), and for each layer i, keys
+ * "layer{i}.{field}" (decimal integers without sign or leading zeros; floats as Python's repr
+ * writes them, finite; lists comma-separated without spaces):
+ *   type       embedding | rnn | lstm | gru | readout | dense, in the order
+ *              [embedding] (rnn|lstm|gru)+ [readout] dense*
+ *   embedding  vocab_size, dim, padding_idx (in [0, vocab_size) or "none"), mask_zero "0" | "1"
+ *   rnn, lstm, gru
+ *              units, input_size (the width below: dim, the model's input_size, or the layer
+ *              below's output width), direction forward | reverse | bidirectional,
+ *              merge concat | sum | mul | ave, activations (the cell's functions: rnn 1, gru 2,
+ *              lstm 3, each linear | sigmoid | tanh | relu | hard_sigmoid | affine | leaky_relu |
+ *              thresholded_relu | scaled_tanh | elu | softsign | softplus), activation_alpha,
+ *              activation_beta (as many floats), clip ("none" or a float > 0);
+ *              rnn: nonlinearity tanh | relu; gru: reset_after "1" | "0" ("0":
+ *              RNX_CELL_GRU_RESET_BEFORE); lstm: proj_size (0 or in [1, units)), peepholes and
+ *              input_forget "0" | "1"
+ *   readout    mode sequence | last | final | mean | max
+ *   dense      units, activation none | relu | tanh | sigmoid | softmax
+ * Other "layer{i}.*" keys are refused; other keys are ignored. Its tensors are the parameters of
+ * rnx_model_create's params, with their names and shapes: embedding.weight (V, E); per recurrent
+ * layer k and direction (suffix "_reverse" for the reverse one) weight_ih_l{k} (G*H, I_k),
+ * weight_hh_l{k} (G*H, S), bias_ih_l{k}, bias_hh_l{k} (G*H), weight_hr_l{k} (P, H) with a
+ * projection, weight_peephole_l{k} (3, H) with peepholes; per dense layer j dense{j}.weight
+ * (O, F) and dense{j}.bias (O); and nothing else.
+ * Format version 1 (still read): format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
  *   nonlinearity "tanh" | "relu" (optional, "tanh" by default; "relu" for "rnn" only),
  *   linear_before_reset "1" | "0" (optional, "1" by default; "gru" only: "0" is
- *   RNX_CELL_GRU_RESET_BEFORE),
- *   input_size, hidden_size, num_layers (decimal integers >= 1), bidirectional "0" | "1",
- *   output_size (optional decimal integer >= 1: a dense head), output, activation (the head's
- *   options, read by the Python package). Other keys are ignored.
- * Its tensors are the parameters with PyTorch's names and shapes (weight_ih_l0, weight_hh_l0,
- * bias_ih_l0, bias_hh_l0, ..._reverse; head.weight (O, D*H) and head.bias (O) with a head) and
- * nothing else.
+ *   RNX_CELL_GRU_RESET_BEFORE), input_size, hidden_size, num_layers, bidirectional "0" | "1",
+ *   and optionally a head: output_size, output "many_to_one" (by default) | "many_to_many",
+ *   activation "none" (by default) | "softmax" | "sigmoid". Other keys are ignored. It reads as
+ *   num_layers recurrent layers (forward or bidirectional with concat, the cell's default
+ *   activations), then with a head a readout "last" (many_to_one; none for many_to_many) and a
+ *   dense layer. Its tensors have PyTorch's names (weight_ih_l0, ..._reverse) and the head's are
+ *   head.weight (O, D*H) and head.bias (O).
  * Parsing reads only the bytes it is given, checks every size with overflow-checked arithmetic,
  * and never runs code from the file. The calls below that take `message` write a NUL-terminated
  * description of a failure into it (truncated to message_size bytes; NULL or 0 for none).
@@ -216,8 +377,8 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
 #define RNX_FILE_MAX_HEADER 100000000u
 /* The most dimensions a tensor of a file may have. */
 #define RNX_FILE_MAX_DIMS 8
-/* The format version this library writes, and the newest it reads. */
-#define RNX_FILE_FORMAT_VERSION 1
+/* The newest format version this library reads (older ones are read too). */
+#define RNX_FILE_FORMAT_VERSION 2
 
 /* The dtypes a file's tensors may have (safetensors' names in comments); others are refused
  * with RNX_ERR_FILE_DTYPE. Every one is read as float32. */
@@ -275,17 +436,19 @@ RNX_API const char *rnx_file_metadata_get(const rnx_file *file, const char *key)
 RNX_API rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor,
                                      float *out, size_t count);
 
-/* The architecture of the model file `file`, from its metadata, checked against its tensors:
- * exactly the expected names, each with the expected shape. *config gets it, with isa set to
- * RNX_ISA_AUTO; *output_size the head's width, or 0 without a head (output_size may be NULL). */
-RNX_API rnx_status rnx_file_model_config(const rnx_file *file, rnx_config *config,
-                                         int *output_size, char *message, size_t message_size);
+/* The layers of the model file `file` (format version 1 or 2), from its metadata, checked
+ * against its tensors: exactly the expected names, each with the expected shape.
+ * layers[0 .. *n_layers) get them; max_layers is the room in `layers` (RNX_MAX_LAYERS always
+ * suffices; a file with more layers than the room: RNX_ERR_BAD_ARGUMENT). A newer format version
+ * than RNX_FILE_FORMAT_VERSION is RNX_ERR_FILE_VERSION; other faults RNX_ERR_FILE_MODEL, with a
+ * message that names the metadata key or the tensor. */
+RNX_API rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers, int max_layers,
+                                         int *n_layers, char *message, size_t message_size);
 
 /* Builds a model from the `size` bytes of a model file at `data` (rnx_file_parse, then
- * rnx_file_model_config, then rnx_model_create with instruction set `isa`, an rnx_isa).
- * The bytes are not needed afterwards. A head in the file is checked and not used: the C core
- * runs the recurrent layers. On success *out owns a new model, freed with rnx_model_free; on
- * failure *out is NULL and `message` says why. */
+ * rnx_file_model_layers, then rnx_model_create with the tensors read as float32 in its order and
+ * instruction set `isa`, an rnx_isa). The bytes are not needed afterwards. On success *out owns
+ * a new model, freed with rnx_model_free; on failure *out is NULL and `message` says why. */
 RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa,
                                   char *message, size_t message_size);
 
@@ -300,39 +463,55 @@ RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size
 
 typedef struct rnx_tape rnx_tape;
 
-/* Creates a tape for training-mode passes over up to B sequences of up to T steps, with any
- * model of `model`'s configuration (rnx_model_config), so it can be kept across parameter
- * updates. Its size grows with B*T: about 4*B*T*(L*D*(G+2) + (L-1)*D)*H bytes. On failure *out
- * is NULL. One tape serves one pass at a time. RNX_CELL_GRU_RESET_BEFORE is not trained here:
- * RNX_ERR_BAD_CONFIG. */
+/* Training covers the recurrent layers: the caller looks the embedding up, and computes the
+ * readout's and dense layers' gradients (the Python package does this in NumPy). Every recurrent
+ * layer of a list trains: any cell, size, direction (forward, reverse, bidirectional with any
+ * merge) and option (the options the packed kernels lack train on the plain exact path).
+ *
+ * Creates a tape for training-mode passes over up to B sequences of up to T steps, with any
+ * model of `model`'s layer list and instruction set, so it can be kept across parameter updates.
+ * Its size grows with B*T: per recurrent layer and direction about 4*B*T*(G+2)*H bytes, and
+ * 4*B*T*W for each layer's output but the top one's. On failure *out is NULL. One tape serves
+ * one pass at a time. */
 RNX_API rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T);
 
 /* Frees a tape; NULL is a no-op. */
 RNX_API void rnx_tape_free(rnx_tape *tape);
 
-/* rnx_forward (same arguments and results) that also fills `tape` for rnx_backward. B and T
- * must not exceed the tape's; the model must have the tape's configuration
- * (RNX_ERR_BAD_ARGUMENT otherwise). x, h0, c0 and lengths are not kept: rnx_backward takes x
- * again. */
-RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *y, float *h_n,
-                                     float *c_n, const float *x, const float *h0, const float *c0,
-                                     const int32_t *lengths, int B, int T, int n_threads);
+/* The recurrent layers' forward pass, filling `tape` for rnx_backward. B and T must not exceed
+ * the tape's; the model must have the tape's layer list and instruction set
+ * (RNX_ERR_BAD_ARGUMENT otherwise).
+ *   seq        (B, T, W) or NULL: the top recurrent layer's (merged) output sequence, zero at
+ *              inactive steps.
+ *   h_n, c_n   final states, as rnx_forward's (see States), or NULL.
+ *   x          (B, T, I_0): the first recurrent layer's input (an embedding model's embedded
+ *              vectors: the caller looks them up).
+ *   h0, c0     initial states (see States) or NULL for zeros.
+ *   lengths    (B) in [1, T], or NULL; mask (B, T) of 0/1 bytes, or NULL: as rnx_forward's (an
+ *              embedding's mask_zero is the caller's to turn into `mask`). Not both.
+ *   n_threads  as rnx_forward; the results do not depend on it.
+ * x, h0, c0, lengths and mask are not kept: rnx_backward takes x again. */
+RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
+                                     float *h_n, float *c_n, const float *x, const float *h0,
+                                     const float *c0, const int32_t *lengths, const uint8_t *mask,
+                                     int B, int T, int n_threads);
 
 /* Backpropagation through the pass that the last rnx_forward_train recorded in `tape` with the
  * same `model` (RNX_ERR_BAD_ARGUMENT otherwise, or when the tape was already used: the backward
  * pass overwrites it, so each rnx_backward needs a new rnx_forward_train).
- *   grads      (rnx_param_count floats): dLoss/dparams, in the layout of rnx_model_create's
- *              params (PyTorch's); overwritten.
- *   dx         (B, T, I) or NULL: dLoss/dx.
- *   dh0, dc0   (L*D, B, H) or NULL: dLoss/dh0, dLoss/dc0 (c0: the LSTM only).
- *   x          (B, T, I): the x given to rnx_forward_train.
- *   dy         (B, T, D*H) or NULL for zeros: dLoss/dy; entries at steps t >= lengths[b] are
- *              ignored (those outputs are constant zeros).
- *   dh_n, dc_n (L*D, B, H) or NULL for zeros: dLoss/dh_n, dLoss/dc_n.
+ *   grads      (info.recurrent_param_count floats): dLoss/d(the recurrent layers' params), in
+ *              the order of rnx_model_create's params from info.recurrent_param_offset on;
+ *              overwritten. input_forget's unused f rows get zero.
+ *   dx         (B, T, I_0) or NULL: dLoss/dx.
+ *   dh0, dc0   dLoss/dh0, dLoss/dc0 (see States), or NULL.
+ *   x          (B, T, I_0): the x given to rnx_forward_train.
+ *   dseq       (B, T, W) or NULL for zeros: dLoss/dseq; entries at inactive steps are ignored
+ *              (those outputs are constant zeros).
+ *   dh_n, dc_n dLoss/dh_n, dLoss/dc_n (see States), or NULL for zeros.
  *   n_threads  as rnx_forward. The results do not depend on it: every sum runs in one order.
  * Workspace (transposed weights and per-thread buffers) is allocated once per call. */
 RNX_API rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
-                                float *dh0, float *dc0, const float *x, const float *dy,
+                                float *dh0, float *dc0, const float *x, const float *dseq,
                                 const float *dh_n, const float *dc_n, int n_threads);
 
 #ifdef __cplusplus

@@ -53,7 +53,10 @@ def streams(text, chars, count):
 
 def sample(model, chars, length, temperature=1.0, prime="Alice ", seed=0):
     """`length` characters drawn one at a time from the model after reading `prime`, each from
-    the softmax of the logits divided by `temperature` (below 1: safer, above 1: wilder)."""
+    the softmax of the logits divided by `temperature` (below 1: safer, above 1: wilder).
+
+    The prime runs as one sequence (Model.forward); the characters drawn then run one step at
+    a time on a stream (Model.stream) that starts from the state the prime ended in."""
     if not temperature > 0:
         raise ValueError(f"temperature: expected a number > 0, got {temperature}")
     index = {c: i for i, c in enumerate(chars)}
@@ -63,16 +66,17 @@ def sample(model, chars, length, temperature=1.0, prime="Alice ", seed=0):
                          f"{prime!r} (unknown: {unknown})")
     rng = np.random.default_rng(seed)
     V = len(chars)
-    probs, state = model.forward(one_hot(np.array([index[c] for c in prime]), V))
-    p = probs[-1]
+    probs, state = model.forward(one_hot(np.array([[index[c] for c in prime]]), V))
+    stream = model.stream(1)
+    stream.state = state
+    p = probs[0, -1]
     out = []
     for _ in range(length):
         logp = np.log(np.maximum(p, 1e-30)) / temperature
         q = np.exp(logp - logp.max())
         c = int(rng.choice(V, p=q / q.sum()))
         out.append(chars[c])
-        probs, state = model.forward(one_hot(np.array([c]), V), state=state)
-        p = probs[-1]
+        p = stream.step(one_hot(np.array(c), V))
     return prime + "".join(out)
 
 

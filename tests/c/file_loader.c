@@ -2,11 +2,13 @@
  * with -fsanitize=address,undefined so that any read out of bounds, leak or undefined behaviour
  * aborts the run.
  *
- *   file_loader MODEL X B T Y   loads MODEL with rnx_model_load, runs rnx_forward on the
- *                               float32 (B, T, I) input in file X and writes y to file Y; prints
- *                               the tensor table; then loads every truncation of MODEL, every
- *                               single-byte corruption and a bounded number of random
- *                               mutations, each from a buffer of exactly its size. */
+ *   file_loader MODEL X B T Y   loads MODEL with rnx_model_load, runs rnx_forward on the input
+ *                               in file X (float32 x (B, T, I), or int32 ids (B, T) for a model
+ *                               that takes ids) and writes y to file Y; prints the tensor table
+ *                               and the number of layers (rnx_file_model_layers);
+ *                               then loads every truncation of MODEL, every single-bit
+ *                               corruption and a bounded number of random mutations, each from
+ *                               a buffer of exactly its size. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +47,7 @@ int main(int argc, char **argv) {
     }
     size_t size, xsize;
     unsigned char *data = read_all(argv[1], &size);
-    float *x = (float *)read_all(argv[2], &xsize);
+    unsigned char *x = read_all(argv[2], &xsize); /* float32 x or int32 ids */
     const int B = atoi(argv[3]), T = atoi(argv[4]);
     if (!data || !x) return 2;
 
@@ -62,6 +64,24 @@ int main(int argc, char **argv) {
         for (int d = 0; d < t->ndim; d++) printf(" %llu", (unsigned long long)t->shape[d]);
         printf(" %llu %llu\n", (unsigned long long)t->offset, (unsigned long long)t->nbytes);
     }
+    /* rnx_file_model_layers on its own: the layer count, a too-short array, NULL arguments */
+    rnx_layer layers[RNX_MAX_LAYERS];
+    int n_layers = 0, short_n = -1;
+    if ((s = rnx_file_model_layers(file, layers, RNX_MAX_LAYERS, &n_layers, message,
+                                   sizeof message)) != RNX_OK) {
+        fprintf(stderr, "layers: %s\n", message);
+        return 1;
+    }
+    printf("layers %d\n", n_layers);
+    if (rnx_file_model_layers(file, layers, n_layers - 1, &short_n, message, sizeof message) !=
+            RNX_ERR_BAD_ARGUMENT || short_n != -1 || !strstr(message, "more than max_layers") ||
+        rnx_file_model_layers(NULL, layers, 1, &short_n, message, sizeof message) !=
+            RNX_ERR_NULL_ARGUMENT ||
+        rnx_file_model_layers(file, NULL, 1, &short_n, NULL, 0) != RNX_ERR_NULL_ARGUMENT ||
+        rnx_file_model_layers(file, layers, 1, NULL, NULL, 0) != RNX_ERR_NULL_ARGUMENT) {
+        fprintf(stderr, "rnx_file_model_layers: wrong status for bad arguments\n");
+        return 1;
+    }
     rnx_file_free(file);
 
     rnx_model *model = NULL;
@@ -69,10 +89,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "load: %s\n", message);
         return 1;
     }
-    const rnx_config c = rnx_model_config(model);
-    const size_t ysize = (size_t)B * T * (1 + c.bidirectional) * c.hidden_size;
+    const rnx_model_info info = rnx_model_get_info(model);
+    const size_t xsize_expected = (size_t)B * T * (info.takes_ids ? 1 : (size_t)info.input_size) * 4;
+    const size_t ysize = (size_t)B * (info.per_step ? T : 1) * info.output_size;
+    if (xsize != xsize_expected) {
+        fprintf(stderr, "X: %zu bytes, expected %zu\n", xsize, xsize_expected);
+        return 2;
+    }
     float *y = malloc(ysize * sizeof *y);
-    if ((s = rnx_forward(model, y, NULL, NULL, x, NULL, NULL, NULL, B, T, 1)) != RNX_OK) return 1;
+    if ((s = rnx_forward(model, y, NULL, NULL, info.takes_ids ? NULL : (const float *)x,
+                         info.takes_ids ? (const int32_t *)x : NULL, NULL, NULL, NULL, NULL, B, T,
+                         1)) != RNX_OK) {
+        fprintf(stderr, "forward: %s\n", rnx_status_string(s));
+        return 1;
+    }
     FILE *out = fopen(argv[5], "wb");
     fwrite(y, sizeof *y, ysize, out);
     fclose(out);
