@@ -356,19 +356,17 @@ def engine_calls(mods, args, module, model, onnx_bytes, x, input_name="x"):
         with torch.inference_mode():
             return module(xt).numpy()
 
-    calls = {"torch": torch_call}
-    if model is not None:
-        calls = {"rnnext": lambda: model.forward(x, n_threads=args.threads)[0], **calls}
+    calls = {"rnnext": lambda: model.forward(x, n_threads=args.threads)[0], "torch": torch_call}
     if onnx_bytes is not None:
         session = ort_session(mods["onnxruntime"], onnx_bytes, args.threads)
         calls["onnxruntime"] = lambda: session.run(None, {input_name: x})[0]
     return calls
 
 
-def bench_batched(args, mods, classes, name, with_rnnext, notes):
+def bench_batched(args, mods, classes, name, notes):
     torch = mods["torch"]
     module = build(torch, classes, name, args.seed)
-    model = to_rnnext(module) if with_rnnext else None
+    model = to_rnnext(module)
     records = []
     for batch in args.batch:
         x = model_inputs(name, module, batch, args.steps, np.random.default_rng(args.seed))
@@ -380,7 +378,7 @@ def bench_batched(args, mods, classes, name, with_rnnext, notes):
             notes.setdefault("onnx_nodes", {})[name] = onnx_nodes(mods, onnx_bytes)
         calls = engine_calls(mods, args, module, model, onnx_bytes, x)
         fold = None
-        if name == "text" and model is not None:
+        if name == "text":
             more, fold = fold_calls(args, module, model, x)
             calls.update(more)
         what = f"{name} B={batch}"
@@ -416,7 +414,7 @@ def fold_calls(args, module, model, ids):
         {"rnnext": folded(model), "rnnext V=16000": folded(small), "rnnext floats x": False}
 
 
-def bench_reverse(args, mods, classes, with_rnnext, notes):
+def bench_reverse(args, mods, classes, notes):
     """rnnext's reverse-only LSTM against the same forward layer (and torch / ORT running the
     forward module on the flipped sequence, for scale)."""
     torch = mods["torch"]
@@ -434,29 +432,26 @@ def bench_reverse(args, mods, classes, with_rnnext, notes):
         if mods["onnxruntime"] is not None:
             onnx_bytes = export_onnx(torch, rev, [torch.from_numpy(x)], ["x"], ["y"])
             notes.setdefault("onnx_nodes", {})["reverse"] = onnx_nodes(mods, onnx_bytes)
-        calls = engine_calls(mods, args, rev, to_rnnext(rev) if with_rnnext else None,
-                             onnx_bytes, x)
+        calls = engine_calls(mods, args, rev, to_rnnext(rev), onnx_bytes, x)
         diffs = checked_calls(f"reverse B={batch}", calls, ref, args.steps)
-        if with_rnnext:
-            model_fwd = to_rnnext(fwd)
-            calls["rnnext forward"] = lambda: model_fwd.forward(x, n_threads=args.threads)[0]
-            diffs.update(checked_calls(f"forward B={batch}",
-                                       {"rnnext forward": calls["rnnext forward"]}, ref_fwd,
-                                       args.steps))
+        model_fwd = to_rnnext(fwd)
+        calls["rnnext forward"] = lambda: model_fwd.forward(x, n_threads=args.threads)[0]
+        diffs.update(checked_calls(f"forward B={batch}",
+                                   {"rnnext forward": calls["rnnext forward"]}, ref_fwd,
+                                   args.steps))
         times = timed_in_blocks(args, calls)
         rec = {"model": "reverse", "batch": batch, "steps": args.steps, "threads": args.threads,
                "input": REVERSE_INPUT, "hidden": REVERSE_HIDDEN,
                "engines": {e: dict(times[e], max_abs_diff=diffs[e]) for e in calls}}
         rec["best_framework"], rec["speedup"] = speedup({e: t["ms"] for e, t in times.items()})
-        if with_rnnext:
-            rec["reverse_over_forward"] = times["rnnext"]["ms"] / times["rnnext forward"]["ms"]
+        rec["reverse_over_forward"] = times["rnnext"]["ms"] / times["rnnext forward"]["ms"]
         progress(f"  reverse B={batch}: " +
                  ", ".join(f"{e} {t['ms']:.3f} ms" for e, t in times.items()))
         records.append(rec)
     return records
 
 
-def bench_charrnn(args, mods, classes, with_rnnext, notes):
+def bench_charrnn(args, mods, classes, notes):
     """Microseconds per token of the char-rnn at batch 1, one token per call, state carried."""
     torch = mods["torch"]
     module = build(torch, classes, "charrnn", args.seed)
@@ -489,16 +484,14 @@ def bench_charrnn(args, mods, classes, with_rnnext, notes):
                 outs.append(torch.softmax(module.fc(h[0]), dim=-1))
             return torch.stack(outs).numpy()
 
-    calls = {"torch": torch_steps, "torch LSTMCell": torch_cell_steps}
-    if with_rnnext:
-        model = to_rnnext(module)
-        token_ids = [int(t) for t in tokens]
+    model = to_rnnext(module)
+    token_ids = [int(t) for t in tokens]
 
-        def rnnext_steps():
-            stream = model.stream(1)
-            return np.stack([np.asarray(stream.step(t)).reshape(-1) for t in token_ids])
+    def rnnext_steps():
+        stream = model.stream(1)
+        return np.stack([stream.step(t) for t in token_ids])
 
-        calls = {"rnnext": rnnext_steps, **calls}
+    calls = {"rnnext": rnnext_steps, "torch": torch_steps, "torch LSTMCell": torch_cell_steps}
     if mods["onnxruntime"] is not None:
         onnx_bytes = export_onnx(torch, module, [token_tensors[0], zeros, zeros],
                                  ["ids", "h0", "c0"], ["p", "h_n", "c_n"])
@@ -667,16 +660,7 @@ def main(argv=None):
               "command": "PYTHONPATH=. python bench/bench_zoo.py "
                          + " ".join(sys.argv[1:] if argv is None else argv)}
     report["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
-    with_rnnext = True
-    try:
-        from rnnext import layers  # noqa: F401
-    except ImportError:
-        if not args.quick:
-            rnnext_layers()  # exits, naming what is missing
-        with_rnnext = False
-        report["notes"]["text"].append("rnnext.layers is not importable in this build: no "
-                                       "rnnext columns (--quick only)")
-        progress("rnnext.layers is missing: rnnext columns skipped (--quick)")
+    rnnext_layers()  # the layer-list API: stops here, naming it, when missing
     if mods["onnxruntime"] is None:
         report["notes"]["text"].append("onnxruntime is not importable: no ORT columns")
     torch = mods["torch"]
@@ -686,12 +670,11 @@ def main(argv=None):
     for name in args.models:
         progress(f"{name} ...")
         if name in BATCHED:
-            report["points"] += bench_batched(args, mods, classes, name, with_rnnext,
-                                              report["notes"])
+            report["points"] += bench_batched(args, mods, classes, name, report["notes"])
         elif name == "charrnn":
-            report["points"] += bench_charrnn(args, mods, classes, with_rnnext, report["notes"])
+            report["points"] += bench_charrnn(args, mods, classes, report["notes"])
         else:
-            report["points"] += bench_reverse(args, mods, classes, with_rnnext, report["notes"])
+            report["points"] += bench_reverse(args, mods, classes, report["notes"])
     report["load_average_end"] = list(os.getloadavg())
     load = report["machine"]["load_average"][0]
     report["warnings"] = ([f"load average {load:.2f} over the minute before the run: other "
