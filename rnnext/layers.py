@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._core import MAX_LAYERS, MAX_SIZE
 from .cells import (ACTIVATIONS, CELLS, EMBEDDING_PARAM, cell_name, dense_param_name,
                     param_name)
 
@@ -29,11 +30,13 @@ NONLINEARITIES = ("tanh", "relu")
 # argument checks
 
 
-def _int(name, value, minimum):
+def _int(name, value, minimum, maximum=MAX_SIZE):
+    """value as an int in [minimum, maximum]; sizes stop at the core's RNX_MAX_SIZE, so that no
+    product of sizes can wrap in C."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name}: expected an int in [{minimum}, {maximum}], got {value}")
     return int(value)
 
 
@@ -297,6 +300,9 @@ def build(layers, input_size=None):
     (None with one). Order: [Embedding]? Recurrent+ [Readout]? Dense*."""
     if not isinstance(layers, (list, tuple)) or not layers:
         raise TypeError(f"layers: expected a non-empty list of layers, got {layers!r}")
+    if len(layers) > MAX_LAYERS:
+        raise ValueError(f"layers: expected at most {MAX_LAYERS} layers (the core's "
+                         f"RNX_MAX_LAYERS), got {len(layers)}")
     known = (Embedding, RNN, LSTM, GRU, Readout, Dense)
     for i, layer in enumerate(layers):
         if not isinstance(layer, known):
@@ -452,7 +458,7 @@ def shorthand(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
     torch.nn.LSTM's."""
     _choice("cell", cell, ("rnn", "lstm", "gru"))
     _choice("output", output, ("many_to_one", "many_to_many"))
-    num_layers = _int("num_layers", num_layers, 1)
+    num_layers = _int("num_layers", num_layers, 1, MAX_LAYERS - 2)  # room for readout and dense
     direction = "bidirectional" if _bool("bidirectional", bidirectional) else "forward"
     if cell == "rnn":
         make = lambda: RNN(hidden_size, nonlinearity=nonlinearity, direction=direction)  # noqa

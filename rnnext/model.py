@@ -22,10 +22,10 @@ import numpy as np
 
 from . import layers as L
 from . import reference
+from ._core import MAX_SIZE
 from .config import resolve_threads
 
 BACKENDS = ("c", "numpy")
-MAX_SIZE = 1 << 24  # the core's RNX_MAX_SIZE
 
 
 def _choice(name, value, allowed):

@@ -109,6 +109,10 @@ BAD_MODEL = [
     ("num_layers_zero", dict(num_layers=0), ValueError, r"^num_layers: .*got 0"),
     ("num_layers_bool", dict(num_layers=True), TypeError, r"^num_layers: .*bool"),
     ("output_size_negative", dict(output_size=-1), ValueError, r"^output_size: .*got -1"),
+    # refused at once, not after building 2^24 layers (minutes and tens of GB before)
+    ("num_layers_huge", dict(num_layers=2 ** 24), ValueError, r"^num_layers: .*1022\].*16777216"),
+    ("hidden_size_huge", dict(hidden_size=2 ** 24 + 1), ValueError,
+     r"^hidden_size: .*16777216\].*16777217"),
 ]
 
 
@@ -237,10 +241,11 @@ def test_mask_errors_of_a_float_model(lstm, backend):
     ([L.LSTM(3)], None, TypeError, r"^input_size: .*int.*None"),
     ([L.LSTM(3)], 0, ValueError, r"^input_size: .*got 0"),
     ([L.LSTM(3)], 2.0, TypeError, r"^input_size: .*float"),
+    ([L.LSTM(3)] * 1025, 3, ValueError, r"^layers: .*at most 1024.*got 1025"),
 ], ids=["empty", "unknown_cell", "not_a_layer", "embedding_after_recurrent", "two_embeddings",
         "dense_first", "readout_first", "readout_after_dense", "recurrent_after_dense",
         "two_readouts", "no_recurrent", "only_embedding", "input_size_with_embedding",
-        "no_input_size", "input_size_zero", "input_size_float"])
+        "no_input_size", "input_size_zero", "input_size_float", "too_many_layers"])
 def test_bad_layer_list(layers, input_size, exc, match):
     with pytest.raises(exc, match=match):
         Model(layers, input_size)
@@ -286,12 +291,13 @@ def test_shorthand_without_hidden_size():
     (lambda: L.Embedding(0, 4), ValueError, r"^vocab_size: .*got 0"),
     (lambda: L.Embedding(3, 4, mask_zero="1"), TypeError, r"^mask_zero: .*bool.*str"),
     (lambda: L.Dense(0), ValueError, r"^units: .*got 0"),
+    (lambda: L.Embedding(2 ** 24 + 1, 4), ValueError, r"^vocab_size: .*16777216\]"),
     (lambda: L.Dense(3, activation="gelu"), ValueError, r"^activation: .*'gelu'"),
 ], ids=["proj_size_units", "proj_size_negative", "peepholes_int", "units_zero", "units_float",
         "clip_negative", "clip_nan", "activations_count", "activations_name", "alpha_count",
         "beta_inf", "nonlinearity", "nonlinearity_contradicts", "direction", "merge",
         "reset_after", "readout_mode", "padding_idx", "vocab_size", "mask_zero", "dense_units",
-        "dense_activation"])
+        "vocab_size_huge", "dense_activation"])
 def test_bad_layer_argument(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
