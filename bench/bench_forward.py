@@ -17,7 +17,6 @@ Output: a Markdown report on stdout and in <out>/latest.md, every number in <out
 """
 import argparse
 import io
-import json
 import os
 import sys
 import warnings
@@ -25,7 +24,7 @@ import warnings
 import numpy as np
 
 import rnnext
-from common import machine_info, measure_peak, optional_import, time_call
+from common import machine_info, measure_peak, optional_import, time_call, write_report
 
 CELLS = ("lstm", "gru", "rnn")
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -411,13 +410,7 @@ def main(argv=None):
     add_peak_shares(report["points"], report["peak"])
     report["warnings"] = load_warnings(report["machine"]["load_average"][0], report["peak"],
                                        report["points"])
-    text = markdown(report)
-    print(text)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "latest.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(args.out, "latest.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    write_report(args.out, "latest", markdown(report), report)
     return 0
 
 

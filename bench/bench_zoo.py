@@ -30,7 +30,6 @@ number in <out>/zoo.json.
 """
 import argparse
 import io
-import json
 import os
 import statistics
 import sys
@@ -40,7 +39,7 @@ import numpy as np
 
 import rnnext
 from bench_forward import ONNX_OPSET, checked, ort_session, positive_int
-from common import machine_info, optional_import, time_call
+from common import machine_info, optional_import, time_call, write_report
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = ("text", "bilstm", "bigru", "lstm2", "charrnn", "reverse")
@@ -679,13 +678,7 @@ def main(argv=None):
     load = report["machine"]["load_average"][0]
     report["warnings"] = ([f"load average {load:.2f} over the minute before the run: other "
                            f"processes were using the cores"] if load > 0.5 else [])
-    text = markdown(report)
-    print(text)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "zoo.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(args.out, "zoo.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    write_report(args.out, "zoo", markdown(report), report)
     return 0
 
 

@@ -106,3 +106,14 @@ def measure_peak(thread_counts):
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
                 else f"peak.py exited with {proc.returncode}"}
     return {int(k): v for k, v in json.loads(proc.stdout).items()}
+
+
+def write_report(out, name, text, report):
+    """Prints the Markdown report and writes it to <out>/<name>.md, every number to
+    <out>/<name>.json."""
+    print(text)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(report, f, indent=1)
