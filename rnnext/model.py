@@ -109,8 +109,7 @@ class Model:
             layers, input_size = L.shorthand(cell, input_size, hidden_size, **{
                 k: v for k, v in shorthand.items() if k != "hidden_size"})
         else:
-            given = [k for k, v in shorthand.items() if v is not _SHORTHAND_DEFAULTS[k]
-                     and v != _SHORTHAND_DEFAULTS[k]]
+            given = [k for k, v in shorthand.items() if v != _SHORTHAND_DEFAULTS[k]]
             if given:
                 raise TypeError(f"{given[0]}: a shorthand argument, for Model(cell, input_size, "
                                 f"hidden_size, ...); a layer list states it in its layers")
@@ -345,15 +344,22 @@ class Model:
         y = np.empty((B, T, self.output_size) if self.per_step else (B, self.output_size),
                      np.float32)
         h_n, c_n, shapes = self._state_buffers(B)
-        h0 = c0 = None
-        if states is not None:
-            h0 = np.concatenate([h.ravel() for h, _ in states])
-            c0 = np.concatenate([c.ravel() for _, c in states if c is not None] or
-                                [np.empty(0, np.float32)])
+        h0, c0 = self._flat_states(states)
         ids = x if self.spec.embedding is not None else None
         self.core().forward(y, h_n, c_n, None if ids is not None else x, ids, h0, c0, lengths,
                             mask, n_threads)
         return y, self._split_states(h_n, c_n, shapes)
+
+    @staticmethod
+    def _flat_states(states):
+        """The core's flat float32 (h, c) of [(h, c)] per recurrent layer (the inverse of
+        _split_states), or (None, None)."""
+        if states is None:
+            return None, None
+        h = np.concatenate([np.asarray(h, np.float32).ravel() for h, _ in states])
+        c = np.concatenate([np.asarray(c, np.float32).ravel() for _, c in states if c is not None]
+                           or [np.empty(0, np.float32)])
+        return h, c
 
     @staticmethod
     def _split_states(h_flat, c_flat, shapes):

@@ -57,12 +57,7 @@ class Stream:
     def state(self, value):
         states = self.model._state(value, self.batch, unbatched=False)
         if self._core is not None:
-            if states is None:
-                self._core.reset(None, None)
-            else:
-                self._core.reset(np.concatenate([h.ravel() for h, _ in states]),
-                                 np.concatenate([c.ravel() for _, c in states if c is not None]
-                                                or [np.empty(0, np.float32)]))
+            self._core.reset(*self.model._flat_states(states))
             return
         if states is None:
             states = [(np.zeros(h, np.float32), None if c is None else np.zeros(c, np.float32))

@@ -60,7 +60,7 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
     n_threads = resolve_threads(n_threads)
     h_n, c_n, shapes = model._state_buffers(B)
     seq = np.empty((B, T, spec.recurrent[-1].output_size), np.float32)
-    h0, c0 = _flat_states(states)
+    h0, c0 = model._flat_states(states)
     tape = training_tape(model, core, B, T)
     core.forward_train(tape, seq, h_n, c_n, inputs, h0, c0, lengths, mask, n_threads)
     final = model._split_states(h_n, c_n, shapes)
@@ -91,16 +91,6 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
                 model._split_states(dh0, dc0, shapes))
 
     return y, final, backward
-
-
-def _flat_states(states):
-    """The core's flat (h0, c0) arrays of [(h, c)] per recurrent layer, or (None, None)."""
-    if states is None:
-        return None, None
-    h0 = np.concatenate([np.asarray(h, np.float32).ravel() for h, _ in states])
-    c0 = np.concatenate([np.asarray(c, np.float32).ravel() for _, c in states if c is not None]
-                        or [np.empty(0, np.float32)])
-    return h0, c0
 
 
 # ----------------------------------------------------------------------------------------------
