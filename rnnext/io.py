@@ -17,6 +17,7 @@ from . import layers as L
 from .cells import dense_param_name
 from .model import Model
 
+
 def to_bytes(model):
     """The model as the bytes of an rnnext file (format version 2: the layer list in the
     metadata, float32 tensors in parameter order)."""
