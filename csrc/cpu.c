@@ -62,7 +62,15 @@ int rnx_max_threads(void) {
 static volatile int parallel_started = 0, forked_after_parallel = 0;
 static void on_fork_child(void) { forked_after_parallel = parallel_started; }
 static void register_fork_handler(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+int rnx_forked_serial(void) { return forked_after_parallel; }
+#else
+int rnx_forked_serial(void) { return 0; }
 #endif
+
+/* The team of the last rnx_forward on this OS thread: callers check what they really got. */
+static _Thread_local int last_team = 0;
+void rnx_note_team(int threads) { last_team = threads; }
+int rnx_last_team(void) { return last_team; }
 
 int rnx_threads_for_call(int n_threads) {
 #ifdef _OPENMP

@@ -443,7 +443,10 @@ static rnx_status run_rows(const rnx_model *m, const forward_args *a, int b0, in
     if (threads > 1) {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
-        run_member(m, &ws, (rnx_team){omp_get_thread_num(), omp_get_num_threads()}, x, y, T);
+        {
+            if (omp_get_thread_num() == 0) rnx_note_team(omp_get_num_threads());
+            run_member(m, &ws, (rnx_team){omp_get_thread_num(), omp_get_num_threads()}, x, y, T);
+        }
 #endif
     } else {
         run_member(m, &ws, (rnx_team){0, 1}, x, y, T);
@@ -504,6 +507,7 @@ rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
     rnx_status status = check_inputs(model, &args);
     if (status != RNX_OK) return status;
     const int threads = rnx_threads_for_call(n_threads);
+    rnx_note_team(1);
     if (threads <= 1) return run_rows(model, &args, 0, B, 1);
     /* fewer than two rows a thread: share the rows, split the panels (measured 1.4-2x on 2
      * threads for B = 2, 3 where slices of 1 and 2 rows leave a thread idle half the time) */
@@ -512,6 +516,7 @@ rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
 #pragma omp parallel num_threads(threads)
     {
         const int i = omp_get_thread_num(), n = omp_get_num_threads();
+        if (i == 0) rnx_note_team(n);
         const int b0 = (int)((long long)B * i / n), b1 = (int)((long long)B * (i + 1) / n);
         rnx_status s = b1 > b0 ? run_rows(model, &args, b0, b1, 1) : RNX_OK;
         if (s != RNX_OK) {

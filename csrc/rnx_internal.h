@@ -74,6 +74,12 @@ int rnx_cell_gates(int cell);
 /* Threads for a call asking for n_threads (<= 0: the OpenMP default): 1 without OpenMP, and 1 in
  * a process forked after its parent started OpenMP threads (libgomp cannot run there). */
 int rnx_threads_for_call(int n_threads);
+/* 1 in a process forked after its parent started OpenMP threads: every call runs on one. */
+int rnx_forked_serial(void);
+/* The threads the last rnx_forward on the calling OS thread ran on (0 before any): noted by the
+ * driver, read by callers that check the share they got. */
+void rnx_note_team(int threads);
+int rnx_last_team(void);
 
 /* An aligned bump allocator over one block (arena.c): rnx_arena_build runs `layout` once with no
  * block to size it (rnx_arena_take returns NULL and counts), then again to place every array in

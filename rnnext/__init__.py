@@ -8,14 +8,16 @@ except ImportError as e:  # pragma: no cover - depends on how Python was started
         "package: run from another directory, or build in place with "
         "`python setup.py build_ext --inplace`.") from e
 from . import layers
-from .config import __version__, show_config
+from .config import __version__, get_num_threads, set_num_threads, show_config, threads
 from .convert import from_torch
 from .layers import GRU, LSTM, RNN, Dense, Embedding, Readout
 from .model import Model
 from .io import load
 
+config._register_threadpoolctl()
+
 __all__ = ["Model", "layers", "Embedding", "RNN", "LSTM", "GRU", "Readout", "Dense", "from_torch",
-           "load", "from_onnx", "from_keras", "show_config", "__version__"]
+           "load", "from_onnx", "from_keras", "show_config", "set_num_threads", "get_num_threads", "threads", "__version__"]
 
 
 def from_onnx(source, backend="c"):

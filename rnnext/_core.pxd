@@ -194,3 +194,7 @@ cdef extern from "rnnext.h" nogil:
                             float *dh0, float *dc0, const float *x, const float *dseq,
                             const float *dh_n, const float *dc_n, int n_threads)
 
+
+cdef extern from "rnx_internal.h" nogil:
+    int rnx_forked_serial()
+    int rnx_last_team()

@@ -63,6 +63,14 @@ def max_threads():
     return rnx_max_threads()
 
 
+def forked_serial():
+    return bool(rnx_forked_serial())
+
+
+def last_team():
+    return rnx_last_team()
+
+
 def compiler():
     return rnx_built_with.decode()
 

@@ -1,4 +1,6 @@
 """Process-wide facts about the compiled core: threads and the build's configuration."""
+import contextlib
+import math
 import os
 import platform
 import sys
@@ -10,16 +12,72 @@ from . import _core
 __version__ = "0.1.0"
 
 
-def available_threads():
-    """Threads a call uses by default: OpenMP's default (OMP_NUM_THREADS when set), capped by
-    the CPUs this process may run on; 1 without OpenMP."""
-    if not _core.has_openmp():
-        return 1
+_setting = None   # set_num_threads: the process-wide count, or None to follow the environment
+
+
+def cgroup_cpu_limit(root="/sys/fs/cgroup"):
+    """The CPU quota of this process's cgroup in CPUs (quota / period; v2's cpu.max or v1's
+    cfs_quota_us and cfs_period_us), or None where there is none."""
+    try:
+        with open(os.path.join(root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
+                quota = f.read().strip()
+            with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
+                period = f.read().strip()
+        except OSError:
+            return None
+    try:
+        quota, period = int(quota), int(period)
+    except ValueError:   # "max": no quota
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cpu_count():
+    """The CPUs this process may use now: its CPU affinity, capped by the cgroup's CPU quota
+    rounded up."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
-    return max(1, min(_core.max_threads(), cpus))
+    limit = cgroup_cpu_limit()
+    return max(1, min(cpus, math.ceil(limit))) if limit else cpus
+
+
+def _omp_num_threads():
+    """OMP_NUM_THREADS as it is now (its first level), or None where unset or not a positive
+    count (OpenMP ignores those too)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def available_threads():
+    """Threads a call with n_threads=None uses, resolved now: 1 without OpenMP or in a process
+    forked after its parent ran threads; else set_num_threads's count where set; else
+    OMP_NUM_THREADS as it is now, or the CPUs this process may use (affinity and cgroup quota),
+    whichever is smaller."""
+    if not _core.has_openmp() or _core.forked_serial():
+        return 1
+    if _setting is not None:
+        return _setting
+    cpus = cpu_count()
+    return min(_omp_num_threads() or cpus, cpus)
+
+
+def _check_count(n_threads, what):
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{what}: expected an int or None, got {type(n_threads).__name__}")
+    n_threads = int(n_threads)
+    if abs(n_threads) > 1 << 16:
+        raise ValueError(f"{what}: expected at most {1 << 16} threads either way, got "
+                         f"{n_threads}")
+    if n_threads == 0:
+        raise ValueError(f"{what}: expected None, a positive count or a negative count back "
+                         "from the maximum, got 0")
+    return n_threads
 
 
 def resolve_threads(n_threads):
@@ -27,18 +85,79 @@ def resolve_threads(n_threads):
     -2 all but one, at least 1); 0 is an error."""
     if n_threads is None:
         return available_threads()
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"n_threads: expected an int or None, got {type(n_threads).__name__}")
-    n_threads = int(n_threads)
-    if abs(n_threads) > 1 << 16:
-        raise ValueError(f"n_threads: expected at most {1 << 16} threads either way, got "
-                         f"{n_threads}")
-    if n_threads == 0:
-        raise ValueError("n_threads: expected None, a positive count or a negative count back "
-                         "from the maximum, got 0")
+    n_threads = _check_count(n_threads, "n_threads")
     if n_threads < 0:
         return max(1, available_threads() + 1 + n_threads)
     return n_threads
+
+
+def set_num_threads(n_threads):
+    """Sets the threads of every later call with n_threads=None, process-wide: a positive count,
+    or None to resolve from the environment again at each call."""
+    global _setting
+    if n_threads is not None:
+        n_threads = _check_count(n_threads, "n_threads")
+        if n_threads < 0:
+            raise ValueError(f"n_threads: expected None or a positive count, got {n_threads}")
+    _setting = n_threads
+
+
+def get_num_threads():
+    """The threads a call with n_threads=None would use now."""
+    return available_threads()
+
+
+@contextlib.contextmanager
+def threads(n_threads):
+    """Within the block, calls with n_threads=None use n_threads (None: the environment's);
+    the earlier setting comes back after it."""
+    before = _setting
+    set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        set_num_threads(before)
+
+
+def last_call_threads():
+    """The threads the last compiled forward pass on this OS thread ran on (0 before any): the
+    share a call really got, which may be fewer than asked where the batch is too small to
+    split."""
+    return _core.last_team()
+
+
+def _register_threadpoolctl():
+    """threadpoolctl's `threadpool_limits(n, user_api="openmp")` reaches rnnext's setting, and
+    `threadpool_info()` lists rnnext, when threadpoolctl (3.0 or newer) is installed."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return
+    if not hasattr(threadpoolctl, "register"):
+        return
+
+    class RnnextController(threadpoolctl.LibController):
+        user_api = "openmp"
+        internal_api = "rnnext"
+        filename_prefixes = ("_core",)
+        check_symbols = ("rnx_forward",)
+
+        readings = {}   # count reported -> the setting that gave it
+
+        def get_num_threads(self):
+            count = get_num_threads()
+            self.readings[count] = _setting
+            return count
+
+        def set_num_threads(self, num_threads):
+            # threadpool_limits restores the count it read on entry: give back the setting that
+            # gave it (None follows the environment again), not a count fixed from then on.
+            set_num_threads(self.readings.get(num_threads, num_threads))
+
+        def get_version(self):
+            return __version__
+
+    threadpoolctl.register(RnnextController)
 
 
 def config():
