@@ -7,7 +7,7 @@ except ImportError as e:  # pragma: no cover - depends on how Python was started
         "rnnext source tree, it imports the uncompiled sources here instead of the installed "
         "package: run from another directory, or build in place with "
         "`python setup.py build_ext --inplace`.") from e
-from . import layers
+from . import config, layers
 from .config import __version__, get_num_threads, set_num_threads, show_config, threads
 from .convert import from_torch
 from .layers import GRU, LSTM, RNN, Dense, Embedding, Readout
