@@ -3,10 +3,10 @@ dask DataFrame with a column of ragged sequences.
 
 The model travels once per worker. It is wrapped as dask.delayed(model, pure=True): one key in
 the graph that every block's task names as a dependency, so the model is pickled once into the
-graph; distributed materializes that key on one worker and copies it once to each other worker
-that runs a block, where it stays while the blocks need it. Passed bare, dask would embed the model in every
-task (it wraps only arguments that dask.sizeof reports above 1 MB, and a Model reports a few
-bytes). A delayed key rather than client.scatter(model, broadcast=True): it needs no Client
+graph; distributed materializes that key on one worker and copies it once to each other
+worker that runs a block, where it stays while the blocks need it. Passed bare, dask would embed
+the model in every task (it wraps only arguments that dask.sizeof reports above 1 MB, and a Model
+reports a few bytes). A delayed key rather than client.scatter(model, broadcast=True): it needs no Client
 when the graph is built, works the same on the threaded and process schedulers, and ships
 nothing until a graph is computed and nothing that outlives it.
 
