@@ -29,8 +29,8 @@ def _check_columns(names, **columns):
     """Raises a ValueError for the first argument (name=column) whose column is not in names."""
     for argument, column in columns.items():
         if column is not None and column not in names:
-            raise ValueError(f"{argument}: expected one of the dataset's columns "
-                             f"{sorted(names)}, got {column!r}")
+            raise ValueError(f"{argument}: expected one of the columns {sorted(names)}, got "
+                             f"{column!r}")
 
 
 class Predictor:
