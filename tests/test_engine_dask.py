@@ -223,7 +223,7 @@ def test_bad_arguments():
         predict_frame(None, df, "seq")
     with pytest.raises(TypeError, match="df: expected a dask DataFrame, got DataFrame"):
         predict_frame(ids, df.compute(), "seq")
-    with pytest.raises(ValueError, match=r"column: expected one of the frame's columns "
+    with pytest.raises(ValueError, match=r"column: expected one of the columns "
                                          r"\['key', 'seq'\], got 'tokens'"):
         predict_frame(ids, df, "tokens")
     with dask.config.set({"dataframe.convert-string": True}):

@@ -151,7 +151,8 @@ def test_refuses_bad_input(spark):
         engine.predict("model.rnx", df, "ids")
     with pytest.raises(TypeError, match="df: expected a Spark DataFrame, got DataFrame"):
         engine.predict(ids_model, pd.DataFrame({"ids": [[1, 2]]}), "ids")
-    with pytest.raises(ValueError, match=r"column: expected a column of df \(key, ids, x, s\), "
+    with pytest.raises(ValueError, match=r"column: expected one of the columns "
+                                         r"\['key', 'ids', 'x', 's'\], "
                                          "got 'tokens'"):
         engine.predict(ids_model, df, "tokens")
     with pytest.raises(ValueError, match="output_column: .* got 'key'"):

@@ -8,6 +8,24 @@ the worker's share, resolved by rnnext at each call (rnnext.get_num_threads) unl
 states it (Spark's task CPUs)."""
 import numpy as np
 
+from ..model import Model
+
+
+def check_model(model):
+    """model, or a TypeError where it is not an rnnext.Model."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model: expected an rnnext.Model, got {type(model).__name__}")
+    return model
+
+
+def check_columns(names, **columns):
+    """Raises a ValueError for the first argument (argument=column) whose column is not None and
+    not among names, the columns of a frame, dataset or batch."""
+    for argument, column in columns.items():
+        if column is not None and column not in names:
+            raise ValueError(f"{argument}: expected one of the columns {list(names)}, got "
+                             f"{column!r}")
+
 
 def pad(sequences, dtype=None):
     """(x, lengths): sequences of token ids (T_i,) or features (T_i, I), zero-padded at the end to

@@ -26,12 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..model import Model
-from . import predict_ragged
-
-
-def _check_model(model):
-    if not isinstance(model, Model):
-        raise TypeError(f"model: expected an rnnext.Model, got {type(model).__name__}")
+from . import check_columns, check_model, predict_ragged
 
 
 def predict_array(model, x, lengths=None):
@@ -43,7 +38,7 @@ def predict_array(model, x, lengths=None):
     chunks along the batch axis. Returns a lazy float32 dask array with x's batch chunks:
     (B, F) for a model with a readout, (B, T, F) for a sequence model.
     """
-    _check_model(model)
+    check_model(model)
     if not isinstance(x, da.Array):
         raise TypeError(f"x: expected a dask array, got {type(x).__name__}")
     if model.input_size is None and x.ndim != 2:
@@ -93,12 +88,10 @@ def predict_frame(model, df, column, output_column="prediction"):
     frame from pandas (dd.from_pandas, the default dataframe.convert-string), so make such a
     frame within dask.config.set({"dataframe.convert-string": False}).
     """
-    _check_model(model)
+    check_model(model)
     if not isinstance(df, dd.DataFrame):
         raise TypeError(f"df: expected a dask DataFrame, got {type(df).__name__}")
-    if column not in df.columns:
-        raise ValueError(f"column: expected one of the frame's columns {list(df.columns)}, got "
-                         f"{column!r}")
+    check_columns(df.columns, column=column)
     if df[column].dtype != object:
         raise ValueError(f"column: expected {column!r} to be an object column of arrays, got "
                          f"dtype {df[column].dtype}; dask made it strings if the frame came from "

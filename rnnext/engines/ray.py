@@ -15,22 +15,7 @@ import numpy as np
 import ray
 import ray.data
 
-from ..model import Model
-from . import predict_ragged
-
-
-def _check_model(model):
-    if not isinstance(model, Model):
-        raise TypeError(f"model: expected an rnnext.Model, got {type(model).__name__}")
-    return model
-
-
-def _check_columns(names, **columns):
-    """Raises a ValueError for the first argument (name=column) whose column is not in names."""
-    for argument, column in columns.items():
-        if column is not None and column not in names:
-            raise ValueError(f"{argument}: expected one of the columns {sorted(names)}, got "
-                             f"{column!r}")
+from . import check_columns, check_model, predict_ragged
 
 
 class Predictor:
@@ -48,13 +33,13 @@ class Predictor:
     def __init__(self, model, column="x", lengths_column=None, output_column="prediction"):
         if isinstance(model, ray.ObjectRef):
             model = ray.get(model)
-        self.model = _check_model(model)
+        self.model = check_model(model)
         self.column = column
         self.lengths_column = lengths_column
         self.output_column = output_column
 
     def __call__(self, batch):
-        _check_columns(batch, column=self.column, lengths_column=self.lengths_column)
+        check_columns(batch, column=self.column, lengths_column=self.lengths_column)
         x = batch[self.column]
         if x.dtype == object:
             if self.lengths_column is not None:
@@ -84,10 +69,10 @@ def predict_dataset(model, ds, column="x", lengths_column=None, output_column="p
     number of actors (None: Ray Data's autoscaling pool from 1 up); num_cpus: the CPUs each
     actor reserves, which are the threads it predicts on. Leave CPUs free for the tasks that
     read `ds`: actors holding every CPU wait for blocks that no read task can make."""
-    _check_model(model)
+    check_model(model)
     names = ds.columns(fetch_if_missing=False)
     if names is not None:
-        _check_columns(names, column=column, lengths_column=lengths_column)
+        check_columns(names, column=column, lengths_column=lengths_column)
     compute = None if concurrency is None else ray.data.ActorPoolStrategy(size=concurrency)
     return ds.map_batches(Predictor, fn_constructor_args=(ray.put(model), column, lengths_column,
                                                           output_column),

@@ -10,8 +10,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.types import (ArrayType, DoubleType, FloatType, IntegralType, StructField,
                                StructType)
 
-from ..model import Model
-from . import predict_ragged
+from . import check_columns, check_model, predict_ragged
 
 
 def predict(model, df, column, output_column="prediction"):
@@ -23,8 +22,7 @@ def predict(model, df, column, output_column="prediction"):
     of its own length. output_column: array<float> (the model's F outputs) for a model with a
     readout; array<array<float>> (one array of F per valid step) for a sequence model.
     Lazy like any DataFrame: the work happens when the result is used."""
-    if not isinstance(model, Model):
-        raise TypeError(f"model: expected an rnnext.Model, got {type(model).__name__}")
+    check_model(model)
     if not isinstance(df, DataFrame):
         raise TypeError(f"df: expected a Spark DataFrame, got {type(df).__name__}")
     try:
@@ -33,9 +31,7 @@ def predict(model, df, column, output_column="prediction"):
         raise TypeError("df: expected a DataFrame of a classic SparkSession, got one of a Spark "
                         "Connect session, which has no SparkContext to broadcast the model "
                         "with") from None
-    if column not in df.columns:
-        raise ValueError(f"column: expected a column of df ({', '.join(df.columns)}), got "
-                         f"{column!r}")
+    check_columns(df.columns, column=column)
     if output_column in df.columns:
         raise ValueError(f"output_column: expected a name that is not yet a column of df, got "
                          f"{output_column!r}")
