@@ -18,6 +18,14 @@ OPENBLAS_KERNEL_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ENV_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "RNNEXT_ISA") + OPENBLAS_KERNEL_VARS
 
 
+def rnnext_root():
+    """The directory holding the rnnext this process imports: worker processes of an engine put
+    it first on their path."""
+    import rnnext
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
+
+
 def optional_import(name):
     """The module, or None when it is not installed."""
     try:

@@ -6,9 +6,8 @@ import numpy as np
 import ray
 import ray.data
 
+from common import rnnext_root
 from rnnext.engines.ray import predict_dataset
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def score(model, ids, lengths, workers):
@@ -20,7 +19,7 @@ def score(model, ids, lengths, workers):
     actors and fetching the model in each; the warm-up starts the cluster's worker processes."""
     omp = os.environ.pop("OMP_NUM_THREADS", None)   # else Ray leaves it to the actors as it is
     ray.init(num_cpus=workers, include_dashboard=False, logging_level="warning",
-             runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+             runtime_env={"env_vars": {"PYTHONPATH": rnnext_root()}})
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         ds = ray.data.from_items([{"k": i, "ids": ids[i, :n]} for i, n in enumerate(lengths)],

@@ -1,6 +1,5 @@
 """Spark's part of bench_engines.py: scores token ids through rnnext.engines.spark.predict on a
 local Spark of `workers` one-CPU task slots."""
-import os
 import time
 
 import numpy as np
@@ -15,15 +14,15 @@ def score(model, ids, lengths, workers):
     import pandas as pd
     from pyspark.sql import SparkSession
 
-    import rnnext
+    from common import rnnext_root
     from rnnext.engines.spark import predict
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
     spark = (SparkSession.builder.master(f"local[{workers}]")
              .config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", str(workers))
              .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-             .config("spark.executorEnv.PYTHONPATH", root)   # workers import this rnnext
+             .config("spark.executorEnv.PYTHONPATH", rnnext_root())   # workers import it
+             .config("spark.executorEnv.PYTHONSAFEPATH", "1")   # not the working directory's
              .getOrCreate())
     try:
         rows = pd.DataFrame({"key": np.arange(len(ids)),

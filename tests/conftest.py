@@ -16,18 +16,20 @@ import zlib
 import numpy as np
 import pytest
 
+import rnnext
 from rnnext import Model
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# Where the rnnext these tests import lives (the installed package in CI, else the checkout):
+# processes a test starts put it first on their path, or from the checkout they would import
+# the uncompiled sources.
+RNNEXT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
 
 
 def run_python(code, **env_vars):
     """Runs code in a new interpreter with env_vars set, importing the rnnext these tests import.
     It runs outside the source tree, where `import rnnext` would find the uncompiled sources."""
-    import rnnext
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (RNNEXT_ROOT, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, **env_vars, "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
                           cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)

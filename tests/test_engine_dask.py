@@ -2,7 +2,7 @@
 local Model.predict gives, the model travels in one key of the graph, and each worker runs on
 its share of the cores, asserted inside the worker.
 
-Workers import rnnext from this checkout: the `environ` fixture puts the checkout on PYTHONPATH
+Workers import the rnnext these tests import: the `environ` fixture puts it on PYTHONPATH
 in os.environ before any cluster starts, and the worker processes the nannies start inherit it.
 It also restores os.environ afterwards: a nanny writes its pre-spawn-environ (OMP_NUM_THREADS=1
 and others) into the process that runs it, which for a LocalCluster is this one.
@@ -20,13 +20,12 @@ pd = pytest.importorskip("pandas")
 cloudpickle = pytest.importorskip("cloudpickle")
 
 import rnnext  # noqa: E402
-from conftest import random_lengths  # noqa: E402
+from conftest import RNNEXT_ROOT, random_lengths  # noqa: E402
 from rnnext import _core  # noqa: E402
 from rnnext.engines import pad  # noqa: E402
 from rnnext.engines.dask import predict_array, predict_frame  # noqa: E402
 
 TIMEOUT = 120   # seconds for any one result: a hung worker fails the test instead of the run
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
 
 
 def ids_readout():
@@ -69,7 +68,7 @@ def cluster(n_workers, **worker_kwargs):
 def environ():
     saved = dict(os.environ)
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (CHECKOUT, saved.get("PYTHONPATH")) if p)
+        p for p in (RNNEXT_ROOT, saved.get("PYTHONPATH")) if p)
     yield
     os.environ.clear()
     os.environ.update(saved)

@@ -2,9 +2,8 @@
 ragged and tensor columns, each actor fetches the model once, and a worker predicts on the CPUs
 its task or actor reserved, read inside the worker by rnnext.config.last_call_threads().
 
-The workers import rnnext from this checkout: the cluster's runtime_env sets PYTHONPATH."""
+The workers import the rnnext these tests import: the cluster's runtime_env puts it on PYTHONPATH."""
 import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -16,9 +15,8 @@ import rnnext  # noqa: E402
 from rnnext.engines import pad  # noqa: E402
 from rnnext.engines.ray import Predictor, predict_dataset  # noqa: E402
 
-from conftest import run_python  # noqa: E402
+from conftest import RNNEXT_ROOT, run_python  # noqa: E402
 
-WORKTREE = str(pathlib.Path(__file__).resolve().parent.parent)
 ROWS = 48   # 16+ rows per call, so that a call can split over 2 threads
 
 
@@ -28,7 +26,7 @@ def cluster():
     # inherited from here, leaves it unset.
     omp = os.environ.pop("OMP_NUM_THREADS", None)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning",
-             runtime_env={"env_vars": {"PYTHONPATH": WORKTREE}})
+             runtime_env={"env_vars": {"PYTHONPATH": RNNEXT_ROOT}})
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
@@ -94,7 +92,7 @@ def test_tasks_predict_on_their_cpus_on_one_reused_worker(cluster, ids_model, rn
         got = [ray.get(probe.options(num_cpus=k).remote(model, x)) for k in order]
         assert [threads for _, threads, _ in got] == order
         assert len({pid for pid, _, _ in got}) == 1
-    assert got[0][2].startswith(WORKTREE)
+    assert got[0][2].startswith(RNNEXT_ROOT)
 
 
 def test_ragged_ids_readout(cluster, ids_model, rng):

@@ -2,7 +2,7 @@
 the same sequences, for both input kinds and both output kinds, ragged, over several partitions;
 each task scores on spark.task.cpus threads, read from inside the worker; bad input is refused.
 
-The Python workers import rnnext from this checkout through spark.executorEnv.PYTHONPATH."""
+The Python workers import the rnnext these tests import, through spark.executorEnv.PYTHONPATH."""
 import concurrent.futures
 import os
 import shutil
@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 import rnnext  # noqa: E402
 from rnnext.engines import pad  # noqa: E402
 from rnnext.engines import spark as engine  # noqa: E402
+from conftest import RNNEXT_ROOT  # noqa: E402
 
 MODELS = {
     "ids_readout": lambda seed=0: rnnext.Model(
@@ -36,7 +37,6 @@ MODELS = {
     "features_sequence": lambda seed=0: rnnext.Model(
         [rnnext.GRU(16), rnnext.Dense(4)], input_size=6, seed=seed),
 }
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(rnnext.__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,10 @@ def session():
                 .config("spark.ui.enabled", "false")
                 .config("spark.sql.shuffle.partitions", "2")
                 .config("spark.task.cpus", str(task_cpus))
-                .config("spark.executorEnv.PYTHONPATH", ROOT)
+                .config("spark.executorEnv.PYTHONPATH", RNNEXT_ROOT)
+                # python -m pyspark.daemon would put its working directory, the checkout where
+                # pytest runs, before PYTHONPATH: the uncompiled sources in CI
+                .config("spark.executorEnv.PYTHONSAFEPATH", "1")
                 # the other count: a helper that followed OMP_NUM_THREADS would show it
                 .config("spark.executorEnv.OMP_NUM_THREADS", str(3 - task_cpus))
                 .getOrCreate())
