@@ -1,5 +1,6 @@
 """Ray Data for bench_engines.py: rnnext.engines.ray.predict_dataset on a local Ray cluster."""
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -18,8 +19,13 @@ def score(model, ids, lengths, workers):
     Ray Data starts a fresh actor pool for every pass, so the timed pass includes starting the
     actors and fetching the model in each; the warm-up starts the cluster's worker processes."""
     omp = os.environ.pop("OMP_NUM_THREADS", None)   # else Ray leaves it to the actors as it is
-    ray.init(num_cpus=workers, include_dashboard=False, logging_level="warning",
-             runtime_env={"env_vars": {"PYTHONPATH": rnnext_root()}})
+    here = os.getcwd()
+    os.chdir(tempfile.gettempdir())   # Ray puts the driver's working directory first on the
+    try:                              # workers' path: not a checkout's uncompiled sources
+        ray.init(num_cpus=workers, include_dashboard=False, logging_level="warning",
+                 runtime_env={"env_vars": {"PYTHONPATH": rnnext_root()}})
+    finally:
+        os.chdir(here)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         ds = ray.data.from_items([{"k": i, "ids": ids[i, :n]} for i, n in enumerate(lengths)],

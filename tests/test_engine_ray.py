@@ -4,6 +4,7 @@ its task or actor reserved, read inside the worker by rnnext.config.last_call_th
 
 The workers import the rnnext these tests import: the cluster's runtime_env puts it on PYTHONPATH."""
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -25,8 +26,15 @@ def cluster():
     # Ray sets OMP_NUM_THREADS to a task's or actor's CPUs only where the workers' environment,
     # inherited from here, leaves it unset.
     omp = os.environ.pop("OMP_NUM_THREADS", None)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning",
-             runtime_env={"env_vars": {"PYTHONPATH": RNNEXT_ROOT}})
+    # Ray puts the driver's working directory first on its workers' path: started from the
+    # checkout, they would import its uncompiled sources.
+    here = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning",
+                 runtime_env={"env_vars": {"PYTHONPATH": RNNEXT_ROOT}})
+    finally:
+        os.chdir(here)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
