@@ -42,14 +42,19 @@ def _positive_int(name, value):
     return int(value)
 
 
+def _asarray(name, value, expected):
+    """np.asarray(value), or a TypeError naming the argument where NumPy cannot make one."""
+    try:
+        return np.asarray(value)
+    except Exception as e:
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} ({e})") \
+            from None
+
+
 def _float32_array(name, value, dtype=np.float32):
     """value as a C-contiguous float32 (or dtype) array (a copy only where needed). Real numbers
     only: booleans, integers and floats; complex, object, string and date arrays are refused."""
-    try:
-        arr = np.asarray(value)
-    except Exception as e:
-        raise TypeError(f"{name}: expected an array of real numbers, got {type(value).__name__}"
-                        f" ({e})") from None
+    arr = _asarray(name, value, "an array of real numbers")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected an array of real numbers (bool, int or float), got "
                         f"dtype {arr.dtype}")
@@ -218,20 +223,30 @@ class Model:
         return x, self._state(state, B, unbatched), lengths, mask, unbatched
 
     def _ids(self, x):
-        V = self.spec.embedding.vocab_size
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"x: expected integer token ids for a model with an Embedding, got "
-                            f"dtype {arr.dtype}")
+        arr = self._id_array(x)
         if arr.ndim not in (1, 2):
             raise ValueError(f"x: expected token ids (B, T) or (T,), got shape {arr.shape}")
         unbatched = arr.ndim == 1
         if unbatched:
             arr = arr[None]
-        if arr.size and (arr.min() < 0 or arr.max() >= V):
+        return self._in_vocabulary(arr), unbatched
+
+    @staticmethod
+    def _id_array(x):
+        """x as an array of integer token ids, any shape (forward's x and a stream's step)."""
+        arr = _asarray("x", x, "integer token ids")
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"x: expected integer token ids for a model with an Embedding, got "
+                            f"dtype {arr.dtype}")
+        return arr
+
+    def _in_vocabulary(self, ids):
+        """Integer token ids as C-contiguous int32, refused unless all are in [0, vocab_size)."""
+        V = self.spec.embedding.vocab_size
+        if ids.size and (ids.min() < 0 or ids.max() >= V):
             raise ValueError(f"x: expected token ids in [0, {V}) (vocab_size {V}), got min "
-                             f"{arr.min()} and max {arr.max()}")
-        return np.ascontiguousarray(arr, dtype=np.int32), unbatched
+                             f"{ids.min()} and max {ids.max()}")
+        return ids.astype(np.int32, order="C", copy=False)
 
     @staticmethod
     def _lengths(lengths, B, T, unbatched):
