@@ -231,6 +231,7 @@ cdef class CoreModel:
     param_count(layers) floats in the list's order (rnnext.h, rnx_model_create)."""
     cdef rnx_model *ptr
     cdef readonly dict info
+    cdef readonly bint retired
 
     def __cinit__(self, layers, const float[::1] params not None, str isa="auto"):
         cdef _LayerList lst = _LayerList(layers)
@@ -321,8 +322,13 @@ cdef class CoreModel:
                              f"both lengths and mask) (rnnext status {<int>status})")
         check(status, "forward")
 
-    def stream(self, int batch, check_x=None):
-        return CoreStream(self, batch, check_x)
+    def stream(self, int batch, check_x=None, current=None):
+        return CoreStream(self, batch, check_x, current)
+
+    def retire(self):
+        """Marks the model as replaced (its owner's parameters changed): a stream made with a
+        current() moves to current()'s model at its next step."""
+        self.retired = True
 
     # training: the recurrent layers (rnnext.h, rnx_forward_train and rnx_backward)
 
@@ -450,19 +456,22 @@ cdef class CoreStream:
     """One step per call of a streamable CoreModel over `batch` sequences, the states kept in C.
     step() is the hot path: x in the core's form (float32 or int32 ids, C-contiguous) goes to C
     without a copy. check_x(x), when given, is the Python stream's check (rnnext.stream): it
-    turns any other x into that form or refuses it. States are flat float32 arrays as
-    CoreModel.forward's: (batch * state_size,), (batch * cell_size,)."""
+    turns any other x into that form or refuses it. current(), when given, returns the owner's
+    CoreModel now: once the stream's model is retired, the next step moves the stream to it,
+    states kept. States are flat float32 arrays as CoreModel.forward's: (batch * state_size,),
+    (batch * cell_size,)."""
     cdef rnx_stream *ptr
     cdef readonly CoreModel model
     cdef readonly int batch, input_size, output_size
     cdef readonly bint takes_ids
     cdef readonly size_t state_size, cell_size
-    cdef object check_x
+    cdef object check_x, current
 
-    def __cinit__(self, CoreModel model not None, int batch, check_x=None):
+    def __cinit__(self, CoreModel model not None, int batch, check_x=None, current=None):
         self.model = model
         self.batch = batch
         self.check_x = check_x
+        self.current = current
         self.takes_ids = model.info["takes_ids"]
         self.input_size = model.info["input_size"]
         self.output_size = model.info["output_size"]
@@ -478,6 +487,8 @@ cdef class CoreStream:
         ids (batch,), or () when batch is 1, for a model with an embedding; C-contiguous (any
         other x goes through check_x, or without one is refused) -> the model's output for this
         step: (batch, F), or (F,) without the batch axis."""
+        if self.model.retired and self.current is not None:
+            self._follow()
         cdef int typenum = np.NPY_INT32 if self.takes_ids else np.NPY_FLOAT32
         cdef int width = 0 if self.takes_ids else self.input_size
         if not _step_form(x, typenum, self.batch, width):
@@ -507,6 +518,22 @@ cdef class CoreStream:
             self.check_x(x)  # ids the core refused: the check says which, as forward does
         check(status, "x")
         return y
+
+    cdef int _follow(self) except -1:
+        """Moves the stream to current()'s model, its states kept (allocates: once per change of
+        the owner's parameters, never per step)."""
+        cdef CoreModel model = self.current()
+        if model.info != self.model.info:
+            raise ValueError(f"current: expected a model of the stream's layers and sizes "
+                             f"{self.model.info}, got {model.info}")
+        h, c = self.state()
+        cdef rnx_stream *ptr = NULL
+        check(rnx_stream_create(&ptr, model.ptr, self.batch), "stream")
+        rnx_stream_free(self.ptr)
+        self.ptr = ptr
+        self.model = model
+        self.reset(h, c)
+        return 0
 
     def reset(self, h0=None, c0=None):
         """States to h0 (batch * state_size,), c0 (batch * cell_size,), or zeros where None."""

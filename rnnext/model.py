@@ -172,7 +172,14 @@ class Model:
     def set_params(self, params):
         """Replaces the parameters (all of them, same names and shapes)."""
         self.params = self._checked_params(params)
-        self._core = None
+        self._params_changed()
+
+    def _params_changed(self):
+        """After the parameters changed: the compiled model is packed again when next used, and
+        the compiled streams made from the old one move to the new one at their next step."""
+        if self._core is not None:
+            self._core.retire()
+            self._core = None
 
     def core(self):
         """The compiled model, packed once from the parameters and kept until they change."""
@@ -412,7 +419,8 @@ class Model:
     def stream(self, batch=1, backend=None):
         """A Stream that runs this model one step at a time over `batch` sequences, the state
         kept inside: step(x_t or token ids), reset(), state. The recurrent layers must all run
-        forward, and the readout be none, "last" or "final"."""
+        forward, and the readout be none, "last" or "final". The stream follows the model's
+        parameters (set_params, apply_grads, fit) from its next step on."""
         from .stream import Stream
 
         batch = _positive_int("batch", batch)

@@ -15,6 +15,8 @@ class Stream:
     batch 1 also (I,) or one id. Returns that step's output: the model's output for the step
     (its dense layers on the top layer's new h, or that h), (batch, F) or (F,).
     reset() sets the states to zeros; `state` reads or sets them as Model.forward takes them.
+    A stream follows the model's parameters: after set_params, apply_grads or fit its next step
+    runs on the new ones, its states kept.
     Every recurrent layer must run forward (a reverse direction needs the future) and the
     readout be none, "last" or "final" (which are the top layer's h after each step).
     """
@@ -36,7 +38,9 @@ class Stream:
         self._spec = dataclasses.replace(spec, readout="final") if spec.readout == "last" \
             else spec
         self._check = functools.partial(step_input, model, batch)
-        self._core = model.core().stream(batch, self._check) if backend == "c" else None
+        # the C stream moves to the model's new compiled model when its parameters change
+        self._core = model.core().stream(batch, self._check, model.core) if backend == "c" \
+            else None
         self.reset()
         if self._core is not None:
             self.step = self._core.step  # x in the core's form goes straight to C; any other

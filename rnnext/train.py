@@ -351,7 +351,7 @@ def apply_grads(model, grads, optimizer, clip=None):
             raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {grads[name].shape}")
     optim.clip_grads(grads, clip)
     optimizer.step(model.params, grads)
-    model._core = None  # the compiled model is packed again from the new parameters
+    model._params_changed()
 
 def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
         clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,

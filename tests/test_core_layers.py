@@ -567,6 +567,13 @@ def test_streams_refuse_what_needs_the_future_and_bad_steps(rng):
     stream = core(layers, random_params(layers, rng)).stream(2)
     with pytest.raises(ValueError, match=r"^x: .*out of range \(rnnext status"):
         stream.step(np.array([1, 10], np.int32))
+    # a retired model's stream moves to current()'s, which must have the same layers and sizes
+    other = [dict(kind="embedding", input_size=10, units=3), recurrent("gru", 3, 5)]
+    moving = core(layers, random_params(layers, rng)).stream(
+        2, None, lambda: core(other, random_params(other, rng)))
+    moving.model.retire()
+    with pytest.raises(ValueError, match=r"^current: expected a model of the stream's layers"):
+        moving.step(np.array([1, 2], np.int32))
     # without a check_x (Model.stream's), only the core's form goes in
     for bad in (np.array([1, 2]), np.array([1, 2, 3], np.int32), np.arange(4, dtype=np.int32)[::2]):
         with pytest.raises(TypeError, match=r"^x: expected a C-contiguous int32 .*\(2,\), got"):

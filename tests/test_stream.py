@@ -176,3 +176,46 @@ def test_masked_token_keeps_the_state_output_on_both_backends(readout):
         else:
             assert_f32_close(y_c, model.forward(ids[:, :t + 1], backend="numpy")[0], f"step {t}")
         previous = y_c
+
+
+def change_params(model, how, rng):
+    """Changes the model's parameters as a user would: set_params, apply_grads or fit."""
+    from rnnext import optim
+
+    ids = rng.integers(0, V, (4, 5))
+    if how == "set_params":
+        model.set_params({k: v + 0.3 * rng.standard_normal(v.shape)
+                          for k, v in model.params.items()})
+    elif how == "apply_grads":
+        model.apply_grads(model.loss_and_grads(ids, ids)[1], optim.SGD(lr=2.0))
+    else:
+        model.fit(ids, ids, epochs=2, batch_size=2, lr=0.1, verbose=False)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_a_stream_follows_the_models_parameters(backend, rng):
+    """A stream made before the parameters change runs its next step on the new ones, its states
+    kept: step by step it equals forward with the new weights from the state it had. Two changes
+    between two steps count as one."""
+    from rnnext import Model, layers as L
+
+    model = Model([L.Embedding(V, 3), L.LSTM(5), L.GRU(4), L.Dense(V, activation="softmax")],
+                  seed=4)
+    ids = rng.integers(0, V, (2, 20))
+    stream = model.stream(2, backend=backend)
+    for t in range(3):
+        stream.step(ids[:, t])
+    t = 3
+    for changes in (["set_params"], ["apply_grads"], ["fit"], ["set_params", "apply_grads"]):
+        state = stream.state
+        old, _ = model.forward(ids[:, t:t + 4], state=state, backend=backend)
+        for how in changes:
+            change_params(model, how, rng)
+        new, _ = model.forward(ids[:, t:t + 4], state=state, backend=backend)
+        assert np.abs(new - old).max() > 1e-3, changes  # the change shows in the outputs
+        steps = np.stack([stream.step(ids[:, t + k]) for k in range(4)], axis=1)
+        if backend == "c":
+            np.testing.assert_array_equal(steps, new)
+        else:
+            assert_f32_close(steps, new, f"after {changes}")
+        t += 4
