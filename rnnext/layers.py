@@ -460,13 +460,20 @@ def shorthand(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
     _choice("output", output, ("many_to_one", "many_to_many"))
     num_layers = _int("num_layers", num_layers, 1, MAX_LAYERS - 2)  # room for readout and dense
     direction = "bidirectional" if _bool("bidirectional", bidirectional) else "forward"
+    reset_after = _bool("linear_before_reset", linear_before_reset)
+    _choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    if cell != "rnn" and nonlinearity != "tanh":
+        raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got {nonlinearity!r} for "
+                         f"cell {cell!r}")
+    if cell != "gru" and not reset_after:
+        raise ValueError(f"linear_before_reset: only the 'gru' cell takes False, got cell "
+                         f"{cell!r}")
     if cell == "rnn":
         make = lambda: RNN(hidden_size, nonlinearity=nonlinearity, direction=direction)  # noqa
     elif cell == "lstm":
         make = lambda: LSTM(hidden_size, direction=direction)  # noqa
     else:
-        make = lambda: GRU(hidden_size, reset_after=bool(linear_before_reset),  # noqa
-                           direction=direction)
+        make = lambda: GRU(hidden_size, reset_after=reset_after, direction=direction)  # noqa
     layers = [make() for _ in range(num_layers)]
     if output_size is not None:
         if output == "many_to_one":

@@ -102,19 +102,11 @@ class Model:
             for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                                 ("num_layers", num_layers)):
                 _positive_int(name, value)
-            if not isinstance(bidirectional, (bool, np.bool_)):
-                raise TypeError(f"bidirectional: expected a bool, got {bidirectional!r}")
-            _choice("nonlinearity", nonlinearity, ("tanh", "relu"))
-            if cell != "rnn" and nonlinearity != "tanh":
-                raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got "
-                                 f"{nonlinearity!r} for cell {cell!r}")
-            if cell != "gru" and not linear_before_reset:
-                raise ValueError(f"linear_before_reset: only the 'gru' cell takes False, got "
-                                 f"cell {cell!r}")
             layers, input_size = L.shorthand(cell, input_size, hidden_size, **{
                 k: v for k, v in shorthand.items() if k != "hidden_size"})
         else:
-            given = [k for k, v in shorthand.items() if v != _SHORTHAND_DEFAULTS[k]]
+            given = [k for k, v in shorthand.items()  # 0 for False counts as given
+                     if type(v) is not type(_SHORTHAND_DEFAULTS[k]) or v != _SHORTHAND_DEFAULTS[k]]
             if given:
                 raise TypeError(f"{given[0]}: a shorthand argument, for Model(cell, input_size, "
                                 f"hidden_size, ...); a layer list states it in its layers")

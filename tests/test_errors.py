@@ -263,6 +263,35 @@ def test_shorthand_arguments_with_a_layer_list(kwargs, exc, match):
         Model([L.LSTM(4)], 3, **kwargs)
 
 
+# every boolean option, of the shorthand and of the layer classes, as a call that sets it
+BOOL_OPTIONS = {
+    "bidirectional": lambda v: Model("lstm", 3, 4, bidirectional=v),
+    "linear_before_reset": lambda v: Model("gru", 3, 4, linear_before_reset=v),
+    "peepholes": lambda v: L.LSTM(3, peepholes=v),
+    "input_forget": lambda v: L.LSTM(3, input_forget=v),
+    "reset_after": lambda v: L.GRU(3, reset_after=v),
+    "mask_zero": lambda v: L.Embedding(3, 4, mask_zero=v),
+}
+NOT_BOOLS = [2, "yes", "no", 1, 0, 1.0, None, np.int64(1), np.array([True]), [False]]
+
+
+@pytest.mark.parametrize("value", NOT_BOOLS, ids=repr)
+@pytest.mark.parametrize("name", BOOL_OPTIONS)
+def test_a_boolean_option_takes_only_a_bool(name, value):
+    with pytest.raises(TypeError, match=rf"^{name}: expected a bool, got "):
+        BOOL_OPTIONS[name](value)
+    for flag in (True, False, np.bool_(True)):  # numpy's bool is a bool
+        BOOL_OPTIONS[name](flag)
+
+
+@pytest.mark.parametrize("kwargs", [dict(bidirectional=0), dict(linear_before_reset=1),
+                                    dict(num_layers=1.0)], ids=repr)
+def test_shorthand_arguments_equal_to_a_default_are_still_given(kwargs):
+    """0 is not the default False: with a layer list it is a shorthand argument, refused."""
+    with pytest.raises(TypeError, match=rf"^{next(iter(kwargs))}: .*shorthand"):
+        Model([L.LSTM(4)], 3, **kwargs)
+
+
 def test_shorthand_without_hidden_size():
     with pytest.raises(TypeError, match=r"^hidden_size: .*got None"):
         Model("lstm", 3)
