@@ -394,11 +394,23 @@ def param_shapes(spec):
     return shapes
 
 
+def random_generator(seed):
+    """numpy's default_rng(seed) for a seed that is None (fresh entropy) or an int >= 0, the
+    seeds rnnext takes (model initialisation, fit's shuffling, the tasks); the other seeds
+    NumPy takes (sequences of ints, a SeedSequence or a generator) are refused by name."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed: expected None or an int >= 0, got {type(seed).__name__} "
+                        f"{seed!r}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"seed: expected None or an int >= 0, got {seed}")
+    return np.random.default_rng(seed)
+
+
 def init_params(spec, seed=None, dtype=np.float32):
     """PyTorch's initialisation: a recurrent layer's parameters U(-1/sqrt(H), 1/sqrt(H)), a
     dense layer's U(-1/sqrt(F), 1/sqrt(F)) (F its input width), the embedding N(0, 1) with the
-    padding row zero. Drawn in parameter order from numpy's default_rng(seed)."""
-    rng = np.random.default_rng(seed)
+    padding row zero. Drawn in parameter order from random_generator(seed)."""
+    rng = random_generator(seed)
     recurrent_units = {}
     for r in spec.recurrent:
         for reverse in r.reverse_flags:

@@ -76,9 +76,9 @@ class Model:
     output_size, a dense layer of that width with `activation` on each sequence's last valid
     step (output="many_to_one") or on every step ("many_to_many").
 
-    seed: PyTorch's initialisation (rnnext.layers.init_params). params: {name: array} with the
-    names and shapes of param_shapes() instead. backend: "c" (compiled, the default) or "numpy"
-    (the reference); each call can override it.
+    seed: None or an int >= 0, for PyTorch's initialisation (rnnext.layers.init_params).
+    params: {name: array} with the names and shapes of param_shapes() instead. backend: "c"
+    (compiled, the default) or "numpy" (the reference); each call can override it.
     """
 
     def __init__(self, layers=None, input_size=None, hidden_size=None, num_layers=1,

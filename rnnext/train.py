@@ -402,6 +402,7 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
     batch_size = _positive_int("batch_size", batch_size)
     shuffle = L._bool("shuffle", shuffle)
     verbose = L._bool("verbose", verbose)
+    rng = L.random_generator(seed)
     opt = optim.make_optimizer(optimizer, lr)
     optim.parse_clip(clip)
     params, backend, activation, x, states, lengths, mask, target, _, n_threads = _validated(
@@ -409,7 +410,6 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
     bptt = _checked_bptt(model, bptt, lengths)
     if validation_data is not None:
         val = _checked_validation_data(model, validation_data, loss, backend, bptt)
-    rng = np.random.default_rng(seed)
 
     def train_step(out):
         apply_grads(model, out["grads"], opt, clip)

@@ -292,6 +292,45 @@ def test_shorthand_arguments_equal_to_a_default_are_still_given(kwargs):
         Model([L.LSTM(4)], 3, **kwargs)
 
 
+def seed_takers():
+    """Every call that takes a seed, as a function of the seed."""
+    from rnnext.tasks import charlm, sentiment
+
+    chars = ["a", "b", " "]
+    lm = Model("lstm", 3, 4, output_size=3, output="many_to_many", activation="softmax", seed=0)
+    x, y = np.zeros((2, 4, 3), np.float32), np.zeros((2, 4), np.int64)
+    return {
+        "Model": lambda seed: Model("gru", 3, 4, seed=seed),
+        "layer_list": lambda seed: Model([L.Embedding(5, 2), L.RNN(3)], seed=seed),
+        "init_params": lambda seed: L.init_params(lm.spec, seed),
+        "fit": lambda seed: lm.fit(x, y, epochs=1, seed=seed, verbose=False),
+        "sentiment_split": lambda seed: sentiment.split(10, 0.2, seed),
+        "charlm_sample": lambda seed: charlm.sample(lm, chars, 3, prime="ab", seed=seed),
+    }
+
+
+@pytest.mark.parametrize("seed,exc,got", [
+    (-1, ValueError, "-1"), (np.int64(-3), ValueError, "-3"), (1.5, TypeError, "float 1.5"),
+    ("7", TypeError, "str '7'"), (True, TypeError, "bool True"), ([1, 2], TypeError, "list"),
+    (np.random.SeedSequence(0), TypeError, "SeedSequence"),
+    (np.random.default_rng(0), TypeError, "Generator"),
+], ids=["negative", "negative_numpy", "float", "str", "bool", "list", "seed_sequence",
+        "generator"])
+def test_a_bad_seed_is_refused_by_name(seed, exc, got):
+    for take in seed_takers().values():
+        with pytest.raises(exc, match=rf"^seed: expected None or an int >= 0, got {got}"):
+            take(seed)
+
+
+def test_every_seed_taker_takes_none_and_ints():
+    for take in seed_takers().values():
+        for seed in (None, 0, np.uint8(3), 2 ** 70):
+            take(seed)
+    first, again = (Model("gru", 3, 4, seed=np.int64(2 ** 40)).params for _ in range(2))
+    for k in first:
+        np.testing.assert_array_equal(first[k], again[k])
+
+
 def test_shorthand_without_hidden_size():
     with pytest.raises(TypeError, match=r"^hidden_size: .*got None"):
         Model("lstm", 3)
