@@ -231,6 +231,7 @@ cdef class CoreModel:
     param_count(layers) floats in the list's order (rnnext.h, rnx_model_create)."""
     cdef rnx_model *ptr
     cdef readonly dict info
+    cdef readonly bint retired
 
     def __cinit__(self, layers, const float[::1] params not None, str isa="auto"):
         cdef _LayerList lst = _LayerList(layers)
@@ -321,8 +322,13 @@ cdef class CoreModel:
                              f"both lengths and mask) (rnnext status {<int>status})")
         check(status, "forward")
 
-    def stream(self, int batch):
-        return CoreStream(self, batch)
+    def stream(self, int batch, check_x=None, current=None):
+        return CoreStream(self, batch, check_x, current)
+
+    def retire(self):
+        """Marks the model as replaced (its owner's parameters changed): a stream made with a
+        current() moves to current()'s model at its next step."""
+        self.retired = True
 
     # training: the recurrent layers (rnnext.h, rnx_forward_train and rnx_backward)
 
@@ -429,20 +435,43 @@ cdef class CoreTape:
                 and T <= self.T)
 
 
+cdef bint _step_form(object x, int typenum, int batch, int width):
+    """Whether x is what a stream step passes to C as is: a C-contiguous, native-order array of
+    typenum, shaped (batch, width) (ids: width 0, (batch,)) or, for a batch of one, without the
+    batch axis."""
+    if not isinstance(x, np.ndarray):
+        return False
+    cdef np.ndarray a = <np.ndarray>x
+    if np.PyArray_TYPE(a) != typenum or not np.PyArray_ISNOTSWAPPED(a) \
+            or not np.PyArray_IS_C_CONTIGUOUS(a):
+        return False
+    cdef int ndim = np.PyArray_NDIM(a), full = 2 if width else 1
+    cdef np.npy_intp *dims = np.PyArray_DIMS(a)
+    if ndim == full:
+        return dims[0] == batch and (width == 0 or dims[1] == width)
+    return batch == 1 and ndim == full - 1 and (width == 0 or dims[0] == width)
+
+
 cdef class CoreStream:
     """One step per call of a streamable CoreModel over `batch` sequences, the states kept in C.
-    step() is the hot path: a C-contiguous x (float32) or ids (int32) goes to C without a copy.
-    States are flat float32 arrays as CoreModel.forward's: (batch * state_size,),
+    step() is the hot path: x in the core's form (float32 or int32 ids, C-contiguous) goes to C
+    without a copy. check_x(x), when given, is the Python stream's check (rnnext.stream): it
+    turns any other x into that form or refuses it. current(), when given, returns the owner's
+    CoreModel now: once the stream's model is retired, the next step moves the stream to it,
+    states kept. States are flat float32 arrays as CoreModel.forward's: (batch * state_size,),
     (batch * cell_size,)."""
     cdef rnx_stream *ptr
     cdef readonly CoreModel model
     cdef readonly int batch, input_size, output_size
     cdef readonly bint takes_ids
     cdef readonly size_t state_size, cell_size
+    cdef object check_x, current
 
-    def __cinit__(self, CoreModel model not None, int batch):
+    def __cinit__(self, CoreModel model not None, int batch, check_x=None, current=None):
         self.model = model
         self.batch = batch
+        self.check_x = check_x
+        self.current = current
         self.takes_ids = model.info["takes_ids"]
         self.input_size = model.info["input_size"]
         self.output_size = model.info["output_size"]
@@ -454,46 +483,57 @@ cdef class CoreStream:
         rnx_stream_free(self.ptr)
 
     def step(self, x):
-        """x (batch, I), or (I,) when batch is 1, for a model of float inputs; ids (batch,) for a
-        model with an embedding -> the model's output for this step: (batch, F), or (F,) for a
-        1-D x."""
+        """x: float32 (batch, I), or (I,) when batch is 1, for a model of float inputs; int32
+        ids (batch,), or () when batch is 1, for a model with an embedding; C-contiguous (any
+        other x goes through check_x, or without one is refused) -> the model's output for this
+        step: (batch, F), or (F,) without the batch axis."""
+        if self.model.retired and self.current is not None:
+            self._follow()
+        cdef int typenum = np.NPY_INT32 if self.takes_ids else np.NPY_FLOAT32
+        cdef int width = 0 if self.takes_ids else self.input_size
+        if not _step_form(x, typenum, self.batch, width):
+            if self.check_x is not None:
+                x = self.check_x(x)
+            if not _step_form(x, typenum, self.batch, width):
+                dtype, shape = ("int32", f"({self.batch},)") if self.takes_ids else \
+                    ("float32", f"({self.batch}, {width})")
+                got = type(x).__name__ if not isinstance(x, np.ndarray) else \
+                    f"{x.dtype.str} {x.shape}" + ("" if x.flags.c_contiguous else ", strided")
+                raise TypeError(f"x: expected a C-contiguous {dtype} numpy array of shape {shape},"
+                                f" got {got}")
         cdef const float *xp = NULL
         cdef const int32_t *idp = NULL
-        cdef rnx_status status
         if self.takes_ids:
-            if getattr(x, "dtype", None) != np.int32 or not x.flags.c_contiguous:
-                arr = np.asarray(x)
-                if arr.dtype.kind not in "biu":
-                    raise TypeError(f"x: expected integer token ids, got dtype {arr.dtype}")
-                x = np.ascontiguousarray(arr, dtype=np.int32)
-            if x.shape != (self.batch,):
-                raise ValueError(f"x: expected token ids of shape ({self.batch},), got "
-                                 f"{tuple(x.shape)}")
-            idp = <const int32_t *>np.PyArray_DATA(x)
-            y = np.empty((self.batch, self.output_size), np.float32)
+            idp = <const int32_t *>np.PyArray_DATA(<np.ndarray>x)
         else:
-            want = f"({self.batch}, {self.input_size})" + (
-                f" or ({self.input_size},)" if self.batch == 1 else "")
-            if getattr(x, "dtype", None) != np.float32 or not x.flags.c_contiguous:
-                arr = np.asarray(x)
-                if arr.dtype.kind not in "biuf":
-                    raise TypeError(f"x: expected an array of real numbers, got dtype {arr.dtype}")
-                x = np.ascontiguousarray(arr, dtype=np.float32)
-            if x.shape not in ((self.batch, self.input_size),) + (
-                    ((self.input_size,),) if self.batch == 1 else ()):
-                raise ValueError(f"x: expected shape {want}, got {tuple(x.shape)}")
-            xp = <const float *>np.PyArray_DATA(x)
-            y = np.empty((self.batch, self.output_size), np.float32)
-            if x.ndim == 1:
-                y = y.reshape(-1)
+            xp = <const float *>np.PyArray_DATA(<np.ndarray>x)
+        y = np.empty((self.batch, self.output_size), np.float32)
+        if np.PyArray_NDIM(<np.ndarray>x) < (1 if self.takes_ids else 2):
+            y = y.reshape(-1)
         cdef float *yp = <float *>np.PyArray_DATA(y)
+        cdef rnx_status status
         with nogil:
             status = rnx_stream_step(self.ptr, yp, xp, idp)
-        if status == RNX_ERR_BAD_ARGUMENT:
-            raise ValueError(f"x: expected token ids in [0, {self.input_size}), got min "
-                             f"{x.min()} and max {x.max()}")
-        check(status, "step")
+        if status == RNX_ERR_BAD_ARGUMENT and self.check_x is not None:
+            self.check_x(x)  # ids the core refused: the check says which, as forward does
+        check(status, "x")
         return y
+
+    cdef int _follow(self) except -1:
+        """Moves the stream to current()'s model, its states kept (allocates: once per change of
+        the owner's parameters, never per step)."""
+        cdef CoreModel model = self.current()
+        if model.info != self.model.info:
+            raise ValueError(f"current: expected a model of the stream's layers and sizes "
+                             f"{self.model.info}, got {model.info}")
+        h, c = self.state()
+        cdef rnx_stream *ptr = NULL
+        check(rnx_stream_create(&ptr, model.ptr, self.batch), "stream")
+        rnx_stream_free(self.ptr)
+        self.ptr = ptr
+        self.model = model
+        self.reset(h, c)
+        return 0
 
     def reset(self, h0=None, c0=None):
         """States to h0 (batch * state_size,), c0 (batch * cell_size,), or zeros where None."""

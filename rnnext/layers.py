@@ -394,11 +394,23 @@ def param_shapes(spec):
     return shapes
 
 
+def random_generator(seed):
+    """numpy's default_rng(seed) for a seed that is None (fresh entropy) or an int >= 0, the
+    seeds rnnext takes (model initialisation, fit's shuffling, the tasks); the other seeds
+    NumPy takes (sequences of ints, a SeedSequence or a generator) are refused by name."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed: expected None or an int >= 0, got {type(seed).__name__} "
+                        f"{seed!r}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"seed: expected None or an int >= 0, got {seed}")
+    return np.random.default_rng(seed)
+
+
 def init_params(spec, seed=None, dtype=np.float32):
     """PyTorch's initialisation: a recurrent layer's parameters U(-1/sqrt(H), 1/sqrt(H)), a
     dense layer's U(-1/sqrt(F), 1/sqrt(F)) (F its input width), the embedding N(0, 1) with the
-    padding row zero. Drawn in parameter order from numpy's default_rng(seed)."""
-    rng = np.random.default_rng(seed)
+    padding row zero. Drawn in parameter order from random_generator(seed)."""
+    rng = random_generator(seed)
     recurrent_units = {}
     for r in spec.recurrent:
         for reverse in r.reverse_flags:
@@ -460,13 +472,20 @@ def shorthand(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
     _choice("output", output, ("many_to_one", "many_to_many"))
     num_layers = _int("num_layers", num_layers, 1, MAX_LAYERS - 2)  # room for readout and dense
     direction = "bidirectional" if _bool("bidirectional", bidirectional) else "forward"
+    reset_after = _bool("linear_before_reset", linear_before_reset)
+    _choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    if cell != "rnn" and nonlinearity != "tanh":
+        raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got {nonlinearity!r} for "
+                         f"cell {cell!r}")
+    if cell != "gru" and not reset_after:
+        raise ValueError(f"linear_before_reset: only the 'gru' cell takes False, got cell "
+                         f"{cell!r}")
     if cell == "rnn":
         make = lambda: RNN(hidden_size, nonlinearity=nonlinearity, direction=direction)  # noqa
     elif cell == "lstm":
         make = lambda: LSTM(hidden_size, direction=direction)  # noqa
     else:
-        make = lambda: GRU(hidden_size, reset_after=bool(linear_before_reset),  # noqa
-                           direction=direction)
+        make = lambda: GRU(hidden_size, reset_after=reset_after, direction=direction)  # noqa
     layers = [make() for _ in range(num_layers)]
     if output_size is not None:
         if output == "many_to_one":

@@ -42,14 +42,19 @@ def _positive_int(name, value):
     return int(value)
 
 
+def _asarray(name, value, expected):
+    """np.asarray(value), or a TypeError naming the argument where NumPy cannot make one."""
+    try:
+        return np.asarray(value)
+    except Exception as e:
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} ({e})") \
+            from None
+
+
 def _float32_array(name, value, dtype=np.float32):
     """value as a C-contiguous float32 (or dtype) array (a copy only where needed). Real numbers
     only: booleans, integers and floats; complex, object, string and date arrays are refused."""
-    try:
-        arr = np.asarray(value)
-    except Exception as e:
-        raise TypeError(f"{name}: expected an array of real numbers, got {type(value).__name__}"
-                        f" ({e})") from None
+    arr = _asarray(name, value, "an array of real numbers")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected an array of real numbers (bool, int or float), got "
                         f"dtype {arr.dtype}")
@@ -71,9 +76,9 @@ class Model:
     output_size, a dense layer of that width with `activation` on each sequence's last valid
     step (output="many_to_one") or on every step ("many_to_many").
 
-    seed: PyTorch's initialisation (rnnext.layers.init_params). params: {name: array} with the
-    names and shapes of param_shapes() instead. backend: "c" (compiled, the default) or "numpy"
-    (the reference); each call can override it.
+    seed: None or an int >= 0, for PyTorch's initialisation (rnnext.layers.init_params).
+    params: {name: array} with the names and shapes of param_shapes() instead. backend: "c"
+    (compiled, the default) or "numpy" (the reference); each call can override it.
     """
 
     def __init__(self, layers=None, input_size=None, hidden_size=None, num_layers=1,
@@ -97,19 +102,11 @@ class Model:
             for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                                 ("num_layers", num_layers)):
                 _positive_int(name, value)
-            if not isinstance(bidirectional, (bool, np.bool_)):
-                raise TypeError(f"bidirectional: expected a bool, got {bidirectional!r}")
-            _choice("nonlinearity", nonlinearity, ("tanh", "relu"))
-            if cell != "rnn" and nonlinearity != "tanh":
-                raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got "
-                                 f"{nonlinearity!r} for cell {cell!r}")
-            if cell != "gru" and not linear_before_reset:
-                raise ValueError(f"linear_before_reset: only the 'gru' cell takes False, got "
-                                 f"cell {cell!r}")
             layers, input_size = L.shorthand(cell, input_size, hidden_size, **{
                 k: v for k, v in shorthand.items() if k != "hidden_size"})
         else:
-            given = [k for k, v in shorthand.items() if v != _SHORTHAND_DEFAULTS[k]]
+            given = [k for k, v in shorthand.items()  # 0 for False counts as given
+                     if type(v) is not type(_SHORTHAND_DEFAULTS[k]) or v != _SHORTHAND_DEFAULTS[k]]
             if given:
                 raise TypeError(f"{given[0]}: a shorthand argument, for Model(cell, input_size, "
                                 f"hidden_size, ...); a layer list states it in its layers")
@@ -167,7 +164,14 @@ class Model:
     def set_params(self, params):
         """Replaces the parameters (all of them, same names and shapes)."""
         self.params = self._checked_params(params)
-        self._core = None
+        self._params_changed()
+
+    def _params_changed(self):
+        """After the parameters changed: the compiled model is packed again when next used, and
+        the compiled streams made from the old one move to the new one at their next step."""
+        if self._core is not None:
+            self._core.retire()
+            self._core = None
 
     def core(self):
         """The compiled model, packed once from the parameters and kept until they change."""
@@ -218,20 +222,35 @@ class Model:
         return x, self._state(state, B, unbatched), lengths, mask, unbatched
 
     def _ids(self, x):
-        V = self.spec.embedding.vocab_size
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"x: expected integer token ids for a model with an Embedding, got "
-                            f"dtype {arr.dtype}")
+        arr = self._id_array(x)
         if arr.ndim not in (1, 2):
             raise ValueError(f"x: expected token ids (B, T) or (T,), got shape {arr.shape}")
         unbatched = arr.ndim == 1
         if unbatched:
             arr = arr[None]
-        if arr.size and (arr.min() < 0 or arr.max() >= V):
-            raise ValueError(f"x: expected token ids in [0, {V}) (vocab_size {V}), got min "
-                             f"{arr.min()} and max {arr.max()}")
-        return np.ascontiguousarray(arr, dtype=np.int32), unbatched
+        return self._in_vocabulary(arr), unbatched
+
+    @staticmethod
+    def _id_array(x):
+        """x as an array of integer token ids, any shape (forward's x and a stream's step)."""
+        arr = _asarray("x", x, "integer token ids")
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"x: expected integer token ids for a model with an Embedding, got "
+                            f"dtype {arr.dtype}")
+        return arr
+
+    def _in_vocabulary(self, ids):
+        """Integer token ids as C-contiguous int32, refused unless all are in [0, vocab_size)."""
+        V = self.spec.embedding.vocab_size
+        if ids.size <= 64:  # a stream step's few ids: NumPy's reductions cost more than Python's
+            values = ids.ravel().tolist()
+            lo, hi = (min(values), max(values)) if values else (0, 0)
+        else:
+            lo, hi = ids.min(), ids.max()
+        if lo < 0 or hi >= V:
+            raise ValueError(f"x: expected token ids in [0, {V}) (vocab_size {V}), got min {lo} "
+                             f"and max {hi}")
+        return ids.astype(np.int32, order="C", copy=False)
 
     @staticmethod
     def _lengths(lengths, B, T, unbatched):
@@ -397,7 +416,8 @@ class Model:
     def stream(self, batch=1, backend=None):
         """A Stream that runs this model one step at a time over `batch` sequences, the state
         kept inside: step(x_t or token ids), reset(), state. The recurrent layers must all run
-        forward, and the readout be none, "last" or "final"."""
+        forward, and the readout be none, "last" or "final". The stream follows the model's
+        parameters (set_params, apply_grads, fit) from its next step on."""
         from .stream import Stream
 
         batch = _positive_int("batch", batch)

@@ -3,15 +3,23 @@ torch.nn.utils.clip_grad_norm_ and clip_grad_value_), on {name: array} dicts.
 
 An optimizer updates the arrays of a params dict in place and keeps its own state per name.
 """
+import math
+
 import numpy as np
 
 
 def _positive(name, value):
+    """value as a float, refused unless it is a finite number > 0 (learning rates, eps, clip
+    limits: inf would turn the parameters into inf and NaN, or clip nothing)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    if not value > 0:
-        raise ValueError(f"{name}: expected a number > 0, got {value}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the floats
+        number = math.inf
+    if not 0 < number < math.inf:
+        raise ValueError(f"{name}: expected a finite number > 0, got {value}")
+    return number
 
 
 def _fraction(name, value):

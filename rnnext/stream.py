@@ -1,9 +1,11 @@
 """Streams: one time step per call, the state kept inside (Model.stream)."""
 import dataclasses
+import functools
 
 import numpy as np
 
 from . import reference
+from .model import _float32_array
 
 
 class Stream:
@@ -13,6 +15,8 @@ class Stream:
     batch 1 also (I,) or one id. Returns that step's output: the model's output for the step
     (its dense layers on the top layer's new h, or that h), (batch, F) or (F,).
     reset() sets the states to zeros; `state` reads or sets them as Model.forward takes them.
+    A stream follows the model's parameters: after set_params, apply_grads or fit its next step
+    runs on the new ones, its states kept.
     Every recurrent layer must run forward (a reverse direction needs the future) and the
     readout be none, "last" or "final" (which are the top layer's h after each step).
     """
@@ -33,10 +37,14 @@ class Stream:
         # is the kept state's (as the C stream), which a one-step "last" readout would zero
         self._spec = dataclasses.replace(spec, readout="final") if spec.readout == "last" \
             else spec
-        self._core = model.core().stream(batch) if backend == "c" else None
+        self._check = functools.partial(step_input, model, batch)
+        # the C stream moves to the model's new compiled model when its parameters change
+        self._core = model.core().stream(batch, self._check, model.core) if backend == "c" \
+            else None
         self.reset()
-        if self._core is not None and spec.embedding is None:
-            self.step = self._core.step  # the core checks x itself: no Python frame per step
+        if self._core is not None:
+            self.step = self._core.step  # x in the core's form goes straight to C; any other
+            # goes through step_input first: no Python frame per step on the hot path
 
     def reset(self):
         """All states to zeros."""
@@ -66,24 +74,29 @@ class Stream:
 
     def step(self, x):
         """One step: x_t (or token ids) in, the step's output out (a new array)."""
-        model, batch = self.model, self.batch
-        if model.spec.embedding is not None:
-            ids = np.asarray(x)
-            flat = ids.ndim == 0 and batch == 1
-            if self._core is not None:
-                y = self._core.step(ids.reshape(1) if flat else ids)
-                return y[0] if flat else y
-            if ids.shape != (() if flat else (batch,)):
-                raise ValueError(f"x: expected {batch} token ids, shape ({batch},), got shape "
-                                 f"{ids.shape}")
-            steps, _ = model._ids(ids.reshape(batch, 1))
-        else:
-            arr = np.asarray(x)
-            flat = arr.ndim == 1 and batch == 1
-            I = model.input_size
-            if arr.shape != ((I,) if flat else (batch, I)):
-                raise ValueError(f"x: expected shape ({batch}, {I}), got {arr.shape}")
-            steps = model._inputs(arr.reshape(batch, 1, I), None, None)[0]
-        y, self._states = reference.forward_model(self._spec, model.params, steps, self._states)
+        x = self._check(x)
+        ids = self.model.spec.embedding is not None
+        steps = x.reshape((self.batch, 1) if ids else (self.batch, 1, -1))
+        y, self._states = reference.forward_model(self._spec, self.model.params, steps,
+                                                  self._states)
         y = y[:, 0] if y.ndim == 3 else y
-        return y[0] if flat else y
+        return y[0] if x.ndim == (0 if ids else 1) else y
+
+
+def step_input(model, batch, x):
+    """x_t of a step as the compiled stream takes it: float32 (batch, I), or (I,) for a batch of
+    one; int32 token ids (batch,), or one id for a batch of one. The one check of a step's x, on
+    both backends: forward's checks of x and their messages, with a step's shapes."""
+    if model.spec.embedding is not None:
+        ids = model._id_array(x)
+        if ids.shape != (batch,) and not (batch == 1 and ids.ndim == 0):
+            one = " or one id" if batch == 1 else ""
+            raise ValueError(f"x: expected {batch} token ids, shape ({batch},){one}, got shape "
+                             f"{ids.shape}")
+        return model._in_vocabulary(ids)
+    arr = _float32_array("x", x)
+    I = model.input_size
+    if arr.shape != (batch, I) and not (batch == 1 and arr.shape == (I,)):
+        flat = f" or ({I},)" if batch == 1 else ""
+        raise ValueError(f"x: expected shape ({batch}, {I}){flat}, got {arr.shape}")
+    return arr

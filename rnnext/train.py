@@ -15,10 +15,12 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import backward as reference_backward
+from . import layers as L
 from . import losses, optim, reference
 from .config import resolve_threads
 
@@ -57,7 +59,6 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
     if ids is not None and spec.embedding.mask_zero:  # the mask the ids made, lengths in it
         lengths, mask = None, np.ascontiguousarray(valid)
     B, T = inputs.shape[:2]
-    n_threads = resolve_threads(n_threads)
     h_n, c_n, shapes = model._state_buffers(B)
     seq = np.empty((B, T, spec.recurrent[-1].output_size), np.float32)
     h0, c0 = model._flat_states(states)
@@ -198,12 +199,13 @@ def _batch(model, params, x, states, lengths, mask, target, loss, activation, ba
     return out
 
 
-def _validated(model, x, y, lengths, mask, loss, state, params, backend):
+def _validated(model, x, y, lengths, mask, loss, state, params, backend, n_threads):
     """Checks everything once: (params, backend, activation, x, states, lengths, mask, target,
-    unbatched)."""
+    unbatched, n_threads resolved)."""
     from .model import BACKENDS, _choice
 
     backend = _choice("backend", model.backend if backend is None else backend, BACKENDS)
+    n_threads = resolve_threads(n_threads)  # checked on either backend, used by the C one
     params = _params_for(model, params)
     dtype = next(iter(params.values())).dtype
     if dtype == np.float64 and backend != "numpy":
@@ -216,7 +218,8 @@ def _validated(model, x, y, lengths, mask, loss, state, params, backend):
         states = model._state(state, x_checked.shape[0], unbatched, np.float64)
     B, T = x_checked.shape[:2]
     target = _targets(model, loss, y, B, T, unbatched, dtype)
-    return params, backend, activation, x_checked, states, lengths, mask, target, unbatched
+    return (params, backend, activation, x_checked, states, lengths, mask, target, unbatched,
+            n_threads)
 
 
 def loss_and_grads(model, x, y, lengths=None, mask=None, loss="cross_entropy", state=None,
@@ -230,8 +233,8 @@ def loss_and_grads(model, x, y, lengths=None, mask=None, loss="cross_entropy", s
     grads: {parameter name: array of its shape}; when state is given, also "state": its
     gradient, in the same form. params: None for model.params, or a dict of float32 or float64
     arrays to differentiate at instead (float64 runs on the NumPy reference)."""
-    params, backend, activation, x, states, lengths, mask, target, unbatched = _validated(
-        model, x, y, lengths, mask, loss, state, params, backend)
+    params, backend, activation, x, states, lengths, mask, target, unbatched, n_threads = \
+        _validated(model, x, y, lengths, mask, loss, state, params, backend, n_threads)
     out = _batch(model, params, x, states, lengths, mask, target, loss, activation, backend,
                  n_threads, train=True)
     grads = out["grads"]
@@ -301,6 +304,22 @@ def _checked_bptt(model, bptt, lengths):
     return bptt
 
 
+def _checked_validation_data(model, data, loss, backend, bptt):
+    """fit's validation_data, checked as its training data (errors say validation_data): what
+    _validated returns."""
+    if not (isinstance(data, (tuple, list)) and len(data) in (2, 3)):
+        size = f" of {len(data)}" if isinstance(data, (tuple, list)) else ""
+        raise TypeError(f"validation_data: expected (x, y) or (x, y, lengths), got "
+                        f"{type(data).__name__}{size}")
+    try:
+        checked = _validated(model, *data[:2], data[2] if len(data) == 3 else None, None, loss,
+                             None, None, backend, None)
+        _checked_bptt(model, bptt, checked[5])
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"validation_data: {e}") from None
+    return checked
+
+
 class _Progress:
     """A one-line progress bar on a terminal; one line per epoch elsewhere; nothing when quiet."""
 
@@ -336,22 +355,29 @@ class _Progress:
 
 
 def apply_grads(model, grads, optimizer, clip=None):
-    """One update: clips grads (see fit's clip; in place) and lets `optimizer` (an
-    rnnext.optim.SGD or Adam) change the parameters. Keys of grads that are not parameters
+    """One update: clips grads (see fit's clip; float32 arrays in place) and lets `optimizer`
+    (an rnnext.optim.SGD or Adam) change the parameters. Keys of grads that are not parameters
     (an initial state's "state") are left out."""
+    from .model import _float32_array
+
     if not isinstance(optimizer, (optim.SGD, optim.Adam)):
         raise TypeError(f"optimizer: expected an rnnext.optim.SGD or Adam, got "
                         f"{type(optimizer).__name__}")
+    if not isinstance(grads, Mapping):
+        raise TypeError(f"grads: expected a dict of arrays by parameter name, got "
+                        f"{type(grads).__name__}")
     missing = [name for name in model.param_shapes() if name not in grads]
     if missing:
         raise ValueError(f"grads: expected a gradient for every parameter, missing {missing}")
-    grads = {name: np.asarray(grads[name]) for name in model.param_shapes()}
+    grads = {name: _float32_array(f"grads[{name!r}]", grads[name])
+             for name in model.param_shapes()}
     for name, shape in model.param_shapes().items():
         if grads[name].shape != shape:
             raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {grads[name].shape}")
     optim.clip_grads(grads, clip)
     optimizer.step(model.params, grads)
-    model._core = None  # the compiled model is packed again from the new parameters
+    model._params_changed()
+
 
 def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
         clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
@@ -374,19 +400,16 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
 
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
+    shuffle = L._bool("shuffle", shuffle)
+    verbose = L._bool("verbose", verbose)
+    rng = L.random_generator(seed)
     opt = optim.make_optimizer(optimizer, lr)
     optim.parse_clip(clip)
-    params, backend, activation, x, states, lengths, mask, target, _ = _validated(
-        model, x, y, lengths, mask, loss, None, None, backend)
+    params, backend, activation, x, states, lengths, mask, target, _, n_threads = _validated(
+        model, x, y, lengths, mask, loss, None, None, backend, n_threads)
     bptt = _checked_bptt(model, bptt, lengths)
     if validation_data is not None:
-        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3)):
-            raise TypeError("validation_data: expected (x, y) or (x, y, lengths), got "
-                            f"{type(validation_data).__name__}")
-        val = _validated(model, *validation_data[:2],
-                         validation_data[2] if len(validation_data) == 3 else None, None,
-                         loss, None, None, backend)
-    rng = np.random.default_rng(seed)
+        val = _checked_validation_data(model, validation_data, loss, backend, bptt)
 
     def train_step(out):
         apply_grads(model, out["grads"], opt, clip)
@@ -404,7 +427,7 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
         if acc is not None:
             record["accuracy"] = acc
         if validation_data is not None:
-            _, _, _, vx, vstates, vlen, vmask, vtarget, _ = val
+            _, _, _, vx, vstates, vlen, vmask, vtarget, _, _ = val
             vloss, vacc = _run_epoch(model, (model.params, vx, vstates, vlen, vmask, vtarget),
                                      np.arange(vx.shape[0]), batch_size, bptt, loss,
                                      activation, backend, n_threads, None, None)
@@ -416,6 +439,7 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
         progress.end(record)
     return history
 
+
 def evaluate(model, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
              n_threads=None, backend=None, mask=None):
     """{"loss": mean loss, "accuracy": fraction right (classification losses)} on (x, y),
@@ -423,8 +447,8 @@ def evaluate(model, x, y, lengths=None, loss="cross_entropy", batch_size=None, b
     bptt, in chunks of bptt steps that carry the state (as fit)."""
     from .model import _positive_int
 
-    params, backend, activation, x, states, lengths, mask, target, _ = _validated(
-        model, x, y, lengths, mask, loss, None, None, backend)
+    params, backend, activation, x, states, lengths, mask, target, _, n_threads = _validated(
+        model, x, y, lengths, mask, loss, None, None, backend, n_threads)
     bptt = _checked_bptt(model, bptt, lengths)
     B = x.shape[0]
     batch_size = B if batch_size is None else _positive_int("batch_size", batch_size)

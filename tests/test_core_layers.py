@@ -534,7 +534,7 @@ def test_stream_steps_equal_forward(mode, isa, rng):
     y, h_n, c_n = run(model, ids, h0=h0, c0=c0)
     stream = model.stream(B)
     stream.reset(h0, c0)
-    steps = [stream.step(ids[:, t]) for t in range(T)]
+    steps = [stream.step(np.ascontiguousarray(ids[:, t])) for t in range(T)]
     if mode == "sequence":
         np.testing.assert_array_equal(np.stack(steps, 1), y)
     else:
@@ -565,10 +565,19 @@ def test_streams_refuse_what_needs_the_future_and_bad_steps(rng):
             model.stream(1)
     layers = [dict(kind="embedding", input_size=10, units=3), recurrent("gru", 3, 4)]
     stream = core(layers, random_params(layers, rng)).stream(2)
-    with pytest.raises(ValueError, match="ids"):
-        stream.step(np.array([1, 10]))
-    with pytest.raises(ValueError, match="ids"):
-        stream.step(np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"^x: .*out of range \(rnnext status"):
+        stream.step(np.array([1, 10], np.int32))
+    # a retired model's stream moves to current()'s, which must have the same layers and sizes
+    other = [dict(kind="embedding", input_size=10, units=3), recurrent("gru", 3, 5)]
+    moving = core(layers, random_params(layers, rng)).stream(
+        2, None, lambda: core(other, random_params(other, rng)))
+    moving.model.retire()
+    with pytest.raises(ValueError, match=r"^current: expected a model of the stream's layers"):
+        moving.step(np.array([1, 2], np.int32))
+    # without a check_x (Model.stream's), only the core's form goes in
+    for bad in (np.array([1, 2]), np.array([1, 2, 3], np.int32), np.arange(4, dtype=np.int32)[::2]):
+        with pytest.raises(TypeError, match=r"^x: expected a C-contiguous int32 .*\(2,\), got"):
+            stream.step(bad)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -739,7 +748,8 @@ def test_plain_and_packed_layers_mixed_with_masks_and_heads(isa, rng):
     params = random_params(stream_layers, rng)
     model, (y, _, _) = check(stream_layers, params, ids, isa=isa)
     stream = model.stream(5)
-    np.testing.assert_array_equal(np.stack([stream.step(ids[:, t]) for t in range(9)], 1), y)
+    steps = [stream.step(np.ascontiguousarray(ids[:, t])) for t in range(9)]
+    np.testing.assert_array_equal(np.stack(steps, 1), y)
 
 
 def test_param_count_and_info_and_layers_round_trip(rng):

@@ -263,6 +263,74 @@ def test_shorthand_arguments_with_a_layer_list(kwargs, exc, match):
         Model([L.LSTM(4)], 3, **kwargs)
 
 
+# every boolean option, of the shorthand and of the layer classes, as a call that sets it
+BOOL_OPTIONS = {
+    "bidirectional": lambda v: Model("lstm", 3, 4, bidirectional=v),
+    "linear_before_reset": lambda v: Model("gru", 3, 4, linear_before_reset=v),
+    "peepholes": lambda v: L.LSTM(3, peepholes=v),
+    "input_forget": lambda v: L.LSTM(3, input_forget=v),
+    "reset_after": lambda v: L.GRU(3, reset_after=v),
+    "mask_zero": lambda v: L.Embedding(3, 4, mask_zero=v),
+}
+NOT_BOOLS = [2, "yes", "no", 1, 0, 1.0, None, np.int64(1), np.array([True]), [False]]
+
+
+@pytest.mark.parametrize("value", NOT_BOOLS, ids=repr)
+@pytest.mark.parametrize("name", BOOL_OPTIONS)
+def test_a_boolean_option_takes_only_a_bool(name, value):
+    with pytest.raises(TypeError, match=rf"^{name}: expected a bool, got "):
+        BOOL_OPTIONS[name](value)
+    for flag in (True, False, np.bool_(True)):  # numpy's bool is a bool
+        BOOL_OPTIONS[name](flag)
+
+
+@pytest.mark.parametrize("kwargs", [dict(bidirectional=0), dict(linear_before_reset=1),
+                                    dict(num_layers=1.0)], ids=repr)
+def test_shorthand_arguments_equal_to_a_default_are_still_given(kwargs):
+    """0 is not the default False: with a layer list it is a shorthand argument, refused."""
+    with pytest.raises(TypeError, match=rf"^{next(iter(kwargs))}: .*shorthand"):
+        Model([L.LSTM(4)], 3, **kwargs)
+
+
+def seed_takers():
+    """Every call that takes a seed, as a function of the seed."""
+    from rnnext.tasks import charlm, sentiment
+
+    chars = ["a", "b", " "]
+    lm = Model("lstm", 3, 4, output_size=3, output="many_to_many", activation="softmax", seed=0)
+    x, y = np.zeros((2, 4, 3), np.float32), np.zeros((2, 4), np.int64)
+    return {
+        "Model": lambda seed: Model("gru", 3, 4, seed=seed),
+        "layer_list": lambda seed: Model([L.Embedding(5, 2), L.RNN(3)], seed=seed),
+        "init_params": lambda seed: L.init_params(lm.spec, seed),
+        "fit": lambda seed: lm.fit(x, y, epochs=1, seed=seed, verbose=False),
+        "sentiment_split": lambda seed: sentiment.split(10, 0.2, seed),
+        "charlm_sample": lambda seed: charlm.sample(lm, chars, 3, prime="ab", seed=seed),
+    }
+
+
+@pytest.mark.parametrize("seed,exc,got", [
+    (-1, ValueError, "-1"), (np.int64(-3), ValueError, "-3"), (1.5, TypeError, "float 1.5"),
+    ("7", TypeError, "str '7'"), (True, TypeError, "bool True"), ([1, 2], TypeError, "list"),
+    (np.random.SeedSequence(0), TypeError, "SeedSequence"),
+    (np.random.default_rng(0), TypeError, "Generator"),
+], ids=["negative", "negative_numpy", "float", "str", "bool", "list", "seed_sequence",
+        "generator"])
+def test_a_bad_seed_is_refused_by_name(seed, exc, got):
+    for take in seed_takers().values():
+        with pytest.raises(exc, match=rf"^seed: expected None or an int >= 0, got {got}"):
+            take(seed)
+
+
+def test_every_seed_taker_takes_none_and_ints():
+    for take in seed_takers().values():
+        for seed in (None, 0, np.uint8(3), 2 ** 70):
+            take(seed)
+    first, again = (Model("gru", 3, 4, seed=np.int64(2 ** 40)).params for _ in range(2))
+    for k in first:
+        np.testing.assert_array_equal(first[k], again[k])
+
+
 def test_shorthand_without_hidden_size():
     with pytest.raises(TypeError, match=r"^hidden_size: .*got None"):
         Model("lstm", 3)

@@ -442,7 +442,7 @@ def test_bad_fit_arguments_are_refused(small):
         model.fit(x, y, optimizer="rmsprop", verbose=False)
     with pytest.raises(TypeError, match="clip: expected None, a number"):
         model.fit(x, y, clip="big", verbose=False)
-    with pytest.raises(ValueError, match="clip: expected a number > 0, got -1"):
+    with pytest.raises(ValueError, match="clip: expected a finite number > 0, got -1"):
         model.fit(x, y, clip=-1, verbose=False)
     with pytest.raises(ValueError, match="bptt: truncated backpropagation needs a model with an "
                                          "output per step, got readout 'last'"):
@@ -458,6 +458,91 @@ def test_bad_fit_arguments_are_refused(small):
         model.apply_grads({}, "sgd")
     with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\), got 1.5"):
         optim.SGD(momentum=1.5)
+
+
+INF, NAN = float("inf"), float("nan")
+LENGTHS = np.array([5, 4])
+
+
+def fit(**kwargs):
+    return lambda model, x, y: model.fit(x, y, **{"verbose": False, **kwargs})
+
+
+# (id, a call on a per-step GRU model, x (2, 5, 3), y (2, 5), exception, regex of the message)
+BAD_TRAINING_CALLS = [
+    ("lr_inf", fit(lr=INF), ValueError, r"^lr: expected a finite number > 0, got inf$"),
+    ("lr_huge_int", fit(lr=10 ** 400), ValueError, r"^lr: expected a finite number > 0, got 1000"),
+    ("lr_nan", fit(optimizer="sgd", lr=NAN), ValueError, r"^lr: .*finite.*got nan$"),
+    ("lr_zero", fit(lr=0), ValueError, r"^lr: .*> 0, got 0$"),
+    ("lr_negative", fit(lr=-0.1), ValueError, r"^lr: .*> 0, got -0.1$"),
+    ("lr_str", fit(lr="0.1"), TypeError, r"^lr: expected a number, got str$"),
+    ("lr_bool", fit(lr=True), TypeError, r"^lr: expected a number, got bool$"),
+    ("valid_baseline", fit(optimizer=optim.Adam(lr=1e-3)), None, None),  # changes the params
+    ("shuffle_str", fit(shuffle="no"), TypeError, r"^shuffle: expected a bool, got str 'no'$"),
+    ("shuffle_int", fit(shuffle=0), TypeError, r"^shuffle: expected a bool, got int 0$"),
+    ("shuffle_none", fit(shuffle=None), TypeError, r"^shuffle: expected a bool, got NoneType"),
+    ("verbose_int", fit(verbose=1), TypeError, r"^verbose: expected a bool, got int 1$"),
+    ("verbose_str", fit(verbose="yes"), TypeError, r"^verbose: expected a bool, got str"),
+    ("clip_inf", fit(clip=INF), ValueError, r"^clip: expected a finite number > 0, got inf$"),
+    ("clip_value_inf", fit(clip=("value", INF)), ValueError, r"^clip\[1\] \(value\): .*got inf$"),
+    ("clip_norm_nan", fit(clip=("norm", NAN)), ValueError, r"^clip\[1\] \(norm\): .*got nan$"),
+    ("epochs_float", fit(epochs=2.0), TypeError, r"^epochs: expected an int, got float$"),
+    ("batch_size_bool", fit(batch_size=True), TypeError, r"^batch_size: expected an int, got bool"),
+    ("bptt_zero", fit(bptt=0), ValueError, r"^bptt: expected an int in \[1, 16777216\], got 0$"),
+    ("n_threads_str", fit(n_threads="2"), TypeError, r"^n_threads: expected an int or None, got"),
+    ("n_threads_zero", fit(n_threads=0), ValueError, r"^n_threads: .*got 0$"),
+    ("validation_one_item", fit(validation_data=(np.zeros((2, 5, 3)),)), TypeError,
+     r"^validation_data: expected \(x, y\) or \(x, y, lengths\), got tuple of 1$"),
+    ("validation_lengths", fit(validation_data=(np.zeros((2, 5, 3)), np.zeros((2, 5), int),
+                                                [0, 5])), ValueError,
+     r"^validation_data: lengths: expected values in \[1, 5\] .*min 0"),
+    ("validation_lengths_with_bptt", fit(bptt=2, validation_data=(np.zeros((2, 5, 3)),
+                                                                  np.zeros((2, 5), int), LENGTHS)),
+     ValueError, r"^validation_data: lengths: expected None with bptt"),
+    ("validation_x", fit(validation_data=(np.zeros((2, 5, 4)), np.zeros((2, 5), int))), ValueError,
+     r"^validation_data: x: expected 3 features"),
+    ("adam_eps_inf", lambda m, x, y: m.fit(x, y, optimizer=optim.Adam(eps=INF)), ValueError,
+     r"^eps: expected a finite number > 0, got inf$"),
+    ("sgd_lr_inf", lambda m, x, y: m.fit(x, y, optimizer=optim.SGD(lr=INF)), ValueError,
+     r"^lr: expected a finite number > 0, got inf$"),
+    ("evaluate_n_threads", lambda m, x, y: m.evaluate(x, y, n_threads=1.5), TypeError,
+     r"^n_threads: expected an int or None, got float"),
+    ("loss_and_grads_n_threads", lambda m, x, y: m.loss_and_grads(x, y, n_threads="all"),
+     TypeError, r"^n_threads: expected an int or None, got str"),
+    ("apply_grads_list", lambda m, x, y: m.apply_grads([], optim.SGD()), TypeError,
+     r"^grads: expected a dict of arrays by parameter name, got list$"),
+    ("apply_grads_complex", lambda m, x, y: m.apply_grads(
+        {k: g.astype(complex) for k, g in m.loss_and_grads(x, y)[1].items()}, optim.SGD()),
+     TypeError, r"^grads\['weight_ih_l0'\]: expected an array of real numbers .*complex128$"),
+    ("apply_grads_strings", lambda m, x, y: m.apply_grads(
+        {k: np.full(p.shape, "1") for k, p in m.params.items()}, optim.SGD()),
+     TypeError, r"^grads\['weight_ih_l0'\]: expected an array of real numbers .*<U1$"),
+    ("apply_grads_clip_inf", lambda m, x, y: m.apply_grads(m.loss_and_grads(x, y)[1],
+                                                           optim.SGD(), clip=INF),
+     ValueError, r"^clip: expected a finite number > 0, got inf$"),
+]
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("call,exc,match", [c[1:] for c in BAD_TRAINING_CALLS],
+                         ids=[c[0] for c in BAD_TRAINING_CALLS])
+def test_bad_training_arguments_are_refused_before_any_update(call, exc, match, backend):
+    """Every argument of fit, evaluate, loss_and_grads and apply_grads is checked, on both
+    backends, before anything changes: the error names it and the parameters stay as they were
+    (the valid baseline changes them, so the comparison can fail)."""
+    model = rnnext.Model("gru", 3, 4, output_size=2, output="many_to_many", seed=0,
+                         backend=backend)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    y = np.array([[0, 1, 1, 0, 1], [1, 1, 0, 0, 1]])
+    before = {k: p.copy() for k, p in model.params.items()}
+    if exc is None:
+        call(model, x, y)
+        assert any(not np.array_equal(model.params[k], p) for k, p in before.items())
+        return
+    with pytest.raises(exc, match=match):
+        call(model, x, y)
+    for k, p in before.items():
+        np.testing.assert_array_equal(model.params[k], p, err_msg=k)
 
 
 FORKED_TRAINING = textwrap.dedent("""

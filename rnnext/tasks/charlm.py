@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..layers import random_generator
 from ..model import Model
 from . import data_text
 
@@ -64,7 +65,7 @@ def sample(model, chars, length, temperature=1.0, prime="Alice ", seed=0):
     if unknown or not prime:
         raise ValueError(f"prime: expected a non-empty text of the model's characters, got "
                          f"{prime!r} (unknown: {unknown})")
-    rng = np.random.default_rng(seed)
+    rng = random_generator(seed)
     V = len(chars)
     probs, state = model.forward(one_hot(np.array([[index[c] for c in prime]]), V))
     stream = model.stream(1)

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from ..layers import random_generator
 from ..model import Model
 from . import data_text
 
@@ -46,7 +47,7 @@ def encode(rows, vocab):
 
 def split(n, held_out, seed):
     """(train indices, held-out indices) of n rows, a fraction held_out of them held out."""
-    order = np.random.default_rng(seed).permutation(n)
+    order = random_generator(seed).permutation(n)
     cut = n - int(round(n * held_out))
     return np.sort(order[:cut]), np.sort(order[cut:])
 
