@@ -395,12 +395,15 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
     bptt: None, or truncated backpropagation through time for a many-to-many model: each
     batch's sequences are cut into chunks of bptt steps, an update after each chunk, the
     state carried (without gradient) from chunk to chunk and reset for each batch.
-    verbose: a progress bar on a terminal, one line per epoch elsewhere; False for none."""
+    verbose: a progress bar on a terminal, one line per epoch elsewhere; False for none (1 and
+    0 as Keras writes them)."""
     from .model import _positive_int
 
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
     shuffle = L._bool("shuffle", shuffle)
+    if type(verbose) is int and verbose in (0, 1):   # Keras's habit: 0 silent, 1 progress
+        verbose = bool(verbose)
     verbose = L._bool("verbose", verbose)
     rng = L.random_generator(seed)
     opt = optim.make_optimizer(optimizer, lr)

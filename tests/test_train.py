@@ -404,7 +404,10 @@ def test_progress_bar_on_a_terminal_and_lines_elsewhere(capsys, monkeypatch):
     assert "\r" in term.getvalue() and "2/2" in term.getvalue() and "[" in term.getvalue()
     monkeypatch.undo()
     model.fit(x, y, lengths, epochs=1, verbose=False)
+    model.fit(x, y, lengths, epochs=1, verbose=0)             # Keras's 0 and 1
     assert capsys.readouterr().out == ""
+    model.fit(x, y, lengths, epochs=1, verbose=1)
+    assert capsys.readouterr().out.startswith("epoch 1/1")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -481,7 +484,7 @@ BAD_TRAINING_CALLS = [
     ("shuffle_str", fit(shuffle="no"), TypeError, r"^shuffle: expected a bool, got str 'no'$"),
     ("shuffle_int", fit(shuffle=0), TypeError, r"^shuffle: expected a bool, got int 0$"),
     ("shuffle_none", fit(shuffle=None), TypeError, r"^shuffle: expected a bool, got NoneType"),
-    ("verbose_int", fit(verbose=1), TypeError, r"^verbose: expected a bool, got int 1$"),
+    ("verbose_int", fit(verbose=2), TypeError, r"^verbose: expected a bool, got int 2$"),
     ("verbose_str", fit(verbose="yes"), TypeError, r"^verbose: expected a bool, got str"),
     ("clip_inf", fit(clip=INF), ValueError, r"^clip: expected a finite number > 0, got inf$"),
     ("clip_value_inf", fit(clip=("value", INF)), ValueError, r"^clip\[1\] \(value\): .*got inf$"),
