@@ -38,6 +38,7 @@ cdef extern from "rnnext.h" nogil:
         RNX_CELL_GRU_RESET_BEFORE
 
     int RNX_MAX_SIZE
+    int RNX_MAX_ROWS
     int RNX_MAX_LAYERS
 
     ctypedef enum rnx_layer_kind:

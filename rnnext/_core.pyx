@@ -1,5 +1,6 @@
 # Thin binding of the C core: memoryviews in, one call with the GIL released, status -> exception.
 # Python (model.py) validates shapes and allocates outputs before anything reaches here.
+from libc.limits cimport INT_MAX
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
@@ -33,6 +34,7 @@ ACTS = {"linear": RNX_ACT_LINEAR, "sigmoid": RNX_ACT_SIGMOID, "tanh": RNX_ACT_TA
         "softplus": RNX_ACT_SOFTPLUS, "softmax": RNX_ACT_SOFTMAX}
 MAX_SIZE = RNX_MAX_SIZE
 MAX_LAYERS = RNX_MAX_LAYERS
+MAX_ROWS = RNX_MAX_ROWS
 # the enum each integer field of rnx_layer takes, for names given as strings
 _FIELD_NAMES = {"kind": LAYER_KINDS, "cell": CELLS, "direction": DIRECTIONS, "merge": MERGES,
                 "readout": READOUTS, "activation": ACTS}
@@ -49,6 +51,16 @@ cdef int check(rnx_status status, str what) except -1:
     if status == RNX_ERR_ISA_UNAVAILABLE:
         raise RuntimeError(message)
     raise ValueError(message)
+
+
+def check_batch(str name, B, T, shape):
+    """Refuses B sequences of T steps that the C core cannot take: B and T are C ints, and a call
+    runs at most RNX_MAX_ROWS steps in all (B * T). Models call it on either backend with the
+    argument's name and shape, before anything is copied or allocated."""
+    if B > INT_MAX or T > INT_MAX or B * T > RNX_MAX_ROWS:
+        raise ValueError(f"{name}: expected at most {INT_MAX} sequences (B) and time steps (T), "
+                         f"and at most {RNX_MAX_ROWS} steps in all (B * T), got shape "
+                         f"{tuple(shape)}")
 
 
 def version_number():
@@ -292,6 +304,7 @@ cdef class CoreModel:
             raise ValueError(f"{name}: expected a (B, T{'' if self.info['takes_ids'] else ', I'}) "
                              f"array, got {None if src is None else np.shape(src)}")
         B, T = src.shape[0], src.shape[1]
+        check_batch(name, B, T, src.shape)
         F = self.info["output_size"]
         S, C = self.info["state_size"], self.info["cell_size"]
         if mask is not None and getattr(mask, "dtype", None) == np.bool_:
@@ -349,6 +362,7 @@ cdef class CoreModel:
             raise ValueError(f"x: expected a (B, T, I) array, got "
                              f"{None if x is None else np.shape(x)}")
         B, T = x.shape[0], x.shape[1]
+        check_batch("x", B, T, x.shape)
         I, W = self.train_sizes
         S, C = self.info["state_size"], self.info["cell_size"]
         if mask is not None and getattr(mask, "dtype", None) == np.bool_:
