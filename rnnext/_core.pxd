@@ -40,6 +40,7 @@ cdef extern from "rnnext.h" nogil:
     int RNX_MAX_SIZE
     int RNX_MAX_ROWS
     int RNX_MAX_LAYERS
+    int RNX_MAX_THREADS
 
     ctypedef enum rnx_layer_kind:
         RNX_LAYER_EMBEDDING

@@ -34,6 +34,7 @@ ACTS = {"linear": RNX_ACT_LINEAR, "sigmoid": RNX_ACT_SIGMOID, "tanh": RNX_ACT_TA
         "softplus": RNX_ACT_SOFTPLUS, "softmax": RNX_ACT_SOFTMAX}
 MAX_SIZE = RNX_MAX_SIZE
 MAX_LAYERS = RNX_MAX_LAYERS
+MAX_THREADS = RNX_MAX_THREADS
 MAX_ROWS = RNX_MAX_ROWS
 # the enum each integer field of rnx_layer takes, for names given as strings
 _FIELD_NAMES = {"kind": LAYER_KINDS, "cell": CELLS, "direction": DIRECTIONS, "merge": MERGES,
@@ -331,7 +332,8 @@ cdef class CoreModel:
         if status == RNX_ERR_BAD_ARGUMENT:
             raise ValueError(f"forward: an argument is out of range ({name} ids in [0, "
                              f"{self.info['input_size']}), lengths in [1, {T}], mask 0/1, not "
-                             f"both lengths and mask) (rnnext status {<int>status})")
+                             f"both lengths and mask, n_threads at most {RNX_MAX_THREADS}) "
+                             f"(rnnext status {<int>status})")
         check(status, "forward")
 
     def stream(self, int batch):
@@ -384,7 +386,8 @@ cdef class CoreModel:
         if status == RNX_ERR_BAD_ARGUMENT:
             raise ValueError(f"forward_train: an argument is out of range (B <= {tape.B}, "
                              f"T <= {tape.T} and the tape's model, lengths in [1, {T}], mask "
-                             f"0/1, not both lengths and mask) (rnnext status {<int>status})")
+                             f"0/1, not both lengths and mask, n_threads at most "
+                             f"{RNX_MAX_THREADS}) (rnnext status {<int>status})")
         check(status, "forward_train")
 
     def backward(self, CoreTape tape not None, grads, dx, dh0, dc0, x, dseq, dh_n, dc_n,
@@ -416,7 +419,8 @@ cdef class CoreModel:
         with nogil:
             status = rnx_backward(self.ptr, tape.ptr, gp, dxp, dh0p, dc0p, xp, dsp, dhnp, dcnp,
                                   n_threads)
-        check(status, "backward (it needs a forward_train with the same model first)")
+        check(status, f"backward (it needs a forward_train with the same model first, and "
+                      f"n_threads at most {RNX_MAX_THREADS})")
 
 
 cdef class CoreTape:
