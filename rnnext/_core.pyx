@@ -1,5 +1,9 @@
 # Thin binding of the C core: memoryviews in, one call with the GIL released, status -> exception.
 # Python (model.py) validates shapes and allocates outputs before anything reaches here.
+# Alignment: the C core reads every array through typed pointers (float *, int32_t *), which C
+# requires to be aligned for their type (rnnext.h); a valid NumPy array may start at any byte
+# (np.frombuffer(buf, np.float32, offset=1)). Inputs pass through _aligned (a copy only where
+# misaligned), and _data refuses a misaligned output, which cannot be written through a copy.
 from libc.limits cimport INT_MAX
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
@@ -99,15 +103,26 @@ def isa_supported(str name):
     return bool(rnx_isa_supported(ISAS[name]))
 
 
-def activation(str name, const float[::1] x not None, str isa="auto"):
-    """The kernels' vectorised sigmoid or tanh of x, on the kernels of `isa`."""
+cdef object _aligned(object array):
+    """array, or a C-contiguous copy of it where it is a NumPy array whose data is not aligned
+    for its dtype (see the note at the top)."""
+    if isinstance(array, np.ndarray) and not np.PyArray_ISALIGNED(<np.ndarray>array):
+        return array.copy()
+    return array
+
+
+def activation(str name, x, str isa="auto"):
+    """The kernels' vectorised sigmoid or tanh of x (float32, 1-D), on the kernels of `isa`."""
     cdef rnx_function f = RNX_FN_SIGMOID if name == "sigmoid" else RNX_FN_TANH
     if name not in ("sigmoid", "tanh"):
         raise ValueError(f"name: expected 'sigmoid' or 'tanh', got {name!r}")
-    out = np.empty(x.shape[0], np.float32)
+    if x is None:
+        raise TypeError("x: expected a float32 array, got None")
+    cdef const float[::1] xv = _aligned(x)
+    out = np.empty(xv.shape[0], np.float32)
     cdef float[::1] o = out
     check(rnx_activation(ISAS[isa], f, &o[0] if o.shape[0] else NULL,
-                         &x[0] if x.shape[0] else NULL, x.shape[0]), f"activation(isa={isa!r})")
+                         &xv[0] if xv.shape[0] else NULL, xv.shape[0]), f"activation(isa={isa!r})")
     return out
 
 
@@ -220,13 +235,17 @@ def param_count(layers):
 
 
 cdef void *_data(object array, str name, object dtype, tuple shape, bint writable) except? NULL:
-    """The data pointer of `array`, a C-contiguous array of `dtype` and `shape`, or NULL for
-    None."""
+    """The data pointer of `array`, a C-contiguous array of `dtype` and `shape` whose data is
+    aligned for its dtype (inputs pass through _aligned first), or NULL for None."""
     if array is None:
         return NULL
     if not isinstance(array, np.ndarray) or array.dtype != dtype or not array.flags.c_contiguous:
         raise TypeError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} numpy array, got "
                         f"{type(array).__name__} {getattr(array, 'dtype', '')}")
+    if not np.PyArray_ISALIGNED(<np.ndarray>array):
+        raise ValueError(f"{name}: expected an array whose data is aligned for "
+                         f"{np.dtype(dtype).name} (at a multiple of {np.dtype(dtype).alignment} "
+                         f"bytes), got one at address {array.ctypes.data:#x}")
     if tuple(array.shape) != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {tuple(array.shape)}")
     if writable and not array.flags.writeable:
@@ -245,19 +264,22 @@ cdef class CoreModel:
     cdef rnx_model *ptr
     cdef readonly dict info
 
-    def __cinit__(self, layers, const float[::1] params not None, str isa="auto"):
+    def __cinit__(self, layers, params, str isa="auto"):
+        if params is None:
+            raise TypeError("params: expected a float32 array, got None")
+        cdef const float[::1] flat = _aligned(params)
         cdef _LayerList lst = _LayerList(layers)
         cdef size_t count = 0
         check(rnx_param_count(lst.ptr, lst.n, &count), "layers")
-        if <size_t>params.shape[0] != count:
-            raise ValueError(f"params: expected {count} floats, got {params.shape[0]}")
+        if <size_t>flat.shape[0] != count:
+            raise ValueError(f"params: expected {count} floats, got {flat.shape[0]}")
         if isa not in ISAS:
             raise ValueError(f"isa: expected one of {list(ISAS)}, got {isa!r}")
         cdef rnx_status status
         cdef int code = ISAS[isa]
         with nogil:
             status = rnx_model_create(&self.ptr, lst.ptr, lst.n, code,
-                                      &params[0] if count else NULL)
+                                      &flat[0] if count else NULL)
         if isa == "auto" and status == RNX_ERR_ISA_UNAVAILABLE:
             raise RuntimeError("RNNEXT_ISA names an instruction set that is unknown or not "
                                "supported by this CPU; use scalar, avx2 or avx512")
@@ -310,6 +332,7 @@ cdef class CoreModel:
         S, C = self.info["state_size"], self.info["cell_size"]
         if mask is not None and getattr(mask, "dtype", None) == np.bool_:
             mask = mask.view(np.uint8)
+        x, ids, h0, c0, lengths = [_aligned(a) for a in (x, ids, h0, c0, lengths)]
         cdef float *yp = <float *>_data(y, "y", np.float32,
                                         (B, T, F) if self.info["per_step"] else (B, F), True)
         cdef float *hnp = <float *>_data(h_n, "h_n", np.float32, (B * S,), True)
@@ -369,6 +392,7 @@ cdef class CoreModel:
         S, C = self.info["state_size"], self.info["cell_size"]
         if mask is not None and getattr(mask, "dtype", None) == np.bool_:
             mask = mask.view(np.uint8)
+        x, h0, c0, lengths = [_aligned(a) for a in (x, h0, c0, lengths)]
         cdef float *seqp = <float *>_data(seq, "seq", np.float32, (B, T, W), True)
         cdef float *hnp = <float *>_data(h_n, "h_n", np.float32, (B * S,), True)
         cdef float *cnp = <float *>_data(c_n, "c_n", np.float32, (B * C,), True)
@@ -406,6 +430,7 @@ cdef class CoreModel:
         S, C = self.info["state_size"], self.info["cell_size"]
         if grads is None or x is None:
             raise ValueError(f"{'grads' if grads is None else 'x'}: expected an array, got None")
+        x, dseq, dh_n, dc_n = [_aligned(a) for a in (x, dseq, dh_n, dc_n)]
         cdef float *gp = <float *>_data(grads, "grads", np.float32,
                                         (self.info["recurrent_param_count"],), True)
         cdef float *dxp = <float *>_data(dx, "dx", np.float32, (B, T, I), True)
@@ -447,6 +472,13 @@ cdef class CoreTape:
                 and T <= self.T)
 
 
+cdef inline bint _ready(object x, object dtype):
+    """Whether x goes to C as it is: a C-contiguous, aligned NumPy array of dtype (the hot path
+    of a stream's step: no Python-level attribute lookups)."""
+    return isinstance(x, np.ndarray) and (<np.ndarray>x).dtype == dtype and \
+        np.PyArray_ISCARRAY_RO(<np.ndarray>x)
+
+
 cdef class CoreStream:
     """One step per call of a streamable CoreModel over `batch` sequences, the states kept in C.
     step() is the hot path: a C-contiguous x (float32) or ids (int32) goes to C without a copy.
@@ -479,11 +511,11 @@ cdef class CoreStream:
         cdef const int32_t *idp = NULL
         cdef rnx_status status
         if self.takes_ids:
-            if getattr(x, "dtype", None) != np.int32 or not x.flags.c_contiguous:
+            if not _ready(x, np.int32):
                 arr = np.asarray(x)
                 if arr.dtype.kind not in "biu":
                     raise TypeError(f"x: expected integer token ids, got dtype {arr.dtype}")
-                x = np.ascontiguousarray(arr, dtype=np.int32)
+                x = np.require(arr, np.int32, "CA")
             if x.shape != (self.batch,):
                 raise ValueError(f"x: expected token ids of shape ({self.batch},), got "
                                  f"{tuple(x.shape)}")
@@ -492,11 +524,11 @@ cdef class CoreStream:
         else:
             want = f"({self.batch}, {self.input_size})" + (
                 f" or ({self.input_size},)" if self.batch == 1 else "")
-            if getattr(x, "dtype", None) != np.float32 or not x.flags.c_contiguous:
+            if not _ready(x, np.float32):
                 arr = np.asarray(x)
                 if arr.dtype.kind not in "biuf":
                     raise TypeError(f"x: expected an array of real numbers, got dtype {arr.dtype}")
-                x = np.ascontiguousarray(arr, dtype=np.float32)
+                x = np.require(arr, np.float32, "CA")
             if x.shape not in ((self.batch, self.input_size),) + (
                     ((self.input_size,),) if self.batch == 1 else ()):
                 raise ValueError(f"x: expected shape {want}, got {tuple(x.shape)}")
@@ -515,6 +547,7 @@ cdef class CoreStream:
 
     def reset(self, h0=None, c0=None):
         """States to h0 (batch * state_size,), c0 (batch * cell_size,), or zeros where None."""
+        h0, c0 = _aligned(h0), _aligned(c0)
         cdef const float *h0p = <const float *>_data(h0, "h0", np.float32,
                                                      (self.batch * self.state_size,), False)
         cdef const float *c0p = <const float *>_data(c0, "c0", np.float32,

@@ -8,6 +8,14 @@
  *   L layers, D directions (1 or 2). All arrays are float32, C order, owned by the caller.
  *   Every call returns an rnx_status; the library never prints, exits or aborts.
  *
+ * Alignment
+ *   Every array must be aligned for its element type, as C requires of any float * or
+ *   int32_t * (4 bytes; a misaligned pointer is undefined behaviour in the caller already).
+ *   Nothing more is assumed: the kernels' vector loads and stores touch only the library's own
+ *   buffers, which it aligns itself, and callers' arrays are read and written one element at a
+ *   time or with memcpy, so an array may start at any multiple of 4 bytes. (The Python package
+ *   copies a NumPy array whose data is not aligned before it reaches this library.)
+ *
  * Thread safety
  *   One rnx_model may be shared by any number of threads calling rnx_forward at once: a model is
  *   read-only after rnx_model_create. The library never calls omp_set_num_threads; the thread
