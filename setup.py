@@ -1,8 +1,9 @@
 """Build of rnnext's compiled core: the C sources in csrc/ and the Cython binding rnnext/_core.pyx.
 
 OpenMP: a probe compiles, links and runs a tiny OpenMP program with the compiler that builds the
-extension. Where that fails the build warns loudly and continues without threads;
-RNNEXT_NO_OPENMP=1 skips OpenMP on purpose.
+extension, linked with the flags from the environment (LDFLAGS, CFLAGS, CPPFLAGS) that the
+extension's link gets, so that a sanitizer build keeps OpenMP. Where that fails the build warns
+loudly and continues without threads; RNNEXT_NO_OPENMP=1 skips OpenMP on purpose.
 
 Kernels: csrc/kernel_scalar.c is built with the baseline flags. On x86-64, kernel_avx2.c and
 kernel_avx512.c are built as separate objects with their own -m flags, and the library picks one
@@ -10,6 +11,7 @@ at run time from CPUID; nothing is built with -march=native.
 """
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -56,8 +58,18 @@ def warn(message):
     sys.stderr.write(f"\n{bar}\nrnnext build WARNING: {message}\n{bar}\n\n")
 
 
+def environment_link_flags(environ=os.environ):
+    """The flags from the environment that distutils adds to the extension's link command
+    (LDSHARED): LDFLAGS, CFLAGS and CPPFLAGS. Its executables get none of them, so the OpenMP
+    probe adds them itself: a build with CFLAGS=LDFLAGS=-fsanitize=... links the sanitizers'
+    runtimes into the probe as into the extension."""
+    return [flag for name in ("LDFLAGS", "CFLAGS", "CPPFLAGS")
+            for flag in shlex.split(environ.get(name, ""))]
+
+
 def openmp_works(compiler):
-    """Compile, link and run a tiny OpenMP program with `compiler`."""
+    """Compile, link and run a tiny OpenMP program with `compiler` (configured from the
+    environment: it compiles with CFLAGS) and the extension's link flags."""
     tmp = tempfile.mkdtemp(prefix="rnnext-omp-")
     try:
         src = os.path.join(tmp, "probe.c")
@@ -65,7 +77,8 @@ def openmp_works(compiler):
             f.write(OPENMP_PROBE)
         objects = compiler.compile([src], output_dir=tmp, extra_postargs=OPENMP_FLAGS)
         exe = os.path.join(tmp, "probe")
-        compiler.link_executable(objects, exe, extra_postargs=OPENMP_FLAGS)
+        compiler.link_executable(objects, exe,
+                                 extra_postargs=OPENMP_FLAGS + environment_link_flags())
         out = subprocess.run([exe], capture_output=True, text=True, timeout=60)
         return out.returncode == 0 and out.stdout.strip() == "1"
     except Exception:
@@ -121,7 +134,8 @@ compiler_directives = {"language_level": 3, "boundscheck": False, "wraparound": 
 if os.environ.get("RNNEXT_DEBUG", "") not in ("", "0"):
     compiler_directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
 
-setup(
-    ext_modules=cythonize([extension], compiler_directives=compiler_directives),
-    cmdclass={"build_ext": BuildCore},
-)
+if __name__ == "__main__":  # as pip and setuptools run it; tests import the probe
+    setup(
+        ext_modules=cythonize([extension], compiler_directives=compiler_directives),
+        cmdclass={"build_ext": BuildCore},
+    )

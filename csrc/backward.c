@@ -349,7 +349,8 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
                              const int32_t *lengths, const uint8_t *mask, int B, int T,
                              int n_threads) {
     if (!model || !tape || !x) return RNX_ERR_NULL_ARGUMENT;
-    if (!tape_fits(tape, model) || B < 1 || T < 1 || B > tape->B_max || T > tape->T_max)
+    if (!tape_fits(tape, model) || B < 1 || T < 1 || B > tape->B_max || T > tape->T_max ||
+        n_threads > RNX_MAX_THREADS)
         return RNX_ERR_BAD_ARGUMENT;
     const rnx_status checked = rnx_check_steps(lengths, mask, B, T);
     if (checked != RNX_OK) return checked;
@@ -837,7 +838,7 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
                         float *dh0, float *dc0, const float *x, const float *dseq,
                         const float *dh_n, const float *dc_n, int n_threads) {
     if (!model || !tape || !grads || !x) return RNX_ERR_NULL_ARGUMENT;
-    if (tape->model != model) return RNX_ERR_BAD_ARGUMENT;
+    if (tape->model != model || n_threads > RNX_MAX_THREADS) return RNX_ERR_BAD_ARGUMENT;
     const rnx_model *m = model;
     const int nb = m->n_blocks, B = tape->B;
     const int threads = thread_count(n_threads, 2.0 * blocks_macs(m, B, tape->T));

@@ -49,7 +49,8 @@ int rnx_has_openmp(void) {
 
 int rnx_max_threads(void) {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    const int threads = omp_get_max_threads();
+    return threads < RNX_MAX_THREADS ? threads : RNX_MAX_THREADS;
 #else
     return 1;
 #endif
@@ -77,7 +78,7 @@ int rnx_threads_for_call(int n_threads) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, register_fork_handler);
     if (forked_after_parallel) return 1;
-    const int threads = n_threads > 0 ? n_threads : omp_get_max_threads();
+    const int threads = n_threads > 0 ? n_threads : rnx_max_threads();
     if (threads > 1) parallel_started = 1;
     return threads;
 #else

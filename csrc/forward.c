@@ -500,7 +500,8 @@ rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
     if (!model) return RNX_ERR_NULL_ARGUMENT;
     const int takes_ids = model->info.takes_ids;
     if (takes_ids ? !ids : !x) return RNX_ERR_NULL_ARGUMENT;
-    if ((takes_ids && x) || (!takes_ids && ids) || (lengths && mask) || B < 1 || T < 1)
+    if ((takes_ids && x) || (!takes_ids && ids) || (lengths && mask) || B < 1 || T < 1 ||
+        n_threads > RNX_MAX_THREADS)
         return RNX_ERR_BAD_ARGUMENT;
     if ((long long)B * T > RNX_MAX_ROWS) return RNX_ERR_OVERFLOW;
     const forward_args args = {y, h_n, c_n, x, ids, h0, c0, lengths, mask, B, T};

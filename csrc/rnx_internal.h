@@ -71,8 +71,9 @@ extern const rnx_kernels rnx_kernels_avx512;
 /* G, the gates of `cell` (an rnx_cell), or 0 for an unknown cell. */
 int rnx_cell_gates(int cell);
 
-/* Threads for a call asking for n_threads (<= 0: the OpenMP default): 1 without OpenMP, and 1 in
- * a process forked after its parent started OpenMP threads (libgomp cannot run there). */
+/* Threads for a call asking for n_threads (<= 0: rnx_max_threads(); the entry points refuse more
+ * than RNX_MAX_THREADS): 1 without OpenMP, and 1 in a process forked after its parent started
+ * OpenMP threads (libgomp cannot run there). */
 int rnx_threads_for_call(int n_threads);
 /* 1 in a process forked after its parent started OpenMP threads: every call runs on one. */
 int rnx_forked_serial(void);

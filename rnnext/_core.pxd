@@ -38,7 +38,9 @@ cdef extern from "rnnext.h" nogil:
         RNX_CELL_GRU_RESET_BEFORE
 
     int RNX_MAX_SIZE
+    int RNX_MAX_ROWS
     int RNX_MAX_LAYERS
+    int RNX_MAX_THREADS
 
     ctypedef enum rnx_layer_kind:
         RNX_LAYER_EMBEDDING

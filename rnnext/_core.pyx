@@ -1,5 +1,10 @@
 # Thin binding of the C core: memoryviews in, one call with the GIL released, status -> exception.
 # Python (model.py) validates shapes and allocates outputs before anything reaches here.
+# Alignment: the C core reads every array through typed pointers (float *, int32_t *), which C
+# requires to be aligned for their type (rnnext.h); a valid NumPy array may start at any byte
+# (np.frombuffer(buf, np.float32, offset=1)). Inputs pass through _aligned (a copy only where
+# misaligned), and _data refuses a misaligned output, which cannot be written through a copy.
+from libc.limits cimport INT_MAX
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
@@ -33,6 +38,8 @@ ACTS = {"linear": RNX_ACT_LINEAR, "sigmoid": RNX_ACT_SIGMOID, "tanh": RNX_ACT_TA
         "softplus": RNX_ACT_SOFTPLUS, "softmax": RNX_ACT_SOFTMAX}
 MAX_SIZE = RNX_MAX_SIZE
 MAX_LAYERS = RNX_MAX_LAYERS
+MAX_THREADS = RNX_MAX_THREADS
+MAX_ROWS = RNX_MAX_ROWS
 # the enum each integer field of rnx_layer takes, for names given as strings
 _FIELD_NAMES = {"kind": LAYER_KINDS, "cell": CELLS, "direction": DIRECTIONS, "merge": MERGES,
                 "readout": READOUTS, "activation": ACTS}
@@ -49,6 +56,16 @@ cdef int check(rnx_status status, str what) except -1:
     if status == RNX_ERR_ISA_UNAVAILABLE:
         raise RuntimeError(message)
     raise ValueError(message)
+
+
+def check_batch(str name, B, T, shape):
+    """Refuses B sequences of T steps that the C core cannot take: B and T are C ints, and a call
+    runs at most RNX_MAX_ROWS steps in all (B * T). Models call it on either backend with the
+    argument's name and shape, before anything is copied or allocated."""
+    if B > INT_MAX or T > INT_MAX or B * T > RNX_MAX_ROWS:
+        raise ValueError(f"{name}: expected at most {INT_MAX} sequences (B) and time steps (T), "
+                         f"and at most {RNX_MAX_ROWS} steps in all (B * T), got shape "
+                         f"{tuple(shape)}")
 
 
 def version_number():
@@ -86,15 +103,26 @@ def isa_supported(str name):
     return bool(rnx_isa_supported(ISAS[name]))
 
 
-def activation(str name, const float[::1] x not None, str isa="auto"):
-    """The kernels' vectorised sigmoid or tanh of x, on the kernels of `isa`."""
+cdef object _aligned(object array):
+    """array, or a C-contiguous copy of it where it is a NumPy array whose data is not aligned
+    for its dtype (see the note at the top)."""
+    if isinstance(array, np.ndarray) and not np.PyArray_ISALIGNED(<np.ndarray>array):
+        return array.copy()
+    return array
+
+
+def activation(str name, x, str isa="auto"):
+    """The kernels' vectorised sigmoid or tanh of x (float32, 1-D), on the kernels of `isa`."""
     cdef rnx_function f = RNX_FN_SIGMOID if name == "sigmoid" else RNX_FN_TANH
     if name not in ("sigmoid", "tanh"):
         raise ValueError(f"name: expected 'sigmoid' or 'tanh', got {name!r}")
-    out = np.empty(x.shape[0], np.float32)
+    if x is None:
+        raise TypeError("x: expected a float32 array, got None")
+    cdef const float[::1] xv = _aligned(x)
+    out = np.empty(xv.shape[0], np.float32)
     cdef float[::1] o = out
     check(rnx_activation(ISAS[isa], f, &o[0] if o.shape[0] else NULL,
-                         &x[0] if x.shape[0] else NULL, x.shape[0]), f"activation(isa={isa!r})")
+                         &xv[0] if xv.shape[0] else NULL, xv.shape[0]), f"activation(isa={isa!r})")
     return out
 
 
@@ -207,13 +235,17 @@ def param_count(layers):
 
 
 cdef void *_data(object array, str name, object dtype, tuple shape, bint writable) except? NULL:
-    """The data pointer of `array`, a C-contiguous array of `dtype` and `shape`, or NULL for
-    None."""
+    """The data pointer of `array`, a C-contiguous array of `dtype` and `shape` whose data is
+    aligned for its dtype (inputs pass through _aligned first), or NULL for None."""
     if array is None:
         return NULL
     if not isinstance(array, np.ndarray) or array.dtype != dtype or not array.flags.c_contiguous:
         raise TypeError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} numpy array, got "
                         f"{type(array).__name__} {getattr(array, 'dtype', '')}")
+    if not np.PyArray_ISALIGNED(<np.ndarray>array):
+        raise ValueError(f"{name}: expected an array whose data is aligned for "
+                         f"{np.dtype(dtype).name} (at a multiple of {np.dtype(dtype).alignment} "
+                         f"bytes), got one at address {array.ctypes.data:#x}")
     if tuple(array.shape) != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {tuple(array.shape)}")
     if writable and not array.flags.writeable:
@@ -233,19 +265,22 @@ cdef class CoreModel:
     cdef readonly dict info
     cdef readonly bint retired
 
-    def __cinit__(self, layers, const float[::1] params not None, str isa="auto"):
+    def __cinit__(self, layers, params, str isa="auto"):
+        if params is None:
+            raise TypeError("params: expected a float32 array, got None")
+        cdef const float[::1] flat = _aligned(params)
         cdef _LayerList lst = _LayerList(layers)
         cdef size_t count = 0
         check(rnx_param_count(lst.ptr, lst.n, &count), "layers")
-        if <size_t>params.shape[0] != count:
-            raise ValueError(f"params: expected {count} floats, got {params.shape[0]}")
+        if <size_t>flat.shape[0] != count:
+            raise ValueError(f"params: expected {count} floats, got {flat.shape[0]}")
         if isa not in ISAS:
             raise ValueError(f"isa: expected one of {list(ISAS)}, got {isa!r}")
         cdef rnx_status status
         cdef int code = ISAS[isa]
         with nogil:
             status = rnx_model_create(&self.ptr, lst.ptr, lst.n, code,
-                                      &params[0] if count else NULL)
+                                      &flat[0] if count else NULL)
         if isa == "auto" and status == RNX_ERR_ISA_UNAVAILABLE:
             raise RuntimeError("RNNEXT_ISA names an instruction set that is unknown or not "
                                "supported by this CPU; use scalar, avx2 or avx512")
@@ -293,10 +328,12 @@ cdef class CoreModel:
             raise ValueError(f"{name}: expected a (B, T{'' if self.info['takes_ids'] else ', I'}) "
                              f"array, got {None if src is None else np.shape(src)}")
         B, T = src.shape[0], src.shape[1]
+        check_batch(name, B, T, src.shape)
         F = self.info["output_size"]
         S, C = self.info["state_size"], self.info["cell_size"]
         if mask is not None and getattr(mask, "dtype", None) == np.bool_:
             mask = mask.view(np.uint8)
+        x, ids, h0, c0, lengths = [_aligned(a) for a in (x, ids, h0, c0, lengths)]
         cdef float *yp = <float *>_data(y, "y", np.float32,
                                         (B, T, F) if self.info["per_step"] else (B, F), True)
         cdef float *hnp = <float *>_data(h_n, "h_n", np.float32, (B * S,), True)
@@ -319,7 +356,8 @@ cdef class CoreModel:
         if status == RNX_ERR_BAD_ARGUMENT:
             raise ValueError(f"forward: an argument is out of range ({name} ids in [0, "
                              f"{self.info['input_size']}), lengths in [1, {T}], mask 0/1, not "
-                             f"both lengths and mask) (rnnext status {<int>status})")
+                             f"both lengths and mask, n_threads at most {RNX_MAX_THREADS}) "
+                             f"(rnnext status {<int>status})")
         check(status, "forward")
 
     def stream(self, int batch, check_x=None, current=None):
@@ -355,10 +393,12 @@ cdef class CoreModel:
             raise ValueError(f"x: expected a (B, T, I) array, got "
                              f"{None if x is None else np.shape(x)}")
         B, T = x.shape[0], x.shape[1]
+        check_batch("x", B, T, x.shape)
         I, W = self.train_sizes
         S, C = self.info["state_size"], self.info["cell_size"]
         if mask is not None and getattr(mask, "dtype", None) == np.bool_:
             mask = mask.view(np.uint8)
+        x, h0, c0, lengths = [_aligned(a) for a in (x, h0, c0, lengths)]
         cdef float *seqp = <float *>_data(seq, "seq", np.float32, (B, T, W), True)
         cdef float *hnp = <float *>_data(h_n, "h_n", np.float32, (B * S,), True)
         cdef float *cnp = <float *>_data(c_n, "c_n", np.float32, (B * C,), True)
@@ -376,7 +416,8 @@ cdef class CoreModel:
         if status == RNX_ERR_BAD_ARGUMENT:
             raise ValueError(f"forward_train: an argument is out of range (B <= {tape.B}, "
                              f"T <= {tape.T} and the tape's model, lengths in [1, {T}], mask "
-                             f"0/1, not both lengths and mask) (rnnext status {<int>status})")
+                             f"0/1, not both lengths and mask, n_threads at most "
+                             f"{RNX_MAX_THREADS}) (rnnext status {<int>status})")
         check(status, "forward_train")
 
     def backward(self, CoreTape tape not None, grads, dx, dh0, dc0, x, dseq, dh_n, dc_n,
@@ -395,6 +436,7 @@ cdef class CoreModel:
         S, C = self.info["state_size"], self.info["cell_size"]
         if grads is None or x is None:
             raise ValueError(f"{'grads' if grads is None else 'x'}: expected an array, got None")
+        x, dseq, dh_n, dc_n = [_aligned(a) for a in (x, dseq, dh_n, dc_n)]
         cdef float *gp = <float *>_data(grads, "grads", np.float32,
                                         (self.info["recurrent_param_count"],), True)
         cdef float *dxp = <float *>_data(dx, "dx", np.float32, (B, T, I), True)
@@ -408,7 +450,8 @@ cdef class CoreModel:
         with nogil:
             status = rnx_backward(self.ptr, tape.ptr, gp, dxp, dh0p, dc0p, xp, dsp, dhnp, dcnp,
                                   n_threads)
-        check(status, "backward (it needs a forward_train with the same model first)")
+        check(status, f"backward (it needs a forward_train with the same model first, and "
+                      f"n_threads at most {RNX_MAX_THREADS})")
 
 
 cdef class CoreTape:
@@ -436,14 +479,13 @@ cdef class CoreTape:
 
 
 cdef bint _step_form(object x, int typenum, int batch, int width):
-    """Whether x is what a stream step passes to C as is: a C-contiguous, native-order array of
-    typenum, shaped (batch, width) (ids: width 0, (batch,)) or, for a batch of one, without the
-    batch axis."""
+    """Whether x is what a stream step passes to C as is: a C-contiguous, aligned, native-order
+    array of typenum, shaped (batch, width) (ids: width 0, (batch,)) or, for a batch of one,
+    without the batch axis."""
     if not isinstance(x, np.ndarray):
         return False
     cdef np.ndarray a = <np.ndarray>x
-    if np.PyArray_TYPE(a) != typenum or not np.PyArray_ISNOTSWAPPED(a) \
-            or not np.PyArray_IS_C_CONTIGUOUS(a):
+    if np.PyArray_TYPE(a) != typenum or not np.PyArray_ISCARRAY_RO(a):
         return False
     cdef int ndim = np.PyArray_NDIM(a), full = 2 if width else 1
     cdef np.npy_intp *dims = np.PyArray_DIMS(a)
@@ -493,14 +535,14 @@ cdef class CoreStream:
         cdef int width = 0 if self.takes_ids else self.input_size
         if not _step_form(x, typenum, self.batch, width):
             if self.check_x is not None:
-                x = self.check_x(x)
+                x = _aligned(self.check_x(x))
             if not _step_form(x, typenum, self.batch, width):
                 dtype, shape = ("int32", f"({self.batch},)") if self.takes_ids else \
                     ("float32", f"({self.batch}, {width})")
                 got = type(x).__name__ if not isinstance(x, np.ndarray) else \
                     f"{x.dtype.str} {x.shape}" + ("" if x.flags.c_contiguous else ", strided")
-                raise TypeError(f"x: expected a C-contiguous {dtype} numpy array of shape {shape},"
-                                f" got {got}")
+                raise TypeError(f"x: expected a C-contiguous, aligned {dtype} numpy array of shape "
+                                f"{shape}, got {got}")
         cdef const float *xp = NULL
         cdef const int32_t *idp = NULL
         if self.takes_ids:
@@ -537,6 +579,7 @@ cdef class CoreStream:
 
     def reset(self, h0=None, c0=None):
         """States to h0 (batch * state_size,), c0 (batch * cell_size,), or zeros where None."""
+        h0, c0 = _aligned(h0), _aligned(c0)
         cdef const float *h0p = <const float *>_data(h0, "h0", np.float32,
                                                      (self.batch * self.state_size,), False)
         cdef const float *c0p = <const float *>_data(c0, "c0", np.float32,

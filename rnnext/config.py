@@ -71,8 +71,8 @@ def _check_count(n_threads, what):
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"{what}: expected an int or None, got {type(n_threads).__name__}")
     n_threads = int(n_threads)
-    if abs(n_threads) > 1 << 16:
-        raise ValueError(f"{what}: expected at most {1 << 16} threads either way, got "
+    if abs(n_threads) > _core.MAX_THREADS:   # the C core's limit (rnnext.h, RNX_MAX_THREADS)
+        raise ValueError(f"{what}: expected at most {_core.MAX_THREADS} threads either way, got "
                          f"{n_threads}")
     if n_threads == 0:
         raise ValueError(f"{what}: expected None, a positive count or a negative count back "

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import layers as L
 from . import reference
-from ._core import MAX_SIZE
+from ._core import MAX_SIZE, check_batch
 from .config import resolve_threads
 
 BACKENDS = ("c", "numpy")
@@ -54,11 +54,17 @@ def _asarray(name, value, expected):
 def _float32_array(name, value, dtype=np.float32):
     """value as a C-contiguous float32 (or dtype) array (a copy only where needed). Real numbers
     only: booleans, integers and floats; complex, object, string and date arrays are refused."""
+    return _real_array(name, value).astype(dtype, order="C", copy=False)
+
+
+def _real_array(name, value):
+    """value as an array (no copy of an array), refused unless of real numbers, as
+    _float32_array: for checks that must come before any copy."""
     arr = _asarray(name, value, "an array of real numbers")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected an array of real numbers (bool, int or float), got "
                         f"dtype {arr.dtype}")
-    return arr.astype(dtype, order="C", copy=False)
+    return arr
 
 
 _SHORTHAND_DEFAULTS = dict(hidden_size=None, num_layers=1, bidirectional=False,
@@ -197,7 +203,7 @@ class Model:
             x, unbatched = self._ids(x)
             B, T = x.shape
         else:
-            x = _float32_array("x", x)
+            x = _real_array("x", x)
             I = spec.input_size
             if x.ndim not in (2, 3):
                 raise ValueError(f"x: expected (B, T, {I}) or (T, {I}), got shape {x.shape}")
@@ -208,6 +214,8 @@ class Model:
             if features != I:
                 raise ValueError(f"x: expected {I} features in the last axis, got shape "
                                  f"{x.shape[1:] if unbatched else x.shape}")
+            check_batch("x", B, T, x.shape[1:] if unbatched else x.shape)
+            x = x.astype(np.float32, order="C", copy=False)
         shown = x.shape[1:] if unbatched else x.shape
         if B == 0:
             raise ValueError(f"x: expected a batch of at least one sequence, got shape {x.shape}")
@@ -228,6 +236,7 @@ class Model:
         unbatched = arr.ndim == 1
         if unbatched:
             arr = arr[None]
+        check_batch("x", *arr.shape, arr.shape[1:] if unbatched else arr.shape)
         return self._in_vocabulary(arr), unbatched
 
     @staticmethod

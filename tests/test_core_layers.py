@@ -576,7 +576,7 @@ def test_streams_refuse_what_needs_the_future_and_bad_steps(rng):
         moving.step(np.array([1, 2], np.int32))
     # without a check_x (Model.stream's), only the core's form goes in
     for bad in (np.array([1, 2]), np.array([1, 2, 3], np.int32), np.arange(4, dtype=np.int32)[::2]):
-        with pytest.raises(TypeError, match=r"^x: expected a C-contiguous int32 .*\(2,\), got"):
+        with pytest.raises(TypeError, match=r"^x: expected a C-contiguous, aligned int32 .*\(2,\), got"):
             stream.step(bad)
 
 

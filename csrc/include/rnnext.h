@@ -8,6 +8,14 @@
  *   L layers, D directions (1 or 2). All arrays are float32, C order, owned by the caller.
  *   Every call returns an rnx_status; the library never prints, exits or aborts.
  *
+ * Alignment
+ *   Every array must be aligned for its element type, as C requires of any float * or
+ *   int32_t * (4 bytes; a misaligned pointer is undefined behaviour in the caller already).
+ *   Nothing more is assumed: the kernels' vector loads and stores touch only the library's own
+ *   buffers, which it aligns itself, and callers' arrays are read and written one element at a
+ *   time or with memcpy, so an array may start at any multiple of 4 bytes. (The Python package
+ *   copies a NumPy array whose data is not aligned before it reaches this library.)
+ *
  * Thread safety
  *   One rnx_model may be shared by any number of threads calling rnx_forward at once: a model is
  *   read-only after rnx_model_create. The library never calls omp_set_num_threads; the thread
@@ -95,8 +103,18 @@ RNX_API rnx_isa rnx_default_isa(void);
 RNX_API int rnx_isa_supported(rnx_isa isa);
 /* "auto", "scalar", "avx2", "avx512"; "unknown" for other values. */
 RNX_API const char *rnx_isa_name(rnx_isa isa);
+/* The most threads a call may ask for: n_threads above it is RNX_ERR_BAD_ARGUMENT, and the
+ * OpenMP default that n_threads <= 0 takes is capped at it. 1024 is above the hardware threads
+ * of the largest shared-memory servers sold today (2 sockets x 192 cores x 2 = 768), so no
+ * machine loses speed to it, and far below the counts where thread creation fails (Linux's
+ * default vm.max_map_count, 65530 maps at two a thread stack, stops at about 32K threads; libgomp
+ * then ends the process, which a library must never let happen). Each thread of a call also
+ * takes its own workspace. */
+#define RNX_MAX_THREADS 1024
+
 /* The number of threads a call with n_threads <= 0 would use: OpenMP's default (which honours
- * OMP_NUM_THREADS), or 1 when the library was built without OpenMP. */
+ * OMP_NUM_THREADS) capped at RNX_MAX_THREADS, or 1 when the library was built without
+ * OpenMP. */
 RNX_API int rnx_max_threads(void);
 /* 1 when the library was compiled with OpenMP. */
 RNX_API int rnx_has_openmp(void);
@@ -286,8 +304,11 @@ RNX_API rnx_status rnx_model_layer(const rnx_model *model, int index, rnx_layer 
  *              zeros (Keras); a reverse direction walks t = T-1 .. 0 taking the unmasked steps.
  *              lengths and mask together: RNX_ERR_BAD_ARGUMENT. An embedding with mask_zero
  *              masks the steps whose id is 0 (and with lengths, those past it too).
- *   n_threads  threads to use (OpenMP over the batch); <= 0 for rnx_max_threads(). In a process
- *              forked after this library started threads, calls run on one thread.
+ *   n_threads  threads to use (OpenMP over the batch), at most RNX_MAX_THREADS
+ *              (RNX_ERR_BAD_ARGUMENT above it); <= 0 for rnx_max_threads(). A call starts no
+ *              more threads than it has parts of work: rows of the batch, or for a small batch
+ *              the panels of the recurrent product. In a process forked after this library
+ *              started threads, calls run on one thread.
  * Readouts see the valid steps only; a sequence without one gives zeros for last, mean and max,
  * and its initial states for final. The results do not depend on n_threads. Workspace is
  * allocated once per call; it does not grow with T when every recurrent layer runs forward,

@@ -67,7 +67,7 @@ static void check_versions_and_names(void) {
     EXPECT(strcmp(rnx_isa_name(RNX_ISA_AVX512), "avx512") == 0);
     EXPECT(strcmp(rnx_isa_name((rnx_isa)42), "unknown") == 0);
     EXPECT(rnx_isa_supported(RNX_ISA_SCALAR));
-    EXPECT(rnx_max_threads() >= 1);
+    EXPECT(rnx_max_threads() >= 1 && rnx_max_threads() <= RNX_MAX_THREADS);
     EXPECT(rnx_has_openmp() == 0 || rnx_has_openmp() == 1);
 }
 
@@ -165,7 +165,34 @@ static void check_forward_arguments(const rnx_model *m, float *y, const float *x
     lengths[B - 1] = -1;
     EXPECT(FWD(m, x, NULL, lengths, NULL, B, T) == RNX_ERR_BAD_ARGUMENT);
 #undef FWD
+    /* more threads than RNX_MAX_THREADS: refused before any thread starts */
+    EXPECT(rnx_forward(m, y, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T,
+                       RNX_MAX_THREADS + 1) == RNX_ERR_BAD_ARGUMENT);
+    EXPECT(rnx_forward(m, y, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 1 << 30) ==
+           RNX_ERR_BAD_ARGUMENT);
     free(lengths), free(ids), free(mask);
+}
+
+/* the training calls refuse more threads than RNX_MAX_THREADS, and run after a refusal */
+static void check_training_threads(const rnx_model *m, const float *x, int B, int T) {
+    const rnx_model_info info = rnx_model_get_info(m);
+    rnx_tape *tape = NULL;
+    float *grads = malloc(info.recurrent_param_count * sizeof *grads);
+    EXPECT(rnx_tape_create(&tape, m, B, T) == RNX_OK);
+    if (!tape || !grads) {
+        free(grads);
+        rnx_tape_free(tape);
+        return;
+    }
+    EXPECT(rnx_forward_train(m, tape, NULL, NULL, NULL, x, NULL, NULL, NULL, NULL, B, T,
+                             RNX_MAX_THREADS + 1) == RNX_ERR_BAD_ARGUMENT);
+    EXPECT(rnx_forward_train(m, tape, NULL, NULL, NULL, x, NULL, NULL, NULL, NULL, B, T,
+                             RNX_MAX_THREADS) == RNX_OK);
+    EXPECT(rnx_backward(m, tape, grads, NULL, NULL, NULL, x, NULL, NULL, NULL,
+                        RNX_MAX_THREADS + 1) == RNX_ERR_BAD_ARGUMENT);
+    EXPECT(rnx_backward(m, tape, grads, NULL, NULL, NULL, x, NULL, NULL, NULL, 2) == RNX_OK);
+    free(grads);
+    rnx_tape_free(tape);
 }
 
 /* the info and list a model reports, its streams' statuses, and an embedding model's ids */
@@ -365,6 +392,7 @@ int main(int argc, char **argv) {
     float *c_n = malloc(ns * sizeof *c_n), *h_alone = malloc(ns * sizeof *h_alone);
     float *y_default = malloc(ny * sizeof *y_default);
     check_forward_arguments(model, y, x, B, T);
+    check_training_threads(model, x, B, T);
     memset(c_n, 0, ns * sizeof *c_n); /* only the LSTM writes it */
     s = rnx_forward(model, y, h_n, c_n, x, NULL, h0, c0, lengths, NULL, B, T, h[THREADS]);
     EXPECT(s == RNX_OK);
