@@ -17,7 +17,8 @@ from .io import load
 config._register_threadpoolctl()
 
 __all__ = ["Model", "layers", "Embedding", "RNN", "LSTM", "GRU", "Readout", "Dense", "from_torch",
-           "load", "from_onnx", "from_keras", "show_config", "set_num_threads", "get_num_threads", "threads", "__version__"]
+           "load", "from_onnx", "from_keras", "show_config", "set_num_threads", "get_num_threads",
+           "threads", "__version__"]
 
 
 def from_onnx(source, backend="c"):
