@@ -87,6 +87,24 @@ def openmp_works(compiler):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def build_flags(ext):
+    """The flags that matter to the compiled core, as show_config() reports them: the
+    extension's, the environment's CFLAGS, the kernels' and Cython's checks."""
+    parts = [" ".join(ext.extra_compile_args)]
+    if os.environ.get("CFLAGS"):
+        parts.append(f"CFLAGS={os.environ['CFLAGS']}")
+    if is_x86_64():
+        parts += [f"{name}: {' '.join(flags)}" for name, flags in X86_KERNELS.items()]
+    if compiler_directives["boundscheck"]:
+        parts.append("Cython bounds checks (RNNEXT_DEBUG)")
+    return "; ".join(parts)
+
+
+def c_string(text):
+    """text as a C string literal, for a -D macro (the compiler is run without a shell)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class BuildCore(build_ext):
     """Adds the OpenMP decision and the per-ISA kernel objects to the extension."""
 
@@ -104,6 +122,7 @@ class BuildCore(build_ext):
             if use_openmp:
                 ext.extra_compile_args += OPENMP_FLAGS
                 ext.extra_link_args += OPENMP_FLAGS
+            ext.define_macros.append(("RNX_BUILD_FLAGS", c_string(build_flags(ext))))
             if is_x86_64():
                 ext.define_macros.append(("RNX_X86_KERNELS", "1"))
                 for name, flags in X86_KERNELS.items():

@@ -8,6 +8,8 @@ from libc.limits cimport INT_MAX
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
+import os
+
 import numpy as np
 cimport numpy as np
 
@@ -16,8 +18,29 @@ np.import_array()
 cdef extern from *:
     """
     static const char *rnx_built_with = __VERSION__;
+    #ifndef RNX_BUILD_FLAGS
+    #define RNX_BUILD_FLAGS "unknown (not built by setup.py)"
+    #endif
+    static const char *rnx_build_flags = RNX_BUILD_FLAGS;
+    /* The file of the OpenMP runtime this module's calls go to, as the dynamic linker resolved
+     * it ("" without OpenMP or where dladdr is missing), and the OpenMP version compiled for. */
+    #if defined(_OPENMP) && !defined(_WIN32)
+    #include <dlfcn.h>
+    #include <omp.h>
+    static const char *rnx_openmp_library(void) {
+        Dl_info info;
+        return dladdr((void *)&omp_get_max_threads, &info) && info.dli_fname ? info.dli_fname : "";
+    }
+    static const int rnx_openmp_version = _OPENMP;
+    #else
+    static const char *rnx_openmp_library(void) { return ""; }
+    static const int rnx_openmp_version = 0;
+    #endif
     """
     const char *rnx_built_with
+    const char *rnx_build_flags
+    const char *rnx_openmp_library()
+    const int rnx_openmp_version
 
 ISAS = {"auto": RNX_ISA_AUTO, "scalar": RNX_ISA_SCALAR, "avx2": RNX_ISA_AVX2,
         "avx512": RNX_ISA_AVX512}
@@ -90,6 +113,17 @@ def last_team():
 
 def compiler():
     return rnx_built_with.decode()
+
+
+def build_flags():
+    return rnx_build_flags.decode()
+
+
+def openmp_runtime():
+    """(the OpenMP runtime library's file as loaded, or None; the OpenMP version built for as
+    yyyymm, 0 without OpenMP)."""
+    path = os.fsdecode(rnx_openmp_library())
+    return path or None, rnx_openmp_version
 
 
 def default_isa():

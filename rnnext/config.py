@@ -12,6 +12,9 @@ from . import _core
 __version__ = "0.1.0"
 
 
+# _OPENMP's values (yyyymm) and the versions of the specification they stand for
+OPENMP_VERSIONS = {200805: "3.0", 201107: "3.1", 201307: "4.0", 201511: "4.5", 201811: "5.0",
+                   202011: "5.1", 202111: "5.2", 202411: "6.0"}
 _setting = None   # set_num_threads: the process-wide count, or None to follow the environment
 
 
@@ -160,6 +163,17 @@ def _register_threadpoolctl():
     threadpoolctl.register(RnnextController)
 
 
+def openmp_runtime():
+    """The OpenMP runtime the core's threads come from: its file as the dynamic linker loaded it
+    (a process may hold more than one runtime: PyTorch, for one, brings its own) and the OpenMP
+    version the core was built for; None without OpenMP."""
+    path, version = _core.openmp_runtime()
+    if not version:
+        return None
+    spec = OPENMP_VERSIONS.get(version)
+    return f"{path or 'unknown file'} (_OPENMP {version}" + (f": OpenMP {spec})" if spec else ")")
+
+
 def config():
     """The build and run-time configuration as a dict."""
     isa = _core.default_isa()
@@ -170,7 +184,9 @@ def config():
         "threads": available_threads(),
         "isa": isa if isa is not None else f"invalid RNNEXT_ISA={os.environ.get('RNNEXT_ISA')!r}",
         "isa_supported": [n for n in ("scalar", "avx2", "avx512") if _core.isa_supported(n)],
+        "openmp_runtime": openmp_runtime(),
         "compiler": _core.compiler(),
+        "build_flags": _core.build_flags(),
         "machine": platform.machine(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,

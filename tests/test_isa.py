@@ -72,6 +72,22 @@ def test_default_isa_is_the_widest_supported():
 
 
 # ---------------------------------------------------------------------------------------------
+def test_show_config_names_the_build_flags_and_the_openmp_runtime_loaded():
+    config = rnnext.config.config()
+    flags = config["build_flags"]
+    assert flags.startswith("-O3 ") and "-march=native" not in flags
+    if not _core.has_openmp():
+        assert config["openmp_runtime"] is None and "-fopenmp" not in flags
+        return
+    assert "-fopenmp" in flags
+    path = config["openmp_runtime"].split(" (_OPENMP ")[0]
+    assert os.path.basename(path).startswith(("libgomp", "libomp", "libiomp"))
+    if os.path.exists("/proc/self/maps"):   # a file the kernel says this process has mapped
+        with open("/proc/self/maps") as f:
+            mapped = {os.path.realpath(line.split()[-1]) for line in f if "/" in line}
+        assert os.path.realpath(path) in mapped
+
+
 # RNNEXT_ISA in a fresh process
 
 
