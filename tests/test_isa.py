@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rnnext
-from conftest import (CELLS, ISAS, assert_f32_close, core_cell, flat_core_params, flat_states,
+from conftest import (CELLS, ISAS, assert_f32_close, flat_core_params, flat_states,
                       make_model, num_directions, random_lengths, random_state, run_python,
                       state_parts)
 from rnnext import Model, _core, layers, reference
