@@ -87,6 +87,35 @@ int rnx_threads_for_call(int n_threads) {
 #endif
 }
 
+#ifdef _OPENMP
+typedef struct region {
+    void (*body)(void *, rnx_team);
+    void *arg;
+    int threads, team;
+} region;
+
+static void run_region(region *r) {
+#pragma omp parallel num_threads(r->threads)
+    {
+        const rnx_team team = {omp_get_thread_num(), omp_get_num_threads()};
+        if (team.id == 0) r->team = team.size;
+        r->body(r->arg, team);
+    }
+}
+#endif
+
+int rnx_parallel(void (*body)(void *arg, rnx_team team), void *arg, int threads) {
+#ifdef _OPENMP
+    if (threads > 1) {
+        region r = {body, arg, threads, 1};
+        run_region(&r);
+        return r.team;
+    }
+#endif
+    body(arg, (rnx_team){0, 1});
+    return 1;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 #if defined(RNX_X86_KERNELS)

@@ -183,6 +183,20 @@ typedef struct rnx_team {
     int id, size;
 } rnx_team;
 
+/* Where the team's members wait for each other (nothing for a thread alone). */
+static inline void rnx_team_barrier(rnx_team team) {
+    if (team.size > 1) {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+    }
+}
+
+/* Runs body(arg, team) once on each member of a team of up to `threads` OpenMP threads (one
+ * parallel region; body may use orphaned barriers) and returns the team's size; threads <= 1:
+ * on the calling thread alone, team {0, 1}. Bodies take any team size. */
+int rnx_parallel(void (*body)(void *arg, rnx_team team), void *arg, int threads);
+
 /* The scratch memory of one slice of Bs rows, sized by (Bs, H, chunk) when every layer runs
  * forward, by T otherwise. */
 typedef struct rnx_workspace {
