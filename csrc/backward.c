@@ -312,8 +312,8 @@ static void slice(int n, int i, int parts, int *lo, int *hi) {
 #define RNX_MACS_PER_THREAD 4000000.0
 
 /* The threads for a call of `macs` multiply-adds: n_threads (<= 0: rnx_max_threads()), fewer
- * when the work is small, and one in a forked child (rnx_threads_for_call). Results never
- * depend on it. */
+ * when the work is small, and one without OpenMP (rnx_threads_for_call). Results never depend
+ * on it. */
 static int thread_count(int n_threads, double macs) {
     int threads = n_threads > 0 ? n_threads : rnx_max_threads();
     if (threads > macs / RNX_MACS_PER_THREAD) threads = (int)(macs / RNX_MACS_PER_THREAD);
