@@ -20,10 +20,6 @@
 #include <string.h>
 #include "general.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* (step, row) pairs per block of the weight-gradient products: a block of packed previous states
  * (KC x Hp) stays in L2 while the rows of dG^T stream past it. */
 #define RNX_KC 256
@@ -316,8 +312,8 @@ static void slice(int n, int i, int parts, int *lo, int *hi) {
 #define RNX_MACS_PER_THREAD 4000000.0
 
 /* The threads for a call of `macs` multiply-adds: n_threads (<= 0: rnx_max_threads()), fewer
- * when the work is small, and one in a forked child (rnx_threads_for_call). Results never
- * depend on it. */
+ * when the work is small, and one without OpenMP (rnx_threads_for_call). Results never depend
+ * on it. */
 static int thread_count(int n_threads, double macs) {
     int threads = n_threads > 0 ? n_threads : rnx_max_threads();
     if (threads > macs / RNX_MACS_PER_THREAD) threads = (int)(macs / RNX_MACS_PER_THREAD);
@@ -336,13 +332,30 @@ static double blocks_macs(const rnx_model *m, int B, int T) {
     return macs;
 }
 
+typedef struct forward_split {
+    const rnx_model *m;
+    rnx_tape *tape;
+    const train_args *args;
+    int parts;
+    rnx_status status;
+} forward_split;
+
+/* Parts planned for `parts` threads; a team given fewer threads takes several each. */
+static void forward_body(void *arg, rnx_team team) {
+    forward_split *split = arg;
+    for (int part = team.id; part < split->parts; part += team.size) {
+        int b0, b1;
+        slice(split->tape->B, part, split->parts, &b0, &b1);
+        const rnx_status s = b1 > b0 ? forward_rows(split->m, split->tape, split->args, b0, b1)
+                                     : RNX_OK;
+        if (s != RNX_OK) {
 #ifdef _OPENMP
-static int thread_id(void) { return omp_get_thread_num(); }
-static int team_size(void) { return omp_get_num_threads(); }
-#else
-static int thread_id(void) { return 0; }
-static int team_size(void) { return 1; }
+#pragma omp critical(rnx_forward_train_status)
 #endif
+            split->status = s;
+        }
+    }
+}
 
 rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq, float *h_n,
                              float *c_n, const float *x, const float *h0, const float *c0,
@@ -365,25 +378,9 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
     int threads = thread_count(n_threads, blocks_macs(model, B, T));
     if (threads > B) threads = B;
     const train_args args = {seq, h_n, c_n, x, h0, c0};
-    rnx_status status = RNX_OK;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1)
-#endif
-    {
-        /* parts are planned for `threads`; a team given fewer threads takes several each */
-        for (int part = thread_id(); part < threads; part += team_size()) {
-            int b0, b1;
-            slice(B, part, threads, &b0, &b1);
-            const rnx_status s = b1 > b0 ? forward_rows(model, tape, &args, b0, b1) : RNX_OK;
-            if (s != RNX_OK) {
-#ifdef _OPENMP
-#pragma omp critical(rnx_forward_train_status)
-#endif
-                status = s;
-            }
-        }
-    }
-    if (status != RNX_OK) return status;
+    forward_split split = {model, tape, &args, threads, RNX_OK};
+    rnx_parallel(forward_body, &split, threads);
+    if (split.status != RNX_OK) return split.status;
     tape->model = model;
     return RNX_OK;
 }
@@ -834,6 +831,48 @@ static void weight_grads_plain(const backward_plan *p, const backward_args *a, i
 
 static int max_int(int a, int b) { return a > b ? a : b; }
 
+typedef struct backward_split {
+    backward_plan *p;
+    const backward_args *args;
+} backward_split;
+
+/* Parts planned for p->threads threads; a team given fewer threads takes several each. */
+static void backward_body(void *arg, rnx_team team) {
+    backward_plan *p = ((backward_split *)arg)->p;
+    const backward_args *args = ((backward_split *)arg)->args;
+    const int nb = p->m->n_blocks, threads = p->threads;
+    /* phase 1: rows are independent through every block, so no barrier until phase 2 */
+    for (int part = team.id; part < threads; part += team.size) {
+        int b0, b1;
+        slice(p->t->B, part, threads, &b0, &b1);
+        for (int k = nb - 1; b1 > b0 && k >= 0; k--) {
+            const rnx_block *b = &p->m->blocks[k];
+            for (int d = 0; d < b->directions; d++) {
+                if (trains_plain(b)) backward_plain(p, args, k, d, b0, b1, &p->scratch[part]);
+                else backward_packed(p, args, k, d, b0, b1, &p->scratch[part]);
+            }
+            if (k > 0 || args->dx) input_grad(p, args, k, b0, b1);
+        }
+    }
+    rnx_team_barrier(team);
+    /* phase 2: each block and direction's slots split over the parts */
+    for (int part = team.id; part < threads; part += team.size)
+        for (int k = 0; k < nb; k++) {
+            const rnx_block *b = &p->m->blocks[k];
+            for (int d = 0; d < b->directions; d++) {
+                int q0, q1;
+                slice(p->dirs[2 * k + d].slots, part, threads, &q0, &q1);
+                if (q1 <= q0) continue;
+                if (trains_plain(b)) {
+                    weight_grads_plain(p, args, k, d, q0, q1, &p->scratch[part]);
+                } else {
+                    const int pw = 4 * b->kernels->vw;
+                    weight_grads_packed(p, args, k, d, q0 * pw, q1 * pw, &p->scratch[part]);
+                }
+            }
+        }
+}
+
 rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
                         float *dh0, float *dc0, const float *x, const float *dseq,
                         const float *dh_n, const float *dc_n, int n_threads) {
@@ -896,43 +935,8 @@ rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, fl
     }
 
     const backward_args args = {grads, dx, dh0, dc0, x, dseq, dh_n, dc_n};
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1)
-#endif
-    {
-        /* phase 1: rows are independent through every block, so no barrier until phase 2 */
-        for (int part = thread_id(); part < threads; part += team_size()) {
-            int b0, b1;
-            slice(B, part, threads, &b0, &b1);
-            for (int k = nb - 1; b1 > b0 && k >= 0; k--) {
-                const rnx_block *b = &m->blocks[k];
-                for (int d = 0; d < b->directions; d++) {
-                    if (trains_plain(b)) backward_plain(&p, &args, k, d, b0, b1, &p.scratch[part]);
-                    else backward_packed(&p, &args, k, d, b0, b1, &p.scratch[part]);
-                }
-                if (k > 0 || dx) input_grad(&p, &args, k, b0, b1);
-            }
-        }
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-        /* phase 2: each block and direction's slots split over the parts */
-        for (int part = thread_id(); part < threads; part += team_size())
-            for (int k = 0; k < nb; k++) {
-                const rnx_block *b = &m->blocks[k];
-                for (int d = 0; d < b->directions; d++) {
-                    int q0, q1;
-                    slice(p.dirs[2 * k + d].slots, part, threads, &q0, &q1);
-                    if (q1 <= q0) continue;
-                    if (trains_plain(b)) {
-                        weight_grads_plain(&p, &args, k, d, q0, q1, &p.scratch[part]);
-                    } else {
-                        const int pw = 4 * b->kernels->vw;
-                        weight_grads_packed(&p, &args, k, d, q0 * pw, q1 * pw, &p.scratch[part]);
-                    }
-                }
-            }
-    }
+    backward_split split = {&p, &args};
+    rnx_parallel(backward_body, &split, threads);
     tape->model = NULL; /* the gates are gradients now */
     free(block);
     free(p.dirs);

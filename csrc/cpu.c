@@ -56,18 +56,6 @@ int rnx_max_threads(void) {
 #endif
 }
 
-/* libgomp's thread pool does not survive fork(): a child that starts a parallel region after its
- * parent had one waits forever for threads that were not copied. Such children run serially. */
-#ifdef _OPENMP
-#include <pthread.h>
-static volatile int parallel_started = 0, forked_after_parallel = 0;
-static void on_fork_child(void) { forked_after_parallel = parallel_started; }
-static void register_fork_handler(void) { pthread_atfork(NULL, NULL, on_fork_child); }
-int rnx_forked_serial(void) { return forked_after_parallel; }
-#else
-int rnx_forked_serial(void) { return 0; }
-#endif
-
 /* The team of the last rnx_forward on this OS thread: callers check what they really got. */
 static _Thread_local int last_team = 0;
 void rnx_note_team(int threads) { last_team = threads; }
@@ -75,16 +63,63 @@ int rnx_last_team(void) { return last_team; }
 
 int rnx_threads_for_call(int n_threads) {
 #ifdef _OPENMP
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, register_fork_handler);
-    if (forked_after_parallel) return 1;
-    const int threads = n_threads > 0 ? n_threads : rnx_max_threads();
-    if (threads > 1) parallel_started = 1;
-    return threads;
+    return n_threads > 0 ? n_threads : rnx_max_threads();
 #else
     (void)n_threads;
     return 1;
 #endif
+}
+
+/* libgomp keeps the thread pool of a parallel region in the thread-local state of the region's
+ * master thread. fork() copies only the forking thread: in the child, if that thread was a master
+ * in the parent (of this library's regions or of any other library's), its next region waits
+ * forever for pool threads that were not copied. So in a forked child the forking thread runs
+ * each region from a fresh thread, whose pool libgomp frees when it exits; threads started in the
+ * child have no stale pool and run their regions directly. The fork handler is registered when
+ * the library is loaded, so every fork after that is seen. */
+#ifdef _OPENMP
+#include <pthread.h>
+static volatile int forked = 0;
+static pthread_t forking_thread;
+static void on_fork_child(void) {
+    forking_thread = pthread_self();
+    forked = 1;
+}
+__attribute__((constructor)) static void register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+typedef struct region {
+    void (*body)(void *, rnx_team);
+    void *arg;
+    int threads, team;
+} region;
+
+static void *run_region(void *p) {
+    region *r = p;
+#pragma omp parallel num_threads(r->threads)
+    {
+        const rnx_team team = {omp_get_thread_num(), omp_get_num_threads()};
+        if (team.id == 0) r->team = team.size;
+        r->body(r->arg, team);
+    }
+    return NULL;
+}
+#endif
+
+int rnx_parallel(void (*body)(void *arg, rnx_team team), void *arg, int threads) {
+#ifdef _OPENMP
+    if (threads > 1) {
+        region r = {body, arg, threads, 1};
+        pthread_t fresh;
+        if (!forked || !pthread_equal(pthread_self(), forking_thread)) run_region(&r);
+        else if (pthread_create(&fresh, NULL, run_region, &r) == 0) pthread_join(fresh, NULL);
+        else body(arg, (rnx_team){0, 1}); /* no thread to start one from: a team of one */
+        return r.team;
+    }
+#endif
+    body(arg, (rnx_team){0, 1});
+    return 1;
 }
 
 /* ------------------------------------------------------------------------------------------ */

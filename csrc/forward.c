@@ -10,10 +10,6 @@
 #include <string.h>
 #include "general.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* Input projections of one chunk are kept under this many bytes (per slice). */
 #define RNX_CHUNK_BYTES (256 * 1024)
 #define RNX_MAX_CHUNK 64
@@ -31,14 +27,6 @@
 
 static float *view_row(rnx_seq_view v, int r, int t) {
     return v.base + r * v.row_stride + (ptrdiff_t)(t - v.t_origin) * v.t_stride;
-}
-
-static void team_barrier(rnx_team team) {
-    if (team.size > 1) {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-    }
 }
 
 /* Every layer runs forward: the chunks can go through the whole stack. */
@@ -317,7 +305,7 @@ void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, 
                 else
                     memset(dst, 0, (u1 - u0) * sizeof(float));
             }
-        team_barrier(team);
+        rnx_team_barrier(team);
     }
 }
 
@@ -335,7 +323,7 @@ static void merge_directions(const rnx_workspace *ws, rnx_team team, int merge, 
                        : merge == RNX_MERGE_MUL ? o[u] * v[u]
                                                 : (o[u] + v[u]) * 0.5f;
         }
-    team_barrier(team);
+    rnx_team_barrier(team);
 }
 
 /* A (rows, Bs, width) buffer of the workspace as a view starting at step t_origin. */
@@ -364,7 +352,7 @@ void rnx_run_blocks(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_se
                 rnx_readout_steps(m, ws, team,
                                   buffer_view(ws->mid[last & 1], Bs, m->blocks[last].width, t0), y,
                                   t0, t1);
-                team_barrier(team); /* the next chunk overwrites what the readout read */
+                rnx_team_barrier(team); /* the next chunk overwrites what the readout read */
             }
         }
         return;
@@ -397,7 +385,7 @@ void rnx_run_blocks(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_se
     if (kept) {
         rnx_readout_steps(m, ws, team, buffer_view(ws->mid[last & 1], Bs, m->blocks[last].width, 0),
                           y, 0, T);
-        team_barrier(team);
+        rnx_team_barrier(team);
     }
 }
 
@@ -424,9 +412,23 @@ static void run_member(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx
     if (y) rnx_readout_end(m, ws, team, y, T);
 }
 
-/* Rows [b0, b1) of the batch, by this thread alone (threads == 1) or by a team of threads. */
+typedef struct member_args {
+    const rnx_model *m;
+    rnx_workspace *ws;
+    rnx_seq_view x;
+    float *y;
+    int T;
+} member_args;
+
+static void member_body(void *arg, rnx_team team) {
+    const member_args *a = arg;
+    run_member(a->m, a->ws, team, a->x, a->y, a->T);
+}
+
+/* Rows [b0, b1) of the batch, by this thread alone (threads == 1) or by a team of threads; *team:
+ * the threads that ran them. */
 static rnx_status run_rows(const rnx_model *m, const forward_args *a, int b0, int b1,
-                           int threads) {
+                           int threads, int *team) {
     const int T = a->T, I = m->info.input_size, F = m->info.output_size;
     rnx_workspace ws;
     rnx_status s = rnx_workspace_create(&ws, m, b1 - b0, T, threads);
@@ -440,17 +442,8 @@ static rnx_status run_rows(const rnx_model *m, const forward_args *a, int b0, in
     rnx_seq_view x = {NULL, 0, 0, 0};
     if (a->x) x = (rnx_seq_view){(float *)a->x + (size_t)b0 * T * I, (ptrdiff_t)T * I, I, 0};
     float *y = a->y ? a->y + (size_t)b0 * (m->info.per_step ? (size_t)T * F : (size_t)F) : NULL;
-    if (threads > 1) {
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-        {
-            if (omp_get_thread_num() == 0) rnx_note_team(omp_get_num_threads());
-            run_member(m, &ws, (rnx_team){omp_get_thread_num(), omp_get_num_threads()}, x, y, T);
-        }
-#endif
-    } else {
-        run_member(m, &ws, (rnx_team){0, 1}, x, y, T);
-    }
+    member_args members = {m, &ws, x, y, T};
+    *team = rnx_parallel(member_body, &members, threads);
     rnx_store_states(m, &ws, a->h_n, a->c_n, a->B, b0, T);
     rnx_workspace_free(&ws);
     return RNX_OK;
@@ -473,6 +466,28 @@ static int team_threads(const rnx_model *m, int B, int threads) {
     }
     while (threads > 1 && (macs / threads < RNX_TEAM_MIN_MACS || npanels < threads)) threads--;
     return threads;
+}
+
+typedef struct split_args {
+    const rnx_model *m;
+    const forward_args *a;
+    rnx_status status;
+} split_args;
+
+/* One slice of the batch per member of the team, each on its own. */
+static void split_body(void *arg, rnx_team team) {
+    split_args *split = arg;
+    const int B = split->a->B;
+    const int b0 = (int)((long long)B * team.id / team.size);
+    const int b1 = (int)((long long)B * (team.id + 1) / team.size);
+    int alone;
+    const rnx_status s = b1 > b0 ? run_rows(split->m, split->a, b0, b1, 1, &alone) : RNX_OK;
+    if (s != RNX_OK) {
+#ifdef _OPENMP
+#pragma omp critical(rnx_forward_status)
+#endif
+        split->status = s;
+    }
 }
 
 rnx_status rnx_check_steps(const int32_t *lengths, const uint8_t *mask, int B, int T) {
@@ -508,23 +523,16 @@ rnx_status rnx_forward(const rnx_model *model, float *y, float *h_n, float *c_n,
     rnx_status status = check_inputs(model, &args);
     if (status != RNX_OK) return status;
     const int threads = rnx_threads_for_call(n_threads);
-    rnx_note_team(1);
-    if (threads <= 1) return run_rows(model, &args, 0, B, 1);
+    int team = 1;
     /* fewer than two rows a thread: share the rows, split the panels (measured 1.4-2x on 2
      * threads for B = 2, 3 where slices of 1 and 2 rows leave a thread idle half the time) */
-    if (B < 2 * threads) return run_rows(model, &args, 0, B, team_threads(model, B, threads));
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-    {
-        const int i = omp_get_thread_num(), n = omp_get_num_threads();
-        if (i == 0) rnx_note_team(n);
-        const int b0 = (int)((long long)B * i / n), b1 = (int)((long long)B * (i + 1) / n);
-        rnx_status s = b1 > b0 ? run_rows(model, &args, b0, b1, 1) : RNX_OK;
-        if (s != RNX_OK) {
-#pragma omp critical(rnx_forward_status)
-            status = s;
-        }
+    if (B < 2 * threads) {
+        status = run_rows(model, &args, 0, B, team_threads(model, B, threads), &team);
+    } else {
+        split_args split = {model, &args, RNX_OK};
+        team = rnx_parallel(split_body, &split, threads);
+        status = split.status;
     }
-#endif
+    rnx_note_team(team);
     return status;
 }

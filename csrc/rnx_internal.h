@@ -72,11 +72,8 @@ extern const rnx_kernels rnx_kernels_avx512;
 int rnx_cell_gates(int cell);
 
 /* Threads for a call asking for n_threads (<= 0: rnx_max_threads(); the entry points refuse more
- * than RNX_MAX_THREADS): 1 without OpenMP, and 1 in a process forked after its parent started
- * OpenMP threads (libgomp cannot run there). */
+ * than RNX_MAX_THREADS): 1 without OpenMP. */
 int rnx_threads_for_call(int n_threads);
-/* 1 in a process forked after its parent started OpenMP threads: every call runs on one. */
-int rnx_forked_serial(void);
 /* The threads the last rnx_forward on the calling OS thread ran on (0 before any): noted by the
  * driver, read by callers that check the share they got. */
 void rnx_note_team(int threads);
@@ -182,6 +179,22 @@ typedef struct rnx_seq_view {
 typedef struct rnx_team {
     int id, size;
 } rnx_team;
+
+/* Where the team's members wait for each other (nothing for a thread alone). */
+static inline void rnx_team_barrier(rnx_team team) {
+    if (team.size > 1) {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+    }
+}
+
+/* Runs body(arg, team) once on each member of a team of up to `threads` OpenMP threads (one
+ * parallel region; body may use orphaned barriers) and returns the team's size; threads <= 1:
+ * on the calling thread alone, team {0, 1}. In a process forked after this library was loaded,
+ * the thread that forked runs the region from a fresh thread (cpu.c); where that thread cannot
+ * be started, body runs as a team of one. Bodies take any team size. */
+int rnx_parallel(void (*body)(void *arg, rnx_team team), void *arg, int threads);
 
 /* The scratch memory of one slice of Bs rows, sized by (Bs, H, chunk) when every layer runs
  * forward, by T otherwise. */

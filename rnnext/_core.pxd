@@ -198,5 +198,4 @@ cdef extern from "rnnext.h" nogil:
 
 
 cdef extern from "rnx_internal.h" nogil:
-    int rnx_forked_serial()
     int rnx_last_team()

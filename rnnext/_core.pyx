@@ -103,10 +103,6 @@ def max_threads():
     return rnx_max_threads()
 
 
-def forked_serial():
-    return bool(rnx_forked_serial())
-
-
 def last_team():
     return rnx_last_team()
 

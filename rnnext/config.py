@@ -58,11 +58,10 @@ def _omp_num_threads():
 
 
 def available_threads():
-    """Threads a call with n_threads=None uses, resolved now: 1 without OpenMP or in a process
-    forked after its parent ran threads; else set_num_threads's count where set; else
-    OMP_NUM_THREADS as it is now, or the CPUs this process may use (affinity and cgroup quota),
-    whichever is smaller."""
-    if not _core.has_openmp() or _core.forked_serial():
+    """Threads a call with n_threads=None uses, resolved now: 1 without OpenMP; else
+    set_num_threads's count where set; else OMP_NUM_THREADS as it is now, or the CPUs this
+    process may use (affinity and cgroup quota), whichever is smaller."""
+    if not _core.has_openmp():
         return 1
     if _setting is not None:
         return _setting

@@ -184,8 +184,8 @@ def test_worker_with_two_cores_share(environ, rng):
 
 @pytest.mark.skipif(not _core.has_openmp(), reason="needs an OpenMP build")
 def test_forked_worker_after_parent_threads(environ, rng):
-    """Workers forked from this process after it ran 2 threads run on one (the core's fork
-    guard), even with OMP_NUM_THREADS=2, and give the same results instead of hanging."""
+    """Workers forked from this process after it ran 2 threads run on 2 with OMP_NUM_THREADS=2,
+    and give the same results instead of hanging."""
     model = features_sequence()
     x = inputs(model, rng, 24, 7)
     want = model.predict(x, n_threads=2)
@@ -193,7 +193,7 @@ def test_forked_worker_after_parent_threads(environ, rng):
     with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
         local, c = cluster(1, env={"OMP_NUM_THREADS": "2"})
     with local, c:
-        assert probe_workers(c) == [(rnnext.__file__, 1, 1, "2")]
+        assert probe_workers(c) == [(rnnext.__file__, 2, 2, "2")]
         got = c.compute(predict_array(model, da.from_array(x, chunks=8))).result(timeout=TIMEOUT)
     np.testing.assert_array_equal(got, want)
 

@@ -223,7 +223,7 @@ def _predict_in_worker(model, x):
 def test_pickle_ships_to_a_worker_process():
     model = Model("gru", 4, 8, bidirectional=True, output_size=2, seed=6)
     x = np.random.default_rng(3).standard_normal((3, 5, 4), np.float32)
-    # spawn: a forked child of a process whose OpenMP pool has started can hang in libgomp
+    # spawn: a fresh interpreter, which has the model only as the pickle brings it
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         remote = pool.apply(_predict_in_worker, (model, x))
     np.testing.assert_array_equal(remote, model.predict(x))

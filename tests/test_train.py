@@ -570,8 +570,8 @@ FORKED_TRAINING = textwrap.dedent("""
 
 
 def test_forked_workers_train_without_hanging():
-    """libgomp's threads do not survive fork(): training calls in the child run on one thread,
-    with the same gradients."""
+    """libgomp's threads do not survive fork(): training calls in a child forked after the
+    parent's run on threads of their own, with the same gradients."""
     run = run_python(FORKED_TRAINING)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"

@@ -308,7 +308,8 @@ RNX_API rnx_status rnx_model_layer(const rnx_model *model, int index, rnx_layer 
  *              (RNX_ERR_BAD_ARGUMENT above it); <= 0 for rnx_max_threads(). A call starts no
  *              more threads than it has parts of work: rows of the batch, or for a small batch
  *              the panels of the recurrent product. In a process forked after this library
- *              started threads, calls run on one thread.
+ *              was loaded, the forking thread's calls open their threads from a fresh thread
+ *              (libgomp's threads of the parent were not copied).
  * Readouts see the valid steps only; a sequence without one gives zeros for last, mean and max,
  * and its initial states for final. The results do not depend on n_threads. Workspace is
  * allocated once per call; it does not grow with T when every recurrent layer runs forward,
