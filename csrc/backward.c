@@ -311,13 +311,12 @@ static void slice(int n, int i, int parts, int *lo, int *hi) {
  * threads per call and 0.1 s with one. */
 #define RNX_MACS_PER_THREAD 4000000.0
 
-/* The threads for a call of `macs` multiply-adds: n_threads (<= 0: rnx_max_threads()), fewer
- * when the work is small, and one without OpenMP (rnx_threads_for_call). Results never depend
- * on it. */
+/* The threads for a call of `macs` multiply-adds: rnx_threads_for_call's, fewer when the work is
+ * small. Results never depend on it. */
 static int thread_count(int n_threads, double macs) {
-    int threads = n_threads > 0 ? n_threads : rnx_max_threads();
+    int threads = rnx_threads_for_call(n_threads);
     if (threads > macs / RNX_MACS_PER_THREAD) threads = (int)(macs / RNX_MACS_PER_THREAD);
-    return rnx_threads_for_call(threads > 1 ? threads : 1);
+    return threads > 1 ? threads : 1;
 }
 
 /* Multiply-adds of the blocks' input and recurrent products over B*T steps (the forward pass;

@@ -57,8 +57,8 @@ def _omp_num_threads():
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def available_threads():
-    """Threads a call with n_threads=None uses, resolved now: 1 without OpenMP; else
+def get_num_threads():
+    """The threads a call with n_threads=None would use now: 1 without OpenMP; else
     set_num_threads's count where set; else OMP_NUM_THREADS as it is now, or the CPUs this
     process may use (affinity and cgroup quota), whichever is smaller."""
     if not _core.has_openmp():
@@ -83,13 +83,13 @@ def _check_count(n_threads, what):
 
 
 def resolve_threads(n_threads):
-    """None: available_threads(); n >= 1: n; n < 0: counts back from the maximum (-1 all,
+    """None: get_num_threads(); n >= 1: n; n < 0: counts back from the maximum (-1 all,
     -2 all but one, at least 1); 0 is an error."""
     if n_threads is None:
-        return available_threads()
+        return get_num_threads()
     n_threads = _check_count(n_threads, "n_threads")
     if n_threads < 0:
-        return max(1, available_threads() + 1 + n_threads)
+        return max(1, get_num_threads() + 1 + n_threads)
     return n_threads
 
 
@@ -102,11 +102,6 @@ def set_num_threads(n_threads):
         if n_threads < 0:
             raise ValueError(f"n_threads: expected None or a positive count, got {n_threads}")
     _setting = n_threads
-
-
-def get_num_threads():
-    """The threads a call with n_threads=None would use now."""
-    return available_threads()
 
 
 @contextlib.contextmanager
@@ -180,7 +175,7 @@ def config():
         "version": __version__,
         "core_version": _core.version_number(),
         "openmp": _core.has_openmp(),
-        "threads": available_threads(),
+        "threads": get_num_threads(),
         "isa": isa if isa is not None else f"invalid RNNEXT_ISA={os.environ.get('RNNEXT_ISA')!r}",
         "isa_supported": [n for n in ("scalar", "avx2", "avx512") if _core.isa_supported(n)],
         "openmp_runtime": openmp_runtime(),
