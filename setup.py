@@ -25,12 +25,28 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
-CORE_SOURCES = ["arena.c", "cpu.c", "model.c", "forward.c", "stream.c", "head.c", "kernel_scalar.c",
-                "safetensors.c", "backward.c", "general.c"]
-X86_KERNELS = {
-    "kernel_avx2.c": ["-mavx2", "-mfma"],
-    "kernel_avx512.c": ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma"],
-}
+
+
+def read_sources(path=os.path.join(HERE, "csrc", "sources.txt")):
+    """csrc/sources.txt as (core sources, {x86-64 kernel: its flags}), names relative to csrc/."""
+    core, kernels = [], {}
+    with open(path) as f:
+        for line in f:
+            words = line.split("#", 1)[0].split()
+            if not words:
+                continue
+            if len(words) > 1 and words[1] == "x86_64:":
+                kernels[words[0]] = words[2:]
+            elif len(words) == 1:
+                core.append(words[0])
+            else:
+                raise ValueError(f"{path}: expected 'file.c' or 'file.c x86_64: flags', got "
+                                 f"{line!r}")
+    return core, kernels
+
+
+CORE_SOURCES, X86_KERNELS = read_sources()
+
 COMMON_FLAGS = ["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall"]
 OPENMP_FLAGS = ["-fopenmp"]
 
