@@ -26,7 +26,7 @@ B, T, I, H, O = 3, 6, 3, 4, 3   # batch, time steps, input features, hidden unit
 LENGTHS = np.array([6, 4, 1])   # each sequence's valid steps
 
 
-def loss_and_flat_grads(model, params, x, y, state):
+def loss_and_gradients(model, params, x, y, state):
     """(loss, {name: gradient}) in float64 on the NumPy reference, the initial state's gradient
     as "state" (a tuple (h, c) for the LSTM)."""
     return loss_and_grads(model, x, y, lengths=LENGTHS, state=state, params=params,
@@ -63,7 +63,7 @@ def check(cell, output, rng):
     h0 = 0.5 * rng.standard_normal((2, B, H))
     state = (h0, 0.5 * rng.standard_normal((2, B, H))) if cell == "lstm" else h0
 
-    _, grads = loss_and_flat_grads(model, params, x, y, state)
+    _, grads = loss_and_gradients(model, params, x, y, state)
     analytic = dict(grads)
     del analytic["state"]
     targets = dict(params)
@@ -72,7 +72,7 @@ def check(cell, output, rng):
         analytic[name], targets[name] = grad, array
 
     def loss():
-        return loss_and_flat_grads(model, params, x, y, state)[0]
+        return loss_and_gradients(model, params, x, y, state)[0]
 
     worst, worst_name, count = 0.0, None, 0
     for name, array in targets.items():
