@@ -111,6 +111,7 @@ class EarlyStopping(Callback):
     """Stops training when `monitor` has not improved by more than min_delta for `patience`
     epochs in a row (Keras's EarlyStopping). With restore_best_weights the model ends with the
     weights of its best epoch, also when fit ran out of epochs without stopping (as Keras 3).
+    A NaN is never an improvement (Keras takes a NaN in the first epoch as the best).
 
     Attributes after fit: best (the best monitored value), best_epoch (from 1), stopped_epoch
     (the epoch training stopped after, or None if it ran all its epochs)."""
@@ -191,7 +192,9 @@ class ModelCheckpoint(Callback):
 
 class _Schedule(Callback):
     """A schedule of the optimizer's lr from its value when training begins (base_lr), set at
-    each epoch's end for the next epoch."""
+    each epoch's end for the next epoch, in PyTorch's closed form. Each fit starts the schedule
+    again from the lr the optimizer has then; of two schedules in one fit, the later in the list
+    sets the lr."""
 
     def on_train_begin(self, model, optimizer):
         self.base_lr = optimizer.lr

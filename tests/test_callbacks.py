@@ -198,6 +198,12 @@ def test_early_stopping_stops_where_keras_does(mode, min_delta, patience, series
     assert ours.best_epoch == theirs.best_epoch + 1 and ours.best == theirs.best
 
 
+def test_early_stopping_never_takes_a_nan_as_the_best():
+    stopper = cbs.EarlyStopping(patience=2, restore_best_weights=False)
+    assert len(drive(stopper, [float("nan"), 1.0, float("nan"), 0.9, 0.95, 0.93, 0.8])) == 6
+    assert (stopper.best, stopper.best_epoch, stopper.stopped_epoch) == (0.9, 4, 6)
+
+
 # ----------------------------------------------------------------------------------------------
 # schedules against torch.optim.lr_scheduler
 

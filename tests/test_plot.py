@@ -10,6 +10,7 @@ import pytest
 
 import rnnext
 from conftest import run_python
+from rnnext.plot import _best_epoch
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HISTORY = {"loss": [0.9, 0.6, 0.4, 0.3], "accuracy": [0.5, 0.7, 0.8, 0.9],
@@ -47,6 +48,14 @@ def test_a_fit_history_plots(tmp_path):
     model = rnnext.Model("rnn", 2, 4, output_size=2, seed=0)
     history = model.fit(x, y, epochs=3, validation_data=(x, y), verbose=False)
     read_png(rnnext.plot_history(history, tmp_path / "fit.png"))
+
+
+def test_the_marked_epoch_is_numpys_nanargmin():
+    rng = np.random.default_rng(1)
+    for values in [rng.choice([0.1, 0.2, 0.3, np.nan], size=7) for _ in range(20)]:
+        expected = None if np.isnan(values).all() else int(np.nanargmin(values)) + 1
+        assert _best_epoch(list(values)) == expected
+    assert _best_epoch([np.nan, np.nan]) is None
 
 
 def test_import_rnnext_does_not_import_matplotlib():
