@@ -358,8 +358,8 @@ class _Progress:
 
 def apply_grads(model, grads, optimizer, clip=None):
     """One update: clips grads (see fit's clip; float32 arrays in place) and lets `optimizer`
-    (an rnnext.optim.SGD, Adam or AdamW) change the parameters. Keys of grads that are not parameters
-    (an initial state's "state") are left out."""
+    (an rnnext.optim.SGD, Adam or AdamW) change the parameters. Keys of grads that are not
+    parameters (an initial state's "state") are left out."""
     from .model import _float32_array
 
     if not isinstance(optimizer, (optim.SGD, optim.Adam)):
