@@ -81,7 +81,7 @@ def sample(model, chars, length, temperature=1.0, prime="Alice ", seed=0):
     return prime + "".join(out)
 
 
-def sample_saved(path, length=400, temperature=0.7, prime="Alice ", seed=0):
+def sample_saved(path, sample_length=400, temperature=0.7, prime="Alice ", seed=0):
     """Text sampled from a model saved by run(save=path): its characters are the shipped text's
     alphabet, in the order alphabet() gives."""
     from ..io import load as load_model
@@ -92,7 +92,7 @@ def sample_saved(path, length=400, temperature=0.7, prime="Alice ", seed=0):
         raise ValueError(f"path: expected a charlm model of {len(chars)} characters in and out, "
                          f"got input_size {model.input_size} and output_size "
                          f"{model.output_size}")
-    return sample(model, chars, length, temperature, prime, seed)
+    return sample(model, chars, sample_length, temperature, prime, seed)
 
 
 def run(hidden=128, epochs=40, streams_count=16, bptt=50, lr=0.005, clip=5.0, temperature=0.7,
