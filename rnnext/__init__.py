@@ -7,7 +7,7 @@ except ImportError as e:  # pragma: no cover - depends on how Python was started
         "rnnext source tree, it imports the uncompiled sources here instead of the installed "
         "package: run from another directory, or build in place with "
         "`python setup.py build_ext --inplace`.") from e
-from . import config, layers
+from . import callbacks, config, layers, optim
 from .config import __version__, get_num_threads, set_num_threads, show_config, threads
 from .convert import from_torch
 from .layers import GRU, LSTM, RNN, Dense, Embedding, Readout
@@ -18,7 +18,7 @@ config._register_threadpoolctl()
 
 __all__ = ["Model", "layers", "Embedding", "RNN", "LSTM", "GRU", "Readout", "Dense", "from_torch",
            "load", "from_onnx", "from_keras", "show_config", "set_num_threads", "get_num_threads",
-           "threads", "__version__"]
+           "threads", "__version__", "callbacks", "optim", "plot_history"]
 
 
 def from_onnx(source, backend="c"):
@@ -33,3 +33,10 @@ def from_keras(model, backend="c"):
     from .keras_io import from_keras
 
     return from_keras(model, backend=backend)
+
+
+def plot_history(history, path, title=None):
+    """Writes fit's history as a PNG (see rnnext.plot.plot_history; needs matplotlib)."""
+    from .plot import plot_history
+
+    return plot_history(history, path, title)

@@ -451,12 +451,14 @@ class Model:
 
     def fit(self, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
             clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
-            seed=None, verbose=True, n_threads=None, backend=None, mask=None):
+            seed=None, verbose=True, n_threads=None, backend=None, mask=None, weight_decay=None,
+            callbacks=None):
         """Trains the model on (x, y); returns the history. See rnnext.train.fit."""
         from .train import fit
 
         return fit(self, x, y, lengths, epochs, batch_size, optimizer, lr, clip, loss, shuffle,
-                   validation_data, bptt, seed, verbose, n_threads, backend, mask)
+                   validation_data, bptt, seed, verbose, n_threads, backend, mask, weight_decay,
+                   callbacks)
 
     def evaluate(self, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
                  n_threads=None, backend=None, mask=None):

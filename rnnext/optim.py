@@ -1,45 +1,66 @@
-"""Optimizers and gradient clipping, with PyTorch's update rules (torch.optim.SGD, Adam,
+"""Optimizers and gradient clipping, with PyTorch's update rules (torch.optim.SGD, Adam, AdamW,
 torch.nn.utils.clip_grad_norm_ and clip_grad_value_), on {name: array} dicts.
 
-An optimizer updates the arrays of a params dict in place and keeps its own state per name.
+An optimizer updates the arrays of a params dict in place and keeps its own state per name. Its
+`lr` is a plain attribute: the learning-rate schedules of rnnext.callbacks set it between epochs.
 """
 import math
 
 import numpy as np
 
 
-def _positive(name, value):
-    """value as a float, refused unless it is a finite number > 0 (learning rates, eps, clip
-    limits: inf would turn the parameters into inf and NaN, or clip nothing)."""
+def _real(name, value):
+    """value as a float, refused unless it is a real number (an int beyond the floats is inf)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
     try:
-        number = float(value)
-    except OverflowError:  # an int beyond the floats
-        number = math.inf
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _positive(name, value):
+    """value as a float, refused unless it is a finite number > 0 (learning rates, eps, clip
+    limits: inf would turn the parameters into inf and NaN, or clip nothing)."""
+    number = _real(name, value)
     if not 0 < number < math.inf:
         raise ValueError(f"{name}: expected a finite number > 0, got {value}")
     return number
 
 
+def _nonnegative(name, value):
+    """value as a float, refused unless it is a finite number >= 0 (weight decay, eta_min)."""
+    number = _real(name, value)
+    if not 0 <= number < math.inf:
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value}")
+    return number
+
+
 def _fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    if not 0.0 <= value < 1.0:
+    number = _real(name, value)
+    if not 0.0 <= number < 1.0:
         raise ValueError(f"{name}: expected a number in [0, 1), got {value}")
-    return float(value)
+    return number
+
+
+def _with_l2(g, p, weight_decay):
+    """The gradient of loss + weight_decay/2 * |p|^2: PyTorch's coupled weight decay."""
+    return g + (weight_decay * p).astype(g.dtype, copy=False) if weight_decay else g
 
 
 class SGD:
-    """p -= lr * v with v = momentum * v + g (v = g when momentum is 0)."""
+    """p -= lr * v with v = momentum * v + g (v = g when momentum is 0); weight_decay adds
+    weight_decay * p to g first (L2, as torch.optim.SGD)."""
 
-    def __init__(self, lr=0.01, momentum=0.0):
+    def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0):
         self.lr = _positive("lr", lr)
         self.momentum = _fraction("momentum", momentum)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
         self.velocity = {}
 
     def step(self, params, grads):
         for name, g in grads.items():
+            g = _with_l2(g, params[name], self.weight_decay)
             if self.momentum:
                 v = self.velocity.get(name)
                 v = g.copy() if v is None else self.momentum * v + g
@@ -48,50 +69,73 @@ class SGD:
             params[name] -= (self.lr * g).astype(params[name].dtype, copy=False)
 
     def __repr__(self):
-        return f"SGD(lr={self.lr}, momentum={self.momentum})"
+        return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
 
 
 class Adam:
-    """Adam (Kingma and Ba) with bias correction: p -= lr * m_hat / (sqrt(v_hat) + eps)."""
+    """Adam (Kingma and Ba) with bias correction: p -= lr * m_hat / (sqrt(v_hat) + eps);
+    weight_decay adds weight_decay * p to the gradient first (L2, as torch.optim.Adam)."""
 
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8):
+    decoupled = False  # AdamW's decay shrinks the parameters instead of entering m and v
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.lr = _positive("lr", lr)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         self.betas = (_fraction("betas[0]", betas[0]), _fraction("betas[1]", betas[1]))
         self.eps = _positive("eps", eps)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
         self.m, self.v, self.t = {}, {}, 0
 
     def step(self, params, grads):
         self.t += 1
         b1, b2 = self.betas
         for name, g in grads.items():
+            p = params[name]
+            if self.decoupled:
+                p *= 1.0 - self.lr * self.weight_decay
+            else:
+                g = _with_l2(g, p, self.weight_decay)
             m = self.m.get(name, 0.0) * b1 + (1.0 - b1) * g
             v = self.v.get(name, 0.0) * b2 + (1.0 - b2) * (g * g)
             self.m[name], self.v[name] = m, v
             m_hat = m / (1.0 - b1 ** self.t)
             v_hat = v / (1.0 - b2 ** self.t)
-            params[name] -= (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(
-                params[name].dtype, copy=False)
+            p -= (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(p.dtype, copy=False)
 
     def __repr__(self):
-        return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps})"
+        return (f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
+                f"weight_decay={self.weight_decay})")
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter, torch.optim.AdamW): each step
+    first shrinks the parameters, p *= 1 - lr * weight_decay, then takes Adam's step on the
+    gradient alone."""
+
+    decoupled = True
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas, eps, weight_decay)
 
 
-def make_optimizer(optimizer, lr=None):
-    """An optimizer from a name ("sgd", "adam", with lr or the default's) or an instance."""
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(optimizer, lr=None, weight_decay=None):
+    """An optimizer from a name ("sgd", "adam", "adamw", with lr and weight_decay or the
+    default's) or an instance (with lr and weight_decay None: the instance has its own)."""
     if isinstance(optimizer, (SGD, Adam)):
-        if lr is not None:
-            raise ValueError(f"lr: expected None when optimizer is an instance ({optimizer!r}), "
-                             f"got {lr}")
+        for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+            if value is not None:
+                raise ValueError(f"{name}: expected None when optimizer is an instance "
+                                 f"({optimizer!r}, which has its own {name}), got {value}")
         return optimizer
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {tuple(OPTIMIZERS)} or an SGD/Adam "
-                         f"instance, got {optimizer!r}")
-    return OPTIMIZERS[optimizer]() if lr is None else OPTIMIZERS[optimizer](lr=lr)
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {tuple(OPTIMIZERS)} or an SGD, Adam or "
+                         f"AdamW instance, got {optimizer!r}")
+    given = {"lr": lr, "weight_decay": weight_decay}
+    return OPTIMIZERS[optimizer](**{k: v for k, v in given.items() if v is not None})
 
 
 def global_norm(grads):

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import backward as reference_backward
 from . import layers as L
+from . import callbacks as cb
 from . import losses, optim, reference
 from .config import resolve_threads
 
@@ -347,7 +348,8 @@ class _Progress:
     def end(self, record):
         if not self.verbose:
             return
-        fields = "  ".join(f"{k} {v:.4f}" for k, v in record.items())
+        fields = "  ".join(f"{k} {v:.4g}" if k == "lr" else f"{k} {v:.4f}"
+                           for k, v in record.items())
         line = (f"epoch {self.epoch}/{self.epochs}  {fields}  "
                 f"({time.perf_counter() - self.start:.1f} s)")
         self.stream.write(("\r" + line + " " * 10 if self.tty else line) + "\n")
@@ -356,12 +358,12 @@ class _Progress:
 
 def apply_grads(model, grads, optimizer, clip=None):
     """One update: clips grads (see fit's clip; float32 arrays in place) and lets `optimizer`
-    (an rnnext.optim.SGD or Adam) change the parameters. Keys of grads that are not parameters
+    (an rnnext.optim.SGD, Adam or AdamW) change the parameters. Keys of grads that are not parameters
     (an initial state's "state") are left out."""
     from .model import _float32_array
 
     if not isinstance(optimizer, (optim.SGD, optim.Adam)):
-        raise TypeError(f"optimizer: expected an rnnext.optim.SGD or Adam, got "
+        raise TypeError(f"optimizer: expected an rnnext.optim.SGD, Adam or AdamW, got "
                         f"{type(optimizer).__name__}")
     if not isinstance(grads, Mapping):
         raise TypeError(f"grads: expected a dict of arrays by parameter name, got "
@@ -381,13 +383,17 @@ def apply_grads(model, grads, optimizer, clip=None):
 
 def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
         clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
-        seed=None, verbose=True, n_threads=None, backend=None, mask=None):
+        seed=None, verbose=True, n_threads=None, backend=None, mask=None, weight_decay=None,
+        callbacks=None):
     """Trains the model on (x, y) with minibatches; returns the history, a dict of lists
     per epoch: "loss" (and "accuracy" for classification losses), "val_loss" and
-    "val_accuracy" with validation_data.
+    "val_accuracy" with validation_data, and "lr", the learning rate of the epoch.
 
     x, y, lengths, loss: as loss_and_grads, for the whole training set.
-    optimizer: "adam" or "sgd" (with lr, or the default's), or an rnnext.optim.SGD/Adam.
+    optimizer: "adam", "adamw" or "sgd" (with lr and weight_decay, or the default's), or an
+    rnnext.optim.SGD, Adam or AdamW (then lr and weight_decay stay None).
+    weight_decay: L2 added to the gradient for "sgd" and "adam", decoupled for "adamw" (see
+    rnnext.optim).
     clip: None, a number (clip the gradients' global norm to it), ("norm", x) or
     ("value", x) (clip every gradient entry to [-x, x]).
     shuffle: a new order of the sequences each epoch, drawn from seed.
@@ -396,7 +402,9 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
     batch's sequences are cut into chunks of bptt steps, an update after each chunk, the
     state carried (without gradient) from chunk to chunk and reset for each batch.
     verbose: a progress bar on a terminal, one line per epoch elsewhere; False for none (1 and
-    0 as Keras writes them)."""
+    0 as Keras writes them).
+    callbacks: None or a list of rnnext.callbacks (early stopping, checkpoints, learning-rate
+    schedules, or your own), called after each epoch; one returning True stops training."""
     from .model import _positive_int
 
     epochs = _positive_int("epochs", epochs)
@@ -406,7 +414,8 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
         verbose = bool(verbose)
     verbose = L._bool("verbose", verbose)
     rng = L.random_generator(seed)
-    opt = optim.make_optimizer(optimizer, lr)
+    opt = optim.make_optimizer(optimizer, lr, weight_decay)
+    callbacks = cb.checked_callbacks(callbacks)
     optim.parse_clip(clip)
     params, backend, activation, x, states, lengths, mask, target, _, n_threads = _validated(
         model, x, y, lengths, mask, loss, None, None, backend, n_threads)
@@ -420,8 +429,10 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
     history = {}
     progress = _Progress(verbose, epochs)
     B = x.shape[0]
+    cb.call_hooks(callbacks, "on_train_begin", model, opt)
     for epoch in range(1, epochs + 1):
         progress.begin(epoch)
+        epoch_lr = opt.lr
         order = rng.permutation(B) if shuffle else np.arange(B)
         data = (model.params, x, states, lengths, mask, target)
         mean_loss, acc = _run_epoch(model, data, order, batch_size, bptt, loss, activation,
@@ -437,9 +448,13 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
             record["val_loss"] = vloss
             if vacc is not None:
                 record["val_accuracy"] = vacc
+        record["lr"] = epoch_lr
         for key, value in record.items():
             history.setdefault(key, []).append(value)
         progress.end(record)
+        if cb.call_hooks(callbacks, "on_epoch_end", epoch, history, model, opt):
+            break
+    cb.call_hooks(callbacks, "on_train_end", model, history)
     return history
 
 

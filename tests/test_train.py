@@ -140,7 +140,7 @@ def test_fit_lowers_the_loss(backend):
     history = model.fit(x, y, lengths, epochs=15, batch_size=16, lr=0.02, seed=0,
                         verbose=False)
     after = model.evaluate(x, y, lengths)
-    assert list(history) == ["loss", "accuracy"] and len(history["loss"]) == 15
+    assert list(history) == ["loss", "accuracy", "lr"] and len(history["loss"]) == 15
     assert after["loss"] < 0.5 * before["loss"]
     assert after["accuracy"] > before["accuracy"]
 
@@ -273,7 +273,7 @@ def test_fit_on_a_layer_list_lowers_the_loss(backend):
     before = model.evaluate(ids, y)
     history = model.fit(ids, y, epochs=12, batch_size=12, lr=0.02, seed=0, verbose=False)
     after = model.evaluate(ids, y)
-    assert list(history) == ["loss", "accuracy"] and len(history["loss"]) == 12
+    assert list(history) == ["loss", "accuracy", "lr"] and len(history["loss"]) == 12
     assert after["loss"] < 0.5 * before["loss"]
     assert after["accuracy"] > before["accuracy"]
 
@@ -456,8 +456,8 @@ def test_bad_fit_arguments_are_refused(small):
         model.fit(x, y, validation_data=x, verbose=False)
     with pytest.raises(ValueError, match="lr: expected None when optimizer is an instance"):
         model.fit(x, y, optimizer=optim.SGD(), lr=0.1, verbose=False)
-    with pytest.raises(TypeError, match="optimizer: expected an rnnext.optim.SGD or Adam, got "
-                                        "str"):
+    with pytest.raises(TypeError, match="optimizer: expected an rnnext.optim.SGD, Adam or "
+                                        "AdamW, got str"):
         model.apply_grads({}, "sgd")
     with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\), got 1.5"):
         optim.SGD(momentum=1.5)
