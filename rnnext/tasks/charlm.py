@@ -15,6 +15,8 @@ from ..layers import random_generator
 from ..model import Model
 from . import data_text
 
+GOAL_BITS = 2.7  # held-out bits/char that `rnnext charlm` exits 0 below
+
 
 def load():
     """The shipped text."""
@@ -95,13 +97,21 @@ def sample_saved(path, sample_length=400, temperature=0.7, prime="Alice ", seed=
     return sample(model, chars, sample_length, temperature, prime, seed)
 
 
-def run(hidden=128, epochs=40, streams_count=16, bptt=50, lr=0.005, clip=5.0, temperature=0.7,
-        sample_length=400, seed=0, n_threads=None, verbose=True, backend="c", save=None):
-    """Trains the task's LSTM (Adam, gradients clipped to a global norm) and samples from it.
-    Returns a dict: model, history (Model.fit's, with the held-out text as validation data),
-    train_bits and test_bits (per character, Model.evaluate's at the end), unigram_bits,
-    seconds (of training), chars, sample. save: a path to save the trained model to."""
-    text = load()
+def run(hidden=128, epochs=100, patience=4, streams_count=16, bptt=50, lr=0.005, clip=5.0,
+        temperature=0.7, sample_length=400, seed=0, n_threads=None, verbose=True, backend="c",
+        save=None, plot=None, text=None):
+    """Trains the task's LSTM (Adam, gradients clipped to a global norm) with the held-out text
+    as validation data, stops when its loss has not improved for `patience` epochs (or after
+    `epochs`), keeps the weights of the best held-out epoch, and samples from them.
+
+    Returns a dict: model, history (Model.fit's), best_epoch (from 1), train_bits and test_bits
+    (per character, Model.evaluate's of the kept model), unigram_bits, seconds (of training),
+    chars, sample. save: a path to save the kept model to; plot: a path to write the learning
+    curves to (a PNG); text: the text to train on and hold out the last 10% of (default: the
+    shipped text)."""
+    from ..callbacks import EarlyStopping
+
+    text = load() if text is None else text
     chars = alphabet(text)
     cut = int(len(text) * 0.9)
     x, y = streams(text[:cut], chars, streams_count)
@@ -113,21 +123,33 @@ def run(hidden=128, epochs=40, streams_count=16, bptt=50, lr=0.005, clip=5.0, te
         print(f"charlm: {len(text)} characters ({len(chars)} distinct), {cut} for training as "
               f"{streams_count} streams of {x.shape[1]}, {len(text) - cut} held out; unigram "
               f"entropy {unigram:.3f} bits/char\n{model}")
+    stopping = EarlyStopping("val_loss", patience=patience, restore_best_weights=True)
     start = time.perf_counter()
     history = model.fit(x, y, epochs=epochs, batch_size=streams_count, optimizer="adam", lr=lr,
                         clip=clip, bptt=bptt, shuffle=False, validation_data=(vx, vy),
-                        seed=seed, verbose=verbose, n_threads=n_threads)
+                        seed=seed, verbose=verbose, n_threads=n_threads, callbacks=[stopping])
     seconds = time.perf_counter() - start
     nats = np.log(2.0)
     result = dict(model=model, history=history, seconds=seconds, chars=chars,
-                  unigram_bits=unigram,
+                  unigram_bits=unigram, best_epoch=stopping.best_epoch,
                   train_bits=model.evaluate(x, y, bptt=bptt, n_threads=n_threads)["loss"] / nats,
                   test_bits=model.evaluate(vx, vy, bptt=bptt, n_threads=n_threads)["loss"] / nats)
     result["sample"] = sample(model, chars, sample_length, temperature, seed=seed)
     if save is not None:
         model.save(save)
+    if plot is not None:
+        from ..plot import plot_history
+
+        plot_history(history, plot, title=f"rnnext charlm: {model}")
     if verbose:
-        print(f"trained in {seconds:.1f} s: {result['train_bits']:.3f} bits/char on the training "
-              f"text, {result['test_bits']:.3f} on the held-out text, against a unigram entropy "
-              f"of {unigram:.3f}\nsample at temperature {temperature}:\n\n{result['sample']}\n")
+        ran = len(history["loss"])
+        print(f"trained in {seconds:.1f} s, {ran} epochs; kept the weights of epoch "
+              f"{stopping.best_epoch}, the best on the held-out text: "
+              f"{result['train_bits']:.3f} bits/char on the training text, "
+              f"{result['test_bits']:.3f} on the held-out text (goal: below {GOAL_BITS}), "
+              f"against a unigram entropy of {unigram:.3f}\nsample at temperature "
+              f"{temperature}:\n\n{result['sample']}\n")
+        for path, what in ((save, "model"), (plot, "learning curves")):
+            if path is not None:
+                print(f"{what} written to {path}")
     return result

@@ -85,7 +85,7 @@ def all_pairs():
 
 def generate(train_size=1600, test_size=400, held_out_pairs=0.2, seed=0):
     """{"train": [(label, words)], "test": [(label, words)]}: distinct sentences, labels
-    alternating, the test sentences each with at least one held-out pair and the training
+    alternating within each part, the test sentences each with at least one held-out pair and the training
     sentences with none."""
     rng = random.Random(seed)
     pairs = all_pairs()
@@ -93,11 +93,13 @@ def generate(train_size=1600, test_size=400, held_out_pairs=0.2, seed=0):
     rows = {"train": [], "test": []}
     sizes = {"train": train_size, "test": test_size}
     seen = set()
+    draws = 0
     while any(len(rows[s]) < sizes[s] for s in rows):
-        label = (len(rows["train"]) + len(rows["test"])) % 2
+        label, draws = draws % 2, draws + 1
         words, used = sentence(rng, label)
         part = "test" if held_out.intersection(used) else "train"
-        if len(rows[part]) < sizes[part] and tuple(words) not in seen:
+        wanted = len(rows[part]) < sizes[part] and label == len(rows[part]) % 2
+        if wanted and tuple(words) not in seen:
             seen.add(tuple(words))
             rows[part].append((label, words))
     return rows
