@@ -410,9 +410,10 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
         return RNX_ERR_BAD_ARGUMENT;
     const rnx_status checked = rnx_check_steps(lengths, mask, B, T);
     if (checked != RNX_OK) return checked;
-    for (int k = 1; k < tape->n_blocks; k++)
-        if (tape->blocks[k].dropout_B && (tape->blocks[k].dropout_B != B || tape->blocks[k].dropout_T != T))
-            return RNX_ERR_BAD_ARGUMENT;
+    for (int k = 1; k < tape->n_blocks; k++) {
+        const tape_block *tb = &tape->blocks[k];
+        if (tb->dropout_B && (tb->dropout_B != B || tb->dropout_T != T)) return RNX_ERR_BAD_ARGUMENT;
+    }
     tape->model = NULL;
     tape->B = B;
     tape->T = T;

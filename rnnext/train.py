@@ -205,9 +205,9 @@ def _dropout_rates(model, dropout, input_dropout, head_dropout):
     rates = {}
     for name, value in (("dropout", dropout), ("input_dropout", input_dropout),
                         ("head_dropout", head_dropout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating,
-                                                             np.integer)) \
-                or not 0.0 <= value < 1.0:
+        number = isinstance(value, (int, float, np.integer, np.floating)) and \
+            not isinstance(value, bool)
+        if not (number and 0.0 <= value < 1.0):
             raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
         if value > 0:
             rates[name] = float(value)

@@ -340,8 +340,52 @@ def test_the_core_refuses_bad_dropout_arguments():
         core.forward_train(tape, None, None, None, x, None, None, None, None, 1)
     tape.set_dropout(1, None)
     core.forward_train(tape, None, None, None, x, None, None, None, None, 1)
-    # the C call itself: status codes for a NULL tape and for arguments out of range
+
+
+class Layer(ctypes.Structure):  # rnx_layer of rnnext.h
+    _fields_ = [(name, ctypes.c_int) for name in (
+        "kind", "input_size", "units", "padding_idx", "mask_zero", "cell", "direction", "merge",
+        "proj_size", "peepholes", "input_forget")] + [
+        ("clip", ctypes.c_float), ("activations", ctypes.c_int * 3),
+        ("alpha", ctypes.c_float * 3), ("beta", ctypes.c_float * 3), ("readout", ctypes.c_int),
+        ("activation", ctypes.c_int)]
+
+
+def test_the_c_call_returns_status_codes():
+    """rnx_tape_set_dropout through ctypes on the extension's exported symbols: NULL and
+    out-of-range arguments, and a forward pass of another B than the mask's."""
     lib = ctypes.CDLL(_core.__file__)
-    lib.rnx_tape_set_dropout.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                                         ctypes.c_int, ctypes.c_int]
-    assert lib.rnx_tape_set_dropout(None, 1, None, 1, 1) == 1  # RNX_ERR_NULL_ARGUMENT
+    ptr, i = ctypes.c_void_p, ctypes.c_int
+    lib.rnx_recurrent_layer.restype = Layer
+    lib.rnx_recurrent_layer.argtypes = [i, i, i, i]
+    lib.rnx_param_count.argtypes = [ctypes.POINTER(Layer), i, ctypes.POINTER(ctypes.c_size_t)]
+    lib.rnx_model_create.argtypes = [ctypes.POINTER(ptr), ctypes.POINTER(Layer), i, i, ptr]
+    lib.rnx_model_free.argtypes = [ptr]
+    lib.rnx_tape_create.argtypes = [ctypes.POINTER(ptr), ptr, i, i]
+    lib.rnx_tape_free.argtypes = [ptr]
+    lib.rnx_tape_set_dropout.argtypes = [ptr, i, ptr, i, i]
+    lib.rnx_forward_train.argtypes = [ptr] * 10 + [i, i, i]
+    RNX_OK, NULL_ARGUMENT, BAD_ARGUMENT, GRU = 0, 1, 3, 3
+    layers = (Layer * 2)(lib.rnx_recurrent_layer(GRU, 2, 3, 0),
+                         lib.rnx_recurrent_layer(GRU, 3, 2, 0))
+    count = ctypes.c_size_t()
+    assert lib.rnx_param_count(layers, 2, ctypes.byref(count)) == RNX_OK
+    params = np.full(count.value, 0.1, np.float32)
+    model, tape = ptr(), ptr()
+    assert lib.rnx_model_create(ctypes.byref(model), layers, 2, 0, params.ctypes.data) == RNX_OK
+    try:
+        assert lib.rnx_tape_create(ctypes.byref(tape), model, 2, 4) == RNX_OK
+        mask = np.full((2, 4, 3), 2.0, np.float32)
+        assert lib.rnx_tape_set_dropout(None, 1, mask.ctypes.data, 2, 4) == NULL_ARGUMENT
+        for layer, B, T in [(0, 2, 4), (2, 2, 4), (-1, 2, 4), (1, 3, 4), (1, 2, 5), (1, 0, 4)]:
+            assert lib.rnx_tape_set_dropout(tape, layer, mask.ctypes.data, B, T) == BAD_ARGUMENT
+        assert lib.rnx_tape_set_dropout(tape, 1, mask.ctypes.data, 1, 4) == RNX_OK
+        x = np.ones((2, 4, 2), np.float32)
+        run = [model, tape, None, None, None, x.ctypes.data, None, None, None, None]
+        assert lib.rnx_forward_train(*run, 2, 4, 1) == BAD_ARGUMENT
+        assert lib.rnx_forward_train(*run, 1, 4, 1) == RNX_OK
+        assert lib.rnx_tape_set_dropout(tape, 1, None, 0, 0) == RNX_OK
+        assert lib.rnx_forward_train(*run, 2, 4, 1) == RNX_OK
+    finally:
+        lib.rnx_tape_free(tape)
+        lib.rnx_model_free(model)
