@@ -24,6 +24,9 @@ MODELS = {
     "rnn_per_step": [L.RNN(5), L.RNN(4), L.Dense(3, "softmax")],
     "stack_bidirectional": [L.LSTM(6), L.GRU(5, direction="bidirectional"), L.RNN(4),
                             L.Readout("last"), L.Dense(3, "softmax")],
+    # the C core trains a projected LSTM on its plain path
+    "lstm_projections": [L.LSTM(6, proj_size=3), L.LSTM(4), L.Readout("last"),
+                         L.Dense(3, "softmax")],
     "embedding": [L.Embedding(V, 4), L.LSTM(5), L.GRU(4), L.Readout("last"),
                   L.Dense(3, "softmax")],
 }
@@ -72,9 +75,10 @@ def torch_loss_and_grads(model, x, y, lengths, masks):
     for r in spec.recurrent:
         if r.index:
             h = mask(f"layer{r.index}", h)
+        options = {"proj_size": r.proj_size} if r.proj_size else {}
         module = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[r.layer_type](
             r.input_size, r.units, batch_first=True, bidirectional=r.num_directions == 2,
-            dtype=torch.float64)
+            dtype=torch.float64, **options)
         for name, param in module.named_parameters():
             ours = name.replace("_l0", f"_l{r.index}")
             with torch.no_grad():
@@ -365,7 +369,8 @@ def test_the_c_call_returns_status_codes():
     lib.rnx_tape_free.argtypes = [ptr]
     lib.rnx_tape_set_dropout.argtypes = [ptr, i, ptr, i, i]
     lib.rnx_forward_train.argtypes = [ptr] * 10 + [i, i, i]
-    RNX_OK, NULL_ARGUMENT, BAD_ARGUMENT, GRU = 0, 1, 3, 3
+    RNX_OK, NULL_ARGUMENT, BAD_ARGUMENT = 0, 1, 3  # rnnext.h: "The numbers are stable."
+    GRU = _core.CELLS["gru"]
     layers = (Layer * 2)(lib.rnx_recurrent_layer(GRU, 2, 3, 0),
                          lib.rnx_recurrent_layer(GRU, 3, 2, 0))
     count = ctypes.c_size_t()
