@@ -182,20 +182,15 @@ rnx_status rnx_tape_set_dropout(rnx_tape *tape, int layer, const float *mask, in
     if (!tape) return RNX_ERR_NULL_ARGUMENT;
     if (layer < 1 || layer >= tape->n_blocks) return RNX_ERR_BAD_ARGUMENT;
     tape_block *tb = &tape->blocks[layer];
-    if (!mask) {
-        tb->dropout_B = tb->dropout_T = 0;
-        return RNX_OK;
-    }
-    if (B < 1 || T < 1 || B > tape->B_max || T > tape->T_max) return RNX_ERR_BAD_ARGUMENT;
-    const size_t floats = (size_t)B * T * tb->input_size;
-    if (!tb->dropout) {
+    if (mask && (B < 1 || T < 1 || B > tape->B_max || T > tape->T_max)) return RNX_ERR_BAD_ARGUMENT;
+    if (mask && !tb->dropout) {
         tb->dropout = malloc((size_t)tape->B_max * tape->T_max * tb->input_size * sizeof(float));
         if (!tb->dropout) return RNX_ERR_OUT_OF_MEMORY;
     }
-    memcpy(tb->dropout, mask, floats * sizeof(float));
-    tb->dropout_B = B;
-    tb->dropout_T = T;
-    tape->model = NULL; /* a pass recorded before holds the inputs of another mask */
+    tape->model = NULL; /* a pass recorded before ran with the mask this call replaces */
+    tb->dropout_B = mask ? B : 0;
+    tb->dropout_T = mask ? T : 0;
+    if (mask) memcpy(tb->dropout, mask, (size_t)B * T * tb->input_size * sizeof(float));
     return RNX_OK;
 }
 

@@ -201,7 +201,7 @@ def _checked_masks(model, masks, B, T, unbatched, dtype):
 
 
 def _dropout_rates(model, dropout, input_dropout, head_dropout):
-    """fit's rates checked, as {kind of place: rate} of the rates above zero."""
+    """fit's rates checked: {argument name: rate} of those above zero."""
     rates = {}
     for name, value in (("dropout", dropout), ("input_dropout", input_dropout),
                         ("head_dropout", head_dropout)):

@@ -369,6 +369,7 @@ def test_the_c_call_returns_status_codes():
     lib.rnx_tape_free.argtypes = [ptr]
     lib.rnx_tape_set_dropout.argtypes = [ptr, i, ptr, i, i]
     lib.rnx_forward_train.argtypes = [ptr] * 10 + [i, i, i]
+    lib.rnx_backward.argtypes = [ptr] * 10 + [i]
     RNX_OK, NULL_ARGUMENT, BAD_ARGUMENT = 0, 1, 3  # rnnext.h: "The numbers are stable."
     GRU = _core.CELLS["gru"]
     layers = (Layer * 2)(lib.rnx_recurrent_layer(GRU, 2, 3, 0),
@@ -389,8 +390,13 @@ def test_the_c_call_returns_status_codes():
         run = [model, tape, None, None, None, x.ctypes.data, None, None, None, None]
         assert lib.rnx_forward_train(*run, 2, 4, 1) == BAD_ARGUMENT
         assert lib.rnx_forward_train(*run, 1, 4, 1) == RNX_OK
+        # a pass recorded with a mask has no backward once the mask is replaced or removed
+        grads = np.empty(count.value, np.float32)
+        back = [model, tape, grads.ctypes.data] + [None] * 3 + [x.ctypes.data] + [None] * 3
         assert lib.rnx_tape_set_dropout(tape, 1, None, 0, 0) == RNX_OK
+        assert lib.rnx_backward(*back, 1) == BAD_ARGUMENT
         assert lib.rnx_forward_train(*run, 2, 4, 1) == RNX_OK
+        assert lib.rnx_backward(*back, 1) == RNX_OK
     finally:
         lib.rnx_tape_free(tape)
         lib.rnx_model_free(model)

@@ -526,7 +526,8 @@ RNX_API rnx_status rnx_tape_set_dropout(rnx_tape *tape, int layer, const float *
  *   lengths    (B) in [1, T], or NULL; mask (B, T) of 0/1 bytes, or NULL: as rnx_forward's (an
  *              embedding's mask_zero is the caller's to turn into `mask`). Not both.
  *   n_threads  as rnx_forward; the results do not depend on it.
- * x, h0, c0, lengths and mask are not kept: rnx_backward takes x again. */
+ * x, h0, c0, lengths and mask are not kept: rnx_backward takes x again. The dropout masks set on
+ * the tape (rnx_tape_set_dropout) apply to the layers' inputs above the first. */
 RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
                                      float *h_n, float *c_n, const float *x, const float *h0,
                                      const float *c0, const int32_t *lengths, const uint8_t *mask,
@@ -545,6 +546,8 @@ RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, flo
  *              (those outputs are constant zeros).
  *   dh_n, dc_n dLoss/dh_n, dLoss/dc_n (see States), or NULL for zeros.
  *   n_threads  as rnx_forward. The results do not depend on it: every sum runs in one order.
+ * The gradient reaching a layer's outputs through a dropout mask is multiplied by the mask the
+ * pass ran with.
  * Workspace (transposed weights and per-thread buffers) is allocated once per call. */
 RNX_API rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
                                 float *dh0, float *dc0, const float *x, const float *dseq,
