@@ -8,13 +8,14 @@ happy, ...) flipped by "not". A sentence is one clause, two clauses of the same 
 by "and", or two clauses of opposite sentiments joined by "but", where the second decides
 ("the food was bad but the music was great" is positive; "the music was great but the food was
 bad" is negative, with the same words). So a model must read the order: a bag of words cannot
-tell those two apart, nor "not good" from "not bad" once it has seen "not", "good" and "bad".
+tell those two apart, and a linear model of word counts cannot flip "good" when "not" occurs
+(the label is an exclusive or of the two).
 
-The split holds out pairs: every clause has a topic (its noun, or "am"/"is"/"was" when the
+The split holds out pairs: every clause has a topic (its noun, or "am"/"was" when the
 speaker talks about themself) and a sentiment word, and a fifth of the (topic, sentiment word)
 pairs the grammar can make are held out. A training sentence uses none of them; a held-out
 sentence uses at least one, so no held-out sentence occurs in training, and each pairs a topic
-with a sentiment word it is never paired with in training. write() checks that every word of a
+with a sentiment word it is never paired with in training. text() checks that every word of a
 held-out sentence occurs in training.
 
 Deterministic: `python -m rnnext.tasks.sentiment_grammar` writes the shipped file again (Python's
@@ -85,8 +86,8 @@ def all_pairs():
 
 def generate(train_size=1600, test_size=400, held_out_pairs=0.2, seed=0):
     """{"train": [(label, words)], "test": [(label, words)]}: distinct sentences, labels
-    alternating within each part, the test sentences each with at least one held-out pair and the training
-    sentences with none."""
+    alternating within each part, the test sentences each with at least one held-out pair and
+    the training sentences with none."""
     rng = random.Random(seed)
     pairs = all_pairs()
     held_out = set(rng.sample(pairs, round(len(pairs) * held_out_pairs)))
@@ -114,7 +115,7 @@ def text(**kwargs):
     if unseen:
         raise ValueError(f"held-out words: expected every one in the training sentences, got "
                          f"{unseen} only in held-out sentences")
-    lines = ["# split<TAB>label<TAB>sentence, written by python -m rnnext.tasks.sentiment_grammar",
+    lines = ["# split<TAB>label<TAB>sentence, written by rnnext/tasks/sentiment_grammar.py",
              "# A sentence's label is the sentiment of its last clause; 'not' flips a clause.",
              "# Written for rnnext; dedicated to the public domain (CC0)."]
     for part in ("train", "test"):
