@@ -188,7 +188,8 @@ def test_charlm_keeps_saves_and_reports_the_best_held_out_epoch(tmp_path):
     path, png = tmp_path / "best.rnx", tmp_path / "curves.png"
     text = charlm.load()[:4000]
     result = charlm.run(text=text, hidden=64, lr=0.03, epochs=15, patience=3, streams_count=4,
-                        bptt=25, sample_length=20, verbose=False, save=path, plot=png)
+                        bptt=25, input_dropout=0.0, head_dropout=0.0, sample_length=20,
+                        verbose=False, save=path, plot=png)
     val_loss = result["history"]["val_loss"]
     best = int(np.argmin(val_loss)) + 1
     assert result["best_epoch"] == best and best < len(val_loss) < 15  # stopped, past the best
