@@ -1,6 +1,6 @@
 """The tasks' subcommands of the rnnext command line: `rnnext sentiment`, `rnnext charlm`.
 
-Each trains its model (seconds for sentiment, about a minute for charlm), prints what it reached
+Each trains its model (seconds for sentiment, a few minutes for charlm), prints what it reached
 and exits with status 0 when it reached the task's goal on the held-out data (sentiment: an
 accuracy of at least sentiment.GOAL_ACCURACY; charlm: fewer bits per character than
 charlm.GOAL_BITS), else 1. The options' defaults are the run functions' own.
