@@ -40,7 +40,8 @@ def _add_options(parser, run, options):
     for flag, name, kind, text in options:
         shown = "" if defaults[name] is None else f" (default {defaults[name]})"
         parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS,
-                            metavar="PATH" if kind is str else None, help=text + shown)
+                            metavar="PATH" if kind is str else flag[2:].upper(),
+                            help=text + shown)
 
 
 def add_task_commands(sub):
@@ -49,7 +50,7 @@ def add_task_commands(sub):
     from . import sentiment as sentiment_task
 
     common = [("--hidden", "hidden", int, "hidden units"),
-              ("--epochs", "epochs", int, "epochs (at most, for charlm)"),
+              ("--epochs", "epochs", int, "epochs"),
               ("--lr", "lr", float, "learning rate"), ("--seed", "seed", int, "seed"),
               ("--threads", "n_threads", int, "threads (default: all the machine gives)"),
               ("--plot", "plot", str, "write the learning curves to this PNG file")]
@@ -60,6 +61,10 @@ def add_task_commands(sub):
     p = sub.add_parser("charlm", help="train a character-level LSTM on Alice in Wonderland with "
                        "truncated BPTT, then sample text")
     _add_options(p, charlm_task.run, common + [
+        ("--patience", "patience", int, "stop after this many epochs without a better "
+         "held-out loss"),
+        ("--input-dropout", "input_dropout", float, "dropout rate on the input characters"),
+        ("--head-dropout", "head_dropout", float, "dropout rate on the output layer's input"),
         ("--bptt", "bptt", int, "steps per truncated-BPTT chunk"),
         ("--temperature", "temperature", float, "sampling temperature"),
         ("--length", "sample_length", int, "characters to sample"),
