@@ -1,6 +1,6 @@
 """The classic tasks: their shipped data and its split, encodings, the bag-of-words baseline,
 sampling, early stopping, and runs from the command line (sentiment with its defaults, seconds;
-charlm in short runs: its defaults take minutes).
+charlm in short runs: its defaults take about a minute).
 
 Outside sources: an English reading of each sentence written here, torch's LBFGS for the
 logistic regression, the PNG signature, and fit's history for the kept epoch."""

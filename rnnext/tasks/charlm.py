@@ -102,7 +102,7 @@ def sample_saved(path, sample_length=400, temperature=0.7, prime="Alice ", seed=
     return sample(model, chars, sample_length, temperature, prime, seed)
 
 
-def run(hidden=256, epochs=100, patience=5, streams_count=16, bptt=50, lr=0.004, clip=5.0,
+def run(hidden=256, epochs=100, patience=5, streams_count=8, bptt=50, lr=0.004, clip=5.0,
         input_dropout=0.2, head_dropout=0.5, temperature=0.7, sample_length=400, seed=0,
         n_threads=None, verbose=True, backend="c", save=None, plot=None, text=None):
     """Trains the task's LSTM (Adam, gradients clipped to a global norm, dropout on the one-hot
