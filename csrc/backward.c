@@ -6,7 +6,8 @@
  * Forward in training mode: each thread carries a slice of the batch through every block, as
  * rnx_forward does and on its step driver (rnx_run_chunk), given a record: a block's whole
  * sequence is projected straight into the tape, the step runs with its tape output on, and every
- * step's states are kept; a block's (merged) output sequence is kept as the next block's input.
+ * step's states are kept; a block's (merged) output sequence, times the next block's dropout
+ * mask where one is set, is kept as the next block's input.
  *
  * Backward, phase 1 (batch slices, no barrier): for each block from the top and each direction,
  * a walk back over the steps: each step's gate gradients overwrite its gates in the tape, then
@@ -49,13 +50,18 @@ typedef struct tape_block {
                        many rows, do not find them in a few cache sets */
     int h_stride;   /* packed: Hp and a cache line (the same reason); plain: S */
     tape_dir dir[2];
-    float *out;     /* (B, T, W): the block's merged outputs, the next block's input; NULL for the
-                       top block */
+    float *out;     /* (B, T, W): the block's merged outputs, the next block's input (multiplied
+                       by its dropout mask: the unmasked outputs stay in the states `h`); NULL for
+                       the top block */
+    int input_size; /* I_k */
+    float *dropout; /* (B_max, T_max, I_k): the multiplier of the block's input, allocated by the
+                       first rnx_tape_set_dropout; NULL before it */
+    int dropout_B, dropout_T; /* the (B, T) of the mask in `dropout`; 0 when none is set */
 } tape_block;
 
 struct rnx_tape {
     rnx_layer *layers;      /* (n_layers): the list of the model it was made for */
-    int n_layers, isa;
+    int n_layers, isa, n_blocks;
     int B_max, T_max;       /* capacity */
     int B, T;               /* of the last rnx_forward_train */
     const rnx_model *model; /* the model of the last rnx_forward_train; NULL once consumed */
@@ -119,6 +125,7 @@ static void tape_layout(rnx_arena *a, void *what) {
 
 void rnx_tape_free(rnx_tape *tape) {
     if (!tape) return;
+    for (int k = 0; tape->blocks && k < tape->n_blocks; k++) free(tape->blocks[k].dropout);
     free(tape->block);
     free(tape->blocks);
     free(tape->layers);
@@ -145,12 +152,14 @@ rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     }
     memcpy(t->layers, model->layers, (size_t)n * sizeof *t->layers);
     t->n_layers = n;
+    t->n_blocks = model->n_blocks;
     t->isa = model->info.isa;
     t->B_max = B;
     t->T_max = T;
     for (int k = 0; k < model->n_blocks; k++) {
         const rnx_block *b = &model->blocks[k];
         tape_block *tb = &t->blocks[k];
+        tb->input_size = b->input_size;
         if (trains_plain(b)) {
             tb->row_stride = (int)rnx_general_tape_width(&b->general[0]);
             tb->h_stride = b->state_size;
@@ -167,6 +176,35 @@ rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     }
     *out = t;
     return RNX_OK;
+}
+
+rnx_status rnx_tape_set_dropout(rnx_tape *tape, int layer, const float *mask, int B, int T) {
+    if (!tape) return RNX_ERR_NULL_ARGUMENT;
+    if (layer < 1 || layer >= tape->n_blocks) return RNX_ERR_BAD_ARGUMENT;
+    tape_block *tb = &tape->blocks[layer];
+    if (mask && (B < 1 || T < 1 || B > tape->B_max || T > tape->T_max)) return RNX_ERR_BAD_ARGUMENT;
+    if (mask && !tb->dropout) {
+        tb->dropout = malloc((size_t)tape->B_max * tape->T_max * tb->input_size * sizeof(float));
+        if (!tb->dropout) return RNX_ERR_OUT_OF_MEMORY;
+    }
+    tape->model = NULL; /* a pass recorded before ran with the mask this call replaces */
+    tb->dropout_B = mask ? B : 0;
+    tb->dropout_T = mask ? T : 0;
+    if (mask) memcpy(tb->dropout, mask, (size_t)B * T * tb->input_size * sizeof(float));
+    return RNX_OK;
+}
+
+/* Rows [b0, b1) of rows (B, T, width) times block k's dropout mask (B, T, I_k) on their first
+ * I_k columns; nothing when the block has none. */
+static void apply_dropout(const rnx_tape *t, int k, float *rows, size_t width, int b0, int b1) {
+    const tape_block *tb = &t->blocks[k];
+    if (!tb->dropout_B) return;
+    const int I_k = tb->input_size;
+    for (size_t q = (size_t)b0 * t->T; q < (size_t)b1 * t->T; q++) {
+        float *row = rows + q * width;
+        const float *keep = tb->dropout + q * I_k;
+        for (int i = 0; i < I_k; i++) row[i] *= keep[i];
+    }
 }
 
 /* Whether the tape was made for a model of this model's list and instruction set. */
@@ -294,6 +332,7 @@ static rnx_status forward_rows(const rnx_model *m, rnx_tape *t, const train_args
         }
         float *dst = k < m->n_blocks - 1 ? t->blocks[k].out : a->seq;
         if (dst) merge_outputs(m, t, k, b0, b1, dst);
+        if (k < m->n_blocks - 1) apply_dropout(t, k + 1, dst, (size_t)bl->width, b0, b1);
     }
     rnx_store_states(m, &ws, NULL, a->c_n, B, b0, T);
     rnx_workspace_free(&ws);
@@ -366,6 +405,10 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
         return RNX_ERR_BAD_ARGUMENT;
     const rnx_status checked = rnx_check_steps(lengths, mask, B, T);
     if (checked != RNX_OK) return checked;
+    for (int k = 1; k < tape->n_blocks; k++) {
+        const tape_block *tb = &tape->blocks[k];
+        if (tb->dropout_B && (tb->dropout_B != B || tb->dropout_T != T)) return RNX_ERR_BAD_ARGUMENT;
+    }
     tape->model = NULL;
     tape->B = B;
     tape->T = T;
@@ -851,6 +894,8 @@ static void backward_body(void *arg, rnx_team team) {
                 else backward_packed(p, args, k, d, b0, b1, &p->scratch[part]);
             }
             if (k > 0 || args->dx) input_grad(p, args, k, b0, b1);
+            /* the block below's outputs reached this block through its dropout mask */
+            if (k > 0) apply_dropout(p->t, k, p->dlayer, (size_t)p->Wd, b0, b1);
         }
     }
     rnx_team_barrier(team);

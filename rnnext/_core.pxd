@@ -188,6 +188,7 @@ cdef extern from "rnnext.h" nogil:
 
     rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     void rnx_tape_free(rnx_tape *tape)
+    rnx_status rnx_tape_set_dropout(rnx_tape *tape, int layer, const float *mask, int B, int T)
     rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
                                  float *h_n, float *c_n, const float *x, const float *h0,
                                  const float *c0, const int32_t *lengths, const uint8_t *mask,

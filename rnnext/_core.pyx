@@ -446,7 +446,8 @@ cdef class CoreModel:
         if status == RNX_ERR_BAD_ARGUMENT:
             raise ValueError(f"forward_train: an argument is out of range (B <= {tape.B}, "
                              f"T <= {tape.T} and the tape's model, lengths in [1, {T}], mask "
-                             f"0/1, not both lengths and mask, n_threads at most "
+                             f"0/1, not both lengths and mask, dropout masks of this B and T, "
+                             f"n_threads at most "
                              f"{RNX_MAX_THREADS}) (rnnext status {<int>status})")
         check(status, "forward_train")
 
@@ -500,6 +501,24 @@ cdef class CoreTape:
 
     def __dealloc__(self):
         rnx_tape_free(self.ptr)
+
+    def set_dropout(self, int layer, mask):
+        """Runs rnx_tape_set_dropout: the multiplier of recurrent layer `layer`'s input (layer in
+        [1, recurrent layers - 1]) in the passes from now on, a float32 (B, T, I_layer) array, or
+        None for none."""
+        inputs = [l["input_size"] for l in self.layers if l["kind"] == RNX_LAYER_RECURRENT]
+        if not 1 <= layer < len(inputs):
+            raise ValueError(f"layer: expected a recurrent layer in [1, {len(inputs) - 1}], got "
+                             f"{layer}")
+        B, T = (1, 1) if mask is None else np.shape(mask)[:2]
+        if mask is not None and (np.ndim(mask) != 3 or B > self.B or T > self.T):
+            raise ValueError(f"mask: expected a (B, T, {inputs[layer]}) array with B <= {self.B} "
+                             f"and T <= {self.T}, got shape {np.shape(mask)}")
+        mask = _aligned(mask)
+        cdef const float *mp = <const float *>_data(mask, "mask", np.float32,
+                                                    (B, T, inputs[layer]), False)
+        check(rnx_tape_set_dropout(self.ptr, layer, mp, B, T), "set_dropout")
+        self.run = None
 
     def fits(self, CoreModel model not None, int B, int T):
         """Whether this tape serves `model` for B sequences of T steps (the same layer list and

@@ -24,8 +24,8 @@ import numpy as np
 
 from . import layers as L
 from .cells import ACTIVATIONS, EMBEDDING_PARAM, dense_param_name, param_name
-from .reference import (activate_grad, direction_params, forward_model, last_valid, legacy_spec,
-                        model_inputs, split_states)
+from .reference import (activate_grad, direction_params, dropped, forward_model, last_valid,
+                        legacy_spec, model_inputs, split_states)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,15 +165,15 @@ def dense_activate_grad(name, z, y, dy):
 # the model
 
 
-def forward_train_model(spec, params, x, state=None, lengths=None, mask=None):
+def forward_train_model(spec, params, x, state=None, lengths=None, mask=None, dropout=None):
     """reference.forward_model that also returns the trace backward_model needs:
     (y, states, trace). Float inputs at invalid steps are traced as zeros: those steps are
-    inactive, so they reach no gradient (not even as NaN)."""
+    inactive, so they reach no gradient (not even as NaN). dropout: as forward_model's."""
     if spec.embedding is None:
         _, valid, _ = model_inputs(spec, params, x, lengths, mask)
         x = np.where(valid[:, :, None], x, 0.0)
     trace = {}
-    y, states = forward_model(spec, params, x, state, lengths, mask, trace)
+    y, states = forward_model(spec, params, x, state, lengths, mask, trace, dropout)
     trace.update(states=states)
     return y, states, trace
 
@@ -194,6 +194,7 @@ def head_backward(spec, params, trace, dy_out):
         grads[weight] = flat_dz.T @ flat_in
         grads[dense_param_name("bias", d.index)] = flat_dz.sum(axis=0)
         dy = dz @ params[weight]
+    dy = dropped(trace["dropout"], "head", dy)
     if spec.readout == "final":
         return grads, np.zeros_like(top), np.stack(
             merge_grad(spec.recurrent[-1].merge, dy, list(trace["final_h"])))
@@ -244,7 +245,7 @@ def backward_model(spec, params, trace, dy_out, dstates=None):
             dh0.append(dh)
             dc0.append(dc)
         dstates0[r.index] = (np.stack(dh0), None if dc_n is None else np.stack(dc0))
-        dseq = dx
+        dseq = dropped(trace["dropout"], f"layer{r.index}" if r.index else "input", dx)
     dx = dseq
     if spec.embedding is not None:
         grads[EMBEDDING_PARAM] = embedding_backward(spec, trace["ids"], dx)

@@ -437,11 +437,12 @@ class Model:
     # training: rnnext.train, imported when first used (inference does not need it)
 
     def loss_and_grads(self, x, y, lengths=None, loss="cross_entropy", state=None,
-                       n_threads=None, backend=None, mask=None):
+                       n_threads=None, backend=None, mask=None, masks=None):
         """(loss, grads) on a batch; see rnnext.train.loss_and_grads."""
         from .train import loss_and_grads
 
-        return loss_and_grads(self, x, y, lengths, mask, loss, state, None, n_threads, backend)
+        return loss_and_grads(self, x, y, lengths, mask, loss, state, None, n_threads, backend,
+                              masks)
 
     def apply_grads(self, grads, optimizer, clip=None):
         """One optimizer update from grads; see rnnext.train.apply_grads."""
@@ -452,13 +453,13 @@ class Model:
     def fit(self, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
             clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
             seed=None, verbose=True, n_threads=None, backend=None, mask=None, weight_decay=None,
-            callbacks=None):
+            callbacks=None, dropout=0.0, input_dropout=0.0, head_dropout=0.0):
         """Trains the model on (x, y); returns the history. See rnnext.train.fit."""
         from .train import fit
 
         return fit(self, x, y, lengths, epochs, batch_size, optimizer, lr, clip, loss, shuffle,
                    validation_data, bptt, seed, verbose, n_threads, backend, mask, weight_decay,
-                   callbacks)
+                   callbacks, dropout, input_dropout, head_dropout)
 
     def evaluate(self, x, y, lengths=None, loss="cross_entropy", batch_size=None, bptt=None,
                  n_threads=None, backend=None, mask=None):

@@ -20,6 +20,11 @@ to [-clip, clip] before their function when the layer has a clip (ONNX Runtime's
 Masks (Keras semantics; lengths are the mask t < lengths[b]): a masked step leaves the state as
 it is and outputs zeros; a reverse direction walks t = T-1 .. 0 over the unmasked steps.
 
+Dropout (training only, PyTorch's inverted dropout): forward_model's `dropout` holds multipliers
+(0 or 1/(1-p)) by place: "input" on the first recurrent layer's input (after the embedding),
+"layer{k}" on recurrent layer k's input (k >= 1: the layer below's merged outputs, as
+nn.LSTM(dropout=p)), "head" on the readout's output, which the dense layers read.
+
 Letters: B batch, T time, I input, H hidden, S state width (P or H), G gates, D directions.
 """
 from functools import lru_cache
@@ -171,6 +176,14 @@ def merge(mode, parts):
 # the model
 
 
+def dropped(dropout, place, x):
+    """x times the dropout multiplier at `place` ("input", "layer{k}", "head"), or x where there
+    is none. Its gradient is the same product, so backward.py applies it too."""
+    if dropout is None or place not in dropout:
+        return x
+    return x * dropout[place]
+
+
 def model_inputs(spec, params, x, lengths=None, mask=None):
     """(x (B, T, I) in the parameters' dtype, the valid-step mask (B, T) bool, ids or None).
     x: float (B, T, I), or int ids (B, T) for a model with an embedding."""
@@ -242,15 +255,18 @@ def initial_states(spec, state, B, dtype):
     return out
 
 
-def forward_model(spec, params, x, state=None, lengths=None, mask=None, trace=None):
+def forward_model(spec, params, x, state=None, lengths=None, mask=None, trace=None,
+                  dropout=None):
     """The whole layer list over x: float (B, T, I), or int ids (B, T) with an embedding.
 
     state: None for zeros, or [(h (D, B, S), c (D, B, H) or None)] per recurrent layer.
     lengths (B,) or mask (B, T) bool (not both): the valid steps. Returns (y, states): y the
     model's output ((B, T, F) with readout "sequence", zero at invalid steps; else (B, F)),
     states the final states, as state.
-    trace: an optional dict that receives what backward.backward_model needs."""
+    trace: an optional dict that receives what backward.backward_model needs. dropout: None, or
+    the training pass's multipliers (see the module's notes), in the parameters' dtype."""
     x, valid, ids = model_inputs(spec, params, x, lengths, mask)
+    x = dropped(dropout, "input", x)
     B = x.shape[0]
     states0 = initial_states(spec, state, B, x.dtype)
     if trace is not None:
@@ -258,6 +274,8 @@ def forward_model(spec, params, x, state=None, lengths=None, mask=None, trace=No
     layer_in, states = x, []
     for r, (h0, c0) in zip(spec.recurrent, states0):
         outs, hs, cs = [], [], []
+        if r.index > 0:
+            layer_in = dropped(dropout, f"layer{r.index}", layer_in)
         if trace is not None:
             trace["inputs"].append(layer_in)
         for d, reverse in enumerate(r.reverse_flags):
@@ -272,17 +290,19 @@ def forward_model(spec, params, x, state=None, lengths=None, mask=None, trace=No
         if trace is not None:
             trace["outputs"].append(outs)
         layer_in = merge(r.merge, outs)
-    y = head_forward(spec, params, layer_in, states[-1][0], valid, trace)
+    y = head_forward(spec, params, layer_in, states[-1][0], valid, trace, dropout)
     return y, states
 
 
-def head_forward(spec, params, top, final_h, valid, trace=None):
+def head_forward(spec, params, top, final_h, valid, trace=None, dropout=None):
     """The readout and the dense layers over the top recurrent layer's output sequence top
     (B, T, F) and final h (D, B, S); valid: the (B, T) mask of valid steps. trace: an optional
-    dict that receives what backward.head_backward needs."""
-    y = readout(spec.readout, spec.recurrent[-1].merge, top, final_h, valid)
+    dict that receives what backward.head_backward needs; dropout: as forward_model's, its
+    "head" multiplier applied to the readout's output."""
+    y = dropped(dropout, "head", readout(spec.readout, spec.recurrent[-1].merge, top, final_h,
+                                         valid))
     if trace is not None:
-        trace.update(top=top, final_h=final_h, dense=[])
+        trace.update(top=top, final_h=final_h, dense=[], dropout=dropout)
     for d in spec.dense:
         z_in = y
         z = z_in @ params[dense_param_name("weight", d.index)].T + \

@@ -41,12 +41,15 @@ def _logits_spec(spec):
     return dataclasses.replace(spec, dense=spec.dense[:-1] + (last,))
 
 
-def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_threads):
+def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_threads,
+                   dropout=None):
     """Runs the model keeping what its backward pass needs. Returns (logits, final states,
-    backward) where backward(dlogits) -> (grads of every parameter, [(dh0, dc0)] per layer)."""
+    backward) where backward(dlogits) -> (grads of every parameter, [(dh0, dc0)] per layer).
+    dropout: None or checked multipliers (see _dropout_shapes): the input's and the head's are
+    applied here in NumPy, the ones between recurrent layers by the compiled core's tape."""
     if backend == "numpy":
         y, final, trace = reference_backward.forward_train_model(spec, params, x, states,
-                                                                 lengths, mask)
+                                                                 lengths, mask, dropout)
 
         def backward(dy):
             grads, _, dstates0 = reference_backward.backward_model(spec, params, trace, dy)
@@ -56,7 +59,7 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
 
     core = model.core() if params is model.params else model._core_from(params)
     inputs, valid, ids = reference.model_inputs(spec, params, x, lengths, mask)
-    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    inputs = np.ascontiguousarray(reference.dropped(dropout, "input", inputs), dtype=np.float32)
     if ids is not None and spec.embedding.mask_zero:  # the mask the ids made, lengths in it
         lengths, mask = None, np.ascontiguousarray(valid)
     B, T = inputs.shape[:2]
@@ -64,10 +67,12 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
     seq = np.empty((B, T, spec.recurrent[-1].output_size), np.float32)
     h0, c0 = model._flat_states(states)
     tape = training_tape(model, core, B, T)
+    for k in range(1, len(spec.recurrent)):  # set or cleared on every pass: the tape keeps them
+        tape.set_dropout(k, None if dropout is None else dropout.get(f"layer{k}"))
     core.forward_train(tape, seq, h_n, c_n, inputs, h0, c0, lengths, mask, n_threads)
     final = model._split_states(h_n, c_n, shapes)
     trace = {"mask": valid, "ids": ids}
-    y = reference.head_forward(spec, params, seq, final[-1][0], valid, trace)
+    y = reference.head_forward(spec, params, seq, final[-1][0], valid, trace, dropout)
 
     def backward(dy):
         grads, dseq, dfinal = reference_backward.head_backward(spec, params, trace, dy)
@@ -88,7 +93,7 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
             offset += size
         if ids is not None:
             grads[reference_backward.EMBEDDING_PARAM] = reference_backward.embedding_backward(
-                spec, ids, dx)
+                spec, ids, reference.dropped(dropout, "input", dx))
         return ({name: grads[name] for name in model.param_shapes()},
                 model._split_states(dh0, dc0, shapes))
 
@@ -159,19 +164,91 @@ def _params_for(model, params):
 
 
 # ----------------------------------------------------------------------------------------------
+# dropout
+
+
+def _dropout_shapes(spec, B, T):
+    """{place: shape} of the dropout multipliers of a batch of B sequences of T steps: "input"
+    (the first recurrent layer's input), "layer{k}" (recurrent layer k's input, k >= 1) and,
+    with dense layers, "head" (what the first dense layer reads)."""
+    shapes = {"input": (B, T, spec.recurrent[0].input_size)}
+    shapes.update({f"layer{r.index}": (B, T, r.input_size) for r in spec.recurrent[1:]})
+    if spec.dense:
+        F = spec.recurrent[-1].output_size
+        shapes["head"] = (B, T, F) if spec.readout == "sequence" else (B, F)
+    return shapes
+
+
+def _checked_masks(model, masks, B, T, unbatched, dtype):
+    """loss_and_grads' masks as {place: array in dtype of the batch's shape}, or None."""
+    if masks is None:
+        return None
+    if not isinstance(masks, Mapping):
+        raise TypeError(f"masks: expected a dict of dropout multipliers by place, got "
+                        f"{type(masks).__name__}")
+    shapes = _dropout_shapes(model.spec, B, T)
+    unknown = [key for key in masks if key not in shapes]
+    if unknown:
+        raise ValueError(f"masks: expected keys among {list(shapes)}, got {unknown}")
+    out = {}
+    for place, mask in masks.items():
+        arr = np.asarray(mask)
+        shape = shapes[place][1:] if unbatched else shapes[place]
+        if arr.dtype.kind != "f" or arr.shape != shape:
+            raise ValueError(f"masks[{place!r}]: expected a float array of shape {shape}, got "
+                             f"{arr.dtype} {arr.shape}")
+        out[place] = np.ascontiguousarray(arr[None] if unbatched else arr, dtype)
+    return out
+
+
+def _dropout_rates(model, dropout, input_dropout, head_dropout):
+    """fit's rates checked: {argument name: rate} of those above zero."""
+    rates = {}
+    for name, value in (("dropout", dropout), ("input_dropout", input_dropout),
+                        ("head_dropout", head_dropout)):
+        number = isinstance(value, (int, float, np.integer, np.floating)) and \
+            not isinstance(value, bool)
+        if not (number and 0.0 <= value < 1.0):
+            raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
+        if value > 0:
+            rates[name] = float(value)
+    if "head_dropout" in rates and not model.spec.dense:
+        raise ValueError(f"head_dropout: expected 0 for a model without dense layers (nothing "
+                         f"reads the head's features), got {rates['head_dropout']}")
+    return rates
+
+
+def _mask_drawer(spec, rates, rng):
+    """draw(B, T) -> fresh multipliers for a batch (inverted dropout: 0 with probability p,
+    else 1/(1-p), per element and step) from rng, or None without rates."""
+    kinds = {"input": "input_dropout", "head": "head_dropout"}
+
+    def draw(B, T):
+        masks = {}
+        for place, shape in _dropout_shapes(spec, B, T).items():
+            p = rates.get(kinds.get(place, "dropout"), 0.0)
+            if p > 0:
+                masks[place] = np.where(rng.random(shape, np.float32) >= p,
+                                        np.float32(1.0 / (1.0 - p)), np.float32(0.0))
+        return masks or None
+
+    return draw if rates else None
+
+
+# ----------------------------------------------------------------------------------------------
 # one batch
 
 
 def _batch(model, params, x, states, lengths, mask, target, loss, activation, backend,
-           n_threads, train):
+           n_threads, train, dropout=None):
     """The loss on one validated batch. Returns a dict: loss, count (rows the loss averages
     over), accuracy (or None), state (the final [(h, c)] per recurrent layer), and when train is
     set grads (and "states0": the initial states' gradients) from backpropagation through
-    time."""
+    time, with the dropout multipliers `dropout` (None: none; see _dropout_shapes)."""
     spec = _logits_spec(model.spec)
     if train:
         z, final, backward = _forward_train(model, spec, params, x, states, lengths, mask,
-                                            backend, n_threads)
+                                            backend, n_threads, dropout)
     elif backend == "numpy":
         z, final = reference.forward_model(spec, params, x, states, lengths, mask)
     else:
@@ -224,7 +301,7 @@ def _validated(model, x, y, lengths, mask, loss, state, params, backend, n_threa
 
 
 def loss_and_grads(model, x, y, lengths=None, mask=None, loss="cross_entropy", state=None,
-                   params=None, n_threads=None, backend=None):
+                   params=None, n_threads=None, backend=None, masks=None):
     """The loss of `model` on a batch and its gradient for every parameter: (loss, grads).
 
     x, lengths, mask, state: as Model.forward. y: targets as the loss expects (see
@@ -233,11 +310,19 @@ def loss_and_grads(model, x, y, lengths=None, mask=None, loss="cross_entropy", s
     and "mse". Per-step losses average over the valid steps only.
     grads: {parameter name: array of its shape}; when state is given, also "state": its
     gradient, in the same form. params: None for model.params, or a dict of float32 or float64
-    arrays to differentiate at instead (float64 runs on the NumPy reference)."""
+    arrays to differentiate at instead (float64 runs on the NumPy reference).
+    masks: None, or dropout multipliers of your own (fit draws them from its rates): a dict
+    with any of "input" ((B, T, I): the first recurrent layer's input, after the embedding),
+    "layer1" .. "layer{n-1}" ((B, T, I_k): recurrent layer k's input, the merged outputs of the
+    layer below) and, with dense layers, "head" ((B, F) or (B, T, F): the features the dense
+    layers read); float arrays of multipliers already scaled (0 or 1/(1-p)), without the B axis
+    for an unbatched x."""
     params, backend, activation, x, states, lengths, mask, target, unbatched, n_threads = \
         _validated(model, x, y, lengths, mask, loss, state, params, backend, n_threads)
+    dtype = next(iter(params.values())).dtype
+    dropout = _checked_masks(model, masks, x.shape[0], x.shape[1], unbatched, dtype)
     out = _batch(model, params, x, states, lengths, mask, target, loss, activation, backend,
-                 n_threads, train=True)
+                 n_threads, train=True, dropout=dropout)
     grads = out["grads"]
     if state is not None:
         grads["state"] = model._state_out(out["states0"], unbatched)
@@ -258,11 +343,12 @@ def _chunks(T, bptt):
 
 
 def _run_epoch(model, data, order, batch_size, bptt, loss, activation, backend, n_threads,
-               train_step, progress):
+               train_step, progress, draw_masks=None):
     """One pass over `data` (params, x, states, lengths, mask, target) in batches of `order`,
     each batch's sequences cut into chunks of bptt steps that carry the state. train_step(out)
-    is called after each chunk with the batch's result (None when evaluating). Returns the mean
-    loss and accuracy over rows."""
+    is called after each chunk with the batch's result (None when evaluating). draw_masks(B, T):
+    a chunk's dropout multipliers when training (None: no dropout). Returns the mean loss and
+    accuracy over rows."""
     params, x, states, lengths, mask, target = data
     B, T = x.shape[:2]
     total = correct = rows = 0.0
@@ -276,8 +362,10 @@ def _run_epoch(model, data, order, batch_size, bptt, loss, activation, backend, 
             tb = target[idx, t0:t1] if model.per_step else target[idx]
             lb = None if lengths is None else np.ascontiguousarray(lengths[idx])
             mb = None if mask is None else np.ascontiguousarray(mask[idx, t0:t1])
+            train = train_step is not None
+            dropout = draw_masks(*xb.shape[:2]) if train and draw_masks else None
             out = _batch(model, params, xb, carried, lb, mb, tb, loss, activation, backend,
-                         n_threads, train=train_step is not None)
+                         n_threads, train=train, dropout=dropout)
             carried = out["state"]
             total += out["loss"] * out["count"]
             rows += out["count"]
@@ -384,7 +472,7 @@ def apply_grads(model, grads, optimizer, clip=None):
 def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", lr=None,
         clip=None, loss="cross_entropy", shuffle=True, validation_data=None, bptt=None,
         seed=None, verbose=True, n_threads=None, backend=None, mask=None, weight_decay=None,
-        callbacks=None):
+        callbacks=None, dropout=0.0, input_dropout=0.0, head_dropout=0.0):
     """Trains the model on (x, y) with minibatches; returns the history, a dict of lists
     per epoch: "loss" (and "accuracy" for classification losses), "val_loss" and
     "val_accuracy" with validation_data, and "lr", the learning rate of the epoch.
@@ -404,7 +492,17 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
     verbose: a progress bar on a terminal, one line per epoch elsewhere; False for none (1 and
     0 as Keras writes them).
     callbacks: None or a list of rnnext.callbacks (early stopping, checkpoints, learning-rate
-    schedules, or your own), called after each epoch; one returning True stops training."""
+    schedules, or your own), called after each epoch; one returning True stops training.
+    dropout, input_dropout, head_dropout: rates in [0, 1) of PyTorch's inverted dropout, in
+    training only (predict, evaluate and validation_data see the identity): each element is
+    zeroed with probability p and the others scaled by 1/(1-p), drawn from seed afresh for
+    every element, time step, batch and bptt chunk. dropout: on the outputs of every recurrent
+    layer but the last (nn.LSTM(num_layers=n, dropout=p); nothing with one layer; a
+    bidirectional layer's merged output). input_dropout: on the first recurrent layer's input
+    (after the embedding; nn.Dropout after the input or nn.Embedding). head_dropout: on the
+    features the dense layers read (nn.Dropout before nn.Linear; Keras Dropout before Dense).
+    Keras's per-layer dropout with one mask for all steps and its recurrent_dropout are not
+    implemented: these are PyTorch's semantics."""
     from .model import _positive_int
 
     epochs = _positive_int("epochs", epochs)
@@ -414,6 +512,8 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
         verbose = bool(verbose)
     verbose = L._bool("verbose", verbose)
     rng = L.random_generator(seed)
+    draw_masks = _mask_drawer(_logits_spec(model.spec),
+                              _dropout_rates(model, dropout, input_dropout, head_dropout), rng)
     opt = optim.make_optimizer(optimizer, lr, weight_decay)
     callbacks = cb.checked_callbacks(callbacks)
     optim.parse_clip(clip)
@@ -436,7 +536,7 @@ def fit(model, x, y, lengths=None, epochs=10, batch_size=32, optimizer="adam", l
         order = rng.permutation(B) if shuffle else np.arange(B)
         data = (model.params, x, states, lengths, mask, target)
         mean_loss, acc = _run_epoch(model, data, order, batch_size, bptt, loss, activation,
-                                    backend, n_threads, train_step, progress.batch)
+                                    backend, n_threads, train_step, progress.batch, draw_masks)
         record = {"loss": mean_loss}
         if acc is not None:
             record["accuracy"] = acc

@@ -294,7 +294,7 @@ def test_shorthand_arguments_equal_to_a_default_are_still_given(kwargs):
 
 def seed_takers():
     """Every call that takes a seed, as a function of the seed."""
-    from rnnext.tasks import charlm, sentiment
+    from rnnext.tasks import charlm
 
     chars = ["a", "b", " "]
     lm = Model("lstm", 3, 4, output_size=3, output="many_to_many", activation="softmax", seed=0)
@@ -304,7 +304,6 @@ def seed_takers():
         "layer_list": lambda seed: Model([L.Embedding(5, 2), L.RNN(3)], seed=seed),
         "init_params": lambda seed: L.init_params(lm.spec, seed),
         "fit": lambda seed: lm.fit(x, y, epochs=1, seed=seed, verbose=False),
-        "sentiment_split": lambda seed: sentiment.split(10, 0.2, seed),
         "charlm_sample": lambda seed: charlm.sample(lm, chars, 3, prime="ab", seed=seed),
     }
 

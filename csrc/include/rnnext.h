@@ -500,6 +500,20 @@ RNX_API rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B
 /* Frees a tape; NULL is a no-op. */
 RNX_API void rnx_tape_free(rnx_tape *tape);
 
+/* Dropout between recurrent layers (PyTorch's nn.LSTM(dropout=p)), for the training passes of
+ * `tape` from now on: recurrent layer `layer` (counted from 0 among the recurrent layers, in
+ * [1, info.n_recurrent - 1]; the first layer's input is the caller's x) reads its input, the
+ * merged output sequence of the layer below, multiplied element-wise by `mask` (B, T, I_layer):
+ * the caller's multipliers, for inverted dropout 0 or 1/(1-p), drawn per element and step.
+ * rnx_backward multiplies the gradient that reaches the layer below's outputs by the same mask.
+ * The mask is copied into the tape (the first call for a layer allocates its room, B*T*I_layer
+ * floats of the tape's capacity); it stays until replaced or removed with mask NULL (then B and
+ * T are ignored). Each rnx_forward_train needs the B and T of every mask set
+ * (RNX_ERR_BAD_ARGUMENT otherwise), and setting a mask voids the pass the tape holds.
+ * RNX_ERR_BAD_ARGUMENT for a layer out of range or B, T outside [1, the tape's]. */
+RNX_API rnx_status rnx_tape_set_dropout(rnx_tape *tape, int layer, const float *mask, int B,
+                                        int T);
+
 /* The recurrent layers' forward pass, filling `tape` for rnx_backward. B and T must not exceed
  * the tape's; the model must have the tape's layer list and instruction set
  * (RNX_ERR_BAD_ARGUMENT otherwise).
@@ -512,7 +526,8 @@ RNX_API void rnx_tape_free(rnx_tape *tape);
  *   lengths    (B) in [1, T], or NULL; mask (B, T) of 0/1 bytes, or NULL: as rnx_forward's (an
  *              embedding's mask_zero is the caller's to turn into `mask`). Not both.
  *   n_threads  as rnx_forward; the results do not depend on it.
- * x, h0, c0, lengths and mask are not kept: rnx_backward takes x again. */
+ * x, h0, c0, lengths and mask are not kept: rnx_backward takes x again. The dropout masks set on
+ * the tape (rnx_tape_set_dropout) apply to the layers' inputs above the first. */
 RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
                                      float *h_n, float *c_n, const float *x, const float *h0,
                                      const float *c0, const int32_t *lengths, const uint8_t *mask,
@@ -531,6 +546,8 @@ RNX_API rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, flo
  *              (those outputs are constant zeros).
  *   dh_n, dc_n dLoss/dh_n, dLoss/dc_n (see States), or NULL for zeros.
  *   n_threads  as rnx_forward. The results do not depend on it: every sum runs in one order.
+ * The gradient reaching a layer's outputs through a dropout mask is multiplied by the mask the
+ * pass ran with.
  * Workspace (transposed weights and per-thread buffers) is allocated once per call. */
 RNX_API rnx_status rnx_backward(const rnx_model *model, rnx_tape *tape, float *grads, float *dx,
                                 float *dh0, float *dc0, const float *x, const float *dseq,
