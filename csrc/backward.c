@@ -407,7 +407,8 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
     if (checked != RNX_OK) return checked;
     for (int k = 1; k < tape->n_blocks; k++) {
         const tape_block *tb = &tape->blocks[k];
-        if (tb->dropout_B && (tb->dropout_B != B || tb->dropout_T != T)) return RNX_ERR_BAD_ARGUMENT;
+        if (tb->dropout_B && (tb->dropout_B != B || tb->dropout_T != T))
+            return RNX_ERR_BAD_ARGUMENT;
     }
     tape->model = NULL;
     tape->B = B;

@@ -135,6 +135,31 @@ def test_c_backend_equals_numpy_backend_with_the_same_masks(name):
                                    err_msg=key)
 
 
+def test_masked_gradients_do_not_depend_on_the_thread_count():
+    """Work large enough for two threads: each applies the masks to its own rows."""
+    rng = np.random.default_rng(11)
+    model = rnnext.Model([L.LSTM(64), L.GRU(64, direction="bidirectional"), L.Readout("last"),
+                          L.Dense(3, "softmax")], input_size=64, seed=0)
+    n, steps = 64, 32
+    x = rng.standard_normal((n, steps, 64)).astype(np.float32)
+    y = rng.integers(0, 3, n)
+    masks = {place: np.where(rng.random(shape) < 0.5, 0.0, 2.0).astype(np.float32)
+             for place, shape in _dropout_shapes(model.spec, n, steps).items()}
+    one = model.loss_and_grads(x, y, masks=masks, n_threads=1)[1]
+    two = model.loss_and_grads(x, y, masks=masks, n_threads=2)[1]
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+
+
+def test_dropout_between_layers_does_nothing_for_one_layer(monkeypatch):
+    """As nn.LSTM(num_layers=1, dropout=p): no mask is drawn."""
+    model = make("lstm")
+    seen = recorded_masks(monkeypatch)
+    x = np.random.default_rng(12).standard_normal((4, T, I)).astype(np.float32)
+    model.fit(x, np.zeros(4, int), epochs=1, verbose=False, seed=0, dropout=0.5)
+    assert seen == [None]
+
+
 def test_the_core_keeps_no_mask_after_a_pass_without_one():
     """The compiled tape holds its masks between passes: a pass without masks after one with
     them has the gradients of no dropout (those of the NumPy reference without masks)."""
