@@ -1,0 +1,76 @@
+"""Runs an example program of this folder (rnx_predict, rnx_predict_cpp) on a model file and
+checks what it prints against the Python package on the same input: the batch's y against
+Model.predict (rtol = atol = 1e-5) and against the NumPy reference (backend="numpy", the float32
+tolerance rtol 1e-4, atol 1e-5), and each streamed sequence, step by step, against predict on
+that sequence's prefixes.
+
+    python check_predict.py MODEL PROGRAM [B T]
+
+Exits with 1 and the differences when anything disagrees. Needs rnnext installed."""
+import subprocess
+import sys
+
+import numpy as np
+
+import rnnext
+
+
+def parse(text):
+    """The program's lines as {key: [words]}; a stream line's key is ("stream", b)."""
+    lines = {}
+    for line in text.splitlines():
+        key, *words = line.split()
+        if key == "stream":
+            key = (key, int(words.pop(0)))
+        lines[key] = words
+    return lines
+
+
+def compare(model_path, text):
+    """Raises AssertionError where the printed output of rnx_predict (or rnx_predict_cpp) for the
+    model file at model_path disagrees with the Python package; returns the names of the arrays
+    checked ("y", "stream 0", ...)."""
+    model = rnnext.load(model_path)
+    lines = parse(text)
+    B, T = map(int, lines["shape"])
+    lengths = np.array(lines["lengths"], np.int32)
+    if "ids" in lines:
+        x = np.array(lines["ids"], np.int32).reshape(B, T)
+    else:
+        x = np.array(lines["x"], np.float32).reshape(B, T, -1)
+    expected = model.predict(x, lengths=lengths)
+    y = np.array(lines["y"], np.float32).reshape(expected.shape)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5, err_msg="y vs Model.predict")
+    np.testing.assert_allclose(y, model.predict(x, lengths=lengths, backend="numpy"), rtol=1e-4,
+                               atol=1e-5, err_msg="y vs the NumPy reference")
+    checked = ["y"]
+    streams = sorted(key[1] for key in lines if key[0] == "stream")
+    assert streams in ([], list(range(B))), f"stream lines for sequences {streams} of {B}"
+    for b in streams:
+        steps = np.array(lines["stream", b], np.float32).reshape(lengths[b], -1)
+        for t in range(lengths[b]):
+            prefix = model.predict(x[b:b + 1, :t + 1])[0]
+            np.testing.assert_allclose(steps[t], prefix[-1] if expected.ndim == 3 else prefix,
+                                       rtol=1e-5, atol=1e-5,
+                                       err_msg=f"stream {b}, step {t} vs Model.predict")
+        checked.append(f"stream {b}")
+    return checked
+
+
+def main(argv):
+    if len(argv) not in (3, 5):
+        sys.exit(f"usage: {argv[0]} MODEL PROGRAM [B T]")
+    model_path, program = argv[1], argv[2]
+    run = subprocess.run([program, model_path, *argv[3:]], capture_output=True, text=True,
+                         timeout=300)
+    if run.returncode != 0:
+        sys.exit(f"{program} {model_path}: exit status {run.returncode}\n{run.stderr}")
+    try:
+        checked = compare(model_path, run.stdout)
+    except AssertionError as error:
+        sys.exit(f"{program} {model_path}: disagrees with Python\n{error}")
+    print(f"{program} {model_path}: {', '.join(checked)} agree with Model.predict")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
