@@ -4,9 +4,11 @@ Model.predict (rtol = atol = 1e-5) and against the NumPy reference (backend="num
 tolerance rtol 1e-4, atol 1e-5), and each streamed sequence, step by step, against predict on
 that sequence's prefixes.
 
-    python check_predict.py MODEL PROGRAM [B T]
+    python check_predict.py --model MODEL [--model MODEL ...] PROGRAM [PROGRAM ...]
 
-Exits with 1 and the differences when anything disagrees. Needs rnnext installed."""
+runs each program on each model (with its default B and T). Exits with 1 when anything
+disagrees, after printing the differences. Needs rnnext installed."""
+import argparse
 import subprocess
 import sys
 
@@ -57,20 +59,27 @@ def compare(model_path, text):
     return checked
 
 
-def main(argv):
-    if len(argv) not in (3, 5):
-        sys.exit(f"usage: {argv[0]} MODEL PROGRAM [B T]")
-    model_path, program = argv[1], argv[2]
-    run = subprocess.run([program, model_path, *argv[3:]], capture_output=True, text=True,
-                         timeout=300)
-    if run.returncode != 0:
-        sys.exit(f"{program} {model_path}: exit status {run.returncode}\n{run.stderr}")
-    try:
-        checked = compare(model_path, run.stdout)
-    except AssertionError as error:
-        sys.exit(f"{program} {model_path}: disagrees with Python\n{error}")
-    print(f"{program} {model_path}: {', '.join(checked)} agree with Model.predict")
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", required=True,
+                        help="a model file saved from Python (repeat for more)")
+    parser.add_argument("programs", nargs="+", help="example programs to run on each model")
+    args = parser.parse_args(argv)
+    failures = 0
+    for program in args.programs:
+        for model_path in args.model:
+            run = subprocess.run([program, model_path], capture_output=True, text=True,
+                                 timeout=300)
+            try:
+                assert run.returncode == 0, f"exit status {run.returncode}: {run.stderr}"
+                checked = compare(model_path, run.stdout)
+            except AssertionError as error:
+                failures += 1
+                print(f"FAIL {program} {model_path}: {error}")
+            else:
+                print(f"ok   {program} {model_path}: {', '.join(checked)} agree with Python")
+    sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    main()
