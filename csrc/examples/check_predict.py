@@ -9,6 +9,7 @@ that sequence's prefixes.
 runs each program on each model (with its default B and T). Exits with 1 when anything
 disagrees, after printing the differences. Needs rnnext installed."""
 import argparse
+import os
 import subprocess
 import sys
 
@@ -70,14 +71,15 @@ def main(argv=None):
         for model_path in args.model:
             run = subprocess.run([program, model_path], capture_output=True, text=True,
                                  timeout=300)
+            name = f"{os.path.basename(program)} {os.path.basename(model_path)}"
             try:
                 assert run.returncode == 0, f"exit status {run.returncode}: {run.stderr}"
                 checked = compare(model_path, run.stdout)
             except AssertionError as error:
                 failures += 1
-                print(f"FAIL {program} {model_path}: {error}")
+                print(f"FAIL {name}: {error}")
             else:
-                print(f"ok   {program} {model_path}: {', '.join(checked)} agree with Python")
+                print(f"ok   {name}: {', '.join(checked)} agree with Python")
     sys.exit(1 if failures else 0)
 
 
