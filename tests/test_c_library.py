@@ -5,6 +5,7 @@ pkg-config flags, the CMake package's version check, and the example programs (c
 built with make and through pkg-config, run on files saved from Python and compared with
 Model.predict by csrc/examples/check_predict.py. CMake's own build, find_package and
 add_subdirectory are .ci/c_library's (a library build each)."""
+import json
 import os
 import re
 import runpy
@@ -69,14 +70,58 @@ def test_install_layout(prefix):
     assert not files[f"lib/{SHARED}"].is_symlink()
 
 
-def test_static_library_holds_the_listed_sources(prefix):
-    """librnnext.a's objects are csrc/sources.txt's files (with the x86-64 kernels there)."""
+def listed_sources():
+    """csrc/sources.txt as setup.py reads it: ([sources this machine builds], {kernel: flags})."""
     core, kernels = runpy.run_path(str(REPO / "setup.py"), run_name="setup_under_test")[
         "read_sources"]()
-    on_x86_64 = run(["cc", "-dumpmachine"]).startswith("x86_64")
+    x86_64 = run(["cc", "-dumpmachine"]).startswith("x86_64")
+    return core + (list(kernels) if x86_64 else []), kernels if x86_64 else {}
+
+
+def assert_builds_the_list(commands):
+    """commands: {source file name: its compile command}, as a build would run them."""
+    sources, kernels = listed_sources()
+    assert sorted(commands) == sorted(sources)
+    for name, command in commands.items():
+        words = command.split()
+        assert "-fvisibility=hidden" in words and "-fopenmp" in words, command
+        assert ("-DRNX_X86_KERNELS=1" in words) == bool(kernels), command
+        assert all(flag in words for flag in kernels.get(name, [])), command
+        assert "-mavx2" not in words or name in kernels, command
+
+
+def test_makefile_builds_the_list(tmp_path):
+    dry_run = run(["make", "-n", "-B", "-C", CSRC, f"BUILDDIR={tmp_path}", "all"])
+    commands = [line for line in dry_run.splitlines() if " -c " in line]
+    assert_builds_the_list({os.path.basename(re.search(r" -c (\S+)", line).group(1)): line
+                            for line in commands})
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found")
+def test_cmake_builds_the_list(tmp_path):
+    run(["cmake", "-S", CSRC, "-B", tmp_path, "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"])
+    entries = json.loads((tmp_path / "compile_commands.json").read_text())
+    assert_builds_the_list({os.path.basename(e["file"]): e["command"] for e in entries})
+
+
+@pytest.mark.parametrize("tool", ["make", "cmake"])
+def test_a_malformed_list_is_refused(tmp_path, tool):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} not found")
+    src = tmp_path / "csrc"
+    shutil.copytree(CSRC, src, ignore=shutil.ignore_patterns("*.o", "*.d", "*.a", "*.so*"))
+    with open(src / "sources.txt", "a") as f:
+        f.write("extra.c -mavx2  # a kernel's flags without x86_64:\n")
+    args = ["make", "-n", "-C", src] if tool == "make" else ["cmake", "-S", src, "-B", src / "b"]
+    refused = subprocess.run([str(a) for a in args], capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "sources.txt: expected 'file.c' or 'file.c x86_64: flags', got 'extra.c -mavx2" in \
+        " ".join(refused.stderr.split())
+
+
+def test_static_library_holds_the_listed_sources(prefix):
     members = run(["ar", "t", prefix / "lib" / "librnnext.a"]).split()
-    assert sorted(members) == sorted(name[:-2] + ".o"
-                                     for name in core + (list(kernels) if on_x86_64 else []))
+    assert sorted(members) == sorted(name[:-2] + ".o" for name in listed_sources()[0])
 
 
 def test_soname(prefix):
