@@ -98,10 +98,16 @@ def test_makefile_builds_the_list(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found")
-def test_cmake_builds_the_list(tmp_path):
-    run(["cmake", "-S", CSRC, "-B", tmp_path, "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"])
+def test_cmake_builds_the_list_and_writes_what_make_installs(tmp_path, prefix):
+    run(["cmake", "-S", CSRC, "-B", tmp_path, "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
+         "-DCMAKE_INSTALL_PREFIX=/usr", "-DCMAKE_INSTALL_LIBDIR=lib"])
     entries = json.loads((tmp_path / "compile_commands.json").read_text())
     assert_builds_the_list({os.path.basename(e["file"]): e["command"] for e in entries})
+    # the files both fill in from one template each (CMake writes its own rnnextTargets.cmake)
+    for name in ("pkgconfig/rnnext.pc", "cmake/rnnext/rnnextConfig.cmake",
+                 "cmake/rnnext/rnnextConfigVersion.cmake"):
+        assert (tmp_path / os.path.basename(name)).read_text() == \
+            (prefix / "lib" / name).read_text(), name
 
 
 @pytest.mark.parametrize("tool", ["make", "cmake"])

@@ -69,13 +69,13 @@ def main(argv=None):
     failures = 0
     for program in args.programs:
         for model_path in args.model:
-            run = subprocess.run([program, model_path], capture_output=True, text=True,
-                                 timeout=300)
             name = f"{os.path.basename(program)} {os.path.basename(model_path)}"
             try:
+                run = subprocess.run([program, model_path], capture_output=True, text=True,
+                                     timeout=300)
                 assert run.returncode == 0, f"exit status {run.returncode}: {run.stderr}"
                 checked = compare(model_path, run.stdout)
-            except AssertionError as error:
+            except (AssertionError, OSError, subprocess.TimeoutExpired) as error:
                 failures += 1
                 print(f"FAIL {name}: {error}")
             else:
