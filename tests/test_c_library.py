@@ -17,10 +17,14 @@ import pytest
 from conftest import REPO
 from rnnext import LSTM, Dense, Embedding, GRU, Model, Readout
 
-TOOLS = ("make", "cc", "c++", "pkg-config", "readelf", "nm", "ar")
-MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not found: the C "
-                                "library's build and install need them")
+
+def needs(*tools):
+    """Skips a test where one of the programs it runs is missing."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not found")
+
+
+pytestmark = needs("make", "cc")  # every test builds, or reads the build of, the library
 
 CSRC = REPO / "csrc"
 HEADER = (CSRC / "include" / "rnnext.h").read_text()
@@ -43,12 +47,12 @@ def csrc_files():
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    """The library and the example programs built out of tree and installed into a stage;
-    the folder that holds build/ and stage/usr."""
+    """The library built out of tree and installed into a stage; the folder that holds build/
+    and stage/usr."""
     tmp = tmp_path_factory.mktemp("c_library")
     before = csrc_files()
     run(["make", "-s", "-C", CSRC, f"-j{os.cpu_count()}", f"BUILDDIR={tmp / 'build'}", "install",
-         "examples", f"DESTDIR={tmp / 'stage'}", "PREFIX=/usr"])
+         f"DESTDIR={tmp / 'stage'}", "PREFIX=/usr"])
     assert csrc_files() == before, "an out-of-tree build wrote into csrc/"
     return tmp
 
@@ -97,7 +101,7 @@ def test_makefile_builds_the_list(tmp_path):
                             for line in commands})
 
 
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found")
+@needs("cmake")
 def test_cmake_builds_the_list_and_writes_what_make_installs(tmp_path, prefix):
     run(["cmake", "-S", CSRC, "-B", tmp_path, "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
          "-DCMAKE_INSTALL_PREFIX=/usr", "-DCMAKE_INSTALL_LIBDIR=lib"])
@@ -125,16 +129,19 @@ def test_a_malformed_list_is_refused(tmp_path, tool):
         " ".join(refused.stderr.split())
 
 
+@needs("ar")
 def test_static_library_holds_the_listed_sources(prefix):
     members = run(["ar", "t", prefix / "lib" / "librnnext.a"]).split()
     assert sorted(members) == sorted(name[:-2] + ".o" for name in listed_sources()[0])
 
 
+@needs("readelf")
 def test_soname(prefix):
     dynamic = run(["readelf", "-d", prefix / "lib" / SHARED])
     assert re.findall(r"\(SONAME\)\s+Library soname: \[(.*)\]", dynamic) == [SONAME]
 
 
+@needs("nm")
 def test_exports_exactly_the_public_functions(prefix):
     declared = set(re.findall(r"RNX_API\s[^;{]*?\b(rnx_\w+)\s*\(", HEADER))
     assert len(declared) > 30 and "rnx_forward" in declared
@@ -148,6 +155,7 @@ def pkg_config(prefix, *args):
     return run(["pkg-config", *args, "rnnext"], env=env).split()
 
 
+@needs("pkg-config")
 def test_pkg_config(prefix):
     assert pkg_config(prefix, "--modversion") == [".".join(map(str, VERSION))]
     assert pkg_config(prefix, "--cflags", "--libs") == [
@@ -157,7 +165,7 @@ def test_pkg_config(prefix):
         f"-I{prefix}/include", f"-L{prefix}/lib", "-lrnnext", "-fopenmp", "-lm"]
 
 
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found")
+@needs("cmake")
 def test_cmake_package_version(prefix):
     """find_package(rnnext X.Y.Z) accepts the same major version up to this one."""
     major, minor, patch = VERSION
@@ -190,6 +198,7 @@ def test_cmake_package_version(prefix):
 def programs(build, prefix):
     """The example programs: from `make examples` (static), and through pkg-config the C one
     with the shared library and the C++ one with the static library."""
+    run(["make", "-s", "-C", CSRC, f"BUILDDIR={build / 'build'}", "examples"])
     cflags = pkg_config(prefix, "--cflags")
     static = " ".join(pkg_config(prefix, "--static", "--libs")).replace(
         "-lrnnext", "-Wl,-Bstatic -lrnnext -Wl,-Bdynamic").split()
@@ -219,6 +228,7 @@ MODELS = {  # the layers; the weights from a seed
 }
 
 
+@needs("c++", "pkg-config", "readelf")
 @pytest.mark.parametrize("name", MODELS)
 def test_examples_agree_with_predict(programs, tmp_path, name):
     compare = runpy.run_path(str(CSRC / "examples" / "check_predict.py"))["compare"]
