@@ -1,11 +1,12 @@
 // rnx_predict_cpp: rnx_predict.c's run written in C++, with the same input and output (see
 // there; check_predict.py compares either with Python). What differs: the C API's handles are
-// owned by std::unique_ptr, failures are exceptions, and the sequences stream concurrently, one
-// std::thread and one rnx_stream each, all on one shared model (a model is read-only once
-// loaded; a stream belongs to one thread at a time).
+// owned by std::unique_ptr, failures are exceptions, and the sequences stream concurrently on up
+// to one std::thread per core, each with a stream of its own, all on one shared model (a model
+// is read-only once loaded; a stream belongs to one thread at a time).
 //   rnx_predict_cpp MODEL [B T]
 // Build: c++ -std=c++17 -pthread rnx_predict.cpp $(pkg-config --cflags --libs rnnext), or see
 // CMakeLists.txt here.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -55,19 +56,17 @@ void print(const char *key, const std::vector<int32_t> &values) {
     std::printf("\n");
 }
 
-// Sequence b of the batch, streamed on a stream of its own: its output at each valid step.
-std::vector<float> stream_sequence(const rnx_model *model, const rnx_model_info &info,
+// Sequence b of the batch streamed on `stream` from zero states: its output at each valid step.
+std::vector<float> stream_sequence(rnx_stream *stream, const rnx_model_info &info,
                                    const std::vector<float> &x, const std::vector<int32_t> &ids,
                                    int b, int T, int length) {
-    rnx_stream *handle = nullptr;
-    check(rnx_stream_create(&handle, model, 1), "rnx_stream_create");
-    const Stream stream(handle, rnx_stream_free);
+    check(rnx_stream_reset(stream, nullptr, nullptr), "rnx_stream_reset");
     const size_t I = info.takes_ids ? 1 : static_cast<size_t>(info.input_size);
     const size_t O = static_cast<size_t>(info.output_size);
     std::vector<float> y(static_cast<size_t>(length) * O);
     for (int t = 0; t < length; t++) {
         const size_t at = static_cast<size_t>(b) * T + t;
-        check(rnx_stream_step(stream.get(), y.data() + t * O,
+        check(rnx_stream_step(stream, y.data() + t * O,
                               info.takes_ids ? nullptr : x.data() + at * I,
                               info.takes_ids ? ids.data() + at : nullptr),
               "rnx_stream_step");
@@ -103,22 +102,28 @@ void run(const std::string &path, int B, int T) {
     print("y", y);
     if (!info.streamable) return;
 
+    // each thread owns one stream and takes every n_threads-th sequence
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    const int n_threads = std::max(1, std::min(B, cores));
     std::vector<std::vector<float>> streamed(B);
-    std::vector<std::exception_ptr> errors(B);
+    std::vector<std::exception_ptr> errors(n_threads);
     std::vector<std::thread> threads;
-    for (int b = 0; b < B; b++)
-        threads.emplace_back([&, b] {
+    for (int id = 0; id < n_threads; id++)
+        threads.emplace_back([&, id] {
             try {
-                streamed[b] = stream_sequence(model.get(), info, x, ids, b, T, lengths[b]);
+                rnx_stream *handle = nullptr;
+                check(rnx_stream_create(&handle, model.get(), 1), "rnx_stream_create");
+                const Stream stream(handle, rnx_stream_free);
+                for (int b = id; b < B; b += n_threads)
+                    streamed[b] = stream_sequence(stream.get(), info, x, ids, b, T, lengths[b]);
             } catch (...) {
-                errors[b] = std::current_exception();
+                errors[id] = std::current_exception();
             }
         });
     for (std::thread &thread : threads) thread.join();
-    for (int b = 0; b < B; b++) {
-        if (errors[b]) std::rethrow_exception(errors[b]);
-        print(("stream " + std::to_string(b)).c_str(), streamed[b]);
-    }
+    for (const std::exception_ptr &error : errors)
+        if (error) std::rethrow_exception(error);
+    for (int b = 0; b < B; b++) print(("stream " + std::to_string(b)).c_str(), streamed[b]);
 }
 
 }  // namespace
