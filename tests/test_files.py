@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import runpy
 import shutil
 import struct
 import subprocess
@@ -641,16 +642,17 @@ def test_fuzz_headers(header, payload):
 
 
 def build_file_loader(tmp_path):
-    """tests/c/file_loader.c with the C core's sources (those the Makefile builds, baseline kernels
+    """tests/c/file_loader.c with the C core's sources (csrc/sources.txt's, baseline kernels
     only) under the sanitizers, or a skip where gcc cannot."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc not found: the C loader test needs it")
     exe = tmp_path / "file_loader"
     csrc = os.path.join(ROOT, "csrc")
-    sources = [os.path.join(ROOT, "tests", "c", "file_loader.c")] + sorted(
-        os.path.join(csrc, name) for name in os.listdir(csrc)
-        if name.endswith(".c") and not name.startswith(("kernel_avx2", "kernel_avx512")))
+    core, _ = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="setup_under_test")[
+        "read_sources"]()
+    sources = [os.path.join(ROOT, "tests", "c", "file_loader.c")] + [
+        os.path.join(csrc, name) for name in core]
     build_cmd = [gcc, "-std=gnu11", "-O1", "-g", "-fsanitize=address,undefined",
                  "-fno-sanitize-recover=all", "-I" + os.path.join(csrc, "include"), "-I" + csrc,
                  *sources, "-o", str(exe), "-lm"]

@@ -20,6 +20,21 @@
  *   One rnx_model may be shared by any number of threads calling rnx_forward at once: a model is
  *   read-only after rnx_model_create. The library never calls omp_set_num_threads; the thread
  *   count is an argument of each call.
+ *
+ * Building and linking
+ *   `make -C csrc install PREFIX=/usr/local` (or CMake: csrc/CMakeLists.txt) installs this
+ *   header, librnnext.a, librnnext.so.X.Y.Z (SONAME librnnext.so.X, X = RNX_VERSION_MAJOR),
+ *   lib/pkgconfig/rnnext.pc and the CMake package lib/cmake/rnnext. Then link with
+ *     pkg-config   cc app.c $(pkg-config --cflags --libs rnnext)            (shared)
+ *                  pkg-config --static --libs rnnext adds what the static library needs
+ *     CMake        find_package(rnnext) and target_link_libraries(app PRIVATE rnnext::rnnext),
+ *                  or rnnext::rnnext_static; or add_subdirectory(csrc) for the same targets
+ *     by hand      cc app.c -I$PREFIX/include -L$PREFIX/lib -lrnnext                  (shared)
+ *                  cc app.c -I$PREFIX/include $PREFIX/lib/librnnext.a -fopenmp -lm    (static)
+ *   The static library calls the OpenMP runtime it was built with (GCC's libgomp with -fopenmp;
+ *   a library built with OPENMP= needs only -lm). The shared library exports the rnx_* names of
+ *   this header and nothing else. rnx_version_number() checks a shared library against the
+ *   RNX_VERSION_NUMBER a program was compiled with.
  */
 #ifndef RNNEXT_H
 #define RNNEXT_H
