@@ -229,7 +229,8 @@ unsigned char *version1_file(const char *cell, int I, int H, const float *params
     const char *names[4] = {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"};
     for (int i = 0; i < 4; i++) {
         const int ndim = i < 2 ? 2 : 1;
-        if (!skip || strcmp(skip, names[i]) != 0) builder_f32(fb, names[i], ndim, shapes[i], params);
+        if (!skip || strcmp(skip, names[i]) != 0)
+            builder_f32(fb, names[i], ndim, shapes[i], params);
         params += shapes[i][0] * (ndim == 2 ? shapes[i][1] : 1);
     }
     return builder_finish(fb, size);

@@ -19,10 +19,10 @@ void exercise_lifecycle(void) {
     float y[B * T * 2 * H];
 
     /* forward and training on a bidirectional LSTM under a GRU with a head */
-    const rnx_layer full[4] = {rnx_recurrent_layer(RNX_CELL_LSTM, I, H, RNX_DIRECTION_BIDIRECTIONAL),
-                               rnx_recurrent_layer(RNX_CELL_GRU, 2 * H, H, RNX_DIRECTION_FORWARD),
-                               rnx_readout_layer(RNX_READOUT_LAST),
-                               rnx_dense_layer(H, 2, RNX_ACT_SOFTMAX)};
+    const rnx_layer full[4] = {
+        rnx_recurrent_layer(RNX_CELL_LSTM, I, H, RNX_DIRECTION_BIDIRECTIONAL),
+        rnx_recurrent_layer(RNX_CELL_GRU, 2 * H, H, RNX_DIRECTION_FORWARD),
+        rnx_readout_layer(RNX_READOUT_LAST), rnx_dense_layer(H, 2, RNX_ACT_SOFTMAX)};
     float *params = NULL;
     rnx_model *m = random_model(full, 4, RNX_ISA_AUTO, &seed, 0.5f, &params);
     CHECK_STATUS(rnx_forward(m, y, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 2), RNX_OK);

@@ -341,7 +341,8 @@ static void corpus_files(void) {
                 for (int b = 0; b < B; b++) {
                     id_column[b] = ids[b * T + t];
                     if (!info.takes_ids)
-                        memcpy(column + b * info.input_size, x + ((size_t)b * T + t) * info.input_size,
+                        memcpy(column + b * info.input_size,
+                               x + ((size_t)b * T + t) * info.input_size,
                                (size_t)info.input_size * sizeof(float));
                 }
                 CHECK_STATUS(rnx_stream_step(s_, step, info.takes_ids ? NULL : column,

@@ -372,7 +372,8 @@ static void forward_readouts_and_dense(void) {
                 double z[O], total = 0.0;
                 for (int k = 0; k < O; k++) {
                     z[k] = bias[k];
-                    for (int j = 0; j < 2 * H; j++) z[k] += (double)w[k * 2 * H + j] * read[b * 2 * H + j];
+                    for (int j = 0; j < 2 * H; j++)
+                        z[k] += (double)w[k * 2 * H + j] * read[b * 2 * H + j];
                     total += exp(z[k]);
                 }
                 for (int k = 0; k < O; k++)

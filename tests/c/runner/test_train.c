@@ -126,8 +126,9 @@ static const uint8_t some_mask[B * T] = {1, 0, 1, 1, 0, 1, 1, 0};
 
 /* packed kernels: a bidirectional LSTM (concat) under a GRU, with lengths */
 static void gradients_lstm_gru(void) {
-    const rnx_layer list[2] = {rnx_recurrent_layer(RNX_CELL_LSTM, 3, 4, RNX_DIRECTION_BIDIRECTIONAL),
-                               rnx_recurrent_layer(RNX_CELL_GRU, 8, 3, RNX_DIRECTION_FORWARD)};
+    const rnx_layer list[2] = {
+        rnx_recurrent_layer(RNX_CELL_LSTM, 3, 4, RNX_DIRECTION_BIDIRECTIONAL),
+        rnx_recurrent_layer(RNX_CELL_GRU, 8, 3, RNX_DIRECTION_FORWARD)};
     check_gradients_on_isas(list, 2, some_lengths, NULL, 41);
 }
 
