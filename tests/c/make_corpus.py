@@ -102,7 +102,7 @@ def broken_files(base):
         "trailing_byte": base + b"\0",
         "json_syntax": struct.pack("<Q", len(text) - 1) + text[:-1] + data,
         "dtype": join(bad_dtype, data),
-        "overlapping_offsets": join(overlap, data),
+        "offsets_disagree": join(overlap, data),
         "missing_tensor": encode(meta, arrays[:-1]),
         "newer_version": encode(dict(meta, format_version="3"), arrays),
         "leading_zero": encode(dict(meta, **{"layer0.units": "03"}), arrays),
