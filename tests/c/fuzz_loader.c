@@ -1,7 +1,7 @@
 /* fuzz_loader.c: a libFuzzer target over the file parser and the model loader, built with
  * ASan and UBSan by .ci/c_tests:
  *
- *   clang -fsanitize=fuzzer,address,undefined ... tests/c/fuzz_loader.c csrc/*.c
+ *   clang -fsanitize=fuzzer,address,undefined ... tests/c/fuzz_loader.c (the csrc sources)
  *   fuzz_loader -max_total_time=60 tests/c/corpus
  *
  * Every input goes through rnx_file_parse (the tensor table, lookups, metadata, every tensor

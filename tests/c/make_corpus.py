@@ -2,7 +2,8 @@
 test runner also loads (tests/c/runner/test_files.c: each valid_* file must load and run, each
 broken_* file must be refused with a message). Small models of several layer kinds saved by
 rnnext.io, a format-version-1 file, one with F16, BF16 and F64 tensors, and files that break one
-rule each. The output is the same on every run, so the committed corpus can be remade:
+rule each. The output is the same on every run, so the committed corpus can be remade. Inputs
+the fuzzer found (found_*, committed as it wrote them) are left alone:
 
     PYTHONPATH=. python tests/c/make_corpus.py   (rnnext built in place; or installed)
 """
@@ -106,6 +107,8 @@ def broken_files(base):
         "missing_tensor": encode(meta, arrays[:-1]),
         "newer_version": encode(dict(meta, format_version="3"), arrays),
         "leading_zero": encode(dict(meta, **{"layer0.units": "03"}), arrays),
+        "alpha_of_sigmoid": encode(dict(meta, **{"layer0.activation_alpha": "0.4,0.0,0.0"}),
+                                   arrays),
     }
 
 
