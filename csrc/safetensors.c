@@ -933,6 +933,23 @@ static rnx_status read_layer(const meta_reader *r, int type, int *width, rnx_lay
          (s = meta_flag(r, "peepholes", &l->peepholes)) != RNX_OK ||
          (s = meta_flag(r, "input_forget", &l->input_forget)) != RNX_OK))
         return s;
+    /* alpha and beta are 0 where the function has none; the core's own check of a layer
+     * decides, one list at a time, so that a file it would refuse is refused here, by key */
+    static const char *const PARAMS[2] = {"activation_alpha", "activation_beta"};
+    for (int which = 0; which < 2; which++) {
+        rnx_layer probe = *l;
+        probe.input_size = 1; /* the width below is checked above */
+        memset(which ? probe.alpha : probe.beta, 0, sizeof probe.alpha);
+        size_t count;
+        if (rnx_param_count(&probe, 1, &count) == RNX_ERR_BAD_CONFIG) {
+            char key[KEY_SIZE], expected[96];
+            const char *text;
+            meta_value(r, PARAMS[which], key, &text);
+            snprintf(expected, sizeof expected, "0 for each function of 'activations' that takes "
+                     "no %s", which ? "beta" : "alpha");
+            return bad_value(r, key, text, expected);
+        }
+    }
     *width = output_width(l);
     return RNX_OK;
 }

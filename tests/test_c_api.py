@@ -1,10 +1,14 @@
-"""The C core without Python: tests/c/test_core.c built with gcc against csrc/*.c, fed
-parameters and inputs written here, its outputs compared with the NumPy reference: a uniform
-stack, and a layer list with every part built in C (check_layer_list_model) rebuilt here. The program
-itself checks the contract of rnnext.h (versions, status strings, NULL and out-of-range
-arguments) and exits 1 on any broken promise."""
+"""The C core without Python: the C test runner (tests/c/runner/) built with gcc against the
+sources csrc/sources.txt lists, plainly and under ASan+UBSan. Its own suites check the whole
+public API (rnnext.h) against references computed in C: a double-precision reference of the
+cells, finite differences for the gradients, invariants; here they must close with "N passed,
+0 failed". Its stack mode is fed parameters and inputs written here, and its outputs are
+compared with the NumPy reference: a uniform stack, and a layer list with every part built in C
+(layer_list_model in tests/c/runner/stack.c) rebuilt here."""
 import os
 import platform
+import re
+import runpy
 import shutil
 import subprocess
 
@@ -17,17 +21,18 @@ from rnnext import Model, _core, reference
 from rnnext import layers as L
 
 CSRC = REPO / "csrc"
-PROGRAM = REPO / "tests" / "c" / "test_core.c"
+RUNNER_SOURCES = sorted((REPO / "tests" / "c" / "runner").glob("*.c"))
+CORPUS = REPO / "tests" / "c" / "corpus"
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
-# per-file flags of the x86-64 kernels, as setup.py builds them; other machines skip those files
-KERNEL_FLAGS = {"kernel_avx2.c": ["-mavx2", "-mfma"],
-                "kernel_avx512.c": ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma"]}
+CORE_SOURCES, X86_KERNELS = runpy.run_path(str(REPO / "setup.py"),
+                                           run_name="c_api_sources")["read_sources"]()
 FLAGS = ["-std=gnu11", "-O2", "-fopenmp", f"-I{CSRC / 'include'}", f"-I{CSRC}"] + (
     ["-DRNX_X86_KERNELS=1"] if X86_64 else [])
 # -O1 after FLAGS' -O2: the sanitized kernels build in half the time
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
             "-fno-omit-frame-pointer", "-g", "-O1"]
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1"}
+CLOSING_LINE = re.compile(r"^(\d+) passed, (\d+) failed$")
 
 # the stable numbers of rnnext.h's enums
 CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3, "gru_reset_before": 4}
@@ -41,31 +46,44 @@ def gcc_or_skip():
     return gcc
 
 
-def compile_program(out_dir, extra_flags=()):
-    """Each csrc/*.c and the test program to its own object in out_dir (compiled side by side),
-    linked to one executable; a compiler error fails the test with the compiler's message."""
+def compile_runner(out_dir, extra_flags=()):
+    """The C core's sources (csrc/sources.txt: the x86-64 kernels with their flags, on x86-64
+    only) and the runner's, each to its own object in out_dir (compiled side by side), linked
+    to one executable; a compiler error fails the test with the compiler's message."""
     gcc = gcc_or_skip()
+    sources = [(CSRC / name, []) for name in CORE_SOURCES] + [
+        (CSRC / name, flags) for name, flags in X86_KERNELS.items() if X86_64] + [
+        (src, []) for src in RUNNER_SOURCES]
     jobs = []
-    for src in sorted(CSRC.glob("*.c")) + [PROGRAM]:
-        if src.name in KERNEL_FLAGS and not X86_64:
-            continue
-        obj = out_dir / (src.stem + ".o")
-        cmd = [gcc, *FLAGS, *extra_flags, *KERNEL_FLAGS.get(src.name, []), "-c", str(src),
-               "-o", str(obj)]
+    for src, flags in sources:
+        obj = out_dir / f"{src.parent.name}_{src.stem}.o"
+        cmd = [gcc, *FLAGS, *extra_flags, *flags, "-c", str(src), "-o", str(obj)]
         jobs.append((cmd, obj, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)))
     for cmd, _, job in jobs:
         _, err = job.communicate()
         assert job.returncode == 0, f"{' '.join(cmd)}\n{err}"
-    exe = out_dir / "test_core"
+    exe = out_dir / "runner"
     done = subprocess.run([gcc, *(str(obj) for _, obj, _ in jobs), "-fopenmp", *extra_flags,
                            "-lm", "-o", str(exe)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return exe
 
 
+def run_runner(exe, *args, env=None):
+    """Runs the runner; it must exit 0 with the closing line "N passed, 0 failed" and nothing
+    on stderr (a sanitizer's report). Returns N."""
+    done = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    lines = done.stdout.splitlines()
+    closing = CLOSING_LINE.match(lines[-1]) if lines else None
+    assert done.returncode == 0 and closing and closing[2] == "0", done.stdout + done.stderr
+    assert done.stderr == "", done.stderr
+    return int(closing[1])
+
+
 @pytest.fixture(scope="module")
 def core_program(tmp_path_factory):
-    return compile_program(tmp_path_factory.mktemp("c_core"))
+    return compile_runner(tmp_path_factory.mktemp("c_core"))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +97,50 @@ def sanitized_program(tmp_path_factory):
     if probe.returncode != 0 or subprocess.run([str(probe_dir / "probe")],
                                                capture_output=True).returncode != 0:
         pytest.skip("gcc cannot build or run a program with -fsanitize=address,undefined here")
-    return compile_program(tmp_path_factory.mktemp("c_core_asan"), SANITIZE)
+    return compile_runner(tmp_path_factory.mktemp("c_core_asan"), SANITIZE)
+
+
+def test_c_runner_suites(core_program):
+    """Every suite and the corpus; more tests than the API has areas (a runner that skipped its
+    suites would close with few)."""
+    assert run_runner(core_program, "--corpus", CORPUS) >= 25
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "nonsense"])
+def test_c_runner_isa_from_the_environment(core_program, isa):
+    """RNNEXT_ISA picks the default instruction set, or leaves none when it names nothing
+    usable (the runner's isa_selection test reads it)."""
+    assert run_runner(core_program, "--filter", "isa_selection",
+                      env={**os.environ, "RNNEXT_ISA": isa}) == 1
+
+
+def test_c_runner_under_address_and_undefined_sanitizers(sanitized_program):
+    env = {**os.environ, **SANITIZER_ENV}
+    assert run_runner(sanitized_program, "--corpus", CORPUS, env=env) >= 25
+    assert run_runner(sanitized_program, "leaks", 20, env=env) == 20
+
+
+def test_c_runner_reports_failures(core_program):
+    """The harness's own contract: a filter that matches nothing is a usage error, and a
+    corpus folder that does not exist is a failed test with file:line, exit status 1."""
+    done = subprocess.run([str(core_program), "--filter", "no such test"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "no test matches" in done.stderr
+    done = subprocess.run([str(core_program), "--filter", "corpus", "--corpus",
+                           REPO / "no_such_folder"], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert re.search(r"test_files\.c:\d+: corpus_files: failed: dir != NULL", done.stdout)
+    assert done.stdout.splitlines()[-1] == "0 passed, 1 failed"
+
+
+def test_corpus_is_what_make_corpus_writes():
+    """tests/c/corpus/ is committed; it must be what tests/c/make_corpus.py writes today, and
+    the inputs the fuzzer found (found_*)."""
+    expected = runpy.run_path(str(REPO / "tests" / "c" / "make_corpus.py"))["corpus"]()
+    made = [p.name for p in CORPUS.iterdir() if not p.name.startswith("found_")]
+    assert sorted(made) == sorted(expected)
+    for name, content in expected.items():
+        assert (CORPUS / name).read_bytes() == content, name
 
 
 # (cell, num_layers, bidirectional, I, H, B, T, lengths, initial state, isa, n_threads)
@@ -95,7 +156,7 @@ CASES = [
 
 
 def layer_list_model():
-    """test_core.c's check_layer_list_model: its model (parameters from the same formula) and
+    """stack.c's layer_list_model: its model (parameters from the same formula) and
     inputs, as (Model, ids, mask)."""
     model = Model([L.Embedding(9, 5, padding_idx=0, mask_zero=True),
                    L.GRU(20, direction="bidirectional", merge="sum"),
@@ -145,10 +206,7 @@ def run_and_compare(program, case, tmp_path, rng, env=None):
         arrays += [h0, c0]
     (tmp_path / "in.bin").write_bytes(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays))
 
-    done = subprocess.run([str(program), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
-                          capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == "", done.stderr
+    assert run_runner(program, "stack", tmp_path / "in.bin", tmp_path / "out.bin", env=env) == 3
 
     D, LD = num_directions(model), L * num_directions(model)
     out = np.fromfile(tmp_path / "out.bin", np.float32)

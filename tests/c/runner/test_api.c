@@ -1,0 +1,269 @@
+/* test_api.c: versions, names, instruction sets, the activation functions, layer lists, model
+ * creation and the info a model reports. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "runner.h"
+
+static void version_and_names(void) {
+    CHECK(rnx_version_number() == RNX_VERSION_NUMBER);
+    /* every status has its own text; an unknown code still gets one */
+    for (int s = RNX_OK; s <= RNX_ERR_FILE_VERSION + 1; s++) {
+        const char *text = rnx_status_string((rnx_status)s);
+        CHECK(text != NULL && text[0] != '\0');
+        for (int other = RNX_OK; other < s && s <= RNX_ERR_FILE_VERSION; other++)
+            CHECK(strcmp(text, rnx_status_string((rnx_status)other)) != 0);
+    }
+    CHECK(rnx_status_string((rnx_status)-1) != NULL);
+    const char *isa_names[] = {"auto", "scalar", "avx2", "avx512"};
+    for (int isa = RNX_ISA_AUTO; isa <= RNX_ISA_AVX512; isa++)
+        CHECK(strcmp(rnx_isa_name((rnx_isa)isa), isa_names[isa]) == 0);
+    CHECK(strcmp(rnx_isa_name((rnx_isa)42), "unknown") == 0);
+    const char *dtype_names[] = {"F32", "F16", "BF16", "F64"};
+    for (int d = RNX_DTYPE_F32; d <= RNX_DTYPE_F64; d++)
+        CHECK(strcmp(rnx_dtype_name((rnx_dtype)d), dtype_names[d]) == 0);
+    CHECK(strcmp(rnx_dtype_name((rnx_dtype)-1), "unknown") == 0);
+    CHECK(rnx_max_threads() >= 1 && rnx_max_threads() <= RNX_MAX_THREADS);
+    CHECK(rnx_has_openmp() == 0 || rnx_has_openmp() == 1);
+}
+
+/* The default is supported (or RNX_ISA_AUTO when RNNEXT_ISA names nothing usable, and then
+ * creating with RNX_ISA_AUTO fails); a model reports the set it was built for; an unsupported
+ * one is refused. */
+static void isa_selection(void) {
+    const rnx_isa chosen = rnx_default_isa();
+    const char *forced = getenv("RNNEXT_ISA");
+    rnx_layer layer = rnx_recurrent_layer(RNX_CELL_GRU, 3, 5, RNX_DIRECTION_FORWARD);
+    size_t count = 0;
+    CHECK_STATUS(rnx_param_count(&layer, 1, &count), RNX_OK);
+    float *params = zero_floats(count);
+    rnx_model *m = NULL;
+    if (chosen == RNX_ISA_AUTO) {
+        CHECK(forced != NULL);
+        CHECK_STATUS(rnx_model_create(&m, &layer, 1, RNX_ISA_AUTO, params),
+                     RNX_ERR_ISA_UNAVAILABLE);
+        CHECK(m == NULL);
+    } else {
+        CHECK(rnx_isa_supported(chosen));
+        if (forced && *forced) CHECK(strcmp(forced, rnx_isa_name(chosen)) == 0);
+        CHECK_STATUS(rnx_model_create(&m, &layer, 1, RNX_ISA_AUTO, params), RNX_OK);
+        CHECK(rnx_model_get_info(m).isa == (int)chosen);
+        rnx_model_free(m);
+    }
+    CHECK(rnx_isa_supported(RNX_ISA_SCALAR) && !rnx_isa_supported(RNX_ISA_AUTO));
+    CHECK(!rnx_isa_supported((rnx_isa)7));
+    for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512; isa++) {
+        m = NULL;
+        const rnx_status s = rnx_model_create(&m, &layer, 1, isa, params);
+        CHECK_STATUS(s, rnx_isa_supported((rnx_isa)isa) ? RNX_OK : RNX_ERR_ISA_UNAVAILABLE);
+        CHECK((s == RNX_OK) == (m != NULL));
+        if (m) CHECK(rnx_model_get_info(m).isa == isa);
+        rnx_model_free(m);
+    }
+    free(params);
+}
+
+/* rnx_activation against libm in double, within the header's bounds, on every instruction set,
+ * with the limits at +-inf and NaN */
+static void activation_accuracy(void) {
+    enum { N = 4001 };
+    static float in[N + 3], out[N + 3];
+    for (int i = 0; i < N; i++) in[i] = -20.0f + 40.0f * (float)i / (N - 1);
+    in[N] = INFINITY, in[N + 1] = -INFINITY, in[N + 2] = NAN;
+    rnx_isa isas[3];
+    const int n_isas = supported_isas(isas);
+    for (int k = 0; k < n_isas; k++) {
+        for (int fn = RNX_FN_SIGMOID; fn <= RNX_FN_TANH; fn++) {
+            CHECK_STATUS(rnx_activation(isas[k], (rnx_function)fn, out, in, N + 3), RNX_OK);
+            double worst = 0.0;
+            for (int i = 0; i < N; i++) {
+                const double exact = fn == RNX_FN_SIGMOID ? 1.0 / (1.0 + exp(-(double)in[i]))
+                                                          : tanh((double)in[i]);
+                worst = fmax(worst, fabs((double)out[i] - exact));
+            }
+            CHECK(worst <= (fn == RNX_FN_SIGMOID ? 2e-7 : 4e-7));
+            CHECK(out[N] == 1.0f && out[N + 1] == (fn == RNX_FN_SIGMOID ? 0.0f : -1.0f));
+            CHECK(isnan(out[N + 2]));
+        }
+    }
+    CHECK_STATUS(rnx_activation(RNX_ISA_SCALAR, RNX_FN_TANH, NULL, in, 1), RNX_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(rnx_activation(RNX_ISA_SCALAR, RNX_FN_TANH, out, NULL, 1),
+                 RNX_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(rnx_activation(RNX_ISA_SCALAR, RNX_FN_TANH, NULL, NULL, 0), RNX_OK);
+    CHECK_STATUS(rnx_activation(RNX_ISA_SCALAR, (rnx_function)2, out, in, 1),
+                 RNX_ERR_BAD_ARGUMENT);
+    CHECK_STATUS(rnx_activation((rnx_isa)9, RNX_FN_TANH, out, in, 1), RNX_ERR_ISA_UNAVAILABLE);
+}
+
+/* The constructors fill the defaults the header states, and rnx_param_count is the header's
+ * layout: per direction G*H*(I + S) + 2*G*H (+ P*H, + 3*H), V*E, O*(F + 1). */
+static void layer_lists_and_param_counts(void) {
+    const rnx_layer e = rnx_embedding_layer(11, 4, -1);
+    CHECK(e.kind == RNX_LAYER_EMBEDDING && e.input_size == 11 && e.units == 4 &&
+          e.padding_idx == -1 && !e.mask_zero);
+    const rnx_layer lstm = rnx_recurrent_layer(RNX_CELL_LSTM, 4, 6, RNX_DIRECTION_BIDIRECTIONAL);
+    CHECK(lstm.kind == RNX_LAYER_RECURRENT && lstm.cell == RNX_CELL_LSTM && lstm.units == 6 &&
+          lstm.direction == RNX_DIRECTION_BIDIRECTIONAL && lstm.merge == RNX_MERGE_CONCAT);
+    CHECK(lstm.activations[0] == RNX_ACT_SIGMOID && lstm.activations[1] == RNX_ACT_TANH &&
+          lstm.activations[2] == RNX_ACT_TANH && !lstm.proj_size && !lstm.peepholes);
+    const rnx_layer relu = rnx_recurrent_layer(RNX_CELL_RNN_RELU, 3, 2, RNX_DIRECTION_FORWARD);
+    CHECK(relu.activations[0] == RNX_ACT_RELU);
+    const rnx_layer gru = rnx_recurrent_layer(RNX_CELL_GRU, 12, 5, RNX_DIRECTION_REVERSE);
+    CHECK(gru.activations[0] == RNX_ACT_SIGMOID && gru.activations[1] == RNX_ACT_TANH);
+    const rnx_layer r = rnx_readout_layer(RNX_READOUT_MEAN);
+    CHECK(r.kind == RNX_LAYER_READOUT && r.readout == RNX_READOUT_MEAN && !r.units);
+    const rnx_layer d = rnx_dense_layer(5, 3, RNX_ACT_SOFTMAX);
+    CHECK(d.kind == RNX_LAYER_DENSE && d.input_size == 5 && d.units == 3 &&
+          d.activation == RNX_ACT_SOFTMAX);
+
+    rnx_layer list[5] = {e, lstm, gru, r, d};
+    list[3].readout = RNX_READOUT_LAST;
+    size_t count = 0;
+    CHECK_STATUS(rnx_param_count(list, 5, &count), RNX_OK);
+    const size_t expected = 11 * 4 + 2 * (24 * (4 + 6) + 2 * 24) + (15 * (12 + 5) + 2 * 15) +
+                            3 * (5 + 1);
+    CHECK(count == expected);
+    rnx_layer projected = rnx_recurrent_layer(RNX_CELL_LSTM, 4, 6, RNX_DIRECTION_FORWARD);
+    projected.proj_size = 2;
+    projected.peepholes = 1;
+    CHECK_STATUS(rnx_param_count(&projected, 1, &count), RNX_OK);
+    CHECK(count == 24 * (4 + 2) + 2 * 24 + 2 * 6 + 3 * 6);
+}
+
+/* Every NULL and out-of-range argument or field gives its status and never a model. */
+static void model_creation_errors(void) {
+    rnx_layer good[2] = {rnx_recurrent_layer(RNX_CELL_LSTM, 3, 4, RNX_DIRECTION_FORWARD),
+                         rnx_recurrent_layer(RNX_CELL_GRU, 4, 5, RNX_DIRECTION_BIDIRECTIONAL)};
+    size_t count = 0;
+    CHECK_STATUS(rnx_param_count(good, 2, &count), RNX_OK);
+    float *params = zero_floats(count);
+    CHECK_STATUS(rnx_param_count(NULL, 2, &count), RNX_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(rnx_param_count(good, 2, NULL), RNX_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(rnx_param_count(good, 0, &count), RNX_ERR_BAD_CONFIG);
+    CHECK_STATUS(rnx_param_count(good, RNX_MAX_LAYERS + 1, &count), RNX_ERR_BAD_CONFIG);
+
+    /* a failed create must set *out to NULL, so m starts as some other pointer */
+    static int somewhere;
+    rnx_model *const not_null = (rnx_model *)&somewhere;
+    rnx_model *m = not_null;
+    CHECK_STATUS(rnx_model_create(NULL, good, 2, RNX_ISA_SCALAR, params), RNX_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(rnx_model_create(&m, NULL, 2, RNX_ISA_SCALAR, params), RNX_ERR_NULL_ARGUMENT);
+    CHECK(m == NULL);
+    m = not_null;
+    CHECK_STATUS(rnx_model_create(&m, good, 2, RNX_ISA_SCALAR, NULL), RNX_ERR_NULL_ARGUMENT);
+    CHECK(m == NULL);
+    const int bad_isas[] = {-1, RNX_ISA_AVX512 + 1};
+    for (int i = 0; i < 2; i++) {
+        m = not_null;
+        CHECK_STATUS(rnx_model_create(&m, good, 2, bad_isas[i], params), RNX_ERR_BAD_CONFIG);
+        CHECK(m == NULL);
+    }
+
+    /* one field of the first layer out of range at a time */
+    enum { NBAD = 16 };
+    rnx_layer bad[NBAD];
+    for (int i = 0; i < NBAD; i++) bad[i] = good[0];
+    bad[0].cell = -1;
+    bad[1].cell = 99;
+    bad[2].input_size = 0;
+    bad[3].units = 0;
+    bad[4].units = -5;
+    bad[5].units = RNX_MAX_SIZE + 1;
+    bad[6].direction = 3;
+    bad[7].kind = 9;
+    bad[8].merge = 4;
+    bad[9].mask_zero = 1;    /* an embedding's field */
+    bad[10].readout = 1;     /* a readout's field */
+    bad[11].activations[0] = RNX_ACT_SOFTMAX;
+    bad[12].clip = -1.0f;
+    bad[13].proj_size = bad[13].units; /* proj_size < H */
+    bad[14].activation = RNX_ACT_RELU; /* a dense layer's field */
+    bad[15].peepholes = 2;
+    rnx_layer list[2] = {good[0], good[1]};
+    for (int i = 0; i < NBAD; i++) {
+        list[0] = bad[i];
+        m = not_null;
+        CHECK_STATUS(rnx_param_count(list, 2, &count), RNX_ERR_BAD_CONFIG);
+        CHECK_STATUS(rnx_model_create(&m, list, 2, RNX_ISA_SCALAR, params), RNX_ERR_BAD_CONFIG);
+        CHECK(m == NULL);
+    }
+    /* proj_size is the LSTM's only */
+    list[0] = good[0], list[1] = good[1];
+    list[1].proj_size = 2;
+    CHECK_STATUS(rnx_param_count(list, 2, &count), RNX_ERR_BAD_CONFIG);
+
+    /* the order of a list: embedding first, readout before dense layers, widths that chain */
+    const rnx_layer rec = good[0];
+    const rnx_layer emb = rnx_embedding_layer(7, 3, -1);
+    const rnx_layer ro = rnx_readout_layer(RNX_READOUT_LAST);
+    const rnx_layer dn = rnx_dense_layer(4, 3, RNX_ACT_SOFTMAX);
+    const rnx_layer ok[] = {emb, rec, ro, dn};
+    CHECK_STATUS(rnx_param_count(ok, 4, &count), RNX_OK);
+    const rnx_layer orders[][3] = {{rec, emb, ro}, {rec, dn, ro}, {ro, rec, dn}, {rec, ro, ro},
+                                   {emb, ro, dn}, {dn, rec, ro}};
+    for (int i = 0; i < 6; i++)
+        CHECK_STATUS(rnx_param_count(orders[i], 3, &count), RNX_ERR_BAD_CONFIG);
+    rnx_layer wide = dn;
+    wide.input_size = 5;
+    const rnx_layer widths[] = {rec, wide};
+    CHECK_STATUS(rnx_param_count(widths, 2, &count), RNX_ERR_BAD_CONFIG);
+    rnx_layer padded = emb;
+    padded.padding_idx = 7;
+    const rnx_layer padding[] = {padded, rec};
+    CHECK_STATUS(rnx_param_count(padding, 2, &count), RNX_ERR_BAD_CONFIG);
+    rnx_model_free(NULL);
+    free(params);
+}
+
+/* The info and layer list a model reports, for a list with every kind of layer. */
+static void model_info_and_layers(void) {
+    rnx_layer list[6] = {rnx_embedding_layer(9, 5, 0),
+                         rnx_recurrent_layer(RNX_CELL_GRU, 5, 8, RNX_DIRECTION_BIDIRECTIONAL),
+                         rnx_recurrent_layer(RNX_CELL_LSTM, 16, 6, RNX_DIRECTION_FORWARD),
+                         rnx_readout_layer(RNX_READOUT_LAST), rnx_dense_layer(4, 7, RNX_ACT_RELU),
+                         rnx_dense_layer(7, 3, RNX_ACT_SOFTMAX)};
+    list[2].proj_size = 4;
+    uint64_t seed = 3;
+    rnx_model *m = random_model(list, 6, RNX_ISA_AUTO, &seed, 0.5f, NULL);
+    if (!m) return;
+    const rnx_model_info info = rnx_model_get_info(m);
+    CHECK(info.isa == (int)rnx_default_isa() && info.n_layers == 6 && info.takes_ids);
+    CHECK(info.input_size == 9 && !info.per_step && info.output_size == 3);
+    CHECK(info.n_recurrent == 2 && info.state_size == 2 * 8 + 4 && info.cell_size == 6);
+    CHECK(!info.streamable && info.recurrent_param_offset == 9 * 5);
+    CHECK(info.recurrent_param_count ==
+          2 * (24 * (5 + 8) + 2 * 24) + (24 * (16 + 4) + 2 * 24 + 4 * 6));
+    for (int i = 0; i < 6; i++) {
+        rnx_layer got;
+        CHECK_STATUS(rnx_model_layer(m, i, &got), RNX_OK);
+        CHECK(memcmp(&got, &list[i], sizeof got) == 0);
+    }
+    rnx_layer got;
+    CHECK_STATUS(rnx_model_layer(m, 6, &got), RNX_ERR_BAD_ARGUMENT);
+    CHECK_STATUS(rnx_model_layer(m, -1, &got), RNX_ERR_BAD_ARGUMENT);
+    CHECK_STATUS(rnx_model_layer(NULL, 0, &got), RNX_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(rnx_model_layer(m, 0, NULL), RNX_ERR_NULL_ARGUMENT);
+    const rnx_model_info none = rnx_model_get_info(NULL);
+    CHECK(none.n_layers == 0 && none.output_size == 0 && none.state_size == 0);
+    rnx_model_free(m);
+
+    /* streamable: forward layers and a sequence, last or final readout */
+    rnx_layer forward_only[3] = {rnx_recurrent_layer(RNX_CELL_RNN_TANH, 2, 3,
+                                                     RNX_DIRECTION_FORWARD),
+                                 rnx_readout_layer(RNX_READOUT_FINAL),
+                                 rnx_dense_layer(3, 2, RNX_ACT_LINEAR)};
+    m = random_model(forward_only, 3, RNX_ISA_SCALAR, &seed, 0.5f, NULL);
+    CHECK(rnx_model_get_info(m).streamable && !rnx_model_get_info(m).per_step);
+    rnx_model_free(m);
+    forward_only[1].readout = RNX_READOUT_MEAN;
+    m = random_model(forward_only, 3, RNX_ISA_SCALAR, &seed, 0.5f, NULL);
+    CHECK(!rnx_model_get_info(m).streamable);
+    rnx_model_free(m);
+}
+
+const test_case api_tests[] = {
+    TEST(version_and_names),           TEST(isa_selection),
+    TEST(activation_accuracy),         TEST(layer_lists_and_param_counts),
+    TEST(model_creation_errors),       TEST(model_info_and_layers),
+};
+const size_t api_test_count = sizeof api_tests / sizeof api_tests[0];
