@@ -16,6 +16,7 @@ from conftest import (REPO, assert_f32_close, flat_core_params, flat_states, mak
 from rnnext import Model, _core, reference
 from rnnext import layers as L
 
+pytestmark = pytest.mark.usefixtures("source_tree")
 CSRC = REPO / "csrc"
 PROGRAM = REPO / "tests" / "c" / "test_core.c"
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")

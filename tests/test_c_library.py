@@ -11,7 +11,7 @@ from conftest import REPO
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None,
                     reason="make or a C compiler is missing")
-def test_makefile_builds_library_and_example(tmp_path):
+def test_makefile_builds_library_and_example(tmp_path, source_tree):
     src = tmp_path / "csrc"
     shutil.copytree(REPO / "csrc", src, ignore=shutil.ignore_patterns("*.o", "*.a", "*.so"))
     build = subprocess.run(["make", "-s", "-C", str(src), "all", "examples/rnx_demo"],
