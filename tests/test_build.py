@@ -9,6 +9,8 @@ import runpy
 import shutil
 import struct
 import subprocess
+import sys
+import tarfile
 
 import pytest
 
@@ -61,6 +63,31 @@ def test_openmp_probe_passes_in_a_sanitizer_build(setup_py, monkeypatch, tmp_pat
     monkeypatch.setenv("CFLAGS", SANITIZE)
     monkeypatch.setenv("LDFLAGS", SANITIZE)
     assert setup_py["openmp_works"](configured_compiler(), setup_py["Flags"]("unix"))
+
+
+def test_sdist_of_a_clean_clone_holds_every_tracked_file_the_build_and_tests_read(source_tree,
+                                                                                  tmp_path):
+    """The files git tracks, as in the working tree, copied to a fresh folder (a checkout's
+    rnnext.egg-info would add the files an earlier sdist held), then python -m build --sdist."""
+    pytest.importorskip("build", reason="the build package is not installed")
+    listed = subprocess.run(["git", "-C", str(source_tree), "ls-files"], capture_output=True,
+                            text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: " + listed.stderr.strip())
+    tracked = [name for name in listed.stdout.split() if (source_tree / name).is_file()]
+    clone = tmp_path / "clone"
+    for name in tracked:
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source_tree / name, clone / name)
+    run = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o",
+                          str(tmp_path / "dist"), str(clone)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with tarfile.open(next((tmp_path / "dist").glob("*.tar.gz"))) as sdist:
+        held = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    needed = {name for name in tracked if name.startswith(("csrc/", "tests/", "rnnext/"))
+              or name in ("setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md")}
+    assert needed - held == set()
+    assert "rnnext/_core.c" not in held
 
 
 # ---------------------------------------------------------------------------------------------
