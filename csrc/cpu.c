@@ -76,19 +76,9 @@ int rnx_threads_for_call(int n_threads) {
  * forever for pool threads that were not copied. So in a forked child the forking thread runs
  * each region from a fresh thread, whose pool libgomp frees when it exits; threads started in the
  * child have no stale pool and run their regions directly. The fork handler is registered when
- * the library is loaded, so every fork after that is seen. */
+ * the library is loaded, so every fork after that is seen. Windows has no fork: there a region
+ * always runs on the calling thread. */
 #ifdef _OPENMP
-#include <pthread.h>
-static volatile int forked = 0;
-static pthread_t forking_thread;
-static void on_fork_child(void) {
-    forking_thread = pthread_self();
-    forked = 1;
-}
-__attribute__((constructor)) static void register_fork_handler(void) {
-    pthread_atfork(NULL, NULL, on_fork_child);
-}
-
 typedef struct region {
     void (*body)(void *, rnx_team);
     void *arg;
@@ -105,16 +95,41 @@ static void *run_region(void *p) {
     }
     return NULL;
 }
+
+#ifndef _WIN32
+#include <pthread.h>
+static volatile int forked = 0;
+static pthread_t forking_thread;
+static void on_fork_child(void) {
+    forking_thread = pthread_self();
+    forked = 1;
+}
+__attribute__((constructor)) static void register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+/* On a forked child's forking thread: runs r from a fresh thread (with no thread to start, as a
+ * team of one) and returns 1; on any other thread returns 0 and leaves r to the caller. */
+static int ran_from_fresh_thread(region *r) {
+    if (!forked || !pthread_equal(pthread_self(), forking_thread)) return 0;
+    pthread_t fresh;
+    if (pthread_create(&fresh, NULL, run_region, r) == 0) pthread_join(fresh, NULL);
+    else r->body(r->arg, (rnx_team){0, 1});
+    return 1;
+}
+#else
+static int ran_from_fresh_thread(region *r) {
+    (void)r;
+    return 0;
+}
+#endif
 #endif
 
 int rnx_parallel(void (*body)(void *arg, rnx_team team), void *arg, int threads) {
 #ifdef _OPENMP
     if (threads > 1) {
         region r = {body, arg, threads, 1};
-        pthread_t fresh;
-        if (!forked || !pthread_equal(pthread_self(), forking_thread)) run_region(&r);
-        else if (pthread_create(&fresh, NULL, run_region, &r) == 0) pthread_join(fresh, NULL);
-        else body(arg, (rnx_team){0, 1}); /* no thread to start one from: a team of one */
+        if (!ran_from_fresh_thread(&r)) run_region(&r);
         return r.team;
     }
 #endif

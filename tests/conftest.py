@@ -203,3 +203,13 @@ def pairwise_cases(axes, seed=0):
 def rng(request):
     """A generator seeded from the test's name, so every test sees fixed data."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(scope="session")
+def source_tree():
+    """The checkout (REPO) for tests that build from its C sources or setup.py; a skip where
+    tests/ alone was copied to run against an installed wheel (.ci/wheel)."""
+    if not ((REPO / "csrc" / "sources.txt").is_file() and (REPO / "setup.py").is_file()):
+        pytest.skip("needs the source tree (csrc/, setup.py) beside tests/: these tests run "
+                    "from a copy of tests/ against an installed rnnext")
+    return REPO

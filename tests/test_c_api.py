@@ -20,6 +20,7 @@ from conftest import (REPO, assert_f32_close, flat_core_params, flat_states, mak
 from rnnext import Model, _core, reference
 from rnnext import layers as L
 
+pytestmark = pytest.mark.usefixtures("source_tree")
 CSRC = REPO / "csrc"
 RUNNER_SOURCES = sorted((REPO / "tests" / "c" / "runner").glob("*.c"))
 CORPUS = REPO / "tests" / "c" / "corpus"

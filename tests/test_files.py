@@ -681,7 +681,7 @@ def run_file_loader(exe, model_path, x, tmp_path):
     return run.stdout, np.fromfile(y_path, np.float32)
 
 
-def test_c_loader_under_sanitizers(tmp_path):
+def test_c_loader_under_sanitizers(tmp_path, source_tree):
     exe = build_file_loader(tmp_path)
     model = Model("lstm", 3, 2, bidirectional=True, seed=7)
     model.save(tmp_path / "m.rnx")
