@@ -205,11 +205,18 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
+# False where tests/ alone was copied to run against an installed wheel (.ci/wheel)
+HAS_SOURCE_TREE = all((REPO / name).is_file() for name in ("csrc/sources.txt", "setup.py",
+                                                            "docs/maths.md"))
+NO_SOURCE_TREE = ("needs the source tree (csrc/, setup.py, docs/) beside tests/: these tests run "
+                  "from a copy of tests/ against an installed rnnext")
+
+
 @pytest.fixture(scope="session")
 def source_tree():
-    """The checkout (REPO) for tests that build from its C sources or setup.py; a skip where
-    tests/ alone was copied to run against an installed wheel (.ci/wheel)."""
-    if not ((REPO / "csrc" / "sources.txt").is_file() and (REPO / "setup.py").is_file()):
-        pytest.skip("needs the source tree (csrc/, setup.py) beside tests/: these tests run "
-                    "from a copy of tests/ against an installed rnnext")
+    """The checkout (REPO) for tests that build from its C sources or setup.py, or read docs/;
+    a skip without it. A module that reads the tree as it is imported skips itself instead:
+    `if not HAS_SOURCE_TREE: pytest.skip(NO_SOURCE_TREE, allow_module_level=True)`."""
+    if not HAS_SOURCE_TREE:
+        pytest.skip(NO_SOURCE_TREE)
     return REPO

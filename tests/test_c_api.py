@@ -15,12 +15,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import (REPO, assert_f32_close, flat_core_params, flat_states, make_model,
-                      num_directions, random_lengths, random_state, state_parts)
+from conftest import (HAS_SOURCE_TREE, NO_SOURCE_TREE, REPO, assert_f32_close, flat_core_params,
+                      flat_states, make_model, num_directions, random_lengths, random_state,
+                      state_parts)
 from rnnext import Model, _core, reference
 from rnnext import layers as L
 
-pytestmark = pytest.mark.usefixtures("source_tree")
+if not HAS_SOURCE_TREE:
+    pytest.skip(NO_SOURCE_TREE, allow_module_level=True)
 CSRC = REPO / "csrc"
 RUNNER_SOURCES = sorted((REPO / "tests" / "c" / "runner").glob("*.c"))
 CORPUS = REPO / "tests" / "c" / "corpus"

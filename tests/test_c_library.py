@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import HAS_SOURCE_TREE, NO_SOURCE_TREE, REPO
 from rnnext import LSTM, Dense, Embedding, GRU, Model, Readout
 
 
@@ -27,9 +27,8 @@ def needs(*tools):
 pytestmark = needs("make", "cc")  # every test builds, or reads the build of, the library
 
 CSRC = REPO / "csrc"
-if not (CSRC / "sources.txt").is_file():
-    pytest.skip("needs csrc/ beside tests/: these tests run from a copy of tests/ against an "
-                "installed rnnext", allow_module_level=True)
+if not HAS_SOURCE_TREE:
+    pytest.skip(NO_SOURCE_TREE, allow_module_level=True)
 HEADER = (CSRC / "include" / "rnnext.h").read_text()
 VERSION = tuple(int(re.search(rf"#define RNX_VERSION_{part} (\d+)", HEADER).group(1))
                 for part in ("MAJOR", "MINOR", "PATCH"))

@@ -6,7 +6,11 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 from conftest import REPO, RNNEXT_ROOT
+
+pytestmark = pytest.mark.usefixtures("source_tree")
 
 PAGE = REPO / "docs" / "maths.md"
 GRADCHECK = REPO / "docs" / "gradcheck.py"

@@ -42,6 +42,7 @@ def test_plot_history_writes_a_png_with_one_panel_per_kind_of_curve(tmp_path):
 
 
 def test_a_fit_history_plots(tmp_path):
+    pytest.importorskip("matplotlib")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((20, 4, 2)).astype(np.float32)
     y = (x[:, :, 0].sum(1) > 0).astype(np.int64)
