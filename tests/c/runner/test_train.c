@@ -2,7 +2,8 @@
  * L = sum(dseq * seq) + sum(dh_n * h_n) + sum(dc_n * c_n) with respect to every recurrent
  * parameter, x, h0 and c0 against central finite differences of rnx_forward (float32, so the
  * tolerance is loose: a wrong gradient is off by far more), for the packed and the plain paths,
- * every cell, direction and merge, lengths and masks; then invariants and argument checks. */
+ * every cell, direction and merge, lengths and masks; dropout between layers against the chain
+ * rule through each layer alone; then invariants and argument checks. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,85 @@ static void gradients_of_a_full_model(void) {
     free(params);
 }
 
+/* Dropout between layers: a two-layer pass with rnx_tape_set_dropout's mask on the second
+ * layer's input against the chain rule through each layer alone (layer 0, the mask times its
+ * output into layer 1; backward: layer 1, the mask times the gradient of its input into layer 0),
+ * then what set_dropout refuses and that setting or removing a mask voids the recorded pass. */
+static void dropout_between_layers(void) {
+    enum { I = 3, H0 = 4, W0 = 2 * H0, H1 = 5 };
+    const rnx_layer list[2] = {
+        rnx_recurrent_layer(RNX_CELL_GRU, I, H0, RNX_DIRECTION_BIDIRECTIONAL),
+        rnx_recurrent_layer(RNX_CELL_LSTM, W0, H1, RNX_DIRECTION_FORWARD)};
+    uint64_t seed = 46;
+    float *params = NULL;
+    rnx_model *m = random_model(list, 2, RNX_ISA_AUTO, &seed, 0.5f, &params);
+    rnx_model *m0 = NULL, *m1 = NULL;
+    rnx_tape *tape = NULL, *t0 = NULL, *t1 = NULL;
+    if (!m) goto done;
+    CHECK_STATUS(rnx_model_create(&m0, &list[0], 1, RNX_ISA_AUTO, params), RNX_OK);
+    const size_t n0 = m0 ? (size_t)rnx_model_get_info(m0).recurrent_param_count : 0;
+    CHECK_STATUS(rnx_model_create(&m1, &list[1], 1, RNX_ISA_AUTO, params + n0), RNX_OK);
+    CHECK_STATUS(rnx_tape_create(&tape, m, B, T), RNX_OK);
+    CHECK_STATUS(rnx_tape_create(&t0, m0, B, T), RNX_OK);
+    CHECK_STATUS(rnx_tape_create(&t1, m1, B, T), RNX_OK);
+    if (!m0 || !m1 || !tape || !t0 || !t1) goto done;
+    const size_t np = rnx_model_get_info(m).recurrent_param_count, n1 = np - n0;
+    float x[B * T * I], mask[B * T * W0], dseq[B * T * H1], seq[B * T * H1], dx[B * T * I];
+    float y0[B * T * W0], u[B * T * W0], du[B * T * W0], y1[B * T * H1], dx0[B * T * I];
+    float *grads = zero_floats(np), *g0 = zero_floats(n0), *g1 = zero_floats(n1);
+    fill_uniform(x, B * T * I, &seed, 1.0f);
+    fill_uniform(dseq, B * T * H1, &seed, 1.0f);
+    for (size_t i = 0; i < B * T * W0; i++)  /* inverted dropout, p = 0.5: 0 or 2 */
+        mask[i] = random_below(&seed, 2) ? 2.0f : 0.0f;
+    CHECK_STATUS(rnx_tape_set_dropout(tape, 1, mask, B, T), RNX_OK);
+    CHECK_STATUS(rnx_forward_train(m, tape, seq, NULL, NULL, x, NULL, NULL, some_lengths, NULL,
+                                   B, T, 2),
+                 RNX_OK);
+    CHECK_STATUS(rnx_backward(m, tape, grads, dx, NULL, NULL, x, dseq, NULL, NULL, 2), RNX_OK);
+
+    CHECK_STATUS(rnx_forward_train(m0, t0, y0, NULL, NULL, x, NULL, NULL, some_lengths, NULL, B,
+                                   T, 1),
+                 RNX_OK);
+    for (size_t i = 0; i < B * T * W0; i++) u[i] = mask[i] * y0[i];
+    CHECK_STATUS(rnx_forward_train(m1, t1, y1, NULL, NULL, u, NULL, NULL, some_lengths, NULL, B,
+                                   T, 1),
+                 RNX_OK);
+    CHECK_STATUS(rnx_backward(m1, t1, g1, du, NULL, NULL, u, dseq, NULL, NULL, 1), RNX_OK);
+    for (size_t i = 0; i < B * T * W0; i++) du[i] *= mask[i];
+    CHECK_STATUS(rnx_backward(m0, t0, g0, dx0, NULL, NULL, x, du, NULL, NULL, 1), RNX_OK);
+    CHECK_CLOSE(seq, y1, B * T * H1, F32_RTOL, F32_ATOL);
+    CHECK_CLOSE(grads, g0, n0, F32_RTOL, F32_ATOL);
+    CHECK_CLOSE(grads + n0, g1, n1, F32_RTOL, F32_ATOL);
+    CHECK_CLOSE(dx, dx0, B * T * I, F32_RTOL, F32_ATOL);
+
+    CHECK_STATUS(rnx_tape_set_dropout(NULL, 1, mask, B, T), RNX_ERR_NULL_ARGUMENT);
+    const int bad[][3] = {{0, B, T}, {2, B, T}, {1, 0, T}, {1, B, T + 1}, {1, B + 1, T}};
+    for (int i = 0; i < 5; i++)
+        CHECK_STATUS(rnx_tape_set_dropout(tape, bad[i][0], mask, bad[i][1], bad[i][2]),
+                     RNX_ERR_BAD_ARGUMENT);
+    /* a pass of another (B, T) than the mask's is refused; setting a mask voids a pass */
+    CHECK_STATUS(rnx_forward_train(m, tape, NULL, NULL, NULL, x, NULL, NULL, NULL, NULL, 1, T, 1),
+                 RNX_ERR_BAD_ARGUMENT);
+    CHECK_STATUS(rnx_forward_train(m, tape, NULL, NULL, NULL, x, NULL, NULL, NULL, NULL, B, T, 1),
+                 RNX_OK);
+    CHECK_STATUS(rnx_tape_set_dropout(tape, 1, NULL, 0, 0), RNX_OK);
+    CHECK_STATUS(rnx_backward(m, tape, grads, NULL, NULL, NULL, x, dseq, NULL, NULL, 1),
+                 RNX_ERR_BAD_ARGUMENT);
+    /* without the mask, the pass is the plain one: layer 1 reads y0 itself */
+    CHECK_STATUS(rnx_forward_train(m, tape, seq, NULL, NULL, x, NULL, NULL, some_lengths, NULL,
+                                   B, T, 1),
+                 RNX_OK);
+    CHECK_STATUS(rnx_forward_train(m1, t1, y1, NULL, NULL, y0, NULL, NULL, some_lengths, NULL, B,
+                                   T, 1),
+                 RNX_OK);
+    CHECK_CLOSE(seq, y1, B * T * H1, F32_RTOL, F32_ATOL);
+    free(grads), free(g0), free(g1);
+done:
+    rnx_tape_free(tape), rnx_tape_free(t0), rnx_tape_free(t1);
+    rnx_model_free(m), rnx_model_free(m0), rnx_model_free(m1);
+    free(params);
+}
+
 /* Tapes and passes refuse what they cannot do: NULLs, sizes past the tape's, another layer list,
  * lengths with a mask, too many threads, a backward pass without a fresh forward pass. */
 static void training_errors(void) {
@@ -261,6 +341,6 @@ static void training_errors(void) {
 const test_case train_tests[] = {
     TEST(gradients_lstm_gru),         TEST(gradients_gru_rnn_masked),
     TEST(gradients_lstm_options),     TEST(gradients_of_a_full_model),
-    TEST(training_errors),
+    TEST(dropout_between_layers),     TEST(training_errors),
 };
 const size_t train_test_count = sizeof train_tests / sizeof train_tests[0];
