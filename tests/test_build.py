@@ -154,6 +154,19 @@ def test_installed_package_holds_its_license_and_no_build_inputs(installed):
     assert not [n for n in names if n.endswith((".c", ".pyx", ".pxd"))]
 
 
+def test_one_version_for_the_package_the_file_and_the_c_library(source_tree):
+    """pyproject.toml's version is rnnext.__version__, and the C library's (rnnext.h's macros,
+    its SONAME and pkg-config/CMake packages) as the compiled core reports it."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+    import rnnext
+    from rnnext import _core
+
+    version = tomllib.loads((source_tree / "pyproject.toml").read_text())["project"]["version"]
+    major, minor, patch = map(int, version.split("."))
+    assert rnnext.__version__ == version
+    assert _core.version_number() == major * 10000 + minor * 100 + patch
+
+
 def test_source_tree_license_is_the_one_declared(source_tree):
     tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
     project = tomllib.loads((source_tree / "pyproject.toml").read_text())
