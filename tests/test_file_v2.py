@@ -233,12 +233,12 @@ MODELS = {
     ]),
     # float x in; every merge mode and cell; the mean readout; three dense layers
     "rnn-rnn-gru-lstm-mean-dense": (7, [
-        rnn(3, nonlinearity="relu", activations=("leaky_relu",), alpha=(0.01,)),
+        rnn(3, nonlinearity="relu", activations=("leaky_relu",), alpha=(1e-05,)),
         rnn(4, "bidirectional", "sum"),
         gru(2, "bidirectional", "mul", activations=("affine", "thresholded_relu"),
             alpha=(-2.5, 1.0), beta=(0.125, 0.0)),
         lstm(3, "bidirectional", "ave", activations=("linear", "softplus", "relu"),
-             alpha=(1e-05, 0.0, 0.0), beta=(-0.0, 0.0, 0.0)),
+             alpha=(0.0, 0.0, 0.0), beta=(-0.0, 0.0, 0.0)),
         readout("mean"),
         dense(4, "tanh"),
         dense(2, "sigmoid"),
