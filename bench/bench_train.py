@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 import rnnext
+from rnnext.cells import dense_param_name
 from rnnext.optim import SGD
 
 CELLS = ("lstm", "gru", "rnn")
@@ -101,7 +102,7 @@ def check_gradients(torch, module, head, x, y, backend, threads):
     ref = torch.nn.functional.cross_entropy(head(out[:, -1]), torch.from_numpy(y))
     ref.backward()
     named = dict(module.named_parameters())
-    named.update({"head." + k: v for k, v in head.named_parameters()})
+    named.update({dense_param_name(k, 0): v for k, v in head.named_parameters()})
     worst = max(float(np.abs(grads[k] - v.grad.numpy()).max() /
                       (np.abs(v.grad.numpy()).max() + 1e-6)) for k, v in named.items())
     if abs(loss - ref.item()) > 1e-4 or worst > 1e-3:
