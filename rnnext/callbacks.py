@@ -71,7 +71,8 @@ def call_hooks(callbacks, hook, *args):
 
 class _Monitor:
     """A key of fit's history to watch and which way is better: mode "min", "max", or "auto"
-    ("max" for accuracies, "min" for anything else)."""
+    ("max" for accuracies, "min" for anything else); it tracks the best value so far, the epoch
+    of it, and how many epochs in a row have not beaten it (wait)."""
 
     def __init__(self, monitor, mode):
         if not isinstance(monitor, str):
@@ -82,6 +83,21 @@ class _Monitor:
         if mode == "auto":
             mode = "max" if monitor.endswith("accuracy") else "min"
         self.mode = mode
+        self.reset()
+
+    def reset(self):
+        self.best = self.best_epoch = None
+        self.wait = 0
+
+    def update(self, epoch, history, delta=0.0):
+        """Reads the epoch's value: True when it beats the best by more than delta (it becomes
+        the best), else one more epoch of waiting."""
+        current = self.current(history)
+        if self.better(current, self.best, delta):
+            self.best, self.best_epoch, self.wait = current, epoch, 0
+            return True
+        self.wait += 1
+        return False
 
     def current(self, history):
         """The monitored value of the latest epoch."""
@@ -103,11 +119,18 @@ def _weights(model):
     return {name: p.copy() for name, p in model.params.items()}
 
 
+class _Monitored(Callback):
+    """A callback watching a _Monitor: best and best_epoch are the monitor's."""
+
+    best = property(lambda self: self._monitor.best)
+    best_epoch = property(lambda self: self._monitor.best_epoch)
+
+
 # ----------------------------------------------------------------------------------------------
 # early stopping and checkpoints
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(_Monitored):
     """Stops training when `monitor` has not improved by more than min_delta for `patience`
     epochs in a row (Keras's EarlyStopping). With restore_best_weights the model ends with the
     weights of its best epoch, also when fit ran out of epochs without stopping (as Keras 3).
@@ -122,21 +145,18 @@ class EarlyStopping(Callback):
         self.patience = L._int("patience", patience, 0)
         self.min_delta = _nonnegative("min_delta", min_delta)
         self.restore_best_weights = L._bool("restore_best_weights", restore_best_weights)
-        self.best = self.best_epoch = self.stopped_epoch = None
+        self.stopped_epoch = None
 
     def on_train_begin(self, model, optimizer):
-        self.best = self.best_epoch = self.stopped_epoch = self._best_weights = None
-        self.wait = 0
+        self._monitor.reset()
+        self.stopped_epoch = self._best_weights = None
 
     def on_epoch_end(self, epoch, history, model, optimizer):
-        current = self._monitor.current(history)
-        self.wait += 1
-        if self._monitor.better(current, self.best, self.min_delta):
-            self.best, self.best_epoch, self.wait = current, epoch, 0
+        if self._monitor.update(epoch, history, self.min_delta):
             if self.restore_best_weights:
                 self._best_weights = _weights(model)
             return False
-        if self.wait >= self.patience:
+        if self._monitor.wait >= self.patience:
             self.stopped_epoch = epoch
             return True
         return False
@@ -146,7 +166,7 @@ class EarlyStopping(Callback):
             model.set_params(self._best_weights)
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(_Monitored):
     """Writes the model (Model.save, an rnnext file) after an epoch: when `monitor` improved on
     its best so far with save_best_only, else after every epoch. `path` may contain "{epoch}"
     (str.format; "{epoch:03d}" too), replaced by the epoch number from 1.
@@ -167,22 +187,20 @@ class ModelCheckpoint(Callback):
                              f"{{epoch}}, got {self.path!r} ({type(e).__name__}: {e})") from None
         self._monitor = _Monitor(monitor, mode)
         self.save_best_only = L._bool("save_best_only", save_best_only)
-        self.best = self.best_epoch = self.best_path = self.last_path = None
+        self.best_path = self.last_path = None
 
     def on_train_begin(self, model, optimizer):
-        self.best = self.best_epoch = self.best_path = self.last_path = None
+        self._monitor.reset()
+        self.best_path = self.last_path = None
 
     def on_epoch_end(self, epoch, history, model, optimizer):
-        if self.save_best_only or self._monitor.monitor in history:
-            current = self._monitor.current(history)
-            improved = self._monitor.better(current, self.best)
-        else:
-            improved = False
+        improved = (self.save_best_only or self._monitor.monitor in history) and \
+            self._monitor.update(epoch, history)
         if improved or not self.save_best_only:
             self.last_path = self.path.format(epoch=epoch)
             model.save(self.last_path)
         if improved:
-            self.best, self.best_epoch, self.best_path = current, epoch, self.last_path
+            self.best_path = self.last_path
         return False
 
 
@@ -228,7 +246,7 @@ class CosineAnnealingLR(_Schedule):
         return self.eta_min + (self.base_lr - self.eta_min) * cosine
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(_Monitored):
     """lr = max(lr * factor, min_lr) once `monitor` has not improved for more than `patience`
     epochs in a row (torch.optim.lr_scheduler.ReduceLROnPlateau with threshold_mode "rel",
     cooldown 0 and eps 1e-8). An improvement is value < best * (1 - threshold) in mode "min",
@@ -245,23 +263,18 @@ class ReduceLROnPlateau(Callback):
         self.patience = L._int("patience", patience, 0)
         self.min_lr = _nonnegative("min_lr", min_lr)
         self.threshold = _fraction("threshold", threshold)
-        self.best = None
 
     def on_train_begin(self, model, optimizer):
-        self.best, self.bad_epochs = None, 0
+        self._monitor.reset()
 
     def on_epoch_end(self, epoch, history, model, optimizer):
-        current = self._monitor.current(history)
-        delta = 0.0 if self.best is None else self.best * self.threshold
-        if self._monitor.better(current, self.best, delta):
-            self.best, self.bad_epochs = current, 0
-        else:
-            self.bad_epochs += 1
-        if self.bad_epochs > self.patience:
+        best = self._monitor.best
+        self._monitor.update(epoch, history, 0.0 if best is None else best * self.threshold)
+        if self._monitor.wait > self.patience:
             lr = max(optimizer.lr * self.factor, self.min_lr)
             if optimizer.lr - lr > self.EPS:
                 optimizer.lr = lr
-            self.bad_epochs = 0
+            self._monitor.wait = 0
         return False
 
 
