@@ -11,6 +11,7 @@ from . import callbacks, config, layers, optim
 from .config import __version__, get_num_threads, set_num_threads, show_config, threads
 from .convert import from_torch
 from .layers import GRU, LSTM, RNN, Dense, Embedding, Readout
+from .plot import plot_history
 from .model import Model
 from .io import load
 
@@ -33,10 +34,3 @@ def from_keras(model, backend="c"):
     from .keras_io import from_keras
 
     return from_keras(model, backend=backend)
-
-
-def plot_history(history, path, title=None):
-    """Writes fit's history as a PNG (see rnnext.plot.plot_history; needs matplotlib)."""
-    from .plot import plot_history
-
-    return plot_history(history, path, title)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 MISSING = ("plot_history needs matplotlib: pip install 'rnnext[plot]' (or pip install "
            "matplotlib)")
-PANELS = (("loss", "loss"), ("accuracy", "accuracy"))  # (ylabel, training key)
+PANELS = ("loss", "accuracy")  # each the ylabel and the training curve's key
 
 
 def _matplotlib():
@@ -60,21 +60,21 @@ def plot_history(history, path, title=None):
                         f"{type(path).__name__}")
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title: expected None or a str, got {type(title).__name__}")
-    panels = [(label, key) for label, key in PANELS if key in curves]
+    panels = [key for key in PANELS if key in curves]
     epochs = range(1, len(curves["loss"]) + 1)
     best = _best_epoch(curves["val_loss"]) if "val_loss" in curves else None
 
     figure = Figure(figsize=(6.4 * len(panels), 4.4), layout="constrained")
     FigureCanvasAgg(figure)
-    for i, (label, key) in enumerate(panels, 1):
+    for i, key in enumerate(panels, 1):
         axes = figure.add_subplot(1, len(panels), i)
-        axes.plot(epochs, curves[key], marker=".", label=f"training {label}")
+        axes.plot(epochs, curves[key], marker=".", label=f"training {key}")
         if "val_" + key in curves:
-            axes.plot(epochs, curves["val_" + key], marker=".", label=f"validation {label}")
+            axes.plot(epochs, curves["val_" + key], marker=".", label=f"validation {key}")
         if best is not None:
             axes.axvline(best, color="0.4", linestyle=":", label=f"best val_loss (epoch {best})")
         axes.set_xlabel("epoch")
-        axes.set_ylabel(label)
+        axes.set_ylabel(key)
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
         axes.legend()

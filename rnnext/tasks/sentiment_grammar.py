@@ -23,6 +23,7 @@ random.Random with a fixed seed, whose sequence for a given seed is stable acros
 """
 import random
 import sys
+from importlib import resources
 
 NOUNS = ("movie", "food", "music", "service", "story", "room", "staff", "ending", "coffee",
          "game")
@@ -124,6 +125,8 @@ def text(**kwargs):
 
 
 if __name__ == "__main__":
-    path = sys.argv[1] if len(sys.argv) > 1 else "rnnext/data/sentiment.tsv"
+    # the package's own data file, wherever this runs from
+    path = sys.argv[1] if len(sys.argv) > 1 else resources.files("rnnext") / "data" / \
+        "sentiment.tsv"
     with open(path, "w", encoding="utf-8") as f:
         f.write(text())
