@@ -26,8 +26,7 @@ static int add_ok(size_t *out, size_t a, size_t b) { return !__builtin_add_overf
  * Layers and their defaults
  * ------------------------------------------------------------------------------------------- */
 
-/* Activation slots of a cell: LSTM f, g, h; GRU f, g; RNN f. */
-static int cell_functions(int cell) {
+int rnx_cell_functions(int cell) {
     const int g = cell_gates(cell);
     return g == 4 ? 3 : g == 3 ? 2 : 1;
 }
@@ -35,7 +34,7 @@ static int cell_functions(int cell) {
 /* The cell's default activations (PyTorch's cells). */
 static void default_activations(int cell, int acts[3]) {
     acts[0] = acts[1] = acts[2] = RNX_ACT_LINEAR;
-    switch (cell_functions(cell)) {
+    switch (rnx_cell_functions(cell)) {
     case 3: acts[2] = RNX_ACT_TANH; /* fall through */
     case 2:
         acts[0] = RNX_ACT_SIGMOID;
@@ -88,12 +87,12 @@ rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation) {
 
 static int size_ok(int n) { return n >= 1 && n <= RNX_MAX_SIZE; }
 
-static int uses_alpha(int act) {
+int rnx_act_uses_alpha(int act) {
     return act == RNX_ACT_HARD_SIGMOID || act == RNX_ACT_AFFINE || act == RNX_ACT_LEAKY_RELU ||
            act == RNX_ACT_THRESHOLDED_RELU || act == RNX_ACT_SCALED_TANH || act == RNX_ACT_ELU;
 }
 
-static int uses_beta(int act) {
+int rnx_act_uses_beta(int act) {
     return act == RNX_ACT_HARD_SIGMOID || act == RNX_ACT_AFFINE || act == RNX_ACT_SCALED_TANH;
 }
 
@@ -134,13 +133,14 @@ static int check_recurrent(const rnx_layer *l, int width) {
         (l->input_forget != 0 && (!lstm || l->input_forget != 1)) || !(l->clip >= 0.0f) ||
         !isfinite(l->clip))
         return 0;
-    const int n = cell_functions(l->cell);
+    const int n = rnx_cell_functions(l->cell);
     for (int i = 0; i < 3; i++) {
         const int act = l->activations[i];
         const int used = i < n && act >= RNX_ACT_LINEAR && act < RNX_ACT_SOFTMAX;
         if ((i < n && !used) || (i >= n && act != 0) || !isfinite(l->alpha[i]) ||
-            !isfinite(l->beta[i]) || ((!used || !uses_alpha(act)) && l->alpha[i] != 0.0f) ||
-            ((!used || !uses_beta(act)) && l->beta[i] != 0.0f))
+            !isfinite(l->beta[i]) ||
+            ((!used || !rnx_act_uses_alpha(act)) && l->alpha[i] != 0.0f) ||
+            ((!used || !rnx_act_uses_beta(act)) && l->beta[i] != 0.0f))
             return 0;
     }
     rnx_layer rest = *l;

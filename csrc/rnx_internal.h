@@ -70,6 +70,11 @@ extern const rnx_kernels rnx_kernels_avx512;
 
 /* G, the gates of `cell` (an rnx_cell), or 0 for an unknown cell. */
 int rnx_cell_gates(int cell);
+/* Activation slots of a cell: LSTM f, g, h; GRU f, g; RNN f. */
+int rnx_cell_functions(int cell);
+/* Whether activation function `act` (an rnx_act) takes an alpha; a beta. */
+int rnx_act_uses_alpha(int act);
+int rnx_act_uses_beta(int act);
 
 /* Threads for a call asking for n_threads (<= 0: rnx_max_threads(); the entry points refuse more
  * than RNX_MAX_THREADS): 1 without OpenMP. */

@@ -862,11 +862,6 @@ static int output_width(const rnx_layer *l) {
     return l->direction == RNX_DIRECTION_BIDIRECTIONAL && l->merge == RNX_MERGE_CONCAT ? 2 * S : S;
 }
 
-/* Activation functions of a cell: LSTM f, g, h; GRU f, g; RNN f. */
-static int cell_functions(int cell) {
-    return cell == RNX_CELL_LSTM ? 3 : cell == RNX_CELL_GRU || cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : 1;
-}
-
 /* The caller's array is shorter than the file's layer list. */
 static rnx_status no_room(int n, int max_layers, char *message, size_t message_size) {
     return fail(message, message_size, RNX_ERR_BAD_ARGUMENT,
@@ -919,7 +914,7 @@ static rnx_status read_layer(const meta_reader *r, int type, int *width, rnx_lay
         return bad_value(r, key, text, expected);
     }
     *l = rnx_recurrent_layer((rnx_cell)cell, b, a, (rnx_direction)direction);
-    const int n = cell_functions(cell);
+    const int n = rnx_cell_functions(cell);
     if ((s = meta_choice(r, "merge", MERGES, &l->merge)) != RNX_OK ||
         (s = meta_list(r, "activations", n, CELL_ACTIVATIONS, l->activations, NULL)) != RNX_OK ||
         (s = meta_list(r, "activation_alpha", n, NULL, NULL, l->alpha)) != RNX_OK ||
@@ -933,23 +928,21 @@ static rnx_status read_layer(const meta_reader *r, int type, int *width, rnx_lay
          (s = meta_flag(r, "peepholes", &l->peepholes)) != RNX_OK ||
          (s = meta_flag(r, "input_forget", &l->input_forget)) != RNX_OK))
         return s;
-    /* alpha and beta are 0 where the function has none; the core's own check of a layer
-     * decides, one list at a time, so that a file it would refuse is refused here, by key */
+    /* alpha and beta are 0 where the function has none (the core's rule) */
     static const char *const PARAMS[2] = {"activation_alpha", "activation_beta"};
-    for (int which = 0; which < 2; which++) {
-        rnx_layer probe = *l;
-        probe.input_size = 1; /* the width below is checked above */
-        memset(which ? probe.alpha : probe.beta, 0, sizeof probe.alpha);
-        size_t count;
-        if (rnx_param_count(&probe, 1, &count) == RNX_ERR_BAD_CONFIG) {
-            char key[KEY_SIZE], expected[96];
-            const char *text;
-            meta_value(r, PARAMS[which], key, &text);
-            snprintf(expected, sizeof expected, "0 for each function of 'activations' that takes "
-                     "no %s", which ? "beta" : "alpha");
-            return bad_value(r, key, text, expected);
+    for (int which = 0; which < 2; which++)
+        for (int i = 0; i < n; i++) {
+            const int act = l->activations[i];
+            if ((which ? l->beta : l->alpha)[i] != 0.0f &&
+                !(which ? rnx_act_uses_beta(act) : rnx_act_uses_alpha(act))) {
+                char key[KEY_SIZE], expected[96];
+                const char *text;
+                meta_value(r, PARAMS[which], key, &text);
+                snprintf(expected, sizeof expected, "0 for each function of 'activations' that "
+                         "takes no %s", which ? "beta" : "alpha");
+                return bad_value(r, key, text, expected);
+            }
         }
-    }
     *width = output_width(l);
     return RNX_OK;
 }
