@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from conftest import HAS_SOURCE_TREE, NO_SOURCE_TREE, REPO
+from conftest import HAS_SOURCE_TREE, NO_SOURCE_TREE, REPO, core_sources
 from rnnext import LSTM, Dense, Embedding, GRU, Model, Readout
 
 
@@ -78,8 +78,7 @@ def test_install_layout(prefix):
 
 def listed_sources():
     """csrc/sources.txt as setup.py reads it: ([sources this machine builds], {kernel: flags})."""
-    core, kernels = runpy.run_path(str(REPO / "setup.py"), run_name="setup_under_test")[
-        "read_sources"]()
+    core, kernels = core_sources()
     x86_64 = run(["cc", "-dumpmachine"]).startswith("x86_64")
     return core + (list(kernels) if x86_64 else []), kernels if x86_64 else {}
 
@@ -91,6 +90,7 @@ def assert_builds_the_list(commands):
     for name, command in commands.items():
         words = command.split()
         assert "-fvisibility=hidden" in words and "-fopenmp" in words, command
+        assert "-O3" in words, command  # optimised by default, as setup.py builds
         assert ("-DRNX_X86_KERNELS=1" in words) == bool(kernels), command
         assert all(flag in words for flag in kernels.get(name, [])), command
         assert "-mavx2" not in words or name in kernels, command
