@@ -7,6 +7,7 @@ import itertools
 import os
 import pathlib
 import random
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -210,6 +211,12 @@ HAS_SOURCE_TREE = all((REPO / name).is_file() for name in ("csrc/sources.txt", "
                                                             "docs/maths.md"))
 NO_SOURCE_TREE = ("needs the source tree (csrc/, setup.py, docs/) beside tests/: these tests run "
                   "from a copy of tests/ against an installed rnnext")
+
+
+def core_sources():
+    """csrc/sources.txt as setup.py reads it: ([the core's sources], {x86-64 kernel: its
+    flags}); needs the source tree."""
+    return runpy.run_path(str(REPO / "setup.py"), run_name="setup_under_test")["read_sources"]()
 
 
 @pytest.fixture(scope="session")

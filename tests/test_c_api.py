@@ -15,9 +15,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import (HAS_SOURCE_TREE, NO_SOURCE_TREE, REPO, assert_f32_close, flat_core_params,
-                      flat_states, make_model, num_directions, random_lengths, random_state,
-                      state_parts)
+from conftest import (HAS_SOURCE_TREE, NO_SOURCE_TREE, REPO, assert_f32_close, core_sources,
+                      flat_core_params, flat_states, make_model, num_directions, random_lengths,
+                      random_state, state_parts)
 from rnnext import Model, _core, reference
 from rnnext import layers as L
 
@@ -27,8 +27,7 @@ CSRC = REPO / "csrc"
 RUNNER_SOURCES = sorted((REPO / "tests" / "c" / "runner").glob("*.c"))
 CORPUS = REPO / "tests" / "c" / "corpus"
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
-CORE_SOURCES, X86_KERNELS = runpy.run_path(str(REPO / "setup.py"),
-                                           run_name="c_api_sources")["read_sources"]()
+CORE_SOURCES, X86_KERNELS = core_sources()
 FLAGS = ["-std=gnu11", "-O2", "-fopenmp", f"-I{CSRC / 'include'}", f"-I{CSRC}"] + (
     ["-DRNX_X86_KERNELS=1"] if X86_64 else [])
 # -O1 after FLAGS' -O2: the sanitized kernels build in half the time

@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import runpy
 import shutil
 import struct
 import subprocess
@@ -21,7 +20,7 @@ import rnnext
 from rnnext import Model
 from rnnext.cells import ACTIVATIONS
 
-from conftest import REPO
+from conftest import REPO, core_sources
 
 ROOT = str(REPO)
 
@@ -649,8 +648,7 @@ def build_file_loader(tmp_path):
         pytest.skip("gcc not found: the C loader test needs it")
     exe = tmp_path / "file_loader"
     csrc = os.path.join(ROOT, "csrc")
-    core, _ = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="setup_under_test")[
-        "read_sources"]()
+    core, _ = core_sources()
     sources = [os.path.join(ROOT, "tests", "c", "file_loader.c")] + [
         os.path.join(csrc, name) for name in core]
     build_cmd = [gcc, "-std=gnu11", "-O1", "-g", "-fsanitize=address,undefined",

@@ -7,14 +7,13 @@ Backward: against torch autograd of the same maths written in float64 torch (its
 against ONNX Runtime's forward here), and against central differences of the C forward.
 """
 import ctypes
-import runpy
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, core_sources
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
@@ -57,7 +56,7 @@ def lib(tmp_path_factory, source_tree):
     if cc is None:
         pytest.skip("no C compiler")
     out = tmp_path_factory.mktemp("general") / "libgeneral.so"
-    core, _ = runpy.run_path(str(REPO / "setup.py"), run_name="setup_under_test")["read_sources"]()
+    core, _ = core_sources()
     sources = [str(REPO / "csrc" / name) for name in core]  # the baseline kernels only
     build = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-std=gnu11",
                             "-I" + str(REPO / "csrc" / "include"), "-I" + str(REPO / "csrc"),

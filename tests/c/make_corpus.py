@@ -127,9 +127,10 @@ def corpus():
 
 def main():
     CORPUS.mkdir(exist_ok=True)
-    for name, content in sorted(corpus().items()):
+    files = corpus()
+    for name, content in sorted(files.items()):
         (CORPUS / name).write_bytes(content)
-    print(f"wrote {len(corpus())} files to {CORPUS}")
+    print(f"wrote {len(files)} files to {CORPUS}")
 
 
 if __name__ == "__main__":

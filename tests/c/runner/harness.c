@@ -126,13 +126,6 @@ int cell_gates(int cell) {
                                            : 1;
 }
 
-int layer_width(const rnx_layer *layer) {
-    const int S = layer->proj_size ? layer->proj_size : layer->units;
-    return layer->direction == RNX_DIRECTION_BIDIRECTIONAL && layer->merge == RNX_MERGE_CONCAT
-               ? 2 * S
-               : S;
-}
-
 /* ---------------------------------------------------------------------------------------------
  * Files built in memory
  * ------------------------------------------------------------------------------------------- */

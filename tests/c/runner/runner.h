@@ -77,9 +77,6 @@ float *zero_floats(size_t n);
 /* The gates of a cell: 1, 4 or 3. */
 int cell_gates(int cell);
 
-/* A recurrent layer's output width W: 2 S for a bidirectional concat, else S. */
-int layer_width(const rnx_layer *layer);
-
 /* One create, forward, stream and training step of a few models and a file load, everything
  * freed; failed calls included. The leak loop repeats it under LeakSanitizer. */
 void exercise_lifecycle(void);
