@@ -213,6 +213,18 @@ NO_SOURCE_TREE = ("needs the source tree (csrc/, setup.py, docs/) beside tests/:
                   "from a copy of tests/ against an installed rnnext")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png(path):
+    """The image at `path` as matplotlib reads it back, after checking the PNG signature; a
+    skip without matplotlib."""
+    image = pytest.importorskip("matplotlib.image")
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE
+    return image.imread(path)
+
+
 def core_sources():
     """csrc/sources.txt as setup.py reads it: ([the core's sources], {x86-64 kernel: its
     flags}); needs the source tree."""

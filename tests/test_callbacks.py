@@ -156,8 +156,8 @@ KERAS_SERIES = [
 
 
 def drive(callback, series, key="val_loss", lr=0.1):
-    """Runs a callback over a series of monitored values as fit would; returns the lr of every
-    epoch and the epochs run."""
+    """Runs a callback over a series of monitored values as fit would, until it stops; returns
+    the lr of every epoch run."""
     optimizer = optim.SGD(lr=lr)
     history = {key: []}
     lrs = []
@@ -200,8 +200,11 @@ def test_early_stopping_stops_where_keras_does(mode, min_delta, patience, series
 
 def test_early_stopping_never_takes_a_nan_as_the_best():
     stopper = cbs.EarlyStopping(patience=2, restore_best_weights=False)
-    assert len(drive(stopper, [float("nan"), 1.0, float("nan"), 0.9, 0.95, 0.93, 0.8])) == 6
-    assert (stopper.best, stopper.best_epoch, stopper.stopped_epoch) == (0.9, 4, 6)
+    series = [float("nan"), 1.0, float("nan"), 0.9, 0.95, 0.93, 0.8]
+    assert len(drive(stopper, series)) == 6
+    seen = series[:6]
+    assert (stopper.best, stopper.best_epoch) == (np.nanmin(seen), int(np.nanargmin(seen)) + 1)
+    assert stopper.stopped_epoch == 6  # two epochs after the best, 0.9, none better
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,14 +1,10 @@
 """docs/: the maths page's line citations against the code they quote, and its gradient check
 run as the page shows it (against central finite differences, in a new interpreter)."""
-import os
 import re
-import subprocess
-import sys
-import tempfile
 
 import pytest
 
-from conftest import REPO, RNNEXT_ROOT
+from conftest import REPO, run_python
 
 pytestmark = pytest.mark.usefixtures("source_tree")
 
@@ -50,9 +46,8 @@ def test_each_citation_quotes_its_line():
 
 
 def gradcheck_output():
-    path = os.pathsep.join(p for p in (RNNEXT_ROOT, os.environ.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, str(GRADCHECK)], env={**os.environ, "PYTHONPATH": path},
-                          cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=300)
+    """`python docs/gradcheck.py`, run as a script in a new interpreter."""
+    return run_python(f"import runpy; runpy.run_path({str(GRADCHECK)!r}, run_name='__main__')")
 
 
 def without_figures(text):

@@ -9,20 +9,12 @@ import numpy as np
 import pytest
 
 import rnnext
-from conftest import run_python
+from conftest import read_png, run_python
 from rnnext.plot import _best_epoch
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HISTORY = {"loss": [0.9, 0.6, 0.4, 0.3], "accuracy": [0.5, 0.7, 0.8, 0.9],
            "val_loss": [0.8, 0.5, 0.55, 0.7], "val_accuracy": [0.55, 0.75, 0.7, 0.7],
            "lr": [0.1, 0.1, 0.01, 0.01]}
-
-
-def read_png(path):
-    image = pytest.importorskip("matplotlib.image")
-    with open(path, "rb") as f:
-        assert f.read(8) == PNG_SIGNATURE
-    return image.imread(path)
 
 
 def test_plot_history_writes_a_png_with_one_panel_per_kind_of_curve(tmp_path):

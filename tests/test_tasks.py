@@ -12,9 +12,8 @@ import pytest
 
 from rnnext import Model, cli
 from rnnext.io import load as load_model
+from conftest import read_png
 from rnnext.tasks import charlm, data_text, sentiment, sentiment_grammar
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # English, written here rather than read from the grammar: the test's own reading of a sentence
@@ -185,6 +184,7 @@ def test_charlm_samples_from_a_saved_model(tmp_path, capsys):
 def test_charlm_keeps_saves_and_reports_the_best_held_out_epoch(tmp_path):
     """A short run on the text's start that overfits (a large learning rate): early stopping
     ends it, the kept weights are those of the lowest held-out loss, and the saved file is them."""
+    pytest.importorskip("matplotlib")
     path, png = tmp_path / "best.rnx", tmp_path / "curves.png"
     text = charlm.load()[:4000]
     result = charlm.run(text=text, hidden=64, lr=0.03, epochs=15, patience=3, streams_count=4,
@@ -198,25 +198,30 @@ def test_charlm_keeps_saves_and_reports_the_best_held_out_epoch(tmp_path):
     saved = load_model(path)
     np.testing.assert_allclose(saved.predict(vx), result["model"].predict(vx), rtol=1e-6)
     assert saved.evaluate(vx, vy, bptt=25)["loss"] == pytest.approx(min(val_loss), rel=1e-6)
-    with open(png, "rb") as f:
-        assert f.read(8) == PNG_SIGNATURE
+    read_png(png)
 
 
 def test_command_line_runs_both_tasks(tmp_path, capsys):
     """The exit status says whether the task reached its goal on the held-out data (sentiment:
     an accuracy of at least 90% with the defaults; charlm: fewer bits per character than
     GOAL_BITS, which a run this short does not reach)."""
+    pytest.importorskip("matplotlib")
     png = tmp_path / "sentiment.png"
     assert cli.main(["sentiment", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    assert "1600 training and 400 held-out sentences, 47 words" in out
+    # the counts read from the shipped file here: "split<TAB>label<TAB>sentence" lines
+    rows = [line.split("\t") for line in data_text("sentiment.tsv").splitlines()
+            if line and not line.startswith("#")]
+    counts = collections.Counter(split for split, _, _ in rows)
+    words = {w for split, _, sentence in rows if split == "train" for w in sentence.split()}
+    assert (f"{counts['train']} training and {counts['test']} held-out sentences, "
+            f"{len(words)} words") in out
     accuracy = float(re.search(r"held-out accuracy ([0-9.]+)%", out).group(1))
     bow = float(re.search(r"logistic regression .*held-out ([0-9.]+)%", out).group(1))
     assert accuracy >= 90 and bow < 70  # the order of the words is what teaches
     assert "epoch 30/30  loss" in out
     assert len(re.findall(r"^  '[a-z ]+': (pos|neg) -> (pos|neg) \(p = ", out, re.M)) == 8
-    with open(png, "rb") as f:
-        assert f.read(8) == PNG_SIGNATURE
+    read_png(png)
     status = cli.main(["charlm", "--epochs", "1", "--hidden", "16", "--length", "20"])
     out = capsys.readouterr().out
     assert "sample at temperature 0.7:" in out and "kept the weights of epoch 1" in out
