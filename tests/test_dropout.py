@@ -44,9 +44,9 @@ def batch(model, rng, with_lengths=True):
     return x, y, (None if model.per_step or not with_lengths else LENGTHS)
 
 
-def random_masks(model, rng, p=0.4, dtype=np.float32):
+def random_masks(model, rng, p=0.4, dtype=np.float32, n=B, steps=T):
     return {place: np.where(rng.random(shape) < p, 0.0, 1.0 / (1.0 - p)).astype(dtype)
-            for place, shape in _dropout_shapes(model.spec, B, T).items()}
+            for place, shape in _dropout_shapes(model.spec, n, steps).items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,8 +143,7 @@ def test_masked_gradients_do_not_depend_on_the_thread_count():
     n, steps = 64, 32
     x = rng.standard_normal((n, steps, 64)).astype(np.float32)
     y = rng.integers(0, 3, n)
-    masks = {place: np.where(rng.random(shape) < 0.5, 0.0, 2.0).astype(np.float32)
-             for place, shape in _dropout_shapes(model.spec, n, steps).items()}
+    masks = random_masks(model, rng, p=0.5, n=n, steps=steps)
     one = model.loss_and_grads(x, y, masks=masks, n_threads=1)[1]
     two = model.loss_and_grads(x, y, masks=masks, n_threads=2)[1]
     for key in one:
@@ -264,13 +263,8 @@ def test_validation_and_evaluate_see_no_dropout(backend, monkeypatch):
     assert evaluated["loss"] == pytest.approx(-np.log(probs[np.arange(16), y]).mean(), rel=1e-5)
     # with dropout the training loss of the same parameters is another number
     with_masks = model.loss_and_grads(x, y, backend=backend,
-                                      masks=random_masks_for(model, rng, 16))[0]
+                                      masks=random_masks(model, rng, p=0.5, n=16))[0]
     assert abs(with_masks - evaluated["loss"]) > 1e-3
-
-
-def random_masks_for(model, rng, n):
-    return {place: np.where(rng.random(shape) < 0.5, 0.0, 2.0).astype(np.float32)
-            for place, shape in _dropout_shapes(model.spec, n, T).items()}
 
 
 def fit_history(backend, seed, **rates):
