@@ -490,8 +490,8 @@ class Model:
         return io._unpickle, (self.to_bytes(), self.backend)
 
     def to_onnx(self, path=None, opset=17):
-        """The model as an ONNX graph (see rnnext.onnx_io.to_onnx), written to `path` if given."""
-        from .onnx_io import to_onnx
+        """The model as an ONNX graph (see rnnext.onnx_export.to_onnx), written to `path` if given."""
+        from .onnx_export import to_onnx
 
         return to_onnx(self, path, opset=opset)
 

@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 import rnnext  # noqa: E402
 from rnnext import layers as L  # noqa: E402
 from rnnext.cells import activation_from_onnx  # noqa: E402
-from rnnext.onnx_io import OnnxImportError, onnx_layers, spec_to_onnx  # noqa: E402
+from rnnext.onnx_export import spec_to_onnx  # noqa: E402
+from rnnext.onnx_io import OnnxImportError, onnx_layers  # noqa: E402
 
 from conftest import F32_ATOL, F32_RTOL, forward_imported  # noqa: E402
 

@@ -1,0 +1,171 @@
+"""ONNX export (to_onnx): an rnnext layer list as ONNX LSTM, GRU and RNN nodes with their
+merges, readouts and dense layers, for ONNX Runtime; from_onnx (onnx_io) reads it back exactly.
+Needs the optional onnx package."""
+import numpy as np
+
+from . import layers as L
+from .cells import ACTIVATIONS, CELLS, PEEPHOLE_FROM_ONNX, dense_param_name, onnx_alpha_beta, \
+    param_name, permute_gates
+from .onnx_io import DENSE_OPS, MERGE_OPS, ONNX_CELLS, TIME_OPS, _onnx
+
+
+def to_onnx(model, path=None, opset=17):
+    """The model as an onnx.ModelProto (written to `path` when given), for ONNX Runtime.
+
+    Inputs: x (B, T, I) float32, batch-first, B and T dynamic. Outputs: y, as Model.forward's
+    first output for full-length sequences; the final states: h_n (and c_n for LSTMs) stacked
+    as Model's for a uniform stack, else h_n_l{k} (and c_n_l{k}) per recurrent layer k.
+    Each recurrent layer is an ONNX LSTM, GRU or RNN node (layout 0, gate orders permuted back
+    to ONNX's) with its direction, activations (with alpha and beta), clip, input_forget and
+    peepholes; a bidirectional layer's merge is Transpose + Reshape (concat) or ReduceSum /
+    ReduceMean / ReduceProd over the directions. Readouts: the last step (Slice), the final
+    states (Y_h, merged), mean or max over time (ReduceMean / ReduceMax); dense layers are
+    MatMul + Add and their activation. Refused, naming the layer: an embedding, proj_size
+    (ONNX's LSTM has no projection) and the linear activation (ONNX has no name for it; affine
+    with alpha 1, beta 0 is the same function).
+    """
+    return spec_to_onnx(model.spec, model.params, path, opset)
+
+
+def _refuse_layer(spec, index, why):
+    layer = spec.layers[index]
+    raise ValueError(f"layers[{index}] ({type(layer).__name__}): {why}")
+
+
+def spec_to_onnx(spec, params, path=None, opset=17):
+    """to_onnx for a resolved layer list (layers.Spec) and its parameters."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    if opset < 14:
+        raise ValueError(f"opset: expected >= 14, got {opset}")
+    if spec.embedding is not None:
+        _refuse_layer(spec, 0, "token ids and embeddings are not exported")
+    nodes, initializers = [], []
+    positions = [i for i, layer in enumerate(spec.layers) if type(layer) in L.RECURRENT_TYPES]
+
+    def constant(name, value):
+        initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op, inputs, outputs, **attrs):
+        nodes.append(helper.make_node(op, inputs, outputs, **attrs))
+        return outputs[0]
+
+    def reduce(op, data, axis, out):
+        """op over one axis, dropped (axes an input from opset 18, and for ReduceSum 13)."""
+        if opset >= 18 or op == "ReduceSum":
+            return node(op, [data, constant(f"{out}_axes", np.array([axis]))], [out], keepdims=0)
+        return node(op, [data], [out], axes=[axis], keepdims=0)
+
+    def merged(r, data, axis, out):
+        """A layer's directions, on `axis` of data (features last), merged as the layer does."""
+        if r.num_directions == 1:
+            return node("Squeeze", [data, constant(f"{out}_axes", np.array([axis]))], [out])
+        if r.merge != "concat":
+            return reduce({v: k for k, v in MERGE_OPS.items()}[r.merge], data, axis, out)
+        rank = 4 if axis == 1 else 3  # Y (T, D, B, H) or Y_h (D, B, H): D goes before H
+        perm = list(range(rank))
+        perm.remove(axis)
+        perm.insert(rank - 2, axis)
+        moved = node("Transpose", [data], [f"{out}_moved"], perm=perm)
+        shape = [0] * (rank - 2) + [-1]
+        return node("Reshape", [moved, constant(f"{out}_shape", np.array(shape))], [out])
+
+    seq = node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2])
+    finals = []
+    for r, position in zip(spec.recurrent, positions):
+        cell = CELLS[r.cell]
+        op, k = cell.onnx_op, r.index
+        if r.proj_size:
+            _refuse_layer(spec, position, f"proj_size={r.proj_size}: ONNX's LSTM has no "
+                                          f"projection")
+        unnamed = [a for a in r.activations if ACTIVATIONS[a].onnx is None]
+        if unnamed:
+            _refuse_layer(spec, position, f"activation {unnamed[0]!r} has no ONNX name (affine "
+                                          f"with alpha 1, beta 0 is the same function)")
+        attrs = {"hidden_size": r.units, "direction": r.direction}
+        default = ONNX_CELLS[op]
+        if (r.activations, r.activation_alpha, r.activation_beta) != (
+                default.activations, *([tuple(getattr(ACTIVATIONS[a], p) for a in
+                                              default.activations)] for p in ("alpha", "beta"))):
+            alpha, beta = onnx_alpha_beta(r.activations, r.activation_alpha, r.activation_beta)
+            attrs["activations"] = [ACTIVATIONS[a].onnx for a in r.activations] * \
+                r.num_directions
+            if alpha:
+                attrs["activation_alpha"] = alpha * r.num_directions
+            if beta:
+                attrs["activation_beta"] = beta * r.num_directions
+        if r.clip:
+            attrs["clip"] = r.clip
+        if r.input_forget:
+            attrs["input_forget"] = 1
+        if op == "GRU":
+            attrs["linear_before_reset"] = int(r.cell == "gru")
+
+        def stacked(kind, order=cell.to_onnx):
+            return np.stack([permute_gates(params[param_name(kind, k, reverse)], order)
+                             for reverse in r.reverse_flags])
+
+        inputs = [seq, constant(f"W_l{k}", stacked("weight_ih")),
+                  constant(f"R_l{k}", stacked("weight_hh")),
+                  constant(f"B_l{k}", np.concatenate([stacked("bias_ih"), stacked("bias_hh")],
+                                                     1))]
+        if r.peepholes:
+            P = stacked("weight_peephole", tuple(np.argsort(PEEPHOLE_FROM_ONNX)))
+            inputs += ["", "", "", constant(f"P_l{k}", P.reshape(r.num_directions, -1))]
+        outputs = [f"Y_l{k}", f"Y_h_l{k}"] + ([f"Y_c_l{k}"] if op == "LSTM" else [])
+        node(op, inputs, outputs, name=f"{op.lower()}_l{k}", **attrs)
+        finals.append(outputs[1:])
+        seq = merged(r, outputs[0], 1, f"seq_l{k}")
+
+    top = spec.recurrent[-1]
+    if spec.readout == "last":
+        step = node("Slice", [seq, constant("last_start", np.array([-1])),
+                              constant("last_end", np.array([2**63 - 1])),
+                              constant("last_axis", np.array([0]))], ["last_step"])
+        out = node("Squeeze", [step, "last_axis"], ["readout"])
+    elif spec.readout == "final":
+        out = merged(top, finals[-1][0], 0, "readout")
+    elif spec.readout in ("mean", "max"):
+        out = reduce({v: k for k, v in TIME_OPS.items()}[spec.readout], seq, 0, "readout")
+    else:
+        out = node("Transpose", [seq], ["sequence"], perm=[1, 0, 2])
+    for d in spec.dense:
+        weight = params[dense_param_name("weight", d.index)]
+        out = node("MatMul", [out, constant(f"dense{d.index}_weight_t", weight.T.copy())],
+                   [f"dense{d.index}_product"])
+        out = node("Add", [out, constant(f"dense{d.index}.bias",
+                                         params[dense_param_name("bias", d.index)])],
+                   [f"dense{d.index}_z"])
+        if d.activation is not None:
+            op = {v: k for k, v in DENSE_OPS.items()}[d.activation]
+            out = node(op, [out], [f"dense{d.index}_out"], **({"axis": -1} if op == "Softmax"
+                                                               else {}))
+    node("Identity", [out], ["y"])
+
+    y_shape = ["batch"] + (["time"] if spec.readout == "sequence" else []) + [spec.output_size]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)]
+    if spec.uniform:  # stacked as PyTorch's
+        states = [(kind, [parts[j] for parts in finals], sum(r.num_directions for r in
+                                                             spec.recurrent), width)
+                  for j, (kind, width) in enumerate((("h_n", top.state_size),
+                                                     ("c_n", top.units))[:len(finals[0])])]
+    else:  # per layer, as Model's state list
+        states = [(f"{kind}_l{r.index}", [name], r.num_directions, width)
+                  for r, parts in zip(spec.recurrent, finals)
+                  for kind, name, width in zip(("h_n", "c_n"), parts, (r.state_size, r.units))]
+    for name, parts, rows, width in states:
+        node("Concat", parts, [name], axis=0)
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                     [rows, "batch", width]))
+    graph = helper.make_graph(
+        nodes, "rnnext", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                        ["batch", "time", spec.input_size])],
+        outputs, initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="rnnext")
+    onnx.checker.check_model(proto)
+    if path is not None:
+        onnx.save(proto, path)
+    return proto
