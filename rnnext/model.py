@@ -489,11 +489,12 @@ class Model:
 
         return io._unpickle, (self.to_bytes(), self.backend)
 
-    def to_onnx(self, path=None, opset=17):
-        """The model as an ONNX graph (see rnnext.onnx_export.to_onnx), written to `path` if given."""
+    def to_onnx(self, path=None, opset=17, lengths=False):
+        """The model as an ONNX graph (see rnnext.onnx_export.to_onnx), written to `path` if
+        given; lengths=True adds the input lengths (B,), each sequence's valid steps."""
         from .onnx_export import to_onnx
 
-        return to_onnx(self, path, opset=opset)
+        return to_onnx(self, path, opset=opset, lengths=lengths)
 
     def __repr__(self):
         inputs = "" if self.input_size is None else f", input_size={self.input_size}"

@@ -30,11 +30,14 @@ does), are the default.
 ONNX holds activation_alpha, activation_beta and clip as float32: a value that float32 does not
 represent comes back rounded. Export (onnx_export.to_onnx) writes what maps back onto these ops.
 """
+import collections
+from functools import lru_cache
+
 import numpy as np
 
 from . import layers as L
-from .cells import (ACTIVATIONS, CELLS, PEEPHOLE_FROM_ONNX, activations_from_onnx,
-                    dense_param_name, param_name, permute_gates)
+from .cells import (ACTIVATIONS, CELLS, EMBEDDING_PARAM, PEEPHOLE_FROM_ONNX,
+                    activations_from_onnx, dense_param_name, param_name, permute_gates)
 from .convert import recurrent_layer
 from .model import Model
 
@@ -50,6 +53,10 @@ SHAPE_OPS = ("Identity", "Dropout", "Transpose", "Squeeze", "Unsqueeze", "Reshap
 # dense layers' activations by op
 DENSE_OPS = {**{ACTIVATIONS[a].onnx: a for a in L.DENSE_ACTIVATIONS if a in ACTIVATIONS},
              "Softmax": "softmax"}
+# ops on the path that read each sequence's valid steps from the lengths (see _over_lengths)
+LENGTHS_OPS = ("Where", "GatherND", "Div")
+# the model's metadata_props key that keeps an embedding's padding_idx (training only)
+PADDING_IDX_KEY = "rnnext.embedding.padding_idx"
 
 
 def _onnx():
@@ -138,6 +145,10 @@ def _data_input(graph, node):
         if len(variable) != 1:
             _refuse(node, "expected one constant operand (a dense layer's weight or bias)")
         return variable[0]
+    if node.op_type == "Where":
+        return node.input[1]
+    if node.op_type == "Gather" and graph.constant(node.input[0]) is not None:
+        return node.input[1]  # an embedding: the ids select rows of a constant table
     return node.input[0]
 
 
@@ -153,7 +164,7 @@ def _chain(graph):
                           f"is not a graph input")
         node, k = graph.producer[name]
         if node.op_type not in (*ONNX_CELLS, *SHAPE_OPS, *MERGE_OPS, *TIME_OPS, *DENSE_OPS,
-                                "Gemm", "MatMul", "Add"):
+                                *LENGTHS_OPS, "Gemm", "MatMul", "Add"):
             _refuse(node, "is not supported on the path from the input to the first output; "
                           "rnnext imports chains of LSTM, GRU or RNN nodes with their merges and "
                           "readouts, then dense layers (Gemm, or MatMul and Add) and their "
@@ -268,15 +279,17 @@ def _reduce(graph, node, path):
         _refuse(node, f"expected one axis to reduce, got {axes}")
     axis = _axis(node, axes[0], rank)
     label = path.axes[axis]
-    if label == "D" and op in MERGE_OPS:
+    if label == "D" and op in MERGE_OPS and path.stage != "masked":
         if path.readout == "max":
             _refuse(node, "merges the directions after a max over time, which does not commute: "
                           "rnnext's max readout is over the merged output")
         path.layer["merge"] = MERGE_OPS[op]
         path.axes = ["F" if a == "H" else a for a in path.axes]
         path.width = path.units
-    elif label == "T" and op in TIME_OPS and path.stage == "seq":
-        path.stage, path.readout = "readout", TIME_OPS[op]
+    elif label == "T" and (path.stage == "seq" and op in (*TIME_OPS, "ReduceSum") or
+                           path.stage == "masked" and op == "ReduceMax"):
+        # a sum over time is a mean once divided by the lengths (_over_lengths)
+        path.stage, path.readout = "readout", TIME_OPS.get(op, "sum")
     else:
         _refuse(node, f"reduces axis {label} of {tuple(path.axes)}: only the directions (sum, "
                       f"mean, product) or the time steps of a sequence (mean, max) map")
@@ -458,6 +471,91 @@ def _recurrent(graph, node, path, info):
 
 
 # ------------------------------------------------------------------------------------------------
+# readouts over each sequence's valid steps, and embeddings (what onnx_export writes)
+#
+# The tensors computed from the lengths input are written by onnx_export.to_onnx and matched
+# here from one description: an expression is the role of a graph input ("x" the model's input,
+# "lengths" the nodes' sequence_lens), a constant (an int, a float, or a tuple of ints: int64 and
+# float32 tensors), or Expr(op, inputs, attributes as (name, value) pairs).
+
+Expr = collections.namedtuple("Expr", "op inputs attrs", defaults=((),))
+
+
+@lru_cache(maxsize=1)
+def lengths_expressions():
+    """{name: Expr}: "valid" the (T, B, 1) mask of valid steps, "last" each sequence's last
+    valid step (B, 1) as int64, "count" its number of valid steps (B, 1) as float32."""
+    from onnx import TensorProto
+
+    lengths64 = Expr("Cast", ("lengths",), (("to", TensorProto.INT64),))
+    time_steps = Expr("Gather", (Expr("Shape", ("x",)), 1))
+    steps = Expr("Unsqueeze", (Expr("Range", (0, time_steps, 1)), (1,)))
+    return {"valid": Expr("Unsqueeze", (Expr("Less", (steps, lengths64)), (2,))),
+            "last": Expr("Unsqueeze", (Expr("Sub", (lengths64, 1)), (1,))),
+            "count": Expr("Unsqueeze", (Expr("Cast", ("lengths",), (("to", TensorProto.FLOAT),)),
+                                        (1,)))}
+
+
+def _computes(graph, name, expr, roles):
+    """Whether tensor `name` is computed as expr, roles naming the graph inputs."""
+    if isinstance(expr, str):
+        return name == roles[expr]
+    if not isinstance(expr, Expr):
+        value = graph.constant(name)
+        return value is not None and value.shape == np.shape(expr) and np.all(value == expr)
+    node = graph.producer.get(name, (None,))[0]
+    return node is not None and node.op_type == expr.op and \
+        graph.attributes(node) == dict(expr.attrs) and len(node.input) == len(expr.inputs) and \
+        all(_computes(graph, i, e, roles) for i, e in zip(node.input, expr.inputs))
+
+
+def _over_lengths(graph, node, path, info):
+    """Updates path for an op of LENGTHS_OPS, as to_onnx writes them with lengths: Where(valid,
+    Y, -inf) then ReduceMax over time (max), ReduceSum over time then Div by the counts (mean),
+    GatherND of the last valid steps (last), Where(valid, y, 0) after per-step dense layers."""
+    roles = {"x": info["input"], "lengths": info.get("lengths")}
+
+    def computes(index, name):
+        return _computes(graph, node.input[index], lengths_expressions()[name], roles)
+
+    op = node.op_type
+    if op == "Where":
+        fill = graph.constant(node.input[2])
+        fill = None if fill is None or fill.size != 1 else float(fill.flat[0])
+        if not computes(0, "valid") or path.axes != ["T", "B", "F"]:
+            _refuse(node, "expected the (time, batch, 1) mask of the valid steps made from the "
+                          "sequence_lens input, on a (time, batch, features) tensor")
+        if fill == -np.inf and path.stage == "seq":
+            path.stage = "masked"  # for ReduceMax over time
+        elif fill != 0.0 or path.readout != "sequence":
+            _refuse(node, f"fills {fill} past the lengths; only -inf before ReduceMax over "
+                          f"time, or zeros on a per-step output, map")
+    elif op == "GatherND":
+        if path.stage != "seq" or path.axes != ["B", "T", "F"] or \
+                graph.attributes(node).get("batch_dims") != 1 or not computes(1, "last"):
+            _refuse(node, "expected the last valid step (sequence_lens - 1) of each sequence of "
+                          "a (batch, time, features) output, with batch_dims=1")
+        path.axes, path.stage, path.readout = ["B", "F"], "readout", "last"
+    elif path.readout != "sum" or path.axes != ["B", "F"] or not computes(1, "count"):
+        _refuse(node, "expected a sum over time divided by the sequence_lens input (a mean over "
+                      "the valid steps)")
+    else:
+        path.readout = "mean"
+    info["over_lengths"] = True
+
+
+def _embedding(graph, node, path):
+    """The table (V, dim) of a Gather of a constant by the ids input (B, T): an embedding."""
+    table = graph.constant(node.input[0])
+    if node.input[1] not in graph.inputs or table.ndim != 2 or \
+            graph.attributes(node).get("axis", 0) != 0:
+        _refuse(node, "an embedding gathers rows (axis 0) of a constant (vocabulary, dim) table "
+                      "by the graph's ids input")
+    path.axes = ["x0", "x1", "x2"]  # the ids' axes, then the vectors'
+    return table.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
 # import
 
 
@@ -479,11 +577,13 @@ def from_onnx(source, backend="c"):
 
 def onnx_layers(source):
     """(layers, input_size, params) of from_onnx's Model."""
-    graph = _Graph(_load(source))
+    model = _load(source)
+    graph = _Graph(model)
     chain = _chain(graph)
     if not any(node.op_type in ONNX_CELLS for node, _ in chain):
         _refuse(None, "has no LSTM, GRU or RNN node on the path to its first output")
-    path, info, records, dense = _Path(), {}, [], []
+    path, records, dense = _Path(), [], []
+    info = {"input": _data_input(graph, chain[0][0])}
     for node, k in chain:
         op = node.op_type
         if op in ONNX_CELLS:
@@ -499,6 +599,10 @@ def onnx_layers(source):
                 path.readout = "final"
             else:
                 _refuse(node, "its Y_c (final cell state) is used on the path to the output")
+        elif op == "Gather" and path.stage == "input" and graph.constant(node.input[0]) is not None:
+            info["embedding"] = _embedding(graph, node, path)
+        elif op in LENGTHS_OPS:
+            _over_lengths(graph, node, path, info)
         elif op in SHAPE_OPS:
             if path.stage == "input" and op not in ("Transpose", "Identity"):
                 _refuse(node, "only Transpose may come between the graph input and the first "
@@ -521,11 +625,27 @@ def onnx_layers(source):
                 if _axis(node, axis, len(path.axes)) != len(path.axes) - 1:
                     _refuse(node, f"softmax over axis {axis}, not the last (the outputs)")
             dense[-1]["activation"] = DENSE_OPS[op]
-    if info["lengths"] is not None and path.readout in ("last", "mean", "max"):
+    if path.stage == "masked" or path.readout == "sum":
+        _refuse(None, "masks its output for a max over time, or sums over time, without "
+                      "completing the readout (ReduceMax over time; Div by sequence_lens)")
+    if info["lengths"] is not None and path.readout in ("last", "mean", "max") and \
+            not info.get("over_lengths"):
         _refuse(None, f"reads its sequences' {path.readout} step(s) over all time steps while "
                       f"its nodes take sequence_lens: rnnext's readouts read each sequence's "
                       f"valid steps instead")
-    return _layer_list(records, path.readout, dense, info["input_size"])
+    layers, input_size, params = _layer_list(records, path.readout, dense, info["input_size"])
+    if "embedding" not in info:
+        return layers, input_size, params
+    table = info["embedding"]
+    if table.shape[1] != input_size:
+        _refuse(None, f"the embedding's table {table.shape} does not fit the first recurrent "
+                      f"node's {input_size} input features")
+    padding_idx = {p.key: p.value for p in model.metadata_props}.get(PADDING_IDX_KEY)
+    try:
+        embedding = L.Embedding(*table.shape, None if padding_idx is None else int(padding_idx))
+    except (TypeError, ValueError) as e:
+        _refuse(None, f"metadata_props[{PADDING_IDX_KEY!r}] = {padding_idx!r}: {e}")
+    return [embedding, *layers], None, {EMBEDDING_PARAM: table, **params}
 
 
 def _dense(graph, node, path):
