@@ -1,4 +1,4 @@
-"""ONNX import and export, against ONNX Runtime (and onnx's reference evaluator for layout 1,
+"""ONNX import, against ONNX Runtime (and onnx's reference evaluator for layout 1,
 which ONNX Runtime does not run) and against PyTorch for graphs its exporter writes."""
 import io
 import warnings
@@ -10,10 +10,8 @@ onnx = pytest.importorskip("onnx", reason="onnx not installed")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-import rnnext  # noqa: E402
 from rnnext import layers as L  # noqa: E402
 from rnnext.cells import activation_from_onnx  # noqa: E402
-from rnnext.onnx_export import spec_to_onnx  # noqa: E402
 from rnnext.onnx_io import OnnxImportError, onnx_layers  # noqa: E402
 
 from conftest import F32_ATOL, F32_RTOL, forward_imported  # noqa: E402
@@ -486,88 +484,4 @@ def test_torch_exported_graphs_match_torch(mode, batch_first, many_to_one, activ
         expected = net(torch.from_numpy(x if batch_first else x.transpose(1, 0, 2).copy()))
     expected = expected.numpy() if many_to_one else expected.numpy().transpose(1, 0, 2)
     np.testing.assert_allclose(forward_imported(imported, x)[0], expected, rtol=F32_RTOL,
-                               atol=F32_ATOL)
-
-
-# ------------------------------------------------------------------------------------------------
-# export
-
-
-EXPORTS = {
-    "lstm-2-bi-softmax": L.shorthand("lstm", I, H, 2, True, output_size=3, activation="softmax"),
-    "lstm": L.shorthand("lstm", I, H),
-    "gru-2-many-sigmoid": L.shorthand("gru", I, H, 2, output_size=2, output="many_to_many",
-                                      activation="sigmoid"),
-    "gru-before-bi": L.shorthand("gru", I, H, bidirectional=True, linear_before_reset=False),
-    "rnn-relu-3": L.shorthand("rnn", I, H, 3, nonlinearity="relu", output_size=4),
-    "rnn-bi-many": L.shorthand("rnn", I, H, bidirectional=True, output_size=2,
-                               output="many_to_many"),
-    "reverse-activations-clip": ([
-        L.LSTM(H, direction="reverse", activations=("hard_sigmoid", "leaky_relu", "elu"),
-               activation_alpha=(0.25, 0.125, 0.5), activation_beta=(0.375, 0.0, 0.0), clip=1.5),
-        L.LSTM(H, direction="reverse", peepholes=True, input_forget=True)], I),
-    "chain-merges-final-dense": ([
-        L.LSTM(5, direction="bidirectional", merge="sum", peepholes=True),
-        L.GRU(3, reset_after=False, direction="bidirectional", merge="mul", clip=0.5),
-        L.RNN(6, activations=("softsign",), direction="bidirectional", merge="ave"),
-        L.Readout("final"), L.Dense(4, "relu"), L.Dense(2, "tanh")], I),
-    "chain-last": ([L.GRU(2, direction="reverse"), L.LSTM(5, direction="bidirectional"),
-                    L.Readout("last"), L.Dense(3, "sigmoid")], I),
-    "mean": ([L.RNN(5, activations=("scaled_tanh",), activation_alpha=(1.5,),
-                    activation_beta=(0.5,)), L.Readout("mean")], I),
-    "max-bi": ([L.GRU(3, direction="bidirectional", activations=("affine", "thresholded_relu"),
-                      activation_alpha=(0.5, 0.25), activation_beta=(0.5, 0.0)),
-                L.Readout("max"), L.Dense(2)], I),
-}
-
-
-@pytest.mark.parametrize("opset", [17, 18])
-@pytest.mark.parametrize("arch", EXPORTS)
-def test_to_onnx_runs_in_onnxruntime_and_imports_back(tmp_path, arch, opset):
-    layers, input_size = EXPORTS[arch]
-    spec = L.build(layers, input_size)
-    params = L.init_params(spec, seed=3)
-    path = tmp_path / "model.onnx"
-    spec_to_onnx(spec, params, path, opset=opset)
-    x = np.random.default_rng(4).standard_normal((B, T, I)).astype(np.float32)
-    outputs = run_ort(onnx.load(path), {"x": x})
-    y, state = forward_imported((layers, input_size, params), x)
-    if spec.uniform:
-        states = state if isinstance(state, tuple) else (state,)
-    else:
-        states = [p for s in state for p in (s if isinstance(s, tuple) else (s,))]
-        states = [p for p in states if p is not None]
-    assert len(outputs) == 1 + len(states)
-    for got, want in zip(outputs, (y, *states)):
-        np.testing.assert_allclose(got, want, rtol=F32_RTOL, atol=F32_ATOL)
-    back_layers, back_input_size, back_params = onnx_layers(str(path))
-    assert (back_layers, back_input_size) == (list(layers), input_size)
-    assert list(back_params) == list(params)
-    for name, value in params.items():
-        np.testing.assert_array_equal(back_params[name], value)
-
-
-@pytest.mark.parametrize("layers, expected", [
-    ([L.Embedding(10, I), L.GRU(H)], r"layers\[0\] \(Embedding\): token ids"),
-    ([L.GRU(H), L.LSTM(H, proj_size=2)], r"layers\[1\] \(LSTM\): proj_size=2"),
-    ([L.RNN(H, activations=("linear",))], r"layers\[0\] \(RNN\): activation 'linear'"),
-])
-def test_to_onnx_refuses_what_does_not_map_naming_the_layer(layers, expected):
-    spec = L.build(layers, None if isinstance(layers[0], L.Embedding) else I)
-    with pytest.raises(ValueError, match=expected):
-        spec_to_onnx(spec, L.init_params(spec, seed=0))
-
-
-def test_to_onnx_checks_opset():
-    spec = L.build([L.GRU(3)], 2)
-    with pytest.raises(ValueError, match="opset: expected >= 14, got 11"):
-        spec_to_onnx(spec, L.init_params(spec), opset=11)
-
-
-def test_model_to_onnx_and_from_onnx():
-    """The public functions on the layer-list Model (branch `model`)."""
-    model = rnnext.Model([L.LSTM(H, direction="reverse"), L.GRU(2), L.Dense(3)], I, seed=1)
-    back = rnnext.from_onnx(model.to_onnx())
-    x = np.random.default_rng(4).standard_normal((B, T, I)).astype(np.float32)
-    np.testing.assert_allclose(back.forward(x)[0], model.forward(x)[0], rtol=F32_RTOL,
                                atol=F32_ATOL)
