@@ -3,7 +3,8 @@
 Formats are told by the file's extension: .onnx (ONNX), .keras or .h5 (Keras), .pt, .pth or
 .ckpt (a PyTorch state_dict, read with torch.load(weights_only=True), which runs no code; its
 cell and head are given as options), anything else an rnnext file (safetensors layout). convert
-writes ONNX for a .onnx OUT and an rnnext file otherwise.
+writes ONNX for a .onnx OUT (with --lengths: taking each sequence's valid steps as a second
+input) and an rnnext file otherwise.
 """
 import os
 import sys
@@ -60,9 +61,11 @@ def _parameters(model):
 
 
 def convert(args):
+    if args.lengths and _kind(args.output) != "onnx":
+        raise ValueError(f"--lengths: only for a .onnx output, got {args.output}")
     model = read_model(args.input, args)
     if _kind(args.output) == "onnx":
-        model.to_onnx(args.output, opset=args.opset)
+        model.to_onnx(args.output, opset=args.opset, lengths=args.lengths)
     else:
         model.save(args.output)
     print(f"wrote {args.output}: {model!r}, {_parameters(model)} parameters")
@@ -144,6 +147,9 @@ def add_commands(sub):
                                  "an rnnext file")
     p.add_argument("output", help="the file to write: .onnx for ONNX, else an rnnext file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset of a .onnx output")
+    p.add_argument("--lengths", action="store_true",
+                   help="give a .onnx output a second input, lengths (batch,) int32: each "
+                        "sequence's valid steps")
     _state_dict_options(p)
     p.set_defaults(func=_run(convert))
     p = sub.add_parser("inspect", help="print a model file's architecture, tensors and sizes")

@@ -1,5 +1,7 @@
 """from_torch on state_dicts, and the command line's convert and inspect, against PyTorch and
 ONNX Runtime."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -165,10 +167,11 @@ def test_convert_a_layer_list_to_onnx_and_back(tmp_path, capsys):
     back = rnnext.load(tmp_path / "back.rnx")
     assert back.layers == model.layers
     np.testing.assert_allclose(back.predict(x), expected, rtol=F32_RTOL, atol=F32_ATOL)
-    rnnext.Model([rnnext.Embedding(9, 3), rnnext.GRU(4)], seed=0).save(tmp_path / "e.rnx")
+    rnnext.Model([rnnext.Embedding(9, 3, mask_zero=True), rnnext.GRU(4)], seed=0).save(
+        tmp_path / "e.rnx")
     capsys.readouterr()
     assert main(["convert", str(tmp_path / "e.rnx"), str(tmp_path / "e.onnx")]) == 1
-    assert "layers[0] (Embedding)" in capsys.readouterr().err
+    assert "layers[0] (Embedding): mask_zero=True" in capsys.readouterr().err
 
 
 def test_convert_keras(tmp_path):
@@ -192,3 +195,115 @@ def test_command_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.rnx").write_bytes(b"\x05" + b"\0" * 7 + b"{}")
     assert main(["inspect", str(tmp_path / "bad.rnx")]) == 1
     assert "truncated" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "bad.rnx"), str(tmp_path / "out.rnx"),
+                 "--lengths"]) == 1
+    assert "--lengths: only for a .onnx output" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# convert and inspect on each kind of file
+
+
+def rnnext_source(tmp_path, kind):
+    """An rnnext file: token ids through an embedding (.rnx) or a chain of different layers
+    (.safetensors, the same layout)."""
+    extension = kind.split("-")[1]
+    if extension == "rnx":
+        model = rnnext.Model([rnnext.Embedding(13, I, padding_idx=0),
+                              rnnext.GRU(H, direction="bidirectional"), rnnext.Readout("last"),
+                              rnnext.Dense(3, "softmax")], seed=1)
+        x = np.random.default_rng(7).integers(0, 13, (B, T))
+    else:
+        model = rnnext.Model([rnnext.LSTM(H, direction="bidirectional", merge="ave"),
+                              rnnext.RNN(4, direction="reverse"), rnnext.Readout("max"),
+                              rnnext.Dense(2, "sigmoid")], I, seed=2)
+        x = inputs(7)
+    path = tmp_path / f"source.{extension}"
+    model.save(path)
+    return path, x, model.predict(x, backend="numpy"), []
+
+
+def onnx_source(tmp_path, kind):
+    """A .onnx file from to_onnx, or from PyTorch's exporter (dynamo=False) with the outputs
+    of the module it exported."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    path, x = tmp_path / "source.onnx", inputs(7)
+    if kind == "onnx-rnnext":
+        rnnext.Model([rnnext.GRU(H, reset_after=False), rnnext.LSTM(4, direction="reverse"),
+                      rnnext.Dense(2, "tanh")], I, seed=3).to_onnx(path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return path, x, session.run(["y"], {"x": x})[0], []
+    torch.manual_seed(3)
+    net = Net("GRU", num_layers=2, bidirectional=True).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on the module's shape checks
+        torch.onnx.export(net, (torch.zeros(2, T, I),), str(path), dynamo=False,
+                          input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch", 1: "time"}})
+    return path, x, torch_output(net, x), []
+
+
+def torch_source(tmp_path, kind):
+    """A PyTorch state_dict (.pt), with the options that describe it."""
+    torch.manual_seed(4)
+    net = Net("RNN", nonlinearity="relu", bidirectional=True).eval()
+    torch.save(net.state_dict(), tmp_path / "source.pt")
+    x = inputs(7)
+    return tmp_path / "source.pt", x, torch_output(net, x), [
+        "--cell", "rnn", "--nonlinearity", "relu", "--prefix", "rnn.", "--head-prefix", "fc.",
+        "--output", "many_to_one", "--activation", "softmax"]
+
+
+def keras_source(tmp_path, kind):
+    """A .keras file of Keras on the torch backend, random weights (biases too)."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras", reason="keras not installed")
+    model = keras.Sequential([keras.Input((T, I)), keras.layers.LSTM(H, return_sequences=True),
+                              keras.layers.GRU(4), keras.layers.Dense(3, activation="softmax")])
+    rng = np.random.default_rng(5)
+    for layer in model.layers:
+        layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(np.float32)
+                           for w in layer.get_weights()])
+    model.save(tmp_path / "source.keras")
+    x = inputs(7)
+    return tmp_path / "source.keras", x, np.asarray(model.predict(x, verbose=0)), []
+
+
+# by the kind inspect names, then the source
+SOURCES = {"rnnext-rnx": rnnext_source, "rnnext-safetensors": rnnext_source,
+           "onnx-rnnext": onnx_source, "onnx-torch": onnx_source, "torch-pt": torch_source,
+           "keras": keras_source}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras's torch backend's numpy use
+@pytest.mark.parametrize("kind", SOURCES)
+def test_inspect_and_convert_each_kind_of_file(tmp_path, capsys, kind):
+    """inspect prints the model a file reads as; convert writes an rnnext file and an ONNX file
+    with lengths whose predictions equal the source's (ONNX Runtime's on full-length batches,
+    and the converted model's with random lengths)."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    source, x, expected, options = SOURCES[kind](tmp_path, kind)
+    for out in ("m.rnx", "m.safetensors"):
+        assert main(["convert", str(source), str(tmp_path / out), *options]) == 0
+        converted = rnnext.load(tmp_path / out)
+        np.testing.assert_allclose(converted.predict(x), expected, rtol=F32_RTOL, atol=F32_ATOL)
+    capsys.readouterr()
+    assert main(["inspect", str(source), *options]) == 0
+    printed = capsys.readouterr().out
+    count = sum(v.size for v in converted.params.values())
+    if kind.startswith("rnnext"):
+        assert f"model: {converted!r}" in printed and f" {count} parameters" in printed
+    else:
+        assert f"{source} ({kind.split('-')[0]}): {converted!r}" in printed
+        assert f"parameters: {count}\n" in printed
+    assert main(["convert", str(source), str(tmp_path / "m.onnx"), "--lengths", *options]) == 0
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    full = np.full(B, T, np.int32)
+    np.testing.assert_allclose(session.run(["y"], {"x": x, "lengths": full})[0], expected,
+                               rtol=F32_RTOL, atol=F32_ATOL)
+    lengths = np.array([1, T, 3, 2], np.int32)
+    np.testing.assert_allclose(session.run(["y"], {"x": x, "lengths": lengths})[0],
+                               converted.predict(x, lengths=lengths), rtol=F32_RTOL,
+                               atol=F32_ATOL)
