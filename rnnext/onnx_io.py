@@ -28,7 +28,9 @@ when the layers are uniform). Zero initial states, constant or computed (as PyTo
 does), are the default.
 
 ONNX holds activation_alpha, activation_beta and clip as float32: a value that float32 does not
-represent comes back rounded. Export (onnx_export.to_onnx) writes what maps back onto these ops.
+represent comes back rounded. Export (onnx_export.to_onnx) writes what maps back onto these ops,
+and with its lengths input the patterns _over_lengths reads (readouts over each sequence's valid
+steps); an embedding is a Gather of a constant table by the ids input (_embedding).
 """
 import collections
 from functools import lru_cache
@@ -527,7 +529,7 @@ def _over_lengths(graph, node, path, info):
                           "sequence_lens input, on a (time, batch, features) tensor")
         if fill == -np.inf and path.stage == "seq":
             path.stage = "masked"  # for ReduceMax over time
-        elif fill != 0.0 or path.readout != "sequence":
+        elif fill != 0.0 or path.readout != "sequence" or path.stage == "masked":
             _refuse(node, f"fills {fill} past the lengths; only -inf before ReduceMax over "
                           f"time, or zeros on a per-step output, map")
     elif op == "GatherND":
