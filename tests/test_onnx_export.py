@@ -198,6 +198,16 @@ def test_import_refuses_a_lengths_readout_it_cannot_map_exactly():
     with pytest.raises(OnnxImportError, match="masks its output for a max over time"):
         onnx_layers(output_from(model, producer(model.graph, "Where").output[0]))
 
+    model = exported([L.GRU(H), L.Readout("max")])
+    where = producer(model.graph, "Where")
+    zero = numpy_helper.from_array(np.float32(0.0), "zero")
+    model.graph.initializer.append(zero)
+    model.graph.node.append(helper.make_node("Where", [where.input[0], where.output[0], "zero"],
+                                             ["zeroed"]))
+    producer(model.graph, "ReduceMax").input[0] = "zeroed"
+    with pytest.raises(OnnxImportError, match="Where node .*fills 0.0 past the lengths"):
+        onnx_layers(model)
+
     model = exported([L.GRU(H), L.Readout("mean")])
     with pytest.raises(OnnxImportError, match="sums over time"):
         onnx_layers(output_from(model, producer(model.graph, "ReduceSum").output[0]))
