@@ -186,43 +186,45 @@ def output_from(model, name):
     return model
 
 
-def test_import_refuses_a_lengths_readout_it_cannot_map_exactly():
-    model = exported([L.GRU(H), L.Readout("last")])
-    sub = producer(model.graph, "Sub")
-    model.graph.initializer.append(numpy_helper.from_array(np.array(2, np.int64), "two"))
-    sub.input[1] = "two"
-    with pytest.raises(OnnxImportError, match="GatherND node .*expected the last valid step"):
-        onnx_layers(model)
+def set_input(model, op, index, value):
+    """The graph with input `index` of its first `op` node a new constant."""
+    name = f"{op}_{index}_changed"
+    model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    producer(model.graph, op).input[index] = name
+    return model
 
-    model = exported([L.GRU(H), L.Readout("max")])
-    with pytest.raises(OnnxImportError, match="masks its output for a max over time"):
-        onnx_layers(output_from(model, producer(model.graph, "Where").output[0]))
 
-    model = exported([L.GRU(H), L.Readout("max")])
+def zeroed_after_mask(model):
+    """The graph with Where(valid, ., 0) between the -inf mask and ReduceMax."""
     where = producer(model.graph, "Where")
-    zero = numpy_helper.from_array(np.float32(0.0), "zero")
-    model.graph.initializer.append(zero)
+    model.graph.initializer.append(numpy_helper.from_array(np.float32(0.0), "zero"))
     model.graph.node.append(helper.make_node("Where", [where.input[0], where.output[0], "zero"],
                                              ["zeroed"]))
     producer(model.graph, "ReduceMax").input[0] = "zeroed"
-    with pytest.raises(OnnxImportError, match="Where node .*fills 0.0 past the lengths"):
-        onnx_layers(model)
+    return model
 
-    model = exported([L.GRU(H), L.Readout("mean")])
-    with pytest.raises(OnnxImportError, match="sums over time"):
-        onnx_layers(output_from(model, producer(model.graph, "ReduceSum").output[0]))
 
-    model = exported([L.GRU(H), L.Readout("mean")])
-    producer(model.graph, "Div").input[1] = "lengths"
-    with pytest.raises(OnnxImportError, match="Div node .*divided by the sequence_lens"):
-        onnx_layers(model)
+BROKEN = {
+    "last-step-2": ("last", lambda m: set_input(m, "Sub", 1, np.int64(2)),
+                    "GatherND node .*expected the last valid step"),
+    "mask-only": ("max", lambda m: output_from(m, producer(m.graph, "Where").output[0]),
+                  "masks its output for a max over time"),
+    "zero-after-mask": ("max", zeroed_after_mask, "Where node .*fills 0.0 past the lengths"),
+    "sum-only": ("mean", lambda m: output_from(m, producer(m.graph, "ReduceSum").output[0]),
+                 "sums over time"),
+    "div-by-constant": ("mean", lambda m: set_input(m, "Div", 1, np.float32(2.0)),
+                       "Div node .*divided by the sequence_lens"),
+    "fill-1": ("sequence", lambda m: set_input(m, "Where", 2, np.float32(1.0)),
+               "Where node .*fills 1.0 past the lengths"),
+}
 
-    model = exported([L.GRU(H), L.Dense(2)])
-    where = producer(model.graph, "Where")
-    model.graph.initializer.append(numpy_helper.from_array(np.float32(1.0), "one"))
-    where.input[2] = "one"
-    with pytest.raises(OnnxImportError, match="Where node .*fills 1.0 past the lengths"):
-        onnx_layers(model)
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_import_refuses_a_lengths_readout_it_cannot_map_exactly(case):
+    readout, change, expected = BROKEN[case]
+    model = exported([L.GRU(H), L.Readout(readout) if readout != "sequence" else L.Dense(2)])
+    with pytest.raises(OnnxImportError, match=expected):
+        onnx_layers(change(model))
 
 
 def test_padding_idx_travels_in_metadata_props():
