@@ -157,7 +157,7 @@ def test_saved_keras_file_imports(tmp_path):
     (lambda: [L.GRU(4, activation="silu")], "GRU layer .*activation 'silu' is not supported"),
     (lambda: [L.Masking(), L.LSTM(4)], "Masking layer .* is not supported"),
     (lambda: [L.LSTM(4, return_sequences=True), L.Dense(3), L.GRU(4)],
-     "GRU layer .*must follow the input or a recurrent layer"),
+     "GRU layer .*must follow the input, an Embedding or a recurrent layer"),
     (lambda: [L.LSTM(4), L.Dense(2, activation="elu")], "Dense layer .*activation 'elu'"),
     (lambda: [L.Dense(2), L.LSTM(4)], "Dense layer .* is not supported"),
 ])
