@@ -130,19 +130,38 @@ def _direction_params(layer, config, r, reverse):
 
 
 def _layers(model):
-    """The model's layers in order: a Sequential model's, or a functional model's checked to
-    form one chain (each layer fed by the one before)."""
+    """The layers the model's output is computed through, in order: a Sequential model's, or a
+    functional model's, walked back from its one output through calls that each take one
+    tensor (beside the mask Keras passes); a layer called twice is there twice."""
     import keras
 
-    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     if isinstance(model, keras.Sequential):
-        return layers
-    for previous, layer in zip([None] + layers[:-1], layers):
-        sources = {id(getattr(t, "_keras_history", (None,))[0])
-                   for t in keras.tree.flatten(layer.input)}
-        if previous is not None and sources != {id(previous)}:
-            _refuse(layer, "the model is not a single chain of layers")
-    return layers
+        return [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise KerasImportError(f"model: expected one input and one output, got "
+                               f"{len(model.inputs)} and {len(model.outputs)}")
+    chain, tensor = [], model.outputs[0]
+    while True:
+        # Keras 3 has no public walk of a functional graph: a tensor's history names the call
+        operation, node_index, _ = tensor._keras_history
+        if type(operation).__name__ == "InputLayer":
+            return chain[::-1]
+        arguments = operation._inbound_nodes[node_index].arguments
+        inputs = _tensors(arguments.args)
+        others = [name for name, value in arguments.kwargs.items()
+                  if name != "mask" and _tensors(value)]
+        if len(inputs) != 1 or others:
+            _refuse(operation, f"the model is not a single chain of layers: this call takes "
+                               f"{len(inputs)} tensors" + "".join(f" and {n}" for n in others))
+        chain.append(operation)
+        tensor = inputs[0]
+
+
+def _tensors(value):
+    """The Keras tensors in a call's argument (a tensor, or a list or dict of them)."""
+    import keras
+
+    return [t for t in keras.tree.flatten(value) if isinstance(t, keras.KerasTensor)]
 
 
 def from_keras(model, backend="c", zero_masked_steps=False):
