@@ -1,7 +1,9 @@
 """Keras import (from_keras). Needs the optional keras package (Keras 3, any backend).
 
 A Sequential model, or a functional one whose layers form one chain (keras.Input -> layers ->
-outputs; a branch is refused by the layer's name), becomes a layer list:
+outputs, walked back from the output: a layer called twice is two layers of the same weights; a
+call that takes more than one tensor, a branch's join or an initial_state, is refused by the
+layer's name), becomes a layer list:
 - Embedding(input_dim, output_dim, mask_zero) first is Embedding(vocab_size, dim, mask_zero):
   Keras's mask (id 0 is a masked step, anywhere in the sequence) is rnnext's: a masked step
   leaves the states as they are;
@@ -135,6 +137,9 @@ def _layers(model):
     tensor (beside the mask Keras passes); a layer called twice is there twice."""
     import keras
 
+    if not model.built:
+        raise KerasImportError("model: not built, so it has no weights; start it with "
+                               "keras.Input(shape) or call it on a batch first")
     if isinstance(model, keras.Sequential):
         return [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -185,7 +190,8 @@ def keras_layers(model, zero_masked_steps=False):
     for layer in _layers(model):
         name = type(layer).__name__
         stage = _stage(layers)
-        if name in SKIPPED or (name == "Flatten" and stage >= 2):
+        if name in SKIPPED or (name == "Flatten" and any(isinstance(ours, L.Readout)
+                                                         for ours in layers)):
             continue
         if name == "Embedding" and not layers:
             config = layer.get_config()
@@ -307,7 +313,8 @@ def _read_recurrent(layer, reversed_by):
         return _recurrent(layer, config, direction), (layer,), config, reverses
     merge = layer.get_config().get("merge_mode")
     if merge not in L.MERGES:
-        _refuse(layer, f"merge_mode {merge!r} is not supported (only {L.MERGES})")
+        _refuse(layer, f"merge_mode {merge!r} is not supported (only {L.MERGES}); for the "
+                       f"two directions apart, use 'concat' and split the last axis in two")
     if time_reversed and merge == "concat":
         _refuse(layer, f"reads the sequence of {reversed_by.name!r} (go_backwards=True, "
                        f"reversed in time), over which its directions swap: merge_mode "

@@ -167,7 +167,8 @@ def test_saved_keras_file_imports(tmp_path):
 @pytest.mark.parametrize("layers, expected", [
     (lambda: [L.LSTM(4, go_backwards=True, return_sequences=True)],
      "LSTM layer .*go_backwards=True with return_sequences=True"),
-    (lambda: [L.Bidirectional(L.LSTM(4), merge_mode=None)], "merge_mode None"),
+    (lambda: [L.Bidirectional(L.LSTM(4), merge_mode=None)],
+     "Bidirectional layer .*merge_mode None .*use 'concat' and split"),
     (lambda: [L.Bidirectional(L.LSTM(4), backward_layer=L.LSTM(3, go_backwards=True))],
      "Bidirectional layer .*backward layer's options differ"),
     (lambda: [L.LSTM(4, recurrent_activation="softmax")],
@@ -200,6 +201,11 @@ def test_functional_chains_import_and_branches_are_refused():
     initial = keras.Model(inputs, L.GRU(3)(inputs, initial_state=state))
     with pytest.raises(KerasImportError, match="GRU layer .*takes 1 tensors and initial_state"):
         keras_layers(initial)
+
+
+def test_a_model_without_weights_is_refused():
+    with pytest.raises(KerasImportError, match="model: not built"):
+        keras_layers(keras.Sequential([L.LSTM(3)]))
 
 
 def test_stateful_is_refused():
@@ -308,6 +314,8 @@ def test_a_go_backwards_sequence_read_by_later_layers_matches_keras(layers, dire
     (lambda: [L.GRU(4, go_backwards=True, return_sequences=True), L.TimeDistributed(L.Dense(2))],
      False, "GRU layer .*reversed in time up to the model's output.*x\\[:, ::-1\\]"),
     (lambda: [L.LSTM(4, return_sequences=True), L.Flatten()], False,
+     "Flatten layer .*flattens a sequence"),
+    (lambda: [L.LSTM(4, return_sequences=True), L.Dense(3), L.Flatten()], False,
      "Flatten layer .*flattens a sequence"),
     (lambda: [L.LSTM(4, return_sequences=True), L.Dense(3), L.GlobalAveragePooling1D()],
      False,
