@@ -186,7 +186,7 @@ def keras_layers(model, zero_masked_steps=False):
         model = keras.saving.load_model(model, safe_mode=True)
     layers, sources, input_size = [], [], None  # sources: per layer, the Keras layers to read
     masked_by = None    # the Embedding whose mask_zero masks steps
-    reversed_by = None  # the go_backwards layer whose sequence, still flowing, runs backwards
+    reversed_by = None  # the go_backwards layer from which the flowing sequence runs backwards
     for layer in _layers(model):
         name = type(layer).__name__
         stage = _stage(layers)
@@ -209,7 +209,7 @@ def keras_layers(model, zero_masked_steps=False):
                 _refuse(layer, f"go_backwards=True with return_sequences=True under the mask "
                                f"of {masked_by.name!r}: Keras passes the mask on unreversed "
                                f"with the reversed sequence, which no rnnext layer does")
-            reversed_by = layer if reverses else None
+            reversed_by = (reversed_by or layer) if reverses else None
             if input_size is None and not layers:
                 input_size = per_direction[0].get_weights()[0].shape[0]
             layers.append(ours)
@@ -286,9 +286,9 @@ def _check_sequence_output(spec, sources, reversed_by, masked_by, zero_masked_st
     if reversed_by is not None:
         _refuse(reversed_by, "go_backwards=True with return_sequences=True returns the "
                              "sequence reversed in time up to the model's output, which no "
-                             "rnnext layer does; use Bidirectional or return_sequences=False, "
-                             "or reverse the input instead: the same model with "
-                             "go_backwards=False on x[:, ::-1]")
+                             "rnnext layer does; use Bidirectional or return_sequences=False; "
+                             "where it is the first recurrent layer, the model with "
+                             "go_backwards=False there, fed x[:, ::-1], gives this output")
     top = [s for s, layer in zip(sources, spec.layers) if type(layer) in L.RECURRENT_TYPES][-1]
     zero_at_masked = not spec.dense and all(s.zero_output_for_mask for s in top)
     if masked_by is not None and not zero_at_masked and not zero_masked_steps:
