@@ -29,8 +29,9 @@ def from_onnx(source, backend="c"):
     return from_onnx(source, backend=backend)
 
 
-def from_keras(model, backend="c"):
-    """A Model from a Keras model of LSTM, GRU or SimpleRNN layers (see rnnext.keras_io)."""
+def from_keras(model, backend="c", zero_masked_steps=False):
+    """A Model from a Keras model (or the path of a .keras or .h5 file) of an optional
+    Embedding, LSTM, GRU or SimpleRNN layers, a pooling and Dense layers (see rnnext.keras_io)."""
     from .keras_io import from_keras
 
-    return from_keras(model, backend=backend)
+    return from_keras(model, backend=backend, zero_masked_steps=zero_masked_steps)

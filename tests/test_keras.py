@@ -17,13 +17,16 @@ from conftest import F32_ATOL, F32_RTOL, forward_imported  # noqa: E402
 
 L = keras.layers
 B, T, I = 3, 7, 4
+V = 10  # the embeddings' vocabulary
 # Keras's torch backend converts with a numpy-1 style __array__; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def keras_model(*layers, seed=0):
-    """A Sequential model with random weights, biases included (Keras initialises them to 0)."""
-    model = keras.Sequential([keras.Input((T, I)), *layers])
+def keras_model(*layers, seed=0, ids=False):
+    """A Sequential model with random weights, biases included (Keras initialises them to 0),
+    on (B, T, I) floats or, with ids, (B, T) token ids."""
+    model = keras.Sequential([keras.Input((T,), dtype="int32") if ids else keras.Input((T, I)),
+                              *layers])
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(np.float32)
@@ -31,10 +34,24 @@ def keras_model(*layers, seed=0):
     return model
 
 
-def assert_matches_keras(model):
-    """The imported (layers, input_size, params) against model.predict; returns the layers."""
+def masked_ids(seed=1):
+    """ids (6, T) in [0, V): zeros (masked steps under mask_zero) before, among and after the
+    valid steps, every other step, a row of zeros only (row 4) and a row without any."""
+    ids = np.random.default_rng(seed).integers(1, V, (6, T))
+    ids[0, :3] = 0
+    ids[1, [2, 4]] = 0
+    ids[2, -2:] = 0
+    ids[3, ::2] = 0
+    ids[4] = 0
+    return ids
+
+
+def assert_matches_keras(model, x=None):
+    """The imported (layers, input_size, params) against model.predict on x (default: random
+    (B, T, I) floats); returns the layers."""
     imported = keras_layers(model)
-    x = np.random.default_rng(1).standard_normal((B, T, I)).astype(np.float32)
+    if x is None:
+        x = np.random.default_rng(1).standard_normal((B, T, I)).astype(np.float32)
     expected = np.asarray(model.predict(x, verbose=0))
     np.testing.assert_allclose(forward_imported(imported, x)[0], expected, rtol=F32_RTOL,
                                atol=F32_ATOL)
@@ -150,14 +167,16 @@ def test_saved_keras_file_imports(tmp_path):
 @pytest.mark.parametrize("layers, expected", [
     (lambda: [L.LSTM(4, go_backwards=True, return_sequences=True)],
      "LSTM layer .*go_backwards=True with return_sequences=True"),
-    (lambda: [L.Bidirectional(L.LSTM(4), merge_mode=None)], "merge_mode None"),
+    (lambda: [L.Bidirectional(L.LSTM(4), merge_mode=None)],
+     "Bidirectional layer .*merge_mode None .*use 'concat' and split"),
     (lambda: [L.Bidirectional(L.LSTM(4), backward_layer=L.LSTM(3, go_backwards=True))],
      "Bidirectional layer .*backward layer's options differ"),
-    (lambda: [L.LSTM(4, recurrent_activation="gelu")], "recurrent_activation 'gelu' is not"),
-    (lambda: [L.GRU(4, activation="silu")], "GRU layer .*activation 'silu' is not supported"),
-    (lambda: [L.Masking(), L.LSTM(4)], "Masking layer .* is not supported"),
+    (lambda: [L.LSTM(4, recurrent_activation="softmax")],
+     "recurrent_activation 'softmax' is not"),
+    (lambda: [L.GRU(4, activation="log_softmax")],
+     "GRU layer .*activation 'log_softmax' is not supported"),
     (lambda: [L.LSTM(4, return_sequences=True), L.Dense(3), L.GRU(4)],
-     "GRU layer .*must follow the input or a recurrent layer"),
+     "GRU layer .*must follow the input, an Embedding or a recurrent layer"),
     (lambda: [L.LSTM(4), L.Dense(2, activation="elu")], "Dense layer .*activation 'elu'"),
     (lambda: [L.Dense(2), L.LSTM(4)], "Dense layer .* is not supported"),
 ])
@@ -172,11 +191,212 @@ def test_functional_chains_import_and_branches_are_refused():
     chain = keras.Model(inputs, L.Dense(2)(L.GRU(4, return_sequences=True)(hidden)))
     assert_matches_keras(chain)
     branch = keras.Model(inputs, L.Concatenate()([hidden, L.GRU(4, return_sequences=True)(inputs)]))
-    with pytest.raises(KerasImportError, match="not a single chain"):
+    with pytest.raises(KerasImportError, match="Concatenate layer .*not a single chain of "
+                                               "layers: this call takes 2 tensors"):
         keras_layers(branch)
+    shared = L.GRU(I, return_sequences=True)  # called twice: two layers of the same weights
+    twice = keras.Model(inputs, L.Dense(2)(shared(shared(inputs))))
+    assert recurrent_count(assert_matches_keras(twice)) == 2
+    state = L.Dense(3)(L.GlobalAveragePooling1D()(inputs))
+    initial = keras.Model(inputs, L.GRU(3)(inputs, initial_state=state))
+    with pytest.raises(KerasImportError, match="GRU layer .*takes 1 tensors and initial_state"):
+        keras_layers(initial)
+
+
+def test_a_model_without_weights_is_refused():
+    with pytest.raises(KerasImportError, match="model: not built"):
+        keras_layers(keras.Sequential([L.LSTM(3)]))
 
 
 def test_stateful_is_refused():
     model = keras.Sequential([keras.Input((T, I), batch_size=2), L.LSTM(3, stateful=True)])
-    with pytest.raises(KerasImportError, match="stateful=True"):
+    with pytest.raises(KerasImportError, match="LSTM layer .*stateful=True.*model.stream"):
         keras_layers(model)
+
+
+@pytest.mark.parametrize("mask_zero", [True, False])
+@pytest.mark.parametrize("make", [
+    lambda: [L.LSTM(5, return_sequences=True), L.GRU(3), L.Dense(2, activation="softmax")],
+    lambda: [L.SimpleRNN(5, return_sequences=True), L.LSTM(3, go_backwards=True)],
+    lambda: [L.Bidirectional(L.GRU(3, return_sequences=True, reset_after=False),
+                             merge_mode="ave"), L.Bidirectional(L.LSTM(2), merge_mode="mul")],
+    lambda: [L.LSTM(4, return_sequences=True),
+             L.Bidirectional(L.SimpleRNN(3, return_sequences=True), merge_mode="sum")],
+], ids=["lstm-gru-dense", "rnn-go-backwards", "bidirectional-final", "bidirectional-sequence"])
+def test_embedding_and_its_mask_match_keras(make, mask_zero):
+    """Keras's mask_zero is rnnext's: ids 0 anywhere (before, among, after the valid steps, a
+    row of them only) leave the states as they are; a Bidirectional layer's sequence is zero
+    at the masked steps in both."""
+    imported = assert_matches_keras(keras_model(L.Embedding(V, I, mask_zero=mask_zero), *make(),
+                                                ids=True), masked_ids())
+    assert imported[0] == R.Embedding(V, I, mask_zero=mask_zero)
+
+
+def test_masked_per_step_outputs_are_refused_unless_zero_masked_steps():
+    """Under a mask, a forward layer's sequence (zero_output_for_mask=False) repeats the previous
+    output at masked steps and Dense layers apply to it; rnnext's output there is zero."""
+    ids = masked_ids()
+    valid = ids != 0
+    for top in ([L.GRU(4, return_sequences=True)],
+                [L.Bidirectional(L.LSTM(3, return_sequences=True)), L.Dense(2)]):
+        model = keras_model(L.Embedding(V, I, mask_zero=True), *top, ids=True)
+        with pytest.raises(KerasImportError, match="per step under the mask of 'embedding.*"
+                                                   "zero_masked_steps=True"):
+            keras_layers(model)
+        expected = np.asarray(model.predict(ids, verbose=0))
+        assert np.abs(expected[~valid]).max() > 1e-3  # what rnnext cannot give
+        got = rnnext.from_keras(model, zero_masked_steps=True).predict(ids)
+        np.testing.assert_allclose(got[valid], expected[valid], rtol=F32_RTOL, atol=F32_ATOL)
+        np.testing.assert_array_equal(got[~valid], 0.0)
+    assert_matches_keras(keras_model(L.Embedding(V, I, mask_zero=True),
+                                     L.LSTM(3, return_sequences=True, zero_output_for_mask=True),
+                                     ids=True), ids)
+
+
+@pytest.mark.filterwarnings("ignore:Layer 'global_max_pooling1d.*does not support masking")
+@pytest.mark.parametrize("mask_zero", [True, False])
+@pytest.mark.parametrize("pooling, mode", [(L.GlobalAveragePooling1D, "mean"),
+                                           (L.GlobalMaxPooling1D, "max")])
+@pytest.mark.parametrize("make", [
+    lambda: L.LSTM(4, return_sequences=True),
+    lambda: L.Bidirectional(L.GRU(3, return_sequences=True)),
+], ids=["lstm", "bidirectional-gru"])
+def test_global_pooling_is_a_mean_or_max_readout(make, pooling, mode, mask_zero):
+    """Keras's average pooling honours the mask, as rnnext's mean readout (over the valid steps;
+    a row without any is Keras's 0 / 0 = NaN and rnnext's 0); its max pooling ignores it and is
+    refused under one."""
+    model = keras_model(L.Embedding(V, I, mask_zero=mask_zero), make(), pooling(), L.Dense(2),
+                        ids=True)
+    if mask_zero and mode == "max":
+        with pytest.raises(KerasImportError, match="GlobalMaxPooling1D layer .*ignores the mask"):
+            keras_layers(model)
+        return
+    ids = masked_ids()
+    imported = keras_layers(model)
+    assert imported[0][2] == R.Readout(mode)
+    y = forward_imported(imported, ids)[0]
+    expected = np.asarray(model.predict(ids, verbose=0))
+    has_valid = (ids != 0).any(axis=1) | (not mask_zero)
+    np.testing.assert_allclose(y[has_valid], expected[has_valid], rtol=F32_RTOL, atol=F32_ATOL)
+    if mask_zero and mode == "mean":
+        assert np.isnan(expected[~has_valid]).all()
+        np.testing.assert_allclose(y[~has_valid], (model.layers[-1].get_weights()[1],))
+
+
+@pytest.mark.parametrize("layers, directions", [
+    (lambda: [L.LSTM(4, go_backwards=True, return_sequences=True), L.GRU(3)],
+     ["reverse", "reverse"]),
+    (lambda: [L.GRU(4, go_backwards=True, return_sequences=True),
+              L.SimpleRNN(3, go_backwards=True, return_sequences=True), L.Dense(2)],
+     ["reverse", "forward"]),
+    (lambda: [L.LSTM(4, go_backwards=True, return_sequences=True),
+              L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="sum"),
+              L.GlobalAveragePooling1D()], ["reverse", "bidirectional"]),
+    (lambda: [L.SimpleRNN(4, go_backwards=True, return_sequences=True),
+              L.Bidirectional(L.LSTM(3), merge_mode="mul"), L.Dense(2)],
+     ["reverse", "bidirectional"]),
+], ids=["then-forward", "twice", "then-bidirectional-sequence-pooled", "then-bidirectional"])
+def test_a_go_backwards_sequence_read_by_later_layers_matches_keras(layers, directions):
+    """A go_backwards layer's sequence runs backwards in time: a forward layer over it is a
+    reverse one in input time, two reversals cancel, a Bidirectional one swaps directions."""
+    imported = assert_matches_keras(keras_model(*layers()))
+    assert [layer.direction for layer in imported if type(layer) in R.RECURRENT_TYPES] == \
+        directions
+
+
+@pytest.mark.parametrize("layers, ids, expected", [
+    (lambda: [L.LSTM(4, go_backwards=True, return_sequences=True),
+              L.Bidirectional(L.GRU(3))], False,
+     "Bidirectional layer .*reads the sequence of 'lstm.*merge_mode 'concat'"),
+    (lambda: [L.Embedding(V, I, mask_zero=True),
+              L.LSTM(4, go_backwards=True, return_sequences=True), L.GRU(3)], True,
+     "LSTM layer .*under the mask of 'embedding.*passes the mask on unreversed"),
+    (lambda: [L.LSTM(4, go_backwards=True, return_sequences=True),
+              L.GRU(3, return_sequences=True)], False,
+     "LSTM layer 'lstm.*reversed in time up to the model's output"),
+    (lambda: [L.LSTM(4, return_sequences=True), L.Flatten()], False,
+     "Flatten layer .*flattens a sequence"),
+    (lambda: [L.LSTM(4, return_sequences=True), L.Dense(3), L.Flatten()], False,
+     "Flatten layer .*flattens a sequence"),
+    (lambda: [L.LSTM(4, return_sequences=True), L.Dense(3), L.GlobalAveragePooling1D()],
+     False,
+     "GlobalAveragePooling1D layer .*pools what is not a recurrent layer's sequence"),
+    (lambda: [L.LSTM(4, return_sequences=True), L.GlobalMaxPooling1D(keepdims=True)], False,
+     "GlobalMaxPooling1D layer .*keepdims False"),
+])
+def test_more_unsupported_models_are_refused_by_name(layers, ids, expected):
+    with pytest.raises(KerasImportError, match=expected):
+        keras_layers(keras_model(*layers(), ids=ids))
+
+
+def test_a_go_backwards_sequence_output_is_refused_with_a_workaround_that_holds():
+    """The refusal's workaround: go_backwards=False on the time-reversed input."""
+    x = np.random.default_rng(3).standard_normal((B, T, I)).astype(np.float32)
+    backwards = keras_model(L.GRU(4, go_backwards=True, return_sequences=True),
+                            L.TimeDistributed(L.Dense(2)))
+    with pytest.raises(KerasImportError, match="GRU layer .*reversed in time up to the model's "
+                                               "output.*go_backwards=False there, fed x"):
+        keras_layers(backwards)
+    gru_config = backwards.layers[0].get_config() | {"go_backwards": False}
+    forwards = keras.Sequential([keras.Input((T, I)), L.GRU.from_config(gru_config),
+                                 L.TimeDistributed(L.Dense(2))])
+    forwards.set_weights(backwards.get_weights())
+    np.testing.assert_allclose(rnnext.from_keras(forwards).predict(x[:, ::-1]),
+                               backwards.predict(x, verbose=0), rtol=F32_RTOL, atol=F32_ATOL)
+
+
+def test_layers_that_act_only_in_training_and_flatten_are_skipped():
+    imported = assert_matches_keras(keras_model(
+        L.GaussianNoise(0.5), L.LSTM(5, return_sequences=True, dropout=0.5),
+        L.SpatialDropout1D(0.5),
+        L.GaussianDropout(0.3), L.GRU(4, recurrent_dropout=0.5), L.AlphaDropout(0.3),
+        L.Flatten(), L.Dense(3), L.Dropout(0.5), L.Flatten(), L.Dense(2)))
+    assert imported == [R.LSTM(5), R.GRU(4), R.Readout("final"), R.Dense(3), R.Dense(2)]
+
+
+def test_activations_given_as_functions_match_keras():
+    acts = keras.activations
+    imported = assert_matches_keras(keras_model(
+        L.LSTM(4, activation=acts.softsign, recurrent_activation=acts.hard_sigmoid,
+               return_sequences=True),
+        L.SimpleRNN(3, activation=acts.relu), L.Dense(2, activation=acts.sigmoid)))
+    assert imported[0].activations == ("hard_sigmoid", "softsign", "softsign")
+    assert imported[1] == R.RNN(3, nonlinearity="relu")
+    assert imported[-1] == R.Dense(2, "sigmoid")
+
+
+def test_masking_is_refused_with_a_workaround_that_holds():
+    """The refusal's workaround: the model without Masking, given Keras's mask, is the model."""
+    x = np.random.default_rng(3).standard_normal((B, T, I)).astype(np.float32)
+    x[0, :2] = x[1, 3] = x[2, -3:] = 0.0
+    with_masking = keras_model(L.Masking(0.0), L.GRU(4), L.Dense(2))
+    with pytest.raises(KerasImportError, match="Masking layer 'masking'.*mask=np.any"):
+        keras_layers(with_masking)
+    without = keras.Sequential([keras.Input((T, I)), *with_masking.layers[1:]])
+    np.testing.assert_allclose(
+        rnnext.from_keras(without).predict(x, mask=np.any(x != 0.0, axis=-1)),
+        with_masking.predict(x, verbose=0), rtol=F32_RTOL, atol=F32_ATOL)
+
+
+def test_functional_model_with_an_embedding_and_a_mask():
+    inputs = keras.Input((T,), dtype="int32")
+    hidden = L.Embedding(V, I, mask_zero=True)(inputs)
+    hidden = L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode="sum")(hidden)
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling1D()(hidden)))
+    rows = np.delete(masked_ids(), 4, axis=0)  # Keras's mean over no valid step is NaN
+    assert_matches_keras(model, rows)
+    _, state_h, state_c = L.LSTM(3, return_state=True)(L.Embedding(V, I)(inputs))
+    with pytest.raises(KerasImportError, match="LSTM layer .*return_state=True"):
+        keras_layers(keras.Model(inputs, state_h))
+
+
+def test_legacy_h5_file_imports(tmp_path):
+    pytest.importorskip("h5py", reason="h5py not installed")
+    model = keras_model(L.Embedding(V, I, mask_zero=True),
+                        L.Bidirectional(L.GRU(4, return_sequences=True)), L.LSTM(3), L.Dense(2),
+                        ids=True)
+    path = tmp_path / "model.h5"
+    model.save(path)
+    ids = masked_ids()
+    np.testing.assert_allclose(rnnext.from_keras(path).predict(ids), model.predict(ids, verbose=0),
+                               rtol=F32_RTOL, atol=F32_ATOL)
