@@ -192,6 +192,17 @@ def _axis(dim, ndim):
     return dim % ndim
 
 
+def _index_text(index):
+    """A getitem index as forward writes it: ':, -1' for (slice(None), -1)."""
+    def one(entry):
+        if isinstance(entry, slice):
+            text = ":".join("" if v is None else repr(v) for v in (entry.start, entry.stop))
+            return text + ("" if entry.step is None else f":{entry.step!r}")
+        return "..." if entry is Ellipsis else repr(entry)
+
+    return ", ".join(one(e) for e in (index if isinstance(index, tuple) else (index,)))
+
+
 def _full(entry):
     return isinstance(entry, slice) and entry == slice(None)
 
@@ -392,7 +403,7 @@ class _Walk:
         if x.layout != want:
             self.refuse(f"batch_first={module.batch_first} reads a "
                         f"{'batch-first' if x.layout == 'BTF' else 'time-major'} sequence, so "
-                        f"it takes axis {1 - want.index('T')} for time; rnnext's input is "
+                        f"it takes axis {want.index('T')} of it for time; rnnext's input is "
                         f"batch-first (B, T, I): transpose x to the module's layout before it")
         state = self.node.args[1] if len(self.node.args) > 1 else self.node.kwargs.get("hx")
         parts = state if isinstance(state, (tuple, list)) else [state]
@@ -532,8 +543,8 @@ class _Walk:
             entries = _index_entries(index, 3)
             if entries is None or not isinstance(entries[0], int) or \
                     not all(_full(e) for e in entries[1:]):
-                self.refuse(f"h_n[{index!r}]: only a row of h_n maps (h_n[-1], or h_n[-2] and "
-                            f"h_n[-1] concatenated for a bidirectional top layer)")
+                self.refuse(f"h_n[{_index_text(index)}]: only a row of h_n maps (h_n[-1], or "
+                            f"h_n[-2] and h_n[-1] concatenated for a bidirectional top layer)")
             return self.final_row(x, entries[0])
         if kind == "seq":
             entries = _index_entries(index, 3)
@@ -541,12 +552,12 @@ class _Walk:
             if entries is not None and entries[time] == -1 and \
                     all(_full(e) for k, e in enumerate(entries) if k != time):
                 return self.readout(x, "last")
-            self.refuse(f"[{index!r}] of a {x.layout} sequence; only the last step (index -1 "
-                        f"on the time axis, axis {time}) maps, as Readout('last')")
+            self.refuse(f"[{_index_text(index)}] of a {x.layout} sequence; only the last step "
+                        f"(index -1 on the time axis, axis {time}) maps, as Readout('last')")
         if kind == "c_n":
             self.refuse("reads the LSTM's cell state c_n, which rnnext's readouts do not give; "
                         "read h_n instead")
-        self.refuse(f"[{index!r}] of {self.describe(x)} does not map to an rnnext layer")
+        self.refuse(f"[{_index_text(index)}] of {self.describe(x)} does not map to an rnnext layer")
 
     def final_row(self, h_n, row, squeeze=False):
         """h_n[row], or h_n.squeeze(squeeze) for one row: the final state of the top layer."""
@@ -559,8 +570,8 @@ class _Walk:
         row = _axis(row, rows)
         if row is None or row // D != rnn.num_layers - 1:
             self.refuse(f"reads a row of h_n that is not the top layer's final state (rows "
-                        f"{rows - D}..{rows - 1}); rnnext's Readout('final') gives the top "
-                        f"layer's")
+                        f"{list(range(rows - D, rows))} of {rows}); rnnext's Readout('final') "
+                        f"gives the top layer's")
         if D == 1:
             return self.final(h_n)
         return dataclasses.replace(h_n, kind="h_row", row=row % D)
