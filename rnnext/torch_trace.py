@@ -42,8 +42,12 @@ META_ATTRIBUTES = ("shape", "device", "dtype", "ndim", "is_cuda")
 ZERO_MAKERS = ("zeros", "zeros_like", "new_zeros")
 ZERO_KEEPERS = ("to", "cpu", "cuda", "contiguous", "detach", "float", "requires_grad_")
 SWAPS = ("transpose", "swapaxes", "swapdims")
-# where the functions a traced graph may call come from (others are a user's own, fx.wrap'ed)
-FUNCTION_MODULES = ("torch", "torch.nn.functional", "operator", "builtins")
+# the packages of the functions that the walk knows by name (others are a user's, fx.wrap'ed)
+FUNCTION_PACKAGES = ("torch", "operator", "builtins")
+# methods that leave a float32 tensor as it is
+IDENTITIES = ("contiguous", "float")
+# reshapes, which only the output could take (a regression's .squeeze(-1))
+RESHAPES = ("squeeze", "view", "reshape", "flatten")
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,11 @@ def _live_nodes(graph):
             live.add(node)
             stack.extend(node.all_input_nodes)
     return live
+
+
+def _package(function):
+    """The top package of a function: torch, operator, builtins or a user's own."""
+    return (getattr(function, "__module__", None) or "").split(".")[0].lstrip("_")
 
 
 def _op_name(node, gm):
@@ -296,13 +305,12 @@ class _Walk:
         if node.op == "call_module":
             return self.call_module(self.gm.get_submodule(node.target))
         name = node.target if node.op == "call_method" else node.target.__name__
-        if node.op == "call_function" and (getattr(node.target, "__module__", None) or
-                                           "").lstrip("_") not in FUNCTION_MODULES:
-            self.refuse(f"a function outside torch does not map to an rnnext layer "
+        if node.op == "call_function" and _package(node.target) not in FUNCTION_PACKAGES:
+            self.refuse(f"a function from outside torch does not map to an rnnext layer "
                         f"({LAYER_LIST})")
         kinds = [v.kind for v in self.tensor_args()]
         if name in META_METHODS or (name == "getattr" and node.args[1] in META_ATTRIBUTES) or \
-                (set(kinds) <= {"meta"} and node.target.__module__ in ("_operator", "builtins")):
+                (set(kinds) <= {"meta"} and _package(node.target) in ("operator", "builtins")):
             return Value("meta")
         if name in ZERO_MAKERS[1:] or (name == "zeros" and set(kinds) <= {"meta"}) or \
                 (name in ZERO_KEEPERS and kinds[:1] == ["zeros"] and set(kinds[1:]) <= {"meta"}):
@@ -331,7 +339,8 @@ class _Walk:
         return {"rnn_out": "the output tuple of an RNN module", "state_pair": "(h_n, c_n)",
                 "h_n": "h_n", "c_n": "c_n", "h_row": "one row of h_n", "ids": "the token ids",
                 "max_pair": "a max's (values, indices)", "meta": "a shape",
-                "zeros": "zeros"}.get(value.kind, "an earlier value")
+                "zeros": "zeros", "seq": "a sequence",
+                "vector": "a vector per sequence"}[value.kind]
 
     # ---- layers
 
@@ -379,7 +388,7 @@ class _Walk:
         self.refuse(f"does not map to an rnnext layer ({LAYER_LIST})")
 
     def embedding(self, module):
-        ids = self.values[self.node.args[0]]
+        ids = self.newest(self.values[self.node.args[0]], "the token ids")
         if ids.kind != "ids":
             self.refuse("reads something other than the model's input token ids")
         if module.max_norm is not None:
@@ -395,10 +404,9 @@ class _Walk:
         x = self.newest(self.values[self.node.args[0]], "its input")
         if x.kind != "seq" or (self.layers and not isinstance(
                 self.layers[-1], (L.Embedding,) + tuple(L.RECURRENT_TYPES))):
-            self.refuse(f"reads {self.describe(x) if x.kind != 'seq' else 'a sequence'} "
-                        f"after {self.layers[-1] if self.layers else 'nothing'}; rnnext's "
-                        f"recurrent layers read the input, an Embedding or another recurrent "
-                        f"layer ({LAYER_LIST}): {WORKAROUND_SPLIT}")
+            after = f" after {self.layers[-1]!r}" if self.layers else ""
+            self.refuse(f"reads {self.describe(x)}{after}; rnnext's recurrent layers read float "
+                        f"input, an Embedding or another recurrent layer ({LAYER_LIST})")
         want = "BTF" if module.batch_first else "TBF"
         if x.layout != want:
             self.refuse(f"batch_first={module.batch_first} reads a "
@@ -472,8 +480,12 @@ class _Walk:
                 self.refuse("runs with training=True, so it drops in eval too: pass "
                             "training=self.training")
             return x
-        if name == "contiguous":
+        if name in IDENTITIES and x.kind in ("seq", "vector"):
             return x
+        if name in RESHAPES and x.kind in ("seq", "vector"):
+            self.refuse(f"{name} of {self.describe(x)}; rnnext's output keeps its axes, (B, F) "
+                        f"or (B, T, F) (a width-1 output stays (B, 1)): reshape what "
+                        f"Model.predict returns instead")
         if name.rstrip("_") in ACTIVATIONS:
             return self.activation(name.rstrip("_"), self.arg(1, "dim") if name == "softmax"
                                    else -1)

@@ -57,7 +57,7 @@ class GRUTagger(nn.Module):
         self.fc = nn.Linear(20, 5)
 
     def forward(self, x):
-        out, _ = self.gru(x)
+        out, _ = self.gru(x.float().contiguous())
         return self.fc(out)
 
 
@@ -388,6 +388,17 @@ def returns_time_major(self, x):
     return self.fc(out)
 
 
+def squeezed_output(self, x):
+    out, _ = self.lstm(x)
+    return self.fc(out[:, -1]).squeeze(-1)
+
+
+def linear_between_lstms(self, x):
+    out, _ = self.lstm(x)
+    out, _ = self.lstm(self.fc2(out))
+    return out
+
+
 def layer_norm_head(self, x):
     out, _ = self.lstm(x)
     return self.norm(self.fc(out[:, -1]))
@@ -433,6 +444,11 @@ REFUSALS = {
                                      "so it takes axis 0 of it for time"),
     "returns-time-major": (lambda: LSTMBody(returns_time_major, batch_first=False),
                            "Linear module 'fc'", "fc", "returns a TBF tensor"),
+    "squeezed-output": (lambda: LSTMBody(squeezed_output), "Tensor.squeeze", "squeeze",
+                        "reshape what Model.predict returns instead"),
+    "linear-between-lstms": (lambda: LSTMBody(linear_between_lstms), "LSTM module 'lstm'",
+                             "lstm_1", r"reads a sequence after Dense\(6\); rnnext's recurrent "
+                                       r"layers read float input"),
     "layer-norm": (lambda: LSTMBody(layer_norm_head), "LayerNorm module 'norm'", "norm",
                    "does not map to an rnnext layer"),
 }
