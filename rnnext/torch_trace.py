@@ -44,8 +44,10 @@ ZERO_KEEPERS = ("to", "cpu", "cuda", "contiguous", "detach", "float", "requires_
 SWAPS = ("transpose", "swapaxes", "swapdims")
 # the packages of the functions that the walk knows by name (others are a user's, fx.wrap'ed)
 FUNCTION_PACKAGES = ("torch", "operator", "builtins")
-# methods that leave a float32 tensor as it is
-IDENTITIES = ("contiguous", "float")
+# methods that leave a tensor as it is, by the kinds of value where they do (float32 features,
+# int64 token ids)
+IDENTITIES = {"contiguous": ("seq", "vector", "ids"), "float": ("seq", "vector"),
+              "long": ("ids",)}
 # reshapes, which only the output could take (a regression's .squeeze(-1))
 RESHAPES = ("squeeze", "view", "reshape", "flatten")
 
@@ -480,7 +482,7 @@ class _Walk:
                 self.refuse("runs with training=True, so it drops in eval too: pass "
                             "training=self.training")
             return x
-        if name in IDENTITIES and x.kind in ("seq", "vector"):
+        if x.kind in IDENTITIES.get(name, ()):
             return x
         if name in RESHAPES and x.kind in ("seq", "vector"):
             self.refuse(f"{name} of {self.describe(x)}; rnnext's output keeps its axes, (B, F) "

@@ -79,6 +79,17 @@ class StackedLSTMs(nn.Module):
         return self.fc2(out)
 
 
+class BiGRULast(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(I, 5, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x):
+        output, hidden = self.gru(x)
+        return self.fc(output[:, -1])
+
+
 class TimeMajorRNN(nn.Module):
     def __init__(self):
         super().__init__()
@@ -171,7 +182,7 @@ class TimeMajorEmbedding(nn.Module):
         self.fc = nn.Linear(8, 2)
 
     def forward(self, x):
-        out, (h, c) = self.lstm(self.embedding(x.t()))
+        out, (h, c) = self.lstm(self.embedding(x.long().t()))
         return self.fc(h[-1])
 
 
@@ -193,6 +204,7 @@ ZOO = {
     "embedding-bilstm-cat-final": (BiLSTMSentiment, "ids"),
     "bigru-2-layers-per-step": (GRUTagger, "floats"),
     "two-lstms-last-mlp": (StackedLSTMs, "floats"),
+    "bigru-last": (BiGRULast, "floats"),
     "rnn-relu-time-major-last": (TimeMajorRNN, "floats"),
     "gru-time-major-per-step-tanh": (TimeMajorPerStep, "floats"),
     **{f"pool-{name}": ((lambda name=name: PooledLSTM(name)), "floats") for name in POOLS},
