@@ -22,7 +22,7 @@ import numpy as np
 
 from . import layers as L
 from .cells import EMBEDDING_PARAM
-from .convert import checked_params, linear_tensors, module_layers
+from .convert import _numpy, checked_params, linear_tensors, module_layers
 
 
 class TorchImportError(ValueError):
@@ -33,6 +33,8 @@ class TorchImportError(ValueError):
 WORKAROUND_SPLIT = ("run that part in PyTorch and import the module from its Embedding or "
                     "first recurrent layer on")
 LAYER_LIST = "[Embedding]? (RNN|LSTM|GRU)+ [Readout]? Dense*"
+LOG_SOFTMAX = ("log_softmax is not an activation of rnnext's Dense layer: import the module with "
+               "softmax in its place and take np.log of what Model.predict returns")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "softmax")
 DROPOUTS = ("dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d")
 # ops that only read shapes, devices and dtypes, or compute with what those give
@@ -124,7 +126,8 @@ def _trace(module):
         if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL,
                                                                      p.VAR_KEYWORD):
             raise TorchImportError(f"module: {type(module).__name__}.forward takes a second "
-                                   f"input {p.name!r}; rnnext's model takes one input x")
+                                   f"input {p.name!r}; rnnext's model takes one input x (give "
+                                   f"{p.name} a default, such as None, to trace without it)")
     concrete = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
     tracer = fx.Tracer()
     tracer.record_stack_traces = True
@@ -302,8 +305,7 @@ class _Walk:
 
     def visit(self, node):
         if node.op == "get_attr":
-            self.refuse("reads a parameter or buffer outside a module, which rnnext's layers do "
-                        "not hold")
+            return Value("constant")
         if node.op == "call_module":
             return self.call_module(self.gm.get_submodule(node.target))
         name = node.target if node.op == "call_method" else node.target.__name__
@@ -317,6 +319,8 @@ class _Walk:
         if name in ZERO_MAKERS[1:] or (name == "zeros" and set(kinds) <= {"meta"}) or \
                 (name in ZERO_KEEPERS and kinds[:1] == ["zeros"] and set(kinds[1:]) <= {"meta"}):
             return Value("zeros")
+        if set(kinds) <= {"meta", "zeros", "constant"}:
+            return Value("constant")
         return self.call_function(name)
 
     def output(self, result):
@@ -341,7 +345,8 @@ class _Walk:
         return {"rnn_out": "the output tuple of an RNN module", "state_pair": "(h_n, c_n)",
                 "h_n": "h_n", "c_n": "c_n", "h_row": "one row of h_n", "ids": "the token ids",
                 "max_pair": "a max's (values, indices)", "meta": "a shape",
-                "zeros": "zeros", "seq": "a sequence",
+                "zeros": "zeros", "constant": "a tensor that the input does not reach",
+                "seq": "a sequence",
                 "vector": "a vector per sequence"}[value.kind]
 
     # ---- layers
@@ -377,6 +382,8 @@ class _Walk:
                       nn.Softmax: "softmax"}.get(type(module))
         if activation is not None:
             return self.activation(activation, getattr(module, "dim", -1))
+        if isinstance(module, nn.LogSoftmax):
+            self.refuse(LOG_SOFTMAX)
         self.unmapped()
 
     def unmapped(self):
@@ -399,7 +406,7 @@ class _Walk:
                         f"max_norm=None")
         self.append(L.Embedding(module.num_embeddings, module.embedding_dim,
                                 padding_idx=module.padding_idx),
-                    {EMBEDDING_PARAM: module.weight.detach().cpu().numpy().astype(np.float32)})
+                    {EMBEDDING_PARAM: _numpy(module.weight)})
         return Value("seq", ids.layout + "F", len(self.layers))
 
     def recurrent(self, module):
@@ -411,10 +418,10 @@ class _Walk:
                         f"input, an Embedding or another recurrent layer ({LAYER_LIST})")
         want = "BTF" if module.batch_first else "TBF"
         if x.layout != want:
-            self.refuse(f"batch_first={module.batch_first} reads a "
-                        f"{'batch-first' if x.layout == 'BTF' else 'time-major'} sequence, so "
-                        f"it takes axis {want.index('T')} of it for time; rnnext's input is "
-                        f"batch-first (B, T, I): transpose x to the module's layout before it")
+            self.refuse(f"batch_first={module.batch_first} reads a {x.layout} tensor (B batch, "
+                        f"T time, F features), so it takes its {x.layout[want.index('T')]} axis "
+                        f"for time; rnnext's input is batch-first (B, T, I): transpose x to the "
+                        f"module's layout before it")
         state = self.node.args[1] if len(self.node.args) > 1 else self.node.kwargs.get("hx")
         parts = state if isinstance(state, (tuple, list)) else [state]
         if any(p is not None and self.values[p].kind != "zeros" for p in parts):
@@ -497,6 +504,8 @@ class _Walk:
             return self.reduce(x, name)
         if name in SWAPS + ("permute", "t"):
             return self.permute(x, name)
+        if name == "log_softmax":
+            self.refuse(LOG_SOFTMAX)
         if name == "squeeze" and x.kind == "h_n":
             return self.final_row(x, 0, squeeze=self.arg(1, "dim"))
         self.unmapped()

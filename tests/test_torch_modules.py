@@ -56,8 +56,8 @@ class GRUTagger(nn.Module):
         self.gru = nn.GRU(I, 10, num_layers=2, bidirectional=True, batch_first=True)
         self.fc = nn.Linear(20, 5)
 
-    def forward(self, x):
-        out, _ = self.gru(x.float().contiguous())
+    def forward(self, x, hidden=None):
+        out, _ = self.gru(x.float().contiguous(), hidden)
         return self.fc(out)
 
 
@@ -390,6 +390,17 @@ def learned_state(self, x):
     return out
 
 
+def ones_state(self, x):
+    ones = torch.ones(1, x.size(0), I)
+    out, _ = self.lstm(x, (ones, ones))
+    return out
+
+
+def log_softmax(self, x):
+    out, _ = self.lstm(x)
+    return self.fc(out[:, -1]).log_softmax(-1)
+
+
 def time_major_without_transpose(self, x):
     out, _ = self.lstm(x)
     return out[-1]
@@ -447,13 +458,18 @@ REFUSALS = {
                    r"axis"),
     "readout-after-linear": (lambda: LSTMBody(readout_after_linear), "Tensor.mean", "mean",
                              "take it before the Linear"),
-    "learned-initial-state": (lambda: LSTMBody(learned_state), "get_attr 'h0'", "h0",
-                              "reads a parameter or buffer outside a module"),
+    "learned-initial-state": (lambda: LSTMBody(learned_state), "LSTM module 'lstm'", "lstm",
+                              r"an initial state other than zeros.*pass a state to "
+                              r"Model.forward"),
+    "ones-initial-state": (lambda: LSTMBody(ones_state), "LSTM module 'lstm'", "lstm",
+                           "an initial state other than zeros"),
+    "log-softmax": (lambda: LSTMBody(log_softmax), "Tensor.log_softmax", "log_softmax",
+                    "softmax in its place and take np.log of what Model.predict returns"),
     "time-major-without-transpose": (lambda: LSTMBody(time_major_without_transpose,
                                                       batch_first=False),
                                      "LSTM module 'lstm'", "lstm",
-                                     "batch_first=False reads a batch-first sequence, "
-                                     "so it takes axis 0 of it for time"),
+                                     r"batch_first=False reads a BTF tensor .*, so it takes "
+                                     r"its B axis for time"),
     "returns-time-major": (lambda: LSTMBody(returns_time_major, batch_first=False),
                            "Linear module 'fc'", "fc", "returns a TBF tensor"),
     "squeezed-output": (lambda: LSTMBody(squeezed_output), "Tensor.squeeze", "squeeze",
@@ -495,7 +511,7 @@ def test_a_second_input_is_refused():
             return x
 
     with pytest.raises(TorchImportError, match=r"^module: TwoInputs.forward takes a second "
-                                               r"input 'lengths'"):
+                                               r"input 'lengths'.*give lengths a default"):
         torch_layers(TwoInputs(), np.zeros((1, 2, I), np.float32))
 
 
