@@ -27,7 +27,7 @@ class EmbeddingLSTMClassifier(nn.Module):
         self.embedding = nn.Embedding(V, E, padding_idx=0)
         self.lstm = nn.LSTM(E, 16, batch_first=True)
         self.fc = nn.Linear(16, 3)
-        self.softmax = nn.Softmax(dim=-1) if softmax_module else None
+        self.softmax = nn.Softmax(dim=1) if softmax_module else None
 
     def forward(self, x):
         out, _ = self.lstm(self.embedding(x))
@@ -58,7 +58,7 @@ class GRUTagger(nn.Module):
 
     def forward(self, x, hidden=None):
         out, _ = self.gru(x.float().contiguous(), hidden)
-        return self.fc(out)
+        return F.softmax(self.fc(out), dim=2)
 
 
 class StackedLSTMs(nn.Module):
@@ -202,7 +202,7 @@ ZOO = {
     "embedding-lstm-last-softmax": (EmbeddingLSTMClassifier, "ids"),
     "embedding-lstm-last-softmax-module": (lambda: EmbeddingLSTMClassifier(True), "ids"),
     "embedding-bilstm-cat-final": (BiLSTMSentiment, "ids"),
-    "bigru-2-layers-per-step": (GRUTagger, "floats"),
+    "bigru-2-layers-per-step-softmax": (GRUTagger, "floats"),
     "two-lstms-last-mlp": (StackedLSTMs, "floats"),
     "bigru-last": (BiGRULast, "floats"),
     "rnn-relu-time-major-last": (TimeMajorRNN, "floats"),
