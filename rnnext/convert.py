@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import layers as L
-from .cells import CELLS, RECURRENT_PARAMS, dense_param_name
+from .cells import CELLS, RECURRENT_PARAMS, dense_param_name, param_name
 from .model import Model
 
 OUTPUTS = ("many_to_many", "many_to_one")
@@ -21,8 +21,19 @@ def _numpy(tensor):
 
 
 def from_torch(rnn, head=None, output="many_to_many", activation=None, backend="c", *,
-               cell=None, nonlinearity="tanh", prefix="", head_prefix=None):
-    """A Model from a torch.nn.RNN, LSTM or GRU and an optional torch.nn.Linear head.
+               cell=None, nonlinearity="tanh", prefix="", head_prefix=None, example=None):
+    """A Model from a whole torch.nn.Module and an example input, or from a torch.nn.RNN, LSTM
+    or GRU and an optional torch.nn.Linear head, or from a state_dict.
+
+    from_torch(module, example) (or example=...): any other module is traced with torch.fx on
+    the example, a batch-first tensor or array (float (B, T, I), or integer token ids (B, T)
+    for an nn.Embedding front end), and its graph becomes the layer list, so that
+    Model.predict(x) equals module.eval()(x). What maps: nn.Embedding; nn.RNN, LSTM and GRU
+    modules, one or several in sequence, time-major ones included where forward transposes;
+    readouts out[:, -1] (out[-1] time-major), h_n[-1], torch.cat([h_n[-2], h_n[-1]], dim=1),
+    mean and max over time; nn.Linear with ReLU, Tanh, Sigmoid or Softmax(dim=-1) (modules or
+    functions) after it; dropout (identity in eval). Anything else raises
+    rnnext.torch_trace.TorchImportError (a ValueError) naming the op, its fx node and its line.
 
     The layer list is the module's layers (LSTM proj_size included), then for
     output="many_to_one" Readout("last") (each sequence's last valid step, PyTorch's
@@ -41,13 +52,35 @@ def from_torch(rnn, head=None, output="many_to_many", activation=None, backend="
     """
     layers, input_size, params = torch_layers(rnn, head, output, activation, cell=cell,
                                               nonlinearity=nonlinearity, prefix=prefix,
-                                              head_prefix=head_prefix)
+                                              head_prefix=head_prefix, example=example)
     return Model(layers, input_size, params=params, backend=backend)
 
 
 def torch_layers(rnn, head=None, output="many_to_many", activation=None, *, cell=None,
-                 nonlinearity="tanh", prefix="", head_prefix=None):
+                 nonlinearity="tanh", prefix="", head_prefix=None, example=None):
     """(layers, input_size, params) of from_torch's Model (same arguments)."""
+    if not isinstance(rnn, Mapping) and _whole_module(rnn):
+        if head is not None and example is not None:
+            raise TypeError("example: give a whole module's example once, as the second "
+                            "argument or as example=")
+        options = {"output": (output, "many_to_many"), "activation": (activation, None),
+                   "cell": (cell, None), "nonlinearity": (nonlinearity, "tanh"),
+                   "prefix": (prefix, ""), "head_prefix": (head_prefix, None)}
+        for name, (value, default) in options.items():
+            if value != default:
+                raise TypeError(f"{name}: a whole module's graph decides its layers; expected "
+                                f"{default!r}, got {value!r}")
+        example = head if example is None else example
+        if example is None:
+            raise TypeError(f"rnn: expected a torch.nn.RNN, LSTM or GRU, or a whole module with "
+                            f"an example input (from_torch(module, example)), got "
+                            f"{type(rnn).__name__} without one")
+        from .torch_trace import torch_module_layers
+
+        return torch_module_layers(rnn, example)
+    if example is not None:
+        raise TypeError(f"example: only a whole module takes one (not a torch.nn.RNN, LSTM, GRU "
+                        f"or a state_dict), got it with {type(rnn).__name__}")
     if output not in OUTPUTS:
         raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
     if isinstance(rnn, Mapping):
@@ -56,6 +89,34 @@ def torch_layers(rnn, head=None, output="many_to_many", activation=None, *, cell
                             f"instead, got {type(head).__name__}")
         return _state_dict_layers(rnn, cell, nonlinearity, prefix, head_prefix, output,
                                   activation)
+    recurrent, tensors = module_layers(rnn)
+    if head is not None:
+        import torch
+
+        if not isinstance(head, torch.nn.Linear):
+            raise TypeError(f"head: expected a torch.nn.Linear or None, got {type(head).__name__}")
+        width = L.build(recurrent, rnn.input_size).recurrent[-1].output_size
+        if head.in_features != width:
+            raise ValueError(f"head: expected in_features = {width} (the recurrent output "
+                             f"width: directions x hidden_size or proj_size), got "
+                             f"{head.in_features}")
+        tensors.update(linear_tensors(head, 0))
+        head = head.out_features
+    return _assemble(recurrent, rnn.input_size, tensors, head, output, activation, "rnn")
+
+
+def _whole_module(rnn):
+    """Whether rnn is a torch.nn.Module other than an RNN, LSTM or GRU."""
+    import torch
+
+    return isinstance(rnn, torch.nn.Module) and not isinstance(rnn, torch.nn.RNNBase)
+
+
+def module_layers(rnn, first_index=0):
+    """(layers, tensors) of a torch.nn.RNN, LSTM or GRU: one rnnext recurrent layer per layer
+    of the module, and its parameters by rnnext's names, the layers numbered from first_index
+    on (the module's place in a stack of modules); zeros stand for a bias=False module's
+    biases."""
     import torch
 
     modes = {c.torch_mode: c for c in CELLS.values() if c.torch_mode}
@@ -65,21 +126,24 @@ def torch_layers(rnn, head=None, output="many_to_many", activation=None, *, cell
     direction = "bidirectional" if rnn.bidirectional else "forward"
     layer = recurrent_layer(modes[mode], rnn.hidden_size, direction=direction,
                             **_lstm_options(modes[mode], getattr(rnn, "proj_size", 0)))
-    recurrent = [layer] * rnn.num_layers
-    tensors = {name: _numpy(p) for name, p in rnn.named_parameters()}
-    if head is not None:
-        if not isinstance(head, torch.nn.Linear):
-            raise TypeError(f"head: expected a torch.nn.Linear or None, got {type(head).__name__}")
-        width = L.build(recurrent, rnn.input_size).recurrent[-1].output_size
-        if head.in_features != width:
-            raise ValueError(f"head: expected in_features = {width} (the recurrent output "
-                             f"width: directions x hidden_size or proj_size), got "
-                             f"{head.in_features}")
-        tensors[dense_param_name("weight", 0)] = _numpy(head.weight)
-        if head.bias is not None:
-            tensors[dense_param_name("bias", 0)] = _numpy(head.bias)
-        head = head.out_features
-    return _assemble(recurrent, rnn.input_size, tensors, head, output, activation, "rnn")
+    tensors = {}
+    for name, p in rnn.named_parameters():
+        kind, k, reverse = STATE_KEY.fullmatch(name).groups()
+        tensors[param_name(kind, first_index + int(k), reverse is not None)] = _numpy(p)
+        if not rnn.bias and kind == "weight_ih":
+            for bias in ("bias_ih", "bias_hh"):
+                tensors[param_name(bias, first_index + int(k), reverse is not None)] = \
+                    np.zeros(p.shape[0], np.float32)
+    return [layer] * rnn.num_layers, tensors
+
+
+def linear_tensors(linear, index):
+    """A torch.nn.Linear's weight and bias as the index-th dense layer's (a zero bias where it
+    has none)."""
+    bias = np.zeros(linear.out_features, np.float32) if linear.bias is None else \
+        _numpy(linear.bias)
+    return {dense_param_name("weight", index): _numpy(linear.weight),
+            dense_param_name("bias", index): bias}
 
 
 def recurrent_layer(cell, units, **options):
@@ -101,8 +165,7 @@ def _lstm_options(cell, proj_size=0, peepholes=False):
 def _assemble(recurrent, input_size, tensors, head_units, output, activation, source):
     """(layers, input_size, params): the recurrent layers, Readout("last") for many_to_one, a
     Dense(head_units, activation) when head_units is given, and their parameters from tensors
-    (by our names). Zeros stand for the recurrent biases when there are none (bias=False) and
-    for an absent head bias. source names the argument in errors."""
+    (see checked_params)."""
     layers = list(recurrent)
     if output == "many_to_one":
         layers.append(L.Readout("last"))
@@ -110,6 +173,13 @@ def _assemble(recurrent, input_size, tensors, head_units, output, activation, so
         layers.append(L.Dense(head_units, activation))
     elif activation is not None:
         raise ValueError(f"activation: needs a head (a dense layer), got {activation!r}")
+    return layers, input_size, checked_params(layers, input_size, tensors, source)
+
+
+def checked_params(layers, input_size, tensors, source):
+    """The parameters of a layer list from tensors (by our names), each checked against its
+    shape. Zeros stand for the recurrent biases when there are none at all (a bias=False
+    state_dict) and for an absent first dense bias. source names the argument in errors."""
     spec = L.build(layers, input_size)
     shapes = L.param_shapes(spec)
     extra = [name for name in tensors if name not in shapes]
@@ -128,7 +198,7 @@ def _assemble(recurrent, input_size, tensors, head_units, output, activation, so
             raise ValueError(f"{source}: {name!r} expected shape {shape}, got "
                              f"{tensors[name].shape}")
         params[name] = tensors[name]
-    return layers, input_size, params
+    return params
 
 
 STATE_KEY = re.compile(rf"({'|'.join(RECURRENT_PARAMS)})_l(0|[1-9][0-9]*)(_reverse)?")
@@ -149,13 +219,14 @@ def _state_dict_layers(state, cell, nonlinearity, prefix, head_prefix, output, a
         name = key[len(prefix):]
         match = STATE_KEY.fullmatch(name)
         if match is None:
-            raise ValueError(f"state_dict: {key!r} is not a parameter of torch.nn.RNN, LSTM or GRU")
+            raise ValueError(f"state_dict: {key!r} is not a parameter of torch.nn.RNN, LSTM or "
+                             f"GRU{_prefix_hint(state, prefix, head_prefix)}")
         tensors[name] = _numpy(value)
         k = int(match.group(2))
         reverse[k] = reverse.get(k, False) or match.group(3) is not None
     if "weight_hh_l0" not in tensors or "weight_ih_l0" not in tensors:
         raise ValueError(f"state_dict: expected {prefix}weight_ih_l0 and {prefix}weight_hh_l0, "
-                         f"got keys {list(state)[:8]}")
+                         f"got keys {list(state)[:8]}{_prefix_hint(state, prefix, head_prefix)}")
     core = CELLS[f"rnn_{nonlinearity}" if cell == "rnn" else cell]
     recurrent = []
     for k in range(max(reverse) + 1):
@@ -178,3 +249,24 @@ def _state_dict_layers(state, cell, nonlinearity, prefix, head_prefix, output, a
         head_units = tensors[dense_param_name("weight", 0)].shape[0]
     return _assemble(recurrent, tensors["weight_ih_l0"].shape[-1], tensors, head_units, output,
                      activation, "state_dict")
+
+
+def _prefix_hint(state, prefix, head_prefix):
+    """For a larger module's state_dict read with the wrong prefix: the prefixes its keys
+    suggest (those before recurrent parameter names, and before a weight that is not one)."""
+    recurrent, heads = [], []
+    for key in state:
+        found = STATE_KEY.search(key)
+        if found is not None and found.end() == len(key):
+            recurrent.append(key[:found.start()])
+        elif key.endswith("weight"):
+            heads.append(key[:-len("weight")])
+    recurrent = [p for p in dict.fromkeys(recurrent) if p != prefix]
+    if not recurrent:
+        return ""
+    hint = (f"prefix={recurrent[0]!r}" if len(recurrent) == 1 else
+            f"prefix= one of {recurrent} (one recurrent module per call)")
+    heads = [p for p in dict.fromkeys(heads) if p not in recurrent]
+    if len(heads) == 1 and head_prefix is None:
+        hint += f" and head_prefix={heads[0]!r}"
+    return f"; the keys look like a larger module's state_dict: pass {hint}"

@@ -215,3 +215,27 @@ def test_from_torch_state_dict_errors_name_the_entry():
         torch_layers(torch.nn.GRU(I, H), output="last")
     with pytest.raises(ValueError, match=r"^activation: needs a head"):
         torch_layers(torch.nn.GRU(I, H), activation="relu")
+
+
+def test_from_torch_state_dict_of_a_larger_module_hints_the_prefixes(rng):
+    """A whole module's state_dict read without prefix: the error names the prefixes its keys
+    carry, and with them the import matches the module."""
+    torch.manual_seed(4)
+    net = torch.nn.ModuleDict({"rnn": torch.nn.LSTM(I, H, batch_first=True),
+                               "fc": torch.nn.Linear(H, 2)})
+    hint = r"the keys look like a larger module's state_dict: pass prefix='rnn\.' and " \
+           r"head_prefix='fc\.'$"
+    with pytest.raises(ValueError, match=r"^state_dict: 'rnn.weight_ih_l0' is not a parameter "
+                                         r"of torch.nn.RNN, LSTM or GRU; " + hint):
+        torch_layers(net.state_dict(), cell="lstm")
+    with pytest.raises(ValueError, match=r"^state_dict: expected lstm.weight_ih_l0 .*; " + hint):
+        torch_layers(net.state_dict(), cell="lstm", prefix="lstm.")
+    two = torch.nn.ModuleDict({"encoder": torch.nn.GRU(I, H), "decoder": torch.nn.GRU(H, H)})
+    with pytest.raises(ValueError, match=r"pass prefix= one of \['encoder\.', 'decoder\.'\] "
+                                         r"\(one recurrent module per call\)$"):
+        torch_layers(two.state_dict(), cell="gru")
+    imported = torch_layers(net.state_dict(), cell="lstm", prefix="rnn.", head_prefix="fc.")
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    with torch.no_grad():
+        want = net["fc"](net["rnn"](torch.from_numpy(x))[0]).numpy()
+    assert_f32_close(forward_imported(imported, x)[0], want)
