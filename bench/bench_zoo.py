@@ -4,9 +4,13 @@
     PYTHONPATH=. python bench/bench_zoo.py --quick      # short timings, to check it works
     PYTHONPATH=. python bench/bench_zoo.py --models text bigru --batch 64 --blocks 5
 
-Each model is built first in PyTorch with seeded weights; ONNX Runtime runs its
-torch.onnx.export(dynamo=False, opset 17); rnnext runs to_rnnext(module): the layer list of
-rnnext.layers (spec: LAYERS.md) with the parameters taken from the module's state_dict.
+Each torch model is built in PyTorch with seeded weights; rnnext runs what a user gets from
+it, rnnext.from_torch(module, example) (the module traced with torch.fx); ONNX Runtime runs its
+torch.onnx.export(dynamo=False, opset 17). rnnext.from_onnx of that file and of the default
+export (dynamo=True) are checked against torch too (the "imports" column). The Keras models are
+built in Keras 3 (torch backend) and imported with rnnext.from_keras; Keras runs them
+(model(x, training=False)), and ONNX Runtime runs the imported model's to_onnx (standard ONNX
+LSTM/GRU nodes: Keras's own ONNX export on the torch backend traces one fixed shape).
 
   text      Embedding(20000, 128) -> LSTM(128->256) -> last step -> Linear(256->2) softmax,
             ids (B, T)
@@ -20,9 +24,11 @@ rnnext.layers (spec: LAYERS.md) with the parameters taken from the module's stat
             ONNX Runtime on a graph with the states as inputs and outputs
   reverse   LSTM(64->256) run in reverse (rnnext direction="reverse"; torch and ORT: the forward
             module on the time-flipped input, flipped back) against the same forward layer
+  ktext     Keras: Embedding(20000, 128) -> LSTM(256) -> Dense(2, softmax), ids (B, T)
+  kbigru    Keras: x (B, T, 64) -> Bidirectional(GRU(128), sum) x2 -> TimeDistributed(Dense(17))
 
-Every backend's first call is checked against torch's output (max abs diff reported); a wrong
-result stops the run before it is timed. Timing is in blocks: each block times every backend of a
+Every backend's first call is checked against the source framework's output (max abs diff
+reported); a wrong result stops the run before it is timed. Timing is in blocks: each block times every backend of a
 point in turn (time_call: the median of its calls), the order rotating from block to block, and
 the figure is the median of the block medians, so that load from other users of the (shared)
 cores lands on every backend alike. Output: a Markdown report on stdout and in <out>/zoo.md, every
@@ -42,9 +48,9 @@ from bench_forward import ONNX_OPSET, checked, ort_session, positive_int
 from common import machine_info, optional_import, time_call, write_report
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-MODELS = ("text", "bilstm", "bigru", "lstm2", "charrnn", "reverse")
+MODELS = ("text", "bilstm", "bigru", "lstm2", "charrnn", "reverse", "ktext", "kbigru")
 BATCHED = ("text", "bilstm", "bigru", "lstm2")  # timed at every --batch with --threads
-ENGINES = ("rnnext", "torch", "onnxruntime")
+KERAS_MODELS = ("ktext", "kbigru")  # likewise, built in Keras
 MAX_REPEATS = 100000
 VOCAB, EMBED = 20000, 128
 FOLD_VOCAB = 16000  # the text model's ids are below it (see fold_calls)
@@ -84,12 +90,11 @@ def parse_args(argv):
 
 
 def torch_models(torch):
-    """{name: module class}; each class says how rnnext reads it: `readout` (LAYERS.md's mode)
-    and `activation` (of the last Linear)."""
+    """{name: module class}; a class with input_size takes floats x (B, T, input_size), the
+    others token ids."""
     nn = torch.nn
 
     class TextClassifier(nn.Module):
-        readout, activation = "last", "softmax"
 
         def __init__(self):
             super().__init__()
@@ -102,7 +107,6 @@ def torch_models(torch):
             return torch.softmax(self.fc(y[:, -1]), dim=-1)
 
     class BiLSTMClassifier(nn.Module):
-        readout, activation = "final", None
 
         def __init__(self):
             super().__init__()
@@ -115,7 +119,6 @@ def torch_models(torch):
             return self.fc(torch.cat([h_n[-2], h_n[-1]], dim=-1))
 
     class BiGRUTagger(nn.Module):
-        readout, activation = "sequence", None
         input_size = 64
 
         def __init__(self):
@@ -127,7 +130,6 @@ def torch_models(torch):
             return self.fc(self.gru(x)[0])
 
     class TwoLSTMs(nn.Module):
-        readout, activation = "last", None
         input_size = 40
 
         def __init__(self):
@@ -141,7 +143,6 @@ def torch_models(torch):
 
     class CharRNN(nn.Module):
         """forward(ids (B, T), h0, c0) -> (probabilities (B, T, V), h_n, c_n)."""
-        readout, activation = "sequence", "softmax"
 
         def __init__(self):
             super().__init__()
@@ -152,6 +153,18 @@ def torch_models(torch):
         def forward(self, ids, h0, c0):
             y, (h_n, c_n) = self.lstm(self.embedding(ids), (h0, c0))
             return torch.softmax(self.fc(y), dim=-1), h_n, c_n
+
+    class CharRNNSequence(nn.Module):
+        """A CharRNN's layers on a whole sequence from zero states: what rnnext imports (its
+        stream then carries the state)."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, ids):
+            y, _ = self.net.lstm(self.net.embedding(ids))
+            return torch.softmax(self.net.fc(y), dim=-1)
 
     class Reversed(nn.Module):
         """A one-direction module run backwards in time: the reverse half of a bidirectional
@@ -165,7 +178,6 @@ def torch_models(torch):
             return self.rnn(x.flip(1))[0].flip(1)
 
     class ReverseLSTM(nn.Module):
-        readout, activation = "sequence", None
         input_size = REVERSE_INPUT
 
         def __init__(self):
@@ -176,7 +188,6 @@ def torch_models(torch):
             return self.lstm(x)
 
     class ForwardLSTM(nn.Module):
-        readout, activation = "sequence", None
         input_size = REVERSE_INPUT
 
         def __init__(self):
@@ -188,7 +199,7 @@ def torch_models(torch):
 
     return {"text": TextClassifier, "bilstm": BiLSTMClassifier, "bigru": BiGRUTagger,
             "lstm2": TwoLSTMs, "charrnn": CharRNN, "reverse": ReverseLSTM,
-            "forward": ForwardLSTM, "Reversed": Reversed}
+            "forward": ForwardLSTM, "Reversed": Reversed, "CharRNNSequence": CharRNNSequence}
 
 
 def build(torch, classes, name, seed):
@@ -216,59 +227,18 @@ def folded(model):
     return bool(model.core().info["folded"])
 
 
-def to_rnnext(module):
-    """The rnnext Model of one of the zoo's torch modules, from its state_dict with LAYERS.md's
-    parameter names: its children in order (Embedding, RNN/LSTM/GRU modules, possibly wrapped
-    in Reversed, then Linear layers), the module's `readout` and the last Linear's
-    `activation`. Recurrent layers are counted across modules (a 2-layer torch GRU is layers 0
-    and 1; a second LSTM module continues the count), dense layers likewise."""
-    import torch
+def from_torch(torch, module, x):
+    """rnnext's import of a whole torch module, traced on the example input x (numpy)."""
+    return rnnext.from_torch(module, torch.from_numpy(x))
 
+
+def reversed_model(model):
+    """A one-layer forward model's layer run in reverse (direction="reverse"), same weights."""
     L = rnnext_layers()
-    nn = torch.nn
-    state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in
-             module.state_dict().items()}
-    layers, params = [], {}
-    k = j = 0
-    linears = [c for c in module.children() if isinstance(c, nn.Linear)]
-    for child_name, child in module.named_children():
-        reverse = type(child).__name__ == "Reversed"
-        if reverse:
-            child_name, child = child_name + ".rnn", child.rnn
-        if isinstance(child, nn.Embedding):
-            if layers:
-                raise ValueError(f"{child_name}: an embedding must come first")
-            layers.append(L.Embedding(child.num_embeddings, child.embedding_dim,
-                                      padding_idx=child.padding_idx))
-            params["embedding.weight"] = state[f"{child_name}.weight"]
-        elif isinstance(child, (nn.LSTM, nn.GRU)):
-            if getattr(child, "proj_size", 0) or not child.bias or not child.batch_first:
-                raise ValueError(f"{child_name}: expected a batch-first module with biases and "
-                                 f"no projection")
-            cls = L.LSTM if isinstance(child, nn.LSTM) else L.GRU
-            direction = ("reverse" if reverse else
-                         "bidirectional" if child.bidirectional else "forward")
-            for layer in range(child.num_layers):
-                layers.append(cls(child.hidden_size, direction=direction))
-                for d in range(2 if child.bidirectional else 1):
-                    src = f"_l{layer}" + ("_reverse" if d else "")
-                    dst = f"_l{k}" + ("_reverse" if d or reverse else "")
-                    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                        params[kind + dst] = state[f"{child_name}.{kind}{src}"]
-                k += 1
-        elif isinstance(child, nn.Linear):
-            if j == 0:
-                layers.append(L.Readout(module.readout))
-            last = child is linears[-1]
-            layers.append(L.Dense(child.out_features,
-                                  activation=module.activation if last else None))
-            params[f"dense{j}.weight"] = state[f"{child_name}.weight"]
-            params[f"dense{j}.bias"] = state[f"{child_name}.bias"]
-            j += 1
-        else:
-            raise TypeError(f"{child_name}: no rnnext layer for {type(child).__name__}")
-    input_size = None if isinstance(layers[0], L.Embedding) else module.input_size
-    return rnnext.Model(layers, input_size=input_size, params=params)
+    (layer,) = model.layers
+    params = {f"{name}_reverse": value for name, value in model.params.items()}
+    return rnnext.Model([L.LSTM(layer.units, direction="reverse")], model.input_size,
+                        params=params)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -362,19 +332,34 @@ def engine_calls(mods, args, module, model, onnx_bytes, x, input_name="x"):
     return calls
 
 
+def onnx_imports(torch, module, x, onnx_bytes, ref, steps):
+    """{how: max abs diff from torch} of rnnext.from_onnx on the module's export by each of
+    torch's exporters: onnx_bytes (dynamo=False) and the default (dynamo=True)."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.from_numpy(x),), buf, verbose=False)
+    diffs = {}
+    for how, data in (("from_onnx dynamo=False", onnx_bytes),
+                      ("from_onnx dynamo=True", buf.getvalue())):
+        diffs[how] = checked(f"{how}", rnnext.from_onnx(data).predict(x), ref, steps)
+    return diffs
+
+
 def bench_batched(args, mods, classes, name, notes):
     torch = mods["torch"]
     module = build(torch, classes, name, args.seed)
-    model = to_rnnext(module)
-    records = []
+    records, model = [], None
     for batch in args.batch:
         x = model_inputs(name, module, batch, args.steps, np.random.default_rng(args.seed))
+        model = model or from_torch(torch, module, x)
         with torch.inference_mode():
             ref = module(torch.from_numpy(x)).numpy()
-        onnx_bytes = None
+        onnx_bytes, imports = None, {}
         if mods["onnxruntime"] is not None:
             onnx_bytes = export_onnx(torch, module, [torch.from_numpy(x)], ["x"], ["y"])
             notes.setdefault("onnx_nodes", {})[name] = onnx_nodes(mods, onnx_bytes)
+            imports = onnx_imports(torch, module, x, onnx_bytes, ref, args.steps)
         calls = engine_calls(mods, args, module, model, onnx_bytes, x)
         fold = None
         if name == "text":
@@ -384,10 +369,64 @@ def bench_batched(args, mods, classes, name, notes):
         diffs = checked_calls(what, calls, ref, args.steps)
         times = timed_in_blocks(args, calls)
         rec = {"model": name, "batch": batch, "steps": args.steps, "threads": args.threads,
-               "engines": {e: dict(times[e], max_abs_diff=diffs[e]) for e in calls}}
+               "engines": {e: dict(times[e], max_abs_diff=diffs[e]) for e in calls},
+               "imports": imports}
         rec["best_framework"], rec["speedup"] = speedup({e: t["ms"] for e, t in times.items()})
         if fold is not None:
             rec["folded"] = fold
+        progress(f"  {what}: " + ", ".join(f"{e} {t['ms']:.3f} ms" for e, t in times.items()))
+        records.append(rec)
+    return records
+
+
+def keras_model(keras, name, seed):
+    """The Keras zoo model `name` (KERAS_MODELS), seeded, built for its input."""
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    if name == "ktext":
+        return keras.Sequential([keras.Input((None,), dtype="int64"),
+                                 layers.Embedding(VOCAB, EMBED), layers.LSTM(256),
+                                 layers.Dense(2, activation="softmax")])
+    return keras.Sequential([keras.Input((None, 64)),
+                             layers.Bidirectional(layers.GRU(128, return_sequences=True),
+                                                  merge_mode="sum"),
+                             layers.Bidirectional(layers.GRU(128, return_sequences=True),
+                                                  merge_mode="sum"),
+                             layers.TimeDistributed(layers.Dense(17))])
+
+
+def bench_keras(args, mods, name, notes):
+    """A Keras model: rnnext.from_keras against Keras itself and ONNX Runtime (on the imported
+    model's to_onnx)."""
+    keras, torch = mods["keras"], mods["torch"]
+    source = keras_model(keras, name, args.seed)
+    model = rnnext.from_keras(source)
+    onnx_bytes = None
+    if mods["onnxruntime"] is not None:
+        onnx_bytes = model.to_onnx().SerializeToString()
+        notes.setdefault("onnx_nodes", {})[name] = onnx_nodes(mods, onnx_bytes)
+    records = []
+    for batch in args.batch:
+        rng = np.random.default_rng(args.seed)
+        x = (rng.integers(0, VOCAB, size=(batch, args.steps), dtype=np.int64) if name == "ktext"
+             else rng.standard_normal((batch, args.steps, 64)).astype(np.float32))
+
+        def keras_call():
+            with torch.inference_mode():
+                return keras.ops.convert_to_numpy(source(x, training=False))
+
+        ref = keras_call()
+        calls = {"rnnext": lambda: model.forward(x, n_threads=args.threads)[0],
+                 "keras": keras_call}
+        if onnx_bytes is not None:
+            session = ort_session(mods["onnxruntime"], onnx_bytes, args.threads)
+            calls["onnxruntime"] = lambda: session.run(None, {"x": x})[0]
+        what = f"{name} B={batch}"
+        diffs = checked_calls(what, calls, ref, args.steps)
+        times = timed_in_blocks(args, calls)
+        rec = {"model": name, "batch": batch, "steps": args.steps, "threads": args.threads,
+               "engines": {e: dict(times[e], max_abs_diff=diffs[e]) for e in calls}}
+        rec["best_framework"], rec["speedup"] = speedup({e: t["ms"] for e, t in times.items()})
         progress(f"  {what}: " + ", ".join(f"{e} {t['ms']:.3f} ms" for e, t in times.items()))
         records.append(rec)
     return records
@@ -431,9 +470,9 @@ def bench_reverse(args, mods, classes, notes):
         if mods["onnxruntime"] is not None:
             onnx_bytes = export_onnx(torch, rev, [torch.from_numpy(x)], ["x"], ["y"])
             notes.setdefault("onnx_nodes", {})["reverse"] = onnx_nodes(mods, onnx_bytes)
-        calls = engine_calls(mods, args, rev, to_rnnext(rev), onnx_bytes, x)
+        model_fwd = from_torch(torch, fwd, x)
+        calls = engine_calls(mods, args, rev, reversed_model(model_fwd), onnx_bytes, x)
         diffs = checked_calls(f"reverse B={batch}", calls, ref, args.steps)
-        model_fwd = to_rnnext(fwd)
         calls["rnnext forward"] = lambda: model_fwd.forward(x, n_threads=args.threads)[0]
         diffs.update(checked_calls(f"forward B={batch}",
                                    {"rnnext forward": calls["rnnext forward"]}, ref_fwd,
@@ -483,7 +522,7 @@ def bench_charrnn(args, mods, classes, notes):
                 outs.append(torch.softmax(module.fc(h[0]), dim=-1))
             return torch.stack(outs).numpy()
 
-    model = to_rnnext(module)
+    model = from_torch(torch, classes["CharRNNSequence"](module).eval(), tokens[None])
     token_ids = [int(t) for t in tokens]
 
     def rnnext_steps():
@@ -537,7 +576,7 @@ def engine_cell(rec, name, key="ms", spec=".3f"):
 
 def diff_cell(rec):
     return ", ".join(f"{engine_label(e)} {v['max_abs_diff']:.1e}"
-                     for e, v in rec["engines"].items() if e != "torch")
+                     for e, v in rec["engines"].items() if e not in ("torch", "keras"))
 
 
 def engine_label(name):
@@ -565,6 +604,8 @@ DESCRIPTIONS = {
     "lstm2": "x (B,T,40) -> LSTM(64) -> LSTM(32) -> last -> Dense(10)",
     "charrnn": "Embedding(96,64) -> LSTM(256) -> Dense(96) softmax, one token per call",
     "reverse": f"x (B,T,{REVERSE_INPUT}) -> LSTM({REVERSE_HIDDEN}) reverse-only, every step",
+    "ktext": "Keras: Embedding(20000,128) -> LSTM(256) -> Dense(2, softmax), ids",
+    "kbigru": "Keras: x (B,T,64) -> Bidirectional(GRU(128), sum) x2 -> TimeDistributed(Dense(17))",
 }
 
 
@@ -572,7 +613,7 @@ def markdown(report):
     m, s = report["machine"], report["settings"]
     rc = m["rnnext"]
     lines = [
-        "# rnnext model zoo: rnnext vs PyTorch vs ONNX Runtime", "",
+        "# rnnext model zoo: rnnext vs PyTorch, Keras and ONNX Runtime", "",
         f"{m['date']}; {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical "
         f"CPUs; load average {m['load_average'][0]:.2f} at start, "
         f"{report['load_average_end'][0]:.2f} at end.",
@@ -594,15 +635,32 @@ def markdown(report):
     lines += [f"- {note}" for note in report["notes"].get("text", [])]
     for name, nodes in report["notes"].get("onnx_nodes", {}).items():
         if nodes:
-            lines.append(f"- ONNX graph of {name} (torch.onnx.export dynamo=False, opset "
-                         f"{ONNX_OPSET}): " + ", ".join(f"{op} x{c}" for op, c in nodes.items()))
+            how = ("rnnext's to_onnx" if name in KERAS_MODELS else
+                   f"torch.onnx.export dynamo=False, opset {ONNX_OPSET}")
+            lines.append(f"- ONNX graph of {name} ({how}): " +
+                         ", ".join(f"{op} x{c}" for op, c in nodes.items()))
     batched = [r for r in report["points"] if r["model"] in BATCHED]
     if batched:
-        lines += ["", "| model | B | rnnext ms | torch ms | ORT ms | vs best | spread | diff |",
-                  "|---|--:|--:|--:|--:|--:|--:|---|"]
+        lines += ["", "PyTorch models, imported with rnnext.from_torch(module, example); imports: "
+                      "rnnext.from_onnx of torch's two exports, max abs diff from torch.", "",
+                  "| model | B | rnnext ms | torch ms | ORT ms | vs best | spread | diff "
+                  "| imports |", "|---|--:|--:|--:|--:|--:|--:|---|---|"]
         for r in batched:
+            imports = ", ".join(f"{k} {v:.1e}" for k, v in r.get("imports", {}).items())
             lines.append(f"| {r['model']}: {DESCRIPTIONS[r['model']]} | {r['batch']} "
                          f"| {engine_cell(r, 'rnnext')} | {engine_cell(r, 'torch')} "
+                         f"| {engine_cell(r, 'onnxruntime')} | {vs_best(r)} | {spread(r)} "
+                         f"| {diff_cell(r)} | {imports or '-'} |")
+    from_keras = [r for r in report["points"] if r["model"] in KERAS_MODELS]
+    if from_keras:
+        lines += ["", f"Keras models (Keras {report['machine']['versions'].get('keras')}, torch "
+                      f"backend), imported with rnnext.from_keras; ORT runs the imported "
+                      f"model's to_onnx; diff: max abs difference from Keras.", "",
+                  "| model | B | rnnext ms | Keras ms | ORT ms | vs best | spread | diff |",
+                  "|---|--:|--:|--:|--:|--:|--:|---|"]
+        for r in from_keras:
+            lines.append(f"| {r['model']}: {DESCRIPTIONS[r['model']]} | {r['batch']} "
+                         f"| {engine_cell(r, 'rnnext')} | {engine_cell(r, 'keras')} "
                          f"| {engine_cell(r, 'onnxruntime')} | {vs_best(r)} | {spread(r)} "
                          f"| {diff_cell(r)} |")
     text = [r for r in batched if r["model"] == "text" and "folded" in r]
@@ -651,8 +709,9 @@ def markdown(report):
 def main(argv=None):
     args = parse_args(argv)
     args.stream_threads = 1
+    os.environ.setdefault("KERAS_BACKEND", "torch")
     mods = {name: optional_import(name)
-            for name in ("numpy", "torch", "onnxruntime", "onnx", "threadpoolctl")}
+            for name in ("numpy", "torch", "onnxruntime", "onnx", "threadpoolctl", "keras")}
     if mods["torch"] is None:
         raise SystemExit("torch is not importable: the zoo's models are built in PyTorch")
     report = {"machine": machine_info(mods), "notes": {"text": []},
@@ -670,6 +729,11 @@ def main(argv=None):
         progress(f"{name} ...")
         if name in BATCHED:
             report["points"] += bench_batched(args, mods, classes, name, report["notes"])
+        elif name in KERAS_MODELS:
+            if mods["keras"] is None:
+                report["notes"]["text"].append(f"keras is not importable: no {name}")
+                continue
+            report["points"] += bench_keras(args, mods, name, report["notes"])
         elif name == "charrnn":
             report["points"] += bench_charrnn(args, mods, classes, report["notes"])
         else:
