@@ -467,7 +467,7 @@ def test_keras_activation_names_match_keras(name):
     np.testing.assert_allclose(ACTIVATIONS[ours].forward(x, alpha, beta), want, rtol=F32_RTOL,
                                atol=F32_ATOL)
     with pytest.raises(ValueError, match="activation"):
-        activation_from_keras("gelu")
+        activation_from_keras("glu")
 
 
 # ----------------------------------------------------------------------------------------------
