@@ -143,7 +143,8 @@ def every_cell(name, alpha):
     def option(*names):
         return dict(activations=names, activation_alpha=tuple(alpha if a == name else 0.0
                                                               for a in names))
-    return [L.RNN(5, **option(name)), L.GRU(4, direction="bidirectional", **option("sigmoid", name)),
+    return [L.RNN(5, **option(name)),
+            L.GRU(4, direction="bidirectional", **option("sigmoid", name)),
             L.LSTM(3, **option(name, "tanh", "tanh")), L.Readout("last"), L.Dense(2)]
 
 
