@@ -5,7 +5,7 @@
   NumPy forward and derivative against Keras's own function on float64 torch tensors and its
   autograd (kinks included: the derivative there is PyTorch's) and against central differences;
   the plain C path (rnnext.h's rnx_act) against that reference through a Model, forward and
-  gradients; a Keras SimpleRNN/GRU/LSTM stack using each, imported with rnnext.from_keras,
+  gradients (and function by function in test_activations_plain.py); a Keras SimpleRNN/GRU/LSTM stack using each, imported with rnnext.from_keras,
   against Keras's predict; the file's names read by the C parser as the header numbers them;
   to_onnx refusing each by name.
 """
@@ -20,7 +20,7 @@ from rnnext import _core
 from rnnext import layers as L
 from rnnext.cells import ACTIVATIONS, FROM_KERAS_ACTIVATION, activation_from_keras
 
-from conftest import F32_ATOL, F32_RTOL, REPO, assert_f32_close
+from conftest import F32_ATOL, F32_RTOL, assert_f32_close
 
 ISAS = [pytest.param(isa, marks=pytest.mark.skipif(not _core.isa_supported(isa),
                                                    reason=f"this CPU lacks {isa}"))
@@ -198,12 +198,17 @@ def test_onnx_export_refuses_it_by_name(name):
         model.to_onnx()
 
 
-def test_file_names_are_the_headers_numbers():
-    """rnx_act's values as rnnext.h numbers them (appended, never renumbered), against the
-    binding's names and the C file parser's reading of a saved model using each function."""
-    header = (REPO / "csrc" / "include" / "rnnext.h").read_text()
-    numbers = {name.lower(): int(value)
-               for name, value in re.findall(r"RNX_ACT_(\w+) = (\d+)", header)}
+def header_numbers(tree):
+    """rnx_act's names (lower case) and values as rnnext.h numbers them."""
+    header = (tree / "csrc" / "include" / "rnnext.h").read_text()
+    return {name.lower(): int(value)
+            for name, value in re.findall(r"RNX_ACT_(\w+) = (\d+)", header)}
+
+
+def test_file_names_are_the_headers_numbers(source_tree):
+    """rnx_act's values (appended, never renumbered) against the binding's names and the C file
+    parser's reading of a saved model using each function."""
+    numbers = header_numbers(source_tree)
     assert numbers == _core.ACTS
     assert sorted(numbers.values()) == list(range(len(numbers)))
     assert set(ACTIVATIONS) == set(numbers) - {"softmax"}
