@@ -98,6 +98,17 @@ int rnx_act_uses_alpha(int act) {
            act == RNX_ACT_SQUAREPLUS;
 }
 
+/* Whether alpha is in the function's domain: celu divides by it, soft_shrink's threshold and
+ * squareplus's b are >= 0 (as PyTorch requires; Keras does not check). */
+static int act_alpha_ok(int act, float alpha) {
+    switch (act) {
+    case RNX_ACT_CELU: return alpha != 0.0f;
+    case RNX_ACT_SOFT_SHRINK:
+    case RNX_ACT_SQUAREPLUS: return alpha >= 0.0f;
+    default: return 1;
+    }
+}
+
 int rnx_act_uses_beta(int act) {
     return act == RNX_ACT_HARD_SIGMOID || act == RNX_ACT_AFFINE || act == RNX_ACT_SCALED_TANH;
 }
@@ -146,7 +157,8 @@ static int check_recurrent(const rnx_layer *l, int width) {
         if ((i < n && !used) || (i >= n && act != 0) || !isfinite(l->alpha[i]) ||
             !isfinite(l->beta[i]) ||
             ((!used || !rnx_act_uses_alpha(act)) && l->alpha[i] != 0.0f) ||
-            ((!used || !rnx_act_uses_beta(act)) && l->beta[i] != 0.0f))
+            ((!used || !rnx_act_uses_beta(act)) && l->beta[i] != 0.0f) ||
+            (used && !act_alpha_ok(act, l->alpha[i])))
             return 0;
     }
     rnx_layer rest = *l;

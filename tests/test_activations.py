@@ -137,6 +137,19 @@ def test_derivative_matches_central_differences(name):
                                    numeric, rtol=1e-6, atol=1e-7, err_msg=f"{name} {alpha}")
 
 
+@pytest.mark.parametrize("name, bad, good", [("celu", 0.0, -1.0), ("soft_shrink", -0.5, 0.0),
+                                             ("squareplus", -1.0, 0.0)])
+def test_the_core_refuses_alpha_outside_the_domain(name, bad, good):
+    """celu's alpha 0 (PyTorch: division by zero), a negative soft_shrink threshold (PyTorch
+    refuses it) and a negative squareplus b (NaN near 0)."""
+    def layer(alpha):
+        return [dict(kind="recurrent", cell="rnn_tanh", input_size=3, units=4,
+                     activations=[name], alpha=[alpha])]
+    with pytest.raises(ValueError, match="layer list is invalid"):
+        _core.param_count(layer(bad))
+    assert _core.param_count(layer(good)) == 4 * (3 + 4 + 2)
+
+
 def every_cell(name, alpha):
     """An RNN, a GRU and an LSTM using `name`: for the RNN's function, the GRU's candidate and
     the LSTM's gates (exponential elsewhere grows the state without bound)."""

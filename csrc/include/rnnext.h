@@ -237,7 +237,8 @@ typedef struct rnx_layer {
     int input_forget; /* LSTM: 0 or 1 (ONNX input_forget: f = 1 - i) */
     float clip;       /* 0 or > 0 (ONNX clip) */
     int activations[3]; /* rnx_act: LSTM f, g, h; GRU f, g; RNN f (unused slots 0) */
-    float alpha[3], beta[3]; /* each function's a, b (0 where the function has none) */
+    float alpha[3], beta[3]; /* each function's a, b (0 where the function has none; celu's
+                                a != 0, soft_shrink's and squareplus's a >= 0) */
     /* readout */
     int readout; /* rnx_readout */
     /* dense */
