@@ -5,9 +5,10 @@
   NumPy forward and derivative against Keras's own function on float64 torch tensors and its
   autograd (kinks included: the derivative there is PyTorch's) and against central differences;
   the plain C path (rnnext.h's rnx_act) against that reference through a Model, forward and
-  gradients (and function by function in test_activations_plain.py); a Keras SimpleRNN/GRU/LSTM stack using each, imported with rnnext.from_keras,
-  against Keras's predict; the file's names read by the C parser as the header numbers them;
-  to_onnx refusing each by name.
+  gradients (function by function: test_activations_plain.py); a Keras SimpleRNN/GRU/LSTM
+  stack using each, imported with rnnext.from_keras, against Keras's predict; the file's names
+  read by the C parser as the header numbers them; the core's domain checks; to_onnx refusing
+  each by name.
 """
 import os
 import re
