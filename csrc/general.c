@@ -25,6 +25,13 @@
 
 static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* log(1 + exp(x)) in ONNX Runtime's form: exact for large |x|, where exp(x) would overflow */
+static float softplus(float x) { return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x)); }
+
+/* SELU's constants (Klambauer et al. 2017), as PyTorch and Keras define them */
+#define SELU_ALPHA 1.6732632423543772848170429916717f
+#define SELU_SCALE 1.0507009873554804934193349852946f
+
 /* f(x) for one of the elementwise rnx_act, and f'(x) in *slope: the value and the derivative
  * share their transcendental functions (the backward pass needs both). */
 static float act_eval(int act, float x, float alpha, float beta, float *slope) {
@@ -71,8 +78,69 @@ static float act_eval(int act, float x, float alpha, float beta, float *slope) {
     }
     case RNX_ACT_SOFTPLUS:
         *slope = sigmoid(x);
-        /* ONNX Runtime's form: exact for large |x|, where log(1 + exp(x)) would overflow */
-        return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
+        return softplus(x);
+    /* Keras's functions; at a kink the slope is PyTorch autograd's */
+    case RNX_ACT_RELU6:
+        *slope = x > 0.0f && x < 6.0f ? 1.0f : 0.0f;
+        return fminf(fmaxf(x, 0.0f), 6.0f);
+    case RNX_ACT_SELU:
+        *slope = x > 0.0f ? SELU_SCALE : SELU_SCALE * SELU_ALPHA * expf(x);
+        return x > 0.0f ? SELU_SCALE * x : SELU_SCALE * SELU_ALPHA * expm1f(x);
+    case RNX_ACT_GELU: {
+        /* erfc keeps the normal CDF's relative precision in its lower tail */
+        const float cdf = 0.5f * erfcf(-x * 0.70710678118654752440f); /* 1 / sqrt(2) */
+        *slope = cdf + x * expf(-0.5f * x * x) * 0.39894228040143267794f; /* 1 / sqrt(2 pi) */
+        return x * cdf;
+    }
+    case RNX_ACT_SILU: {
+        const float s = sigmoid(x), y = x * s;
+        *slope = s + y * (1.0f - s);
+        return y;
+    }
+    case RNX_ACT_EXPONENTIAL:
+        *slope = expf(x);
+        return *slope;
+    case RNX_ACT_MISH: {
+        const float t = tanhf(softplus(x));
+        *slope = t + x * (1.0f - t * t) * sigmoid(x);
+        return x * t;
+    }
+    case RNX_ACT_HARD_SILU:
+        *slope = x <= -3.0f ? 0.0f : x >= 3.0f ? 1.0f : x / 3.0f + 0.5f;
+        return x * fminf(fmaxf(x + 3.0f, 0.0f), 6.0f) / 6.0f;
+    case RNX_ACT_HARD_TANH:
+        *slope = fabsf(x) < 1.0f ? 1.0f : 0.0f;
+        return fminf(fmaxf(x, -1.0f), 1.0f);
+    case RNX_ACT_CELU:
+        *slope = x > 0.0f ? 1.0f : expf(x / alpha);
+        return x > 0.0f ? x : alpha * expm1f(x / alpha);
+    case RNX_ACT_LOG_SIGMOID:
+        *slope = sigmoid(-x);
+        return -softplus(-x);
+    case RNX_ACT_TANH_SHRINK: {
+        const float t = tanhf(x);
+        *slope = t * t;
+        return x - t;
+    }
+    case RNX_ACT_SOFT_SHRINK:
+        *slope = fabsf(x) > alpha ? 1.0f : 0.0f;
+        return x > alpha ? x - alpha : x < -alpha ? x + alpha : 0.0f;
+    case RNX_ACT_HARD_SHRINK:
+        *slope = fabsf(x) > alpha ? 1.0f : 0.0f;
+        return fabsf(x) > alpha ? x : 0.0f;
+    case RNX_ACT_SQUAREPLUS: {
+        /* without cancellation for x < 0, and without overflow in x^2 */
+        const float root = hypotf(x, sqrtf(alpha));
+        const float y = x >= 0.0f ? 0.5f * (x + root) : 0.5f * alpha / (root - x);
+        *slope = y / root;
+        return y;
+    }
+    case RNX_ACT_SPARSE_PLUS:
+        *slope = fminf(fmaxf(0.5f * (x + 1.0f), 0.0f), 1.0f);
+        return x <= -1.0f ? 0.0f : x < 1.0f ? 0.25f * (x + 1.0f) * (x + 1.0f) : x;
+    case RNX_ACT_SPARSE_SIGMOID:
+        *slope = fabsf(x) < 1.0f ? 0.5f : 0.0f;
+        return fminf(fmaxf(0.5f * (x + 1.0f), 0.0f), 1.0f);
     default:
         *slope = 1.0f;
         return x;

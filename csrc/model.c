@@ -87,9 +87,26 @@ rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation) {
 
 static int size_ok(int n) { return n >= 1 && n <= RNX_MAX_SIZE; }
 
+int rnx_act_elementwise(int act) {
+    return act >= RNX_ACT_LINEAR && act <= RNX_ACT_SPARSE_SIGMOID && act != RNX_ACT_SOFTMAX;
+}
+
 int rnx_act_uses_alpha(int act) {
     return act == RNX_ACT_HARD_SIGMOID || act == RNX_ACT_AFFINE || act == RNX_ACT_LEAKY_RELU ||
-           act == RNX_ACT_THRESHOLDED_RELU || act == RNX_ACT_SCALED_TANH || act == RNX_ACT_ELU;
+           act == RNX_ACT_THRESHOLDED_RELU || act == RNX_ACT_SCALED_TANH || act == RNX_ACT_ELU ||
+           act == RNX_ACT_CELU || act == RNX_ACT_SOFT_SHRINK || act == RNX_ACT_HARD_SHRINK ||
+           act == RNX_ACT_SQUAREPLUS;
+}
+
+/* Whether alpha is in the function's domain: celu divides by it, soft_shrink's threshold and
+ * squareplus's b are >= 0 (as PyTorch requires; Keras does not check). */
+static int act_alpha_ok(int act, float alpha) {
+    switch (act) {
+    case RNX_ACT_CELU: return alpha != 0.0f;
+    case RNX_ACT_SOFT_SHRINK:
+    case RNX_ACT_SQUAREPLUS: return alpha >= 0.0f;
+    default: return 1;
+    }
 }
 
 int rnx_act_uses_beta(int act) {
@@ -136,11 +153,12 @@ static int check_recurrent(const rnx_layer *l, int width) {
     const int n = rnx_cell_functions(l->cell);
     for (int i = 0; i < 3; i++) {
         const int act = l->activations[i];
-        const int used = i < n && act >= RNX_ACT_LINEAR && act < RNX_ACT_SOFTMAX;
+        const int used = i < n && rnx_act_elementwise(act);
         if ((i < n && !used) || (i >= n && act != 0) || !isfinite(l->alpha[i]) ||
             !isfinite(l->beta[i]) ||
             ((!used || !rnx_act_uses_alpha(act)) && l->alpha[i] != 0.0f) ||
-            ((!used || !rnx_act_uses_beta(act)) && l->beta[i] != 0.0f))
+            ((!used || !rnx_act_uses_beta(act)) && l->beta[i] != 0.0f) ||
+            (used && !act_alpha_ok(act, l->alpha[i])))
             return 0;
     }
     rnx_layer rest = *l;

@@ -72,7 +72,9 @@ extern const rnx_kernels rnx_kernels_avx512;
 int rnx_cell_gates(int cell);
 /* Activation slots of a cell: LSTM f, g, h; GRU f, g; RNN f. */
 int rnx_cell_functions(int cell);
-/* Whether activation function `act` (an rnx_act) takes an alpha; a beta. */
+/* Whether `act` is an elementwise rnx_act (any but RNX_ACT_SOFTMAX); whether it takes an alpha;
+ * a beta. */
+int rnx_act_elementwise(int act);
 int rnx_act_uses_alpha(int act);
 int rnx_act_uses_beta(int act);
 

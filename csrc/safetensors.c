@@ -667,7 +667,13 @@ static const choice CELL_ACTIVATIONS[] = {
     {"relu", RNX_ACT_RELU}, {"hard_sigmoid", RNX_ACT_HARD_SIGMOID}, {"affine", RNX_ACT_AFFINE},
     {"leaky_relu", RNX_ACT_LEAKY_RELU}, {"thresholded_relu", RNX_ACT_THRESHOLDED_RELU},
     {"scaled_tanh", RNX_ACT_SCALED_TANH}, {"elu", RNX_ACT_ELU}, {"softsign", RNX_ACT_SOFTSIGN},
-    {"softplus", RNX_ACT_SOFTPLUS}, {NULL, 0}};
+    {"softplus", RNX_ACT_SOFTPLUS}, {"relu6", RNX_ACT_RELU6}, {"selu", RNX_ACT_SELU},
+    {"gelu", RNX_ACT_GELU}, {"silu", RNX_ACT_SILU}, {"exponential", RNX_ACT_EXPONENTIAL},
+    {"mish", RNX_ACT_MISH}, {"hard_silu", RNX_ACT_HARD_SILU}, {"hard_tanh", RNX_ACT_HARD_TANH},
+    {"celu", RNX_ACT_CELU}, {"log_sigmoid", RNX_ACT_LOG_SIGMOID},
+    {"tanh_shrink", RNX_ACT_TANH_SHRINK}, {"soft_shrink", RNX_ACT_SOFT_SHRINK},
+    {"hard_shrink", RNX_ACT_HARD_SHRINK}, {"squareplus", RNX_ACT_SQUAREPLUS},
+    {"sparse_plus", RNX_ACT_SPARSE_PLUS}, {"sparse_sigmoid", RNX_ACT_SPARSE_SIGMOID}, {NULL, 0}};
 static const choice DENSE_ACTIVATIONS[] = {{"none", RNX_ACT_LINEAR}, {"relu", RNX_ACT_RELU},
                                            {"tanh", RNX_ACT_TANH}, {"sigmoid", RNX_ACT_SIGMOID},
                                            {"softmax", RNX_ACT_SOFTMAX}, {NULL, 0}};

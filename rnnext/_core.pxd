@@ -80,6 +80,22 @@ cdef extern from "rnnext.h" nogil:
         RNX_ACT_SOFTSIGN
         RNX_ACT_SOFTPLUS
         RNX_ACT_SOFTMAX
+        RNX_ACT_RELU6
+        RNX_ACT_SELU
+        RNX_ACT_GELU
+        RNX_ACT_SILU
+        RNX_ACT_EXPONENTIAL
+        RNX_ACT_MISH
+        RNX_ACT_HARD_SILU
+        RNX_ACT_HARD_TANH
+        RNX_ACT_CELU
+        RNX_ACT_LOG_SIGMOID
+        RNX_ACT_TANH_SHRINK
+        RNX_ACT_SOFT_SHRINK
+        RNX_ACT_HARD_SHRINK
+        RNX_ACT_SQUAREPLUS
+        RNX_ACT_SPARSE_PLUS
+        RNX_ACT_SPARSE_SIGMOID
 
     ctypedef struct rnx_layer:
         int kind

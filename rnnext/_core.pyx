@@ -58,7 +58,13 @@ ACTS = {"linear": RNX_ACT_LINEAR, "sigmoid": RNX_ACT_SIGMOID, "tanh": RNX_ACT_TA
         "relu": RNX_ACT_RELU, "hard_sigmoid": RNX_ACT_HARD_SIGMOID, "affine": RNX_ACT_AFFINE,
         "leaky_relu": RNX_ACT_LEAKY_RELU, "thresholded_relu": RNX_ACT_THRESHOLDED_RELU,
         "scaled_tanh": RNX_ACT_SCALED_TANH, "elu": RNX_ACT_ELU, "softsign": RNX_ACT_SOFTSIGN,
-        "softplus": RNX_ACT_SOFTPLUS, "softmax": RNX_ACT_SOFTMAX}
+        "softplus": RNX_ACT_SOFTPLUS, "softmax": RNX_ACT_SOFTMAX, "relu6": RNX_ACT_RELU6,
+        "selu": RNX_ACT_SELU, "gelu": RNX_ACT_GELU, "silu": RNX_ACT_SILU,
+        "exponential": RNX_ACT_EXPONENTIAL, "mish": RNX_ACT_MISH, "hard_silu": RNX_ACT_HARD_SILU,
+        "hard_tanh": RNX_ACT_HARD_TANH, "celu": RNX_ACT_CELU, "log_sigmoid": RNX_ACT_LOG_SIGMOID,
+        "tanh_shrink": RNX_ACT_TANH_SHRINK, "soft_shrink": RNX_ACT_SOFT_SHRINK,
+        "hard_shrink": RNX_ACT_HARD_SHRINK, "squareplus": RNX_ACT_SQUAREPLUS,
+        "sparse_plus": RNX_ACT_SPARSE_PLUS, "sparse_sigmoid": RNX_ACT_SPARSE_SIGMOID}
 MAX_SIZE = RNX_MAX_SIZE
 MAX_LAYERS = RNX_MAX_LAYERS
 MAX_THREADS = RNX_MAX_THREADS

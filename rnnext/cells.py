@@ -9,10 +9,13 @@ in that framework's order (ours = concatenate(theirs[p] for p in from_x)); Cell.
 inverse, for exporters. Each cell also names the PyTorch module mode, Keras layer class (and
 the Keras options that hold its activations) and ONNX operator it is.
 
-Activation functions: the names of the layer list (ONNX's, lower-cased), each with ONNX's
-default alpha and beta, a NumPy forward f(x, alpha, beta) and its derivative
-df(x, y, alpha, beta) given the input x and the output y = f(x).
+Activation functions: the names of the layer list, each with its default alpha and beta, a NumPy
+forward f(x, alpha, beta) and its derivative df(x, y, alpha, beta) given the input x and the
+output y = f(x). ONNX's recurrent ops' functions (their names lower-cased, ONNX's defaults), then
+Keras 3's other elementwise built-ins under Keras's names (gelu is Keras's default, the exact erf
+form; celu, soft_shrink, hard_shrink and squareplus keep their one parameter in alpha).
 """
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +110,36 @@ def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+# SELU's constants (Klambauer et al. 2017), as PyTorch and Keras define them
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _normal_cdf(x):
+    """P(X <= x), X ~ N(0, 1): erfc keeps its relative precision in the lower tail."""
+    x = np.asarray(x)
+    return np.asarray(0.5 * _erfc(-x / math.sqrt(2.0)), dtype=x.dtype)
+
+
+def _mish_derivative(x):
+    t = np.tanh(np.logaddexp(0.0, x))
+    return t + x * (1.0 - t * t) * sigmoid(x)
+
+
+def _squareplus(x, b):
+    """(x + sqrt(x^2 + b)) / 2, in the form without cancellation for x < 0."""
+    root = np.hypot(x, np.sqrt(b))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x >= 0.0, 0.5 * (x + root), 0.5 * b / (root - x))
+
+
+def _sparse_sigmoid(x):
+    """0 for x <= -1, (x + 1) / 2 between, 1 for x >= 1; also sparse_plus's derivative."""
+    return np.clip(0.5 * (x + 1.0), 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class Activation:
     name: str
@@ -151,6 +184,48 @@ ACTIVATIONS = {a.name: a for a in [
                 lambda x, y, a, b: 1.0 / (1.0 + np.abs(x)) ** 2),
     _activation("softplus", "Softplus", lambda x, a, b: np.logaddexp(0.0, x),
                 lambda x, y, a, b: sigmoid(x)),
+    # Keras's other elementwise built-ins (ONNX's recurrent ops take none of them); alpha holds
+    # the one parameter a Keras function has, at its Keras default; at a kink the derivative is
+    # PyTorch autograd's
+    _activation("relu6", None, lambda x, a, b: np.clip(x, 0.0, 6.0),
+                lambda x, y, a, b: ((x > 0.0) & (x < 6.0)).astype(x.dtype)),
+    _activation("selu", None,
+                lambda x, a, b: SELU_SCALE * np.where(x > 0.0, x, SELU_ALPHA * np.expm1(
+                    np.minimum(x, 0.0))),
+                lambda x, y, a, b: np.where(x > 0.0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA)),
+    _activation("gelu", None, lambda x, a, b: x * _normal_cdf(x),
+                lambda x, y, a, b: _normal_cdf(x) + x * np.exp(-0.5 * x * x) / _SQRT_2PI),
+    _activation("silu", None, lambda x, a, b: x * sigmoid(x),
+                lambda x, y, a, b: sigmoid(x) + y * (1.0 - sigmoid(x))),
+    _activation("exponential", None, lambda x, a, b: np.exp(x), lambda x, y, a, b: y),
+    _activation("mish", None, lambda x, a, b: x * np.tanh(np.logaddexp(0.0, x)),
+                lambda x, y, a, b: _mish_derivative(x)),
+    _activation("hard_silu", None, lambda x, a, b: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+                lambda x, y, a, b: np.where(x <= -3.0, 0.0, np.where(x >= 3.0, 1.0,
+                                                                      x / 3.0 + 0.5))),
+    _activation("hard_tanh", None, lambda x, a, b: np.clip(x, -1.0, 1.0),
+                lambda x, y, a, b: (np.abs(x) < 1.0).astype(x.dtype)),
+    _activation("celu", None,
+                lambda x, a, b: np.where(x > 0.0, x, a * np.expm1(np.minimum(x, 0.0) / a)),
+                lambda x, y, a, b: np.where(x > 0.0, 1.0, np.exp(np.minimum(x, 0.0) / a)),
+                alpha=1.0),
+    _activation("log_sigmoid", None, lambda x, a, b: -np.logaddexp(0.0, -x),
+                lambda x, y, a, b: sigmoid(-x)),
+    _activation("tanh_shrink", None, lambda x, a, b: x - np.tanh(x),
+                lambda x, y, a, b: np.tanh(x) ** 2),
+    _activation("soft_shrink", None, lambda x, a, b: x - np.clip(x, -a, a),
+                lambda x, y, a, b: (np.abs(x) > a).astype(x.dtype), alpha=0.5),
+    _activation("hard_shrink", None, lambda x, a, b: np.where(np.abs(x) > a, x, 0.0),
+                lambda x, y, a, b: (np.abs(x) > a).astype(x.dtype), alpha=0.5),
+    # alpha is Keras's b; y / hypot(x, sqrt(b)) is the derivative without cancellation
+    _activation("squareplus", None, lambda x, a, b: _squareplus(x, a),
+                lambda x, y, a, b: y / np.hypot(x, np.sqrt(a)), alpha=4.0),
+    _activation("sparse_plus", None,
+                lambda x, a, b: np.where(x <= -1.0, 0.0, np.where(x < 1.0, 0.25 * (x + 1.0) ** 2,
+                                                                   x)),
+                lambda x, y, a, b: _sparse_sigmoid(x)),
+    _activation("sparse_sigmoid", None, lambda x, a, b: _sparse_sigmoid(x),
+                lambda x, y, a, b: np.where(np.abs(x) < 1.0, 0.5, 0.0)),
 ]}
 
 # ONNX's activation names (case-insensitive, as ONNX Runtime reads them) -> ours
@@ -174,13 +249,19 @@ def onnx_alpha_beta(activations, alpha, beta):
             [float(b) for f, b in zip(table, beta) if f.uses_beta])
 
 
-# Keras 3's activation names -> (ours, alpha, beta): Keras's hard_sigmoid is relu6(x + 3) / 6
-# and its leaky_relu's default slope is 0.2
+# Keras 3's activation names -> (ours, alpha, beta): Keras's hard_sigmoid is relu6(x + 3) / 6,
+# its leaky_relu's default slope is 0.2, swish and hard_swish are its other names of silu and
+# hard_silu; the functions with a parameter take Keras's default
 FROM_KERAS_ACTIVATION = {
     "linear": ("linear", 0.0, 0.0), "sigmoid": ("sigmoid", 0.0, 0.0), "tanh": ("tanh", 0.0, 0.0),
     "relu": ("relu", 0.0, 0.0), "hard_sigmoid": ("hard_sigmoid", 1.0 / 6.0, 0.5),
     "leaky_relu": ("leaky_relu", 0.2, 0.0), "elu": ("elu", 1.0, 0.0),
     "softsign": ("softsign", 0.0, 0.0), "softplus": ("softplus", 0.0, 0.0),
+    "swish": ("silu", 0.0, 0.0), "hard_swish": ("hard_silu", 0.0, 0.0),
+    **{name: (name, ACTIVATIONS[name].alpha, 0.0) for name in (
+        "relu6", "selu", "gelu", "silu", "exponential", "mish", "hard_silu", "hard_tanh", "celu",
+        "log_sigmoid", "tanh_shrink", "soft_shrink", "hard_shrink", "squareplus", "sparse_plus",
+        "sparse_sigmoid")},
 }
 
 

@@ -344,7 +344,7 @@ def test_shorthand_without_hidden_size():
     (lambda: L.LSTM(3, clip=-1), ValueError, r"^clip: .*> 0.*-1"),
     (lambda: L.LSTM(3, clip=float("nan")), ValueError, r"^clip: .*nan"),
     (lambda: L.GRU(3, activations=("sigmoid",)), ValueError, r"^activations: .*2 names.*gru"),
-    (lambda: L.GRU(3, activations=("sigmoid", "gelu")), ValueError, r"^activations: .*'gelu'"),
+    (lambda: L.GRU(3, activations=("sigmoid", "glu")), ValueError, r"^activations: .*'glu'"),
     (lambda: L.RNN(3, activation_alpha=(1.0, 2.0)), ValueError, r"^activation_alpha: .*1 float"),
     (lambda: L.RNN(3, activation_beta=(float("inf"),)), ValueError, r"^activation_beta: .*finite"),
     (lambda: L.RNN(3, nonlinearity="gelu"), ValueError, r"^nonlinearity: .*'gelu'"),

@@ -467,7 +467,7 @@ def test_keras_activation_names_match_keras(name):
     np.testing.assert_allclose(ACTIVATIONS[ours].forward(x, alpha, beta), want, rtol=F32_RTOL,
                                atol=F32_ATOL)
     with pytest.raises(ValueError, match="activation"):
-        activation_from_keras("gelu")
+        activation_from_keras("glu")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -536,7 +536,7 @@ def test_metadata_round_trip_and_strictness():
     (lambda: L.GRU(4, direction="both"), "direction"),
     (lambda: L.RNN(4, merge="max"), "merge"),
     (lambda: L.LSTM(4, activations=("sigmoid", "tanh")), "activations"),
-    (lambda: L.GRU(4, activations=("sigmoid", "gelu")), "activations"),
+    (lambda: L.GRU(4, activations=("sigmoid", "glu")), "activations"),
     (lambda: L.RNN(4, activation_alpha=(1.0, 2.0)), "activation_alpha"),
     (lambda: L.LSTM(4, clip=0), "clip"),
     (lambda: L.RNN(4, nonlinearity="relu", activations=("tanh",)), "nonlinearity"),

@@ -186,7 +186,8 @@ typedef enum rnx_readout {
     RNX_READOUT_MAX = 4       /* max over valid steps */
 } rnx_readout;
 
-/* Activation functions (ONNX's definitions; a = alpha, b = beta). */
+/* Activation functions (ONNX's definitions, then Keras 3's other elementwise built-ins with its
+ * one parameter, where it has one, in a; a = alpha, b = beta). */
 typedef enum rnx_act {
     RNX_ACT_LINEAR = 0, /* x */
     RNX_ACT_SIGMOID = 1,
@@ -200,7 +201,23 @@ typedef enum rnx_act {
     RNX_ACT_ELU = 9,              /* x >= 0 ? x : a (exp(x) - 1) */
     RNX_ACT_SOFTSIGN = 10,        /* x / (1 + |x|) */
     RNX_ACT_SOFTPLUS = 11,        /* log(1 + exp(x)) */
-    RNX_ACT_SOFTMAX = 12          /* dense layers only: over the row */
+    RNX_ACT_SOFTMAX = 12,         /* dense layers only: over the row */
+    RNX_ACT_RELU6 = 13,           /* min(max(x, 0), 6) */
+    RNX_ACT_SELU = 14,            /* s (x > 0 ? x : c (exp(x) - 1)), s = 1.0507.., c = 1.6733.. */
+    RNX_ACT_GELU = 15,            /* x P(X <= x), X ~ N(0, 1): the exact (erf) form */
+    RNX_ACT_SILU = 16,            /* x sigmoid(x) (swish) */
+    RNX_ACT_EXPONENTIAL = 17,     /* exp(x) */
+    RNX_ACT_MISH = 18,            /* x tanh(softplus(x)) */
+    RNX_ACT_HARD_SILU = 19,       /* x min(max(x + 3, 0), 6) / 6 (hard_swish) */
+    RNX_ACT_HARD_TANH = 20,       /* min(max(x, -1), 1) */
+    RNX_ACT_CELU = 21,            /* x > 0 ? x : a (exp(x / a) - 1) */
+    RNX_ACT_LOG_SIGMOID = 22,     /* -log(1 + exp(-x)) */
+    RNX_ACT_TANH_SHRINK = 23,     /* x - tanh(x) */
+    RNX_ACT_SOFT_SHRINK = 24,     /* x > a ? x - a : x < -a ? x + a : 0 */
+    RNX_ACT_HARD_SHRINK = 25,     /* |x| > a ? x : 0 */
+    RNX_ACT_SQUAREPLUS = 26,      /* (x + sqrt(x^2 + a)) / 2 */
+    RNX_ACT_SPARSE_PLUS = 27,     /* x <= -1 ? 0 : x < 1 ? (x + 1)^2 / 4 : x */
+    RNX_ACT_SPARSE_SIGMOID = 28   /* min(max((x + 1) / 2, 0), 1) */
 } rnx_act;
 
 /* One layer. Fields a kind does not use must be zero (rnx_layer_* below fill them). */
@@ -220,7 +237,8 @@ typedef struct rnx_layer {
     int input_forget; /* LSTM: 0 or 1 (ONNX input_forget: f = 1 - i) */
     float clip;       /* 0 or > 0 (ONNX clip) */
     int activations[3]; /* rnx_act: LSTM f, g, h; GRU f, g; RNN f (unused slots 0) */
-    float alpha[3], beta[3]; /* each function's a, b (0 where the function has none) */
+    float alpha[3], beta[3]; /* each function's a, b (0 where the function has none; celu's
+                                a != 0, soft_shrink's and squareplus's a >= 0) */
     /* readout */
     int readout; /* rnx_readout */
     /* dense */
@@ -382,7 +400,10 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  *              below's output width), direction forward | reverse | bidirectional,
  *              merge concat | sum | mul | ave, activations (the cell's functions: rnn 1, gru 2,
  *              lstm 3, each linear | sigmoid | tanh | relu | hard_sigmoid | affine | leaky_relu |
- *              thresholded_relu | scaled_tanh | elu | softsign | softplus), activation_alpha,
+ *              thresholded_relu | scaled_tanh | elu | softsign | softplus | relu6 | selu |
+ *              gelu | silu | exponential | mish | hard_silu | hard_tanh | celu | log_sigmoid |
+ *              tanh_shrink | soft_shrink | hard_shrink | squareplus | sparse_plus |
+ *              sparse_sigmoid: rnx_act's names in lower case), activation_alpha,
  *              activation_beta (as many floats), clip ("none" or a float > 0);
  *              rnn: nonlinearity tanh | relu; gru: reset_after "1" | "0" ("0":
  *              RNX_CELL_GRU_RESET_BEFORE); lstm: proj_size (0 or in [1, units)), peepholes and
