@@ -1026,9 +1026,9 @@ static rnx_status read_layers_v2(const rnx_file *f, rnx_layer *layers, int max_l
         if (!may_follow(TYPE_KINDS[types[i]], below))
             s = fail(message, message_size, RNX_ERR_FILE_MODEL,
                      "metadata: 'layer%d.type' is '%s', which cannot %s%s%s (the order is "
-                     "[embedding | masking] recurrent+ [readout] dense*)", i, LAYER_TYPES[types[i]].name,
-                     below < 0 ? "come first" : "follow ", below < 0 ? "" : KIND_NAMES[below],
-                     below < 0 ? "" : " layer");
+                     "[embedding | masking] recurrent+ [readout] dense*)", i,
+                     LAYER_TYPES[types[i]].name, below < 0 ? "come first" : "follow ",
+                     below < 0 ? "" : KIND_NAMES[below], below < 0 ? "" : " layer");
     }
     if (s == RNX_OK && (types[n - 1] == TYPE_EMBEDDING || types[n - 1] == TYPE_MASKING))
         s = fail(message, message_size, RNX_ERR_FILE_MODEL,

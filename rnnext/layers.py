@@ -68,7 +68,7 @@ def _float32(name, value):
     """value as a float that float32 holds finitely (the core compares it as float32)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a finite float, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(value) and abs(value) <= np.finfo(np.float32).max):
+    if not (math.isfinite(value) and abs(value) <= float(np.finfo(np.float32).max)):
         raise ValueError(f"{name}: expected a finite float (within float32's range), got "
                          f"{value!r}")
     return float(value)
