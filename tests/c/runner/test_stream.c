@@ -108,6 +108,42 @@ static void stream_of_ids(void) {
     rnx_model_free(m);
 }
 
+/* A masking layer: a step whose features all equal its value keeps the states and gives zeros
+ * for a sequence readout; the others step as forward does. */
+static void stream_masking(void) {
+    enum { B = 2, I = 2, H = 4 };
+    const float value = 0.5f;
+    rnx_layer list[2] = {rnx_masking_layer(value),
+                         rnx_recurrent_layer(RNX_CELL_LSTM, I, H, RNX_DIRECTION_FORWARD)};
+    uint64_t seed = 23;
+    rnx_model *m = random_model(list, 2, RNX_ISA_AUTO, &seed, 0.5f, NULL);
+    rnx_stream *s = NULL;
+    if (m) CHECK_STATUS(rnx_stream_create(&s, m, B), RNX_OK);
+    if (s) {
+        const float first[B * I] = {0.1f, -0.3f, 0.7f, 0.2f};
+        const float masked[B * I] = {value, value, value, 0.9f}; /* row 1: one feature differs */
+        float y[B * H], forward_y[B * 2 * H], h_before[B * H], h_after[B * H], c_after[B * H];
+        float h_n[B * H], c_n[B * H], x[B * 2 * I];
+        const float zeros[H] = {0};
+        CHECK_STATUS(rnx_stream_step(s, y, first, NULL), RNX_OK);
+        CHECK_STATUS(rnx_stream_state(s, h_before, NULL), RNX_OK);
+        CHECK_STATUS(rnx_stream_step(s, y, masked, NULL), RNX_OK);
+        CHECK_STATUS(rnx_stream_state(s, h_after, c_after), RNX_OK);
+        CHECK(!memcmp(h_before, h_after, H * sizeof(float)) && !memcmp(y, zeros, sizeof zeros));
+        CHECK(memcmp(h_before + H, h_after + H, H * sizeof(float)) != 0);
+        for (int b = 0; b < B; b++) {
+            memcpy(x + b * 2 * I, first + b * I, I * sizeof(float));
+            memcpy(x + b * 2 * I + I, masked + b * I, I * sizeof(float));
+        }
+        CHECK_STATUS(rnx_forward(m, forward_y, h_n, c_n, x, NULL, NULL, NULL, NULL, NULL, B, 2, 1),
+                     RNX_OK);
+        CHECK(!memcmp(h_n, h_after, sizeof h_n) && !memcmp(c_n, c_after, sizeof c_n));
+        CHECK(!memcmp(y + H, forward_y + 3 * H, H * sizeof(float)));
+    }
+    rnx_stream_free(s);
+    rnx_model_free(m);
+}
+
 /* Streams refuse what cannot stream and bad arguments, and leave *out NULL. */
 static void stream_errors(void) {
     rnx_layer list[2] = {rnx_recurrent_layer(RNX_CELL_RNN_TANH, 2, 3, RNX_DIRECTION_FORWARD),
@@ -155,6 +191,7 @@ static void stream_errors(void) {
 const test_case stream_tests[] = {
     TEST(stream_equals_forward),
     TEST(stream_of_ids),
+    TEST(stream_masking),
     TEST(stream_errors),
 };
 const size_t stream_test_count = sizeof stream_tests / sizeof stream_tests[0];
