@@ -228,7 +228,7 @@ typedef struct rnx_layer {
     int readout; /* rnx_readout */
     /* dense */
     int activation; /* rnx_act: LINEAR, RELU, TANH, SIGMOID or SOFTMAX */
-    /* masking (after the fields of version 0.2, whose offsets are kept) */
+    /* masking */
     float mask_value; /* finite; compared with x as float32 (-0 equals 0, NaN equals nothing) */
 } rnx_layer;
 
