@@ -147,9 +147,9 @@ RNX_API rnx_status rnx_activation(rnx_isa isa, rnx_function function, float *out
  *
  * A model is an optional embedding (token ids in) or masking layer (float x in, steps masked by
  * value), one or more recurrent layers (each its own cell, sizes and direction), an optional
- * readout and dense layers. Shapes: S_k is recurrent
- * layer k's state width (proj_size, or H_k), D_k its directions (2 for a bidirectional layer,
- * else 1), W_k its output width (2*S_k for a bidirectional concat, else S_k).
+ * readout and dense layers. Shapes: S_k is recurrent layer k's state width (proj_size, or H_k),
+ * D_k its directions (2 for a bidirectional layer, else 1), W_k its output width (2*S_k for a
+ * bidirectional concat, else S_k).
  * ------------------------------------------------------------------------------------------- */
 
 /* Sizes above this are refused (RNX_ERR_BAD_CONFIG), so that no int product of sizes can wrap. */
@@ -244,8 +244,8 @@ RNX_API rnx_layer rnx_masking_layer(float mask_value);
 
 /* A list is valid when: an embedding or a masking layer comes first if at all (not both); then
  * one or more recurrent layers, each input_size the width below it (E, or the previous layer's
- * output width W; a masking layer keeps the width of x); then at most
- * one readout; then dense layers, each input_size the width below it. Sizes in
+ * output width W; a masking layer keeps the width of x); then at most one readout; then dense
+ * layers, each input_size the width below it. Sizes in
  * [1, RNX_MAX_SIZE]; n_layers in [1, RNX_MAX_LAYERS]; every field of every layer in its range
  * and zero where its kind does not use it. Anything else: RNX_ERR_BAD_CONFIG.
  *
