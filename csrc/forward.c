@@ -436,6 +436,7 @@ static rnx_status run_rows(const rnx_model *m, const forward_args *a, int b0, in
     for (int r = 0; r < ws.Bs; r++) ws.len[r] = a->lengths ? a->lengths[b0 + r] : T;
     ws.ids = a->ids ? a->ids + (size_t)b0 * T : NULL;
     ws.mask = a->mask ? a->mask + (size_t)b0 * T : NULL;
+    ws.x = a->x && m->masking ? a->x + (size_t)b0 * T * I : NULL;
     ws.steps = T;
     rnx_load_states(m, &ws, a->h0, a->c0, a->B, b0);
     rnx_readout_begin(m, &ws);

@@ -53,6 +53,13 @@ rnx_layer rnx_embedding_layer(int vocab_size, int dim, int padding_idx) {
     return l;
 }
 
+rnx_layer rnx_masking_layer(float mask_value) {
+    rnx_layer l = {0};
+    l.kind = RNX_LAYER_MASKING;
+    l.mask_value = mask_value;
+    return l;
+}
+
 rnx_layer rnx_recurrent_layer(rnx_cell cell, int input_size, int hidden_size,
                               rnx_direction direction) {
     rnx_layer l = {0};
@@ -138,6 +145,13 @@ static int check_embedding(const rnx_layer *l) {
            rest_zero(&rest);
 }
 
+static int check_masking(const rnx_layer *l) {
+    rnx_layer rest = *l;
+    rest.kind = 0;
+    rest.mask_value = 0.0f;
+    return isfinite(l->mask_value) && rest_zero(&rest);
+}
+
 /* `width` is the width below, or 0 for the first layer of a model without an embedding. */
 static int check_recurrent(const rnx_layer *l, int width) {
     const int lstm = l->cell == RNX_CELL_LSTM, bi = l->direction == RNX_DIRECTION_BIDIRECTIONAL;
@@ -201,6 +215,9 @@ static rnx_status check_list(const rnx_layer *layers, int n, size_t *embedding_p
         *embedding_params = (size_t)layers[0].input_size * layers[0].units;
         count = *embedding_params;
         width = layers[0].units;
+        i = 1;
+    } else if (layers[0].kind == RNX_LAYER_MASKING) {
+        if (!check_masking(&layers[0])) return RNX_ERR_BAD_CONFIG;
         i = 1;
     }
     const int first_recurrent = i;
@@ -455,6 +472,9 @@ rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_laye
             m->vocab_size = l->input_size;
             m->embed_dim = l->units;
             m->mask_zero = l->mask_zero;
+        } else if (l->kind == RNX_LAYER_MASKING) {
+            m->masking = 1;
+            m->mask_value = l->mask_value;
         } else if (l->kind == RNX_LAYER_RECURRENT) {
             plan_block(&m->blocks[m->n_blocks++], &m->layers[i], kernels);
         } else if (l->kind == RNX_LAYER_READOUT) {

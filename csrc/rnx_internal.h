@@ -158,6 +158,9 @@ struct rnx_model {
     /* embedding (info.takes_ids) */
     int vocab_size, embed_dim, mask_zero;
     const float *embedding;  /* (V, E) */
+    /* a masking layer: steps of x whose features all equal mask_value are masked */
+    int masking;
+    float mask_value;
     const float *fold[2];    /* (V, xp width of block 0) for each direction of block 0: each
                                 token's input projection, bias included; NULL when not folded */
     int n_blocks;
@@ -220,17 +223,31 @@ typedef struct rnx_workspace {
     int32_t *len;   /* (Bs): valid steps of each row */
     /* the call's inputs for rows b0 .. b0+Bs, row r of step t at [r * steps + t] */
     const int32_t *ids;  /* token ids, or NULL for float x */
+    const float *x;      /* float x (row r of step t at [(r * steps + t) * I]) for a masking
+                            layer, or NULL (a training pass: the caller's mask holds its steps) */
     const uint8_t *mask; /* or NULL */
     int steps;
     void *block;
 } rnx_workspace;
 
-/* Whether row r of a workspace's slice takes step t (lengths, mask and mask_zero; a training
- * pass runs without ids, on embedded vectors, its mask holding mask_zero's steps). */
+/* Whether the n features at x differ from a masking layer's value anywhere (Keras's Masking:
+ * any(x != value); a NaN differs). Usually decided by the first feature. */
+static inline int rnx_features_unmasked(const float *x, int n, float value) {
+    for (int j = 0; j < n; j++)
+        if (x[j] != value) return 1;
+    return 0;
+}
+
+/* Whether row r of a workspace's slice takes step t (lengths, mask, mask_zero and a masking
+ * layer's value, the last read from x as needed, so that the workspace does not grow with T; a
+ * training pass runs without ids and x, on embedded vectors, its mask holding the steps that
+ * mask_zero and masking mask). */
 static inline int rnx_step_active(const rnx_model *m, const rnx_workspace *ws, int r, int t) {
     const size_t i = (size_t)r * ws->steps + t;
+    const int I = m->info.input_size;
     return t < ws->len[r] && (!ws->mask || ws->mask[i]) &&
-           (!m->mask_zero || !ws->ids || ws->ids[i] != 0);
+           (!m->mask_zero || !ws->ids || ws->ids[i] != 0) &&
+           (!m->masking || !ws->x || rnx_features_unmasked(ws->x + i * I, I, m->mask_value));
 }
 
 /* Where row `row` of the batch (B rows), direction d of block b starts in a user's state array

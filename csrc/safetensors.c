@@ -646,12 +646,14 @@ typedef struct choice {
 } choice;
 
 /* Version 2's layer types, and the kind of each. */
-enum { TYPE_EMBEDDING, TYPE_RNN, TYPE_LSTM, TYPE_GRU, TYPE_READOUT, TYPE_DENSE };
+enum { TYPE_EMBEDDING, TYPE_RNN, TYPE_LSTM, TYPE_GRU, TYPE_READOUT, TYPE_DENSE, TYPE_MASKING };
 static const choice LAYER_TYPES[] = {{"embedding", TYPE_EMBEDDING}, {"rnn", TYPE_RNN},
                                      {"lstm", TYPE_LSTM}, {"gru", TYPE_GRU},
-                                     {"readout", TYPE_READOUT}, {"dense", TYPE_DENSE}, {NULL, 0}};
+                                     {"readout", TYPE_READOUT}, {"dense", TYPE_DENSE},
+                                     {"masking", TYPE_MASKING}, {NULL, 0}};
 static const int TYPE_KINDS[] = {RNX_LAYER_EMBEDDING, RNX_LAYER_RECURRENT, RNX_LAYER_RECURRENT,
-                                 RNX_LAYER_RECURRENT, RNX_LAYER_READOUT, RNX_LAYER_DENSE};
+                                 RNX_LAYER_RECURRENT, RNX_LAYER_READOUT, RNX_LAYER_DENSE,
+                                 RNX_LAYER_MASKING};
 static const choice DIRECTIONS[] = {{"forward", RNX_DIRECTION_FORWARD},
                                     {"reverse", RNX_DIRECTION_REVERSE},
                                     {"bidirectional", RNX_DIRECTION_BIDIRECTIONAL}, {NULL, 0}};
@@ -695,7 +697,8 @@ static const char *const TYPE_FIELDS[][13] = {
     {RECURRENT_FIELDS, "proj_size", "peepholes", "input_forget", NULL},
     {RECURRENT_FIELDS, "reset_after", NULL},
     {"type", "mode", NULL},
-    {"type", "units", "activation", NULL}};
+    {"type", "units", "activation", NULL},
+    {"type", "mask_value", NULL}};
 
 /* Recurrent parameter tensors, in the order of a layer's direction (LAYERS.md). */
 static const char *const PARAM_KINDS[] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh",
@@ -832,6 +835,16 @@ static rnx_status meta_clip(const meta_reader *r, const char *field, float *out)
     return bad_value(r, key, text, "'none' or a finite float > 0");
 }
 
+/* A finite float. */
+static rnx_status meta_float(const meta_reader *r, const char *field, float *out) {
+    char key[KEY_SIZE];
+    const char *text;
+    rnx_status s = meta_value(r, field, key, &text);
+    if (s != RNX_OK) return s;
+    if (text_float(text, out)) return RNX_OK;
+    return bad_value(r, key, text, "a finite float");
+}
+
 /* n comma-separated names of `choices` (choices NULL: finite floats) into ints or floats. */
 static rnx_status meta_list(const meta_reader *r, const char *field, int n, const choice *choices,
                             int *ints, float *floats) {
@@ -887,6 +900,10 @@ static rnx_status read_layer(const meta_reader *r, int type, int *width, rnx_lay
         *width = b;
         if ((s = meta_int(r, "padding_idx", 0, a - 1, 1, &l->padding_idx)) != RNX_OK) return s;
         return meta_flag(r, "mask_zero", &l->mask_zero);
+    }
+    if (type == TYPE_MASKING) {
+        *l = rnx_masking_layer(0.0f);
+        return meta_float(r, "mask_value", &l->mask_value);
     }
     if (type == TYPE_READOUT) {
         if ((s = meta_choice(r, "mode", READOUTS, &a)) != RNX_OK) return s;
@@ -954,17 +971,21 @@ static rnx_status read_layer(const meta_reader *r, int type, int *width, rnx_lay
 }
 
 /* Whether a layer of `kind` may follow one of kind `below` (-1: it comes first), in
- * [embedding] recurrent+ [readout] dense*. */
+ * [embedding | masking] recurrent+ [readout] dense*. */
 static int may_follow(int kind, int below) {
     switch (kind) {
-    case RNX_LAYER_EMBEDDING: return below < 0;
-    case RNX_LAYER_RECURRENT: return below < 0 || below == RNX_LAYER_EMBEDDING || below == kind;
+    case RNX_LAYER_EMBEDDING:
+    case RNX_LAYER_MASKING: return below < 0;
+    case RNX_LAYER_RECURRENT:
+        return below < 0 || below == RNX_LAYER_EMBEDDING || below == RNX_LAYER_MASKING ||
+               below == kind;
     case RNX_LAYER_READOUT: return below == RNX_LAYER_RECURRENT;
     default: return below == RNX_LAYER_RECURRENT || below == RNX_LAYER_READOUT || below == kind;
     }
 }
 
-static const char *const KIND_NAMES[] = {"an embedding", "a recurrent", "a readout", "a dense"};
+static const char *const KIND_NAMES[] = {"an embedding", "a recurrent", "a readout", "a dense",
+                                         "a masking"};
 
 /* Every `layer{i}.{field}` key names a layer i < n and a field of its type. */
 static rnx_status check_layer_keys(const rnx_file *f, const int *types, int n, char *message,
@@ -1011,13 +1032,14 @@ static rnx_status read_layers_v2(const rnx_file *f, rnx_layer *layers, int max_l
         if (!may_follow(TYPE_KINDS[types[i]], below))
             s = fail(message, message_size, RNX_ERR_FILE_MODEL,
                      "metadata: 'layer%d.type' is '%s', which cannot %s%s%s (the order is "
-                     "[embedding] recurrent+ [readout] dense*)", i, LAYER_TYPES[types[i]].name,
-                     below < 0 ? "come first" : "follow ", below < 0 ? "" : KIND_NAMES[below],
-                     below < 0 ? "" : " layer");
+                     "[embedding | masking] recurrent+ [readout] dense*)", i,
+                     LAYER_TYPES[types[i]].name, below < 0 ? "come first" : "follow ",
+                     below < 0 ? "" : KIND_NAMES[below], below < 0 ? "" : " layer");
     }
-    if (s == RNX_OK && TYPE_KINDS[types[n - 1]] == RNX_LAYER_EMBEDDING)
+    if (s == RNX_OK && (types[n - 1] == TYPE_EMBEDDING || types[n - 1] == TYPE_MASKING))
         s = fail(message, message_size, RNX_ERR_FILE_MODEL,
-                 "metadata: 'layers' is '1', an embedding alone: expected recurrent layers above it");
+                 "metadata: 'layers' is '1', %s alone: expected recurrent layers above it",
+                 types[n - 1] == TYPE_EMBEDDING ? "an embedding" : "a masking layer");
     if (s == RNX_OK) s = check_layer_keys(f, types, n, message, message_size);
     /* the first recurrent layer reads the embedding's vectors or the model's input_size features */
     r.layer = -1;

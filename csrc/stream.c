@@ -49,6 +49,7 @@ rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x, const i
     if (takes_ids ? x != NULL : ids != NULL) return RNX_ERR_BAD_ARGUMENT;
     if (ids && rnx_check_ids(m, ids, (size_t)ws->Bs) != RNX_OK) return RNX_ERR_BAD_ARGUMENT;
     ws->ids = ids;
+    ws->x = m->masking ? x : NULL;
     const rnx_seq_view xv = {(float *)x, I, I, 0}, none = {NULL, 0, 0, 0};
     rnx_run_blocks(m, ws, (rnx_team){0, 1}, xv, none, 1, 0);
     ws->parity ^= 1;

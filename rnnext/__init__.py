@@ -10,16 +10,16 @@ except ImportError as e:  # pragma: no cover - depends on how Python was started
 from . import callbacks, config, layers, optim
 from .config import __version__, get_num_threads, set_num_threads, show_config, threads
 from .convert import from_torch
-from .layers import GRU, LSTM, RNN, Dense, Embedding, Readout
+from .layers import GRU, LSTM, RNN, Dense, Embedding, Masking, Readout
 from .plot import plot_history
 from .model import Model
 from .io import load
 
 config._register_threadpoolctl()
 
-__all__ = ["Model", "layers", "Embedding", "RNN", "LSTM", "GRU", "Readout", "Dense", "from_torch",
-           "load", "from_onnx", "from_keras", "show_config", "set_num_threads", "get_num_threads",
-           "threads", "__version__", "callbacks", "optim", "plot_history"]
+__all__ = ["Model", "layers", "Embedding", "Masking", "RNN", "LSTM", "GRU", "Readout", "Dense",
+           "from_torch", "load", "from_onnx", "from_keras", "show_config", "set_num_threads",
+           "get_num_threads", "threads", "__version__", "callbacks", "optim", "plot_history"]
 
 
 def from_onnx(source, backend="c"):

@@ -47,6 +47,7 @@ cdef extern from "rnnext.h" nogil:
         RNX_LAYER_RECURRENT
         RNX_LAYER_READOUT
         RNX_LAYER_DENSE
+        RNX_LAYER_MASKING
 
     ctypedef enum rnx_direction:
         RNX_DIRECTION_FORWARD
@@ -115,12 +116,14 @@ cdef extern from "rnnext.h" nogil:
         float beta[3]
         int readout
         int activation
+        float mask_value
 
     rnx_layer rnx_embedding_layer(int vocab_size, int dim, int padding_idx)
     rnx_layer rnx_recurrent_layer(rnx_cell cell, int input_size, int hidden_size,
                                   rnx_direction direction)
     rnx_layer rnx_readout_layer(rnx_readout mode)
     rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation)
+    rnx_layer rnx_masking_layer(float mask_value)
 
     ctypedef struct rnx_model:
         pass

@@ -47,7 +47,8 @@ ISAS = {"auto": RNX_ISA_AUTO, "scalar": RNX_ISA_SCALAR, "avx2": RNX_ISA_AVX2,
 CELLS = {"rnn_tanh": RNX_CELL_RNN_TANH, "rnn_relu": RNX_CELL_RNN_RELU, "lstm": RNX_CELL_LSTM,
          "gru": RNX_CELL_GRU, "gru_reset_before": RNX_CELL_GRU_RESET_BEFORE}
 LAYER_KINDS = {"embedding": RNX_LAYER_EMBEDDING, "recurrent": RNX_LAYER_RECURRENT,
-               "readout": RNX_LAYER_READOUT, "dense": RNX_LAYER_DENSE}
+               "readout": RNX_LAYER_READOUT, "dense": RNX_LAYER_DENSE,
+               "masking": RNX_LAYER_MASKING}
 DIRECTIONS = {"forward": RNX_DIRECTION_FORWARD, "reverse": RNX_DIRECTION_REVERSE,
               "bidirectional": RNX_DIRECTION_BIDIRECTIONAL}
 MERGES = {"concat": RNX_MERGE_CONCAT, "sum": RNX_MERGE_SUM, "mul": RNX_MERGE_MUL,
@@ -74,6 +75,7 @@ _FIELD_NAMES = {"kind": LAYER_KINDS, "cell": CELLS, "direction": DIRECTIONS, "me
                 "readout": READOUTS, "activation": ACTS}
 _INT_FIELDS = ("kind", "input_size", "units", "padding_idx", "mask_zero", "cell", "direction",
                "merge", "proj_size", "peepholes", "input_forget", "readout", "activation")
+_OTHER_FIELDS = ("clip", "activations", "alpha", "beta", "mask_value")  # floats, lists
 
 
 cdef int check(rnx_status status, str what) except -1:
@@ -177,12 +179,13 @@ cdef int _enum_value(str field, value, int i) except? -1:
 
 cdef rnx_layer _layer_from_dict(dict d, int i) except *:
     """rnx_layer from a dict. Missing keys: what the kind's rnx_*_layer helper fills (the cell's
-    default activations for a recurrent layer, padding_idx -1 for an embedding), 0 elsewhere."""
+    default activations for a recurrent layer, padding_idx -1 for an embedding), 0 elsewhere
+    (a masking layer's mask_value too)."""
     cdef rnx_layer l
-    unknown = set(d) - set(_INT_FIELDS) - {"clip", "activations", "alpha", "beta"}
+    unknown = set(d) - set(_INT_FIELDS) - set(_OTHER_FIELDS)
     if unknown:
         raise ValueError(f"layers[{i}]: unknown keys {sorted(unknown)}; rnx_layer's fields are "
-                         f"{list(_INT_FIELDS) + ['clip', 'activations', 'alpha', 'beta']}")
+                         f"{list(_INT_FIELDS) + list(_OTHER_FIELDS)}")
     if "kind" not in d:
         raise ValueError(f"layers[{i}]: missing 'kind'")
     kind = _enum_value("kind", d["kind"], i)
@@ -212,6 +215,8 @@ cdef rnx_layer _layer_from_dict(dict d, int i) except *:
             else: l.activation = 0 if value is None else value
     if d.get("clip") is not None:
         l.clip = d["clip"]
+    if d.get("mask_value") is not None:
+        l.mask_value = d["mask_value"]
     for key in ("activations", "alpha", "beta"):
         values = d.get(key)
         if values is None:
@@ -237,7 +242,7 @@ cdef dict _layer_to_dict(const rnx_layer *l):
             "peepholes": l.peepholes, "input_forget": l.input_forget, "clip": l.clip,
             "activations": [l.activations[j] for j in range(3)],
             "alpha": [l.alpha[j] for j in range(3)], "beta": [l.beta[j] for j in range(3)],
-            "readout": l.readout, "activation": l.activation}
+            "readout": l.readout, "activation": l.activation, "mask_value": l.mask_value}
 
 
 cdef class _LayerList:

@@ -169,9 +169,9 @@ def forward_train_model(spec, params, x, state=None, lengths=None, mask=None, dr
     """reference.forward_model that also returns the trace backward_model needs:
     (y, states, trace). Float inputs at invalid steps are traced as zeros: those steps are
     inactive, so they reach no gradient (not even as NaN). dropout: as forward_model's."""
-    if spec.embedding is None:
+    if spec.embedding is None:  # the valid steps as a mask: a Masking layer would read the zeros
         _, valid, _ = model_inputs(spec, params, x, lengths, mask)
-        x = np.where(valid[:, :, None], x, 0.0)
+        x, lengths, mask = np.where(valid[:, :, None], x, 0.0), None, valid
     trace = {}
     y, states = forward_model(spec, params, x, state, lengths, mask, trace, dropout)
     trace.update(states=states)

@@ -1,4 +1,4 @@
-"""A model is a list of layers: [Embedding]? Recurrent+ [Readout]? Dense*.
+"""A model is a list of layers: [Embedding | Masking]? Recurrent+ [Readout]? Dense*.
 
 The layer classes are frozen dataclasses validated when made (errors name the argument, what
 was expected and what was received). `build(layers, input_size)` resolves a list into a Spec:
@@ -64,6 +64,16 @@ def _floats(name, values, count):
     return tuple(out)
 
 
+def _float32(name, value):
+    """value as a float that float32 holds finitely (the core compares it as float32)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a finite float, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and abs(value) <= float(np.finfo(np.float32).max)):
+        raise ValueError(f"{name}: expected a finite float (within float32's range), got "
+                         f"{value!r}")
+    return float(value)
+
+
 def _set(obj, name, value):
     object.__setattr__(obj, name, value)  # normalising a frozen dataclass's own field
 
@@ -104,6 +114,19 @@ class Embedding(_Layer):
                 raise ValueError(f"padding_idx: expected an id in [0, {self.vocab_size}) "
                                  f"(vocab_size {self.vocab_size}), got {self.padding_idx}")
         _set(self, "mask_zero", _bool("mask_zero", self.mask_zero))
+
+
+@dataclass(frozen=True, repr=False)
+class Masking(_Layer):
+    """Keras's Masking, first in a list of float inputs: a step of x whose features all equal
+    mask_value is masked (mask = any(x != mask_value, axis=-1)), as the `mask` argument masks
+    one: the recurrent layers keep their states there and output zeros. Compared in float32,
+    as the compiled core and Keras on float32 inputs compare (-0.0 equals 0.0, NaN equals
+    nothing). With lengths or mask given too, a step is valid only where both say so."""
+    mask_value: float = 0.0
+
+    def __post_init__(self):
+        _set(self, "mask_value", _float32("mask_value", self.mask_value))
 
 
 def _recurrent_post_init(layer, layer_type, cell):
@@ -275,6 +298,7 @@ class Spec:
     recurrent: tuple       # RecurrentSpec, in order
     readout: str           # a READOUTS mode; "sequence" when the list has none
     dense: tuple           # DenseSpec, in order
+    masking: Masking = None  # or None
 
     @property
     def output_size(self):
@@ -295,31 +319,38 @@ def _type_name(layer):
     return type(layer).__name__
 
 
+_MASKING_HINT = (" (a Masking layer comes first, on float inputs; with an Embedding, its "
+                 "mask_zero=True masks the steps of token id 0)")
+
+
 def build(layers, input_size=None):
     """The Spec of a layer list; input_size is the feature count of x without an embedding
-    (None with one). Order: [Embedding]? Recurrent+ [Readout]? Dense*."""
+    (None with one). Order: [Embedding | Masking]? Recurrent+ [Readout]? Dense*."""
     if not isinstance(layers, (list, tuple)) or not layers:
         raise TypeError(f"layers: expected a non-empty list of layers, got {layers!r}")
     if len(layers) > MAX_LAYERS:
         raise ValueError(f"layers: expected at most {MAX_LAYERS} layers (the core's "
                          f"RNX_MAX_LAYERS), got {len(layers)}")
-    known = (Embedding, RNN, LSTM, GRU, Readout, Dense)
+    known = (Embedding, Masking, RNN, LSTM, GRU, Readout, Dense)
     for i, layer in enumerate(layers):
         if not isinstance(layer, known):
             raise TypeError(f"layers[{i}]: expected one of "
                             f"{[k.__name__ for k in known]}, got {type(layer).__name__}")
-    stage = {Embedding: 0, RNN: 1, LSTM: 1, GRU: 1, Readout: 2, Dense: 3}
+    stage = {Embedding: 0, Masking: 0, RNN: 1, LSTM: 1, GRU: 1, Readout: 2, Dense: 3}
     previous = -1
     for i, layer in enumerate(layers):
         s = stage[type(layer)]
+        type_below = type(layers[i - 1]) if i else None
         if s < previous or (s == previous and s in (0, 2)) or (s > 1 and previous < 1):
             raise ValueError(f"layers[{i}]: a {_type_name(layer)} cannot come after "
                              f"{_type_name(layers[i - 1]) if i else 'the start'}: expected "
-                             f"[Embedding]? (RNN|LSTM|GRU)+ [Readout]? Dense*")
+                             f"[Embedding | Masking]? (RNN|LSTM|GRU)+ [Readout]? Dense*"
+                             f"{_MASKING_HINT if Masking in (type(layer), type_below) else ''}")
         previous = s
     if previous < 1:
         raise ValueError("layers: expected at least one RNN, LSTM or GRU layer")
     embedding = layers[0] if isinstance(layers[0], Embedding) else None
+    masking = layers[0] if isinstance(layers[0], Masking) else None
     if embedding is not None:
         if input_size is not None:
             raise ValueError(f"input_size: expected None with an Embedding (its dim is the "
@@ -338,7 +369,8 @@ def build(layers, input_size=None):
         elif isinstance(layer, Dense):
             dense.append(DenseSpec(len(dense), width, layer.units, layer.activation))
             width = layer.units
-    return Spec(tuple(layers), input_size, embedding, tuple(recurrent), readout, tuple(dense))
+    return Spec(tuple(layers), input_size, embedding, tuple(recurrent), readout, tuple(dense),
+                masking)
 
 
 def _recurrent_spec(layer, index, input_size):
@@ -435,6 +467,8 @@ def core_layers(spec):
     """The layer list as the compiled core's rnx_layer records: one dict per layer, keyed by
     rnx_layer's field names, enums by their names (rnnext._core maps them to the C values)."""
     out = []
+    if spec.masking is not None:
+        out.append({"kind": "masking", "mask_value": spec.masking.mask_value})
     if spec.embedding is not None:
         e = spec.embedding
         out.append({"kind": "embedding", "input_size": e.vocab_size, "units": e.dim,
@@ -500,8 +534,8 @@ def shorthand(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
 # the file's metadata (format version 2)
 
 FORMAT_VERSION = "2"
-LAYER_TYPES = {Embedding: "embedding", RNN: "rnn", LSTM: "lstm", GRU: "gru", Readout: "readout",
-               Dense: "dense"}
+LAYER_TYPES = {Embedding: "embedding", Masking: "masking", RNN: "rnn", LSTM: "lstm", GRU: "gru",
+               Readout: "readout", Dense: "dense"}
 # per type: the metadata keys and how each reads from a string (for the layer's constructor)
 _BOOL = {"0": False, "1": True}
 
@@ -538,6 +572,7 @@ _RECURRENT_KEYS = {"units": _parse_int, "direction": _parse_str, "merge": _parse
 METADATA_KEYS = {
     "embedding": {"vocab_size": _parse_int, "dim": _parse_int,
                   "padding_idx": _parse_none_or(_parse_int), "mask_zero": _parse_bool},
+    "masking": {"mask_value": float},
     "rnn": {**_RECURRENT_KEYS, "nonlinearity": _parse_str},
     "lstm": {**_RECURRENT_KEYS, "proj_size": _parse_int, "peepholes": _parse_bool,
              "input_forget": _parse_bool},

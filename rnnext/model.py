@@ -1,11 +1,14 @@
 """Model: a list of layers (rnnext.layers) on the compiled core or the NumPy reference.
 
-A model is [Embedding]? (RNN|LSTM|GRU)+ [Readout]? Dense* (see rnnext.layers). x is batch-first:
-float (B, T, I), or int token ids (B, T) for a model that starts with an Embedding; one sequence
-may drop the batch axis. lengths (B,) gives each sequence's valid steps (PyTorch's packed-sequence
-semantics, without packing); mask (B, T) marks them one by one (Keras's semantics: a masked step
-leaves the states as they are and outputs zeros). Outputs at invalid steps are zero and a final
-state is the one after the last valid step.
+A model is [Embedding | Masking]? (RNN|LSTM|GRU)+ [Readout]? Dense* (see rnnext.layers). x is
+batch-first: float (B, T, I), or int token ids (B, T) for a model that starts with an Embedding;
+one sequence may drop the batch axis. lengths (B,) gives each sequence's valid steps (PyTorch's
+packed-sequence semantics, without packing); mask (B, T) marks them one by one (Keras's
+semantics: a masked step leaves the states as they are and outputs zeros). A Masking layer masks
+the steps of x whose features all equal its mask_value (the compiled core reads them from x as
+it steps), and an Embedding with mask_zero those of id 0; with lengths or mask as well, a step
+is valid where both say so. Outputs at invalid steps are zero and a final state is the one after
+the last valid step.
 
 States: for a model whose recurrent layers are what one torch.nn.RNN/LSTM/GRU can be (the same
 cell, sizes and directions), PyTorch's stacked arrays h (L*D, B, S), or (h, c) for the LSTM;
@@ -73,8 +76,9 @@ _SHORTHAND_DEFAULTS = dict(hidden_size=None, num_layers=1, bidirectional=False,
 
 
 class Model:
-    """A list of layers: Model([Embedding(..)?, LSTM(..), GRU(..), .., Readout(..)?, Dense(..),
-    ..], input_size=I) (input_size: the features of x; None with an Embedding).
+    """A list of layers: Model([Embedding(..) or Masking(..)?, LSTM(..), GRU(..), ..,
+    Readout(..)?, Dense(..), ..], input_size=I) (input_size: the features of x; None with an
+    Embedding).
 
     The shorthand Model(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
     nonlinearity="tanh", output_size=None, output="many_to_one", activation=None,

@@ -186,7 +186,8 @@ def dropped(dropout, place, x):
 
 def model_inputs(spec, params, x, lengths=None, mask=None):
     """(x (B, T, I) in the parameters' dtype, the valid-step mask (B, T) bool, ids or None).
-    x: float (B, T, I), or int ids (B, T) for a model with an embedding."""
+    x: float (B, T, I), or int ids (B, T) for a model with an embedding. The valid steps are
+    those that lengths or mask, mask_zero and a Masking layer all leave valid."""
     if lengths is not None and mask is not None:
         raise ValueError("mask: give lengths or mask, not both")
     ids = None
@@ -211,7 +212,15 @@ def model_inputs(spec, params, x, lengths=None, mask=None):
             raise ValueError(f"mask: expected shape {(B, T)}, got {valid.shape}")
     if spec.embedding is not None and spec.embedding.mask_zero:
         valid = valid & (ids != 0)
+    if spec.masking is not None:
+        valid = valid & unmasked_steps(x, spec.masking.mask_value)
     return x, valid, ids
+
+
+def unmasked_steps(x, mask_value):
+    """Keras's Masking: (B, T) whether any feature of a step of x (B, T, I) differs from
+    mask_value, compared in float32 as the compiled core compares (NaN differs)."""
+    return np.any(np.asarray(x, np.float32) != np.float32(mask_value), axis=-1)
 
 
 def last_valid(mask):

@@ -60,8 +60,8 @@ def _forward_train(model, spec, params, x, states, lengths, mask, backend, n_thr
     core = model.core() if params is model.params else model._core_from(params)
     inputs, valid, ids = reference.model_inputs(spec, params, x, lengths, mask)
     inputs = np.ascontiguousarray(reference.dropped(dropout, "input", inputs), dtype=np.float32)
-    if ids is not None and spec.embedding.mask_zero:  # the mask the ids made, lengths in it
-        lengths, mask = None, np.ascontiguousarray(valid)
+    if (ids is not None and spec.embedding.mask_zero) or spec.masking is not None:
+        lengths, mask = None, np.ascontiguousarray(valid)  # the mask the inputs made, lengths in it
     B, T = inputs.shape[:2]
     h_n, c_n, shapes = model._state_buffers(B)
     seq = np.empty((B, T, spec.recurrent[-1].output_size), np.float32)

@@ -139,7 +139,8 @@ def f32(values):
 def blank(kind, **fields):
     layer = dict(kind=KINDS[kind], input_size=0, units=0, padding_idx=0, mask_zero=0, cell=0,
                  direction=0, merge=0, proj_size=0, peepholes=0, input_forget=0, clip=0.0,
-                 activations=[0, 0, 0], alpha=[0.0] * 3, beta=[0.0] * 3, readout=0, activation=0)
+                 activations=[0, 0, 0], alpha=[0.0] * 3, beta=[0.0] * 3, readout=0, activation=0,
+                 mask_value=0.0)
     layer.update(fields)
     return layer
 

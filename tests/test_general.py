@@ -42,7 +42,7 @@ class Layer(ctypes.Structure):
         "proj_size", "peepholes", "input_forget")] + [
         ("clip", ctypes.c_float), ("activations", ctypes.c_int * 3),
         ("alpha", ctypes.c_float * 3), ("beta", ctypes.c_float * 3),
-        ("readout", ctypes.c_int), ("activation", ctypes.c_int)]
+        ("readout", ctypes.c_int), ("activation", ctypes.c_int), ("mask_value", ctypes.c_float)]
 
 
 class Params(ctypes.Structure):

@@ -1,4 +1,4 @@
-"""Property tests of random layer lists: [Embedding]? 1-3 recurrent layers (random cells, sizes,
+"""Property tests of random layer lists: [Embedding | Masking]? 1-3 recurrent layers (random cells, sizes,
 directions, merges and options) [Readout]? 0-2 Dense, over random lengths or masks.
 
 For each list: the compiled core (backend "c") against the NumPy reference within the float32
@@ -71,6 +71,8 @@ def layer_lists(draw, streamable=False):
                                   mask_zero=draw(st.booleans(), label="mask_zero")))
     else:
         input_size = draw(st.integers(1, 6), label="input_size")
+        if draw(st.booleans(), label="masking"):
+            layers.append(L.Masking(draw(st.sampled_from([0.0, -1.0, 0.5]), label="mask_value")))
     for _ in range(draw(st.integers(1, 3), label="recurrent layers")):
         layers.append(draw_recurrent(draw, streamable))
     modes = [None, "last", "final"] + ([] if streamable else ["sequence", "mean", "max"])
@@ -84,9 +86,13 @@ def layer_lists(draw, streamable=False):
 
 
 def random_inputs(model, rng, B, T):
+    """Token ids, or float x; with a Masking layer, about a third of the steps all mask_value."""
     if model.spec.embedding is not None:
         return rng.integers(0, model.spec.embedding.vocab_size, size=(B, T))
-    return rng.standard_normal((B, T, model.input_size)).astype(np.float32)
+    x = rng.standard_normal((B, T, model.input_size)).astype(np.float32)
+    if model.spec.masking is not None:
+        x[rng.random((B, T)) < 0.3] = model.spec.masking.mask_value
+    return x
 
 
 def tolerance(model):
@@ -149,9 +155,11 @@ def test_stream_steps_equal_forward(lst, data):
     B, T = data.draw(st.integers(1, 4), label="B"), data.draw(st.integers(1, 8), label="T")
     x = random_inputs(model, rng, B, T)
     embedding = model.spec.embedding
-    # with mask_zero, readout "last" of a prefix without a valid step is zeros before the dense
-    # layers, while a stream gives the kept state's output: the same only from zero states
-    zero_start = model.spec.readout == "last" and embedding is not None and embedding.mask_zero
+    # with mask_zero or Masking, readout "last" of a prefix without a valid step is zeros before
+    # the dense layers, while a stream gives the kept state's output: the same only from zero
+    # states
+    zero_start = model.spec.readout == "last" and (
+        (embedding is not None and embedding.mask_zero) or model.spec.masking is not None)
     state = None if zero_start or not data.draw(st.booleans(), label="h0") else \
         random_state(rng, model, B)
     for backend in ("c", "numpy"):

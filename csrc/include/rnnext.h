@@ -145,10 +145,11 @@ RNX_API rnx_status rnx_activation(rnx_isa isa, rnx_function function, float *out
 /* ---------------------------------------------------------------------------------------------
  * Models: a list of layers
  *
- * A model is an optional embedding (token ids in), one or more recurrent layers (each its own
- * cell, sizes and direction), an optional readout and dense layers. Shapes: S_k is recurrent
- * layer k's state width (proj_size, or H_k), D_k its directions (2 for a bidirectional layer,
- * else 1), W_k its output width (2*S_k for a bidirectional concat, else S_k).
+ * A model is an optional embedding (token ids in) or masking layer (float x in, steps masked by
+ * value), one or more recurrent layers (each its own cell, sizes and direction), an optional
+ * readout and dense layers. Shapes: S_k is recurrent layer k's state width (proj_size, or H_k),
+ * D_k its directions (2 for a bidirectional layer, else 1), W_k its output width (2*S_k for a
+ * bidirectional concat, else S_k).
  * ------------------------------------------------------------------------------------------- */
 
 /* Sizes above this are refused (RNX_ERR_BAD_CONFIG), so that no int product of sizes can wrap. */
@@ -162,7 +163,9 @@ typedef enum rnx_layer_kind {
     RNX_LAYER_EMBEDDING = 0, /* token ids (B, T) -> vectors (B, T, E) */
     RNX_LAYER_RECURRENT = 1, /* an RNN, LSTM or GRU layer */
     RNX_LAYER_READOUT = 2,   /* sequence -> what the dense layers see */
-    RNX_LAYER_DENSE = 3      /* y = act(W x + b), per row */
+    RNX_LAYER_DENSE = 3,     /* y = act(W x + b), per row */
+    RNX_LAYER_MASKING = 4    /* float x (B, T, I) passes unchanged; a step whose I features all
+                                equal mask_value is masked (Keras's Masking) */
 } rnx_layer_kind;
 
 typedef enum rnx_direction {
@@ -243,6 +246,8 @@ typedef struct rnx_layer {
     int readout; /* rnx_readout */
     /* dense */
     int activation; /* rnx_act: LINEAR, RELU, TANH, SIGMOID or SOFTMAX */
+    /* masking */
+    float mask_value; /* finite; compared with x as float32 (-0 equals 0, NaN equals nothing) */
 } rnx_layer;
 
 /* Layers with their defaults filled in (every other field zero). */
@@ -252,10 +257,13 @@ RNX_API rnx_layer rnx_recurrent_layer(rnx_cell cell, int input_size, int hidden_
                                       rnx_direction direction);
 RNX_API rnx_layer rnx_readout_layer(rnx_readout mode);
 RNX_API rnx_layer rnx_dense_layer(int input_size, int units, rnx_act activation);
+/* A masking layer (input_size and units 0: it keeps the width of x). */
+RNX_API rnx_layer rnx_masking_layer(float mask_value);
 
-/* A list is valid when: an embedding comes first if at all; then one or more recurrent layers,
- * each input_size the width below it (E, or the previous layer's output width W); then at most
- * one readout; then dense layers, each input_size the width below it. Sizes in
+/* A list is valid when: an embedding or a masking layer comes first if at all (not both); then
+ * one or more recurrent layers, each input_size the width below it (E, or the previous layer's
+ * output width W; a masking layer keeps the width of x); then at most one readout; then dense
+ * layers, each input_size the width below it. Sizes in
  * [1, RNX_MAX_SIZE]; n_layers in [1, RNX_MAX_LAYERS]; every field of every layer in its range
  * and zero where its kind does not use it. Anything else: RNX_ERR_BAD_CONFIG.
  *
@@ -336,7 +344,9 @@ RNX_API rnx_status rnx_model_layer(const rnx_model *model, int index, rnx_layer 
  *   mask       (B, T) of 0/1 bytes, or NULL: a masked step leaves the states alone and outputs
  *              zeros (Keras); a reverse direction walks t = T-1 .. 0 taking the unmasked steps.
  *              lengths and mask together: RNX_ERR_BAD_ARGUMENT. An embedding with mask_zero
- *              masks the steps whose id is 0 (and with lengths, those past it too).
+ *              masks the steps whose id is 0 (and with lengths, those past it too); a masking
+ *              layer masks the steps of x whose features all equal its mask_value, computed
+ *              here from x (and with lengths or mask, the steps they mask too).
  *   n_threads  threads to use (OpenMP over the batch), at most RNX_MAX_THREADS
  *              (RNX_ERR_BAD_ARGUMENT above it); <= 0 for rnx_max_threads(). A call starts no
  *              more threads than it has parts of work: rows of the batch, or for a small batch
@@ -370,8 +380,9 @@ RNX_API rnx_status rnx_stream_reset(rnx_stream *stream, const float *h0, const f
 /* One step: x (batch, I) or ids (batch) in (the one the model takes; the other NULL, as
  * rnx_forward: an id out of range is RNX_ERR_BAD_ARGUMENT and changes nothing);
  * y (batch, output_size) or NULL: the model's output for this step, the dense layers applied to
- * the top layer's new h (with mask_zero, a step with id 0 keeps the states and gives zeros for
- * a sequence readout, the kept state's output for last and final). */
+ * the top layer's new h (with mask_zero, a step with id 0, with a masking layer, a step whose
+ * features all equal mask_value, keeps the states and gives zeros for a sequence readout, the
+ * kept state's output for last and final). */
 RNX_API rnx_status rnx_stream_step(rnx_stream *stream, float *y, const float *x,
                                    const int32_t *ids);
 /* The current states into h, c (as in States with B = batch); either may be NULL. */
@@ -392,9 +403,10 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  * input_size (the features of x; only without an embedding), and for each layer i, keys
  * "layer{i}.{field}" (decimal integers without sign or leading zeros; floats as Python's repr
  * writes them, finite; lists comma-separated without spaces):
- *   type       embedding | rnn | lstm | gru | readout | dense, in the order
- *              [embedding] (rnn|lstm|gru)+ [readout] dense*
+ *   type       embedding | masking | rnn | lstm | gru | readout | dense, in the order
+ *              [embedding | masking] (rnn|lstm|gru)+ [readout] dense*
  *   embedding  vocab_size, dim, padding_idx (in [0, vocab_size) or "none"), mask_zero "0" | "1"
+ *   masking    mask_value (a float; the model's input_size is the width of x)
  *   rnn, lstm, gru
  *              units, input_size (the width below: dim, the model's input_size, or the layer
  *              below's output width), direction forward | reverse | bidirectional,
@@ -560,7 +572,8 @@ RNX_API rnx_status rnx_tape_set_dropout(rnx_tape *tape, int layer, const float *
  *              vectors: the caller looks them up).
  *   h0, c0     initial states (see States) or NULL for zeros.
  *   lengths    (B) in [1, T], or NULL; mask (B, T) of 0/1 bytes, or NULL: as rnx_forward's (an
- *              embedding's mask_zero is the caller's to turn into `mask`). Not both.
+ *              embedding's mask_zero and a masking layer's steps, computed from the x before
+ *              any input dropout, are the caller's to turn into `mask`). Not both.
  *   n_threads  as rnx_forward; the results do not depend on it.
  * x, h0, c0, lengths and mask are not kept: rnx_backward takes x again. The dropout masks set on
  * the tape (rnx_tape_set_dropout) apply to the layers' inputs above the first. */

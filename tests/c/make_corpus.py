@@ -37,6 +37,8 @@ def valid_models():
         "lstm_options_final": Model(
             [L.LSTM(2, input_forget=True, clip=3.5, direction="bidirectional", merge="ave"),
              L.Readout("final"), L.Dense(1, "sigmoid")], 2, seed=6),
+        "masking_gru_last": Model([L.Masking(-1.0), L.GRU(3), L.Readout("last"), L.Dense(2)], 2,
+                                  seed=7),
     }
 
 
@@ -122,6 +124,9 @@ def corpus():
                                                     ["F16", "BF16", "F64", "F32"])
     for name, content in broken_files(files["valid_lstm_bidirectional.rnx"]).items():
         files[f"broken_{name}.rnx"] = content
+    header, data = split(files["valid_masking_gru_last.rnx"])
+    files["broken_mask_value_nan.rnx"] = encode(
+        dict(header["__metadata__"], **{"layer0.mask_value": "nan"}), tensors(header, data))
     return files
 
 

@@ -211,6 +211,32 @@ static void model_creation_errors(void) {
     padded.padding_idx = 7;
     const rnx_layer padding[] = {padded, rec};
     CHECK_STATUS(rnx_param_count(padding, 2, &count), RNX_ERR_BAD_CONFIG);
+
+    /* a masking layer: first, not with an embedding, a finite value, its other fields zero; it
+     * has no parameters and keeps the width of x */
+    const rnx_layer mask = rnx_masking_layer(-1.0f);
+    const rnx_layer masked[] = {mask, rec, ro, dn};
+    size_t unmasked = 0;
+    CHECK_STATUS(rnx_param_count(masked, 4, &count), RNX_OK);
+    CHECK_STATUS(rnx_param_count(masked + 1, 3, &unmasked), RNX_OK);
+    CHECK(count == unmasked);
+    const rnx_layer mask_orders[][3] = {{rec, mask, ro}, {emb, mask, rec}, {mask, emb, rec},
+                                        {mask, mask, rec}, {mask, ro, dn}};
+    for (int i = 0; i < 5; i++)
+        CHECK_STATUS(rnx_param_count(mask_orders[i], 3, &count), RNX_ERR_BAD_CONFIG);
+    rnx_layer bad_masks[5] = {mask, mask, mask, mask, mask};
+    bad_masks[0].mask_value = NAN;
+    bad_masks[1].mask_value = INFINITY;
+    bad_masks[2].input_size = 3;
+    bad_masks[3].units = 3;
+    bad_masks[4].mask_zero = 1;
+    for (int i = 0; i < 5; i++) {
+        const rnx_layer pair[] = {bad_masks[i], rec};
+        CHECK_STATUS(rnx_param_count(pair, 2, &count), RNX_ERR_BAD_CONFIG);
+    }
+    rnx_layer masked_value = rec;
+    masked_value.mask_value = 1.0f; /* a masking layer's field */
+    CHECK_STATUS(rnx_param_count(&masked_value, 1, &count), RNX_ERR_BAD_CONFIG);
     rnx_model_free(NULL);
     free(params);
 }

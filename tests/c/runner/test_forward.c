@@ -428,6 +428,65 @@ static void forward_embedding(void) {
     }
 }
 
+/* A masking layer masks the steps whose features all equal its value (a step with some of them
+ * equal stays valid), and with lengths or a mask, the steps they mask too: on every instruction
+ * set and thread count, the model without it given that mask, bit for bit (the same kernels
+ * run with the same active rows). A packed bidirectional LSTM and a plain GRU (a clip). */
+static void forward_masking(void) {
+    enum { B = 4, T = 6, I = 3, H = 5, O = 2 };
+    const float value = -1.5f;
+    rnx_layer list[5] = {rnx_masking_layer(value),
+                         rnx_recurrent_layer(RNX_CELL_LSTM, I, H, RNX_DIRECTION_BIDIRECTIONAL),
+                         rnx_recurrent_layer(RNX_CELL_GRU, 2 * H, H, RNX_DIRECTION_FORWARD),
+                         rnx_readout_layer(RNX_READOUT_SEQUENCE),
+                         rnx_dense_layer(H, O, RNX_ACT_TANH)};
+    list[2].clip = 2.0f;
+    const int32_t lengths[B] = {6, 4, 6, 5};
+    uint64_t seed = 37;
+    float *x = random_floats(B * T * I, &seed, 1.0f);
+    for (int j = 0; j < I; j++) {
+        x[(0 * T + 0) * I + j] = value;     /* leading */
+        x[(1 * T + 2) * I + j] = value;     /* a hole */
+        x[(2 * T + 5) * I + j] = value;     /* trailing */
+        x[(3 * T + 1) * I + j] = j ? value : 0.25f; /* not all features: valid */
+    }
+    uint8_t by_value[B * T], with_lengths[B * T];
+    for (int i = 0; i < B * T; i++) {
+        by_value[i] = 0;
+        for (int j = 0; j < I; j++) by_value[i] |= x[i * I + j] != value;
+        with_lengths[i] = by_value[i] && i % T < lengths[i / T];
+    }
+    CHECK(!by_value[0] && !by_value[T + 2] && !by_value[2 * T + 5] && by_value[3 * T + 1]);
+    rnx_isa isas[3];
+    const int n_isas = supported_isas(isas);
+    for (int k = 0; k < n_isas; k++) {
+        float *params = NULL;
+        rnx_model *m = random_model(list, 5, isas[k], &seed, 0.5f, &params);
+        rnx_model *plain = NULL;
+        CHECK_STATUS(rnx_model_create(&plain, list + 1, 4, isas[k], params), RNX_OK);
+        if (m && plain) {
+            const size_t ny = (size_t)B * T * O, ns = (size_t)B * 3 * H;
+            for (int threads = 1; threads <= 2; threads++) {
+                outputs got = run_forward(m, x, NULL, NULL, NULL, NULL, NULL, B, T, threads);
+                outputs want = run_forward(plain, x, NULL, NULL, NULL, NULL, by_value, B, T, 1);
+                CHECK(!memcmp(got.y, want.y, ny * sizeof(float)));
+                CHECK(!memcmp(got.h, want.h, ns * sizeof(float)));
+                free_outputs(got), free_outputs(want);
+                got = run_forward(m, x, NULL, NULL, NULL, lengths, NULL, B, T, threads);
+                want = run_forward(plain, x, NULL, NULL, NULL, NULL, with_lengths, B, T, 1);
+                CHECK(!memcmp(got.y, want.y, ny * sizeof(float)));
+                CHECK(!memcmp(got.h, want.h, ns * sizeof(float)));
+                free_outputs(got);
+                got = run_forward(m, x, NULL, NULL, NULL, NULL, with_lengths, B, T, threads);
+                CHECK(!memcmp(got.y, want.y, ny * sizeof(float)));
+                free_outputs(got), free_outputs(want);
+            }
+        }
+        rnx_model_free(m), rnx_model_free(plain), free(params);
+    }
+    free(x);
+}
+
 /* NULL pointers, an empty batch, no steps, lengths outside [1, T], the array the model does not
  * take, lengths with a mask, mask values other than 0/1, too many threads, ids out of range:
  * each refused before any work. */
@@ -486,5 +545,6 @@ const test_case forward_tests[] = {
     TEST(forward_masks),              TEST(forward_states_carry),
     TEST(forward_directions_and_merges), TEST(forward_readouts_and_dense),
     TEST(forward_embedding),          TEST(forward_argument_errors),
+    TEST(forward_masking),
 };
 const size_t forward_test_count = sizeof forward_tests / sizeof forward_tests[0];

@@ -76,6 +76,21 @@ static void stream_equals_forward(void) {
     free(x), free(h0), free(c0);
 }
 
+/* A stream of two rows (B = 2, hidden width H) steps `first`, then `masked`, whose row 0 is a
+ * masked step and row 1 is not (x or ids, as the model takes): row 0 keeps its state and gives
+ * zeros, row 1 moves on. The states after both go to h_after (2*H floats). */
+static void check_masked_step(rnx_stream *s, int H, const float *x_first, const int32_t *ids_first,
+                              const float *x_masked, const int32_t *ids_masked, float *h_after) {
+    float y[2 * H], h_before[2 * H];
+    CHECK_STATUS(rnx_stream_step(s, y, x_first, ids_first), RNX_OK);
+    CHECK_STATUS(rnx_stream_state(s, h_before, NULL), RNX_OK);
+    CHECK_STATUS(rnx_stream_step(s, y, x_masked, ids_masked), RNX_OK);
+    CHECK_STATUS(rnx_stream_state(s, h_after, NULL), RNX_OK);
+    CHECK(!memcmp(h_before, h_after, (size_t)H * sizeof(float)));
+    for (int u = 0; u < H; u++) CHECK(y[u] == 0.0f);
+    CHECK(memcmp(h_before + H, h_after + H, (size_t)H * sizeof(float)) != 0);
+}
+
 /* An embedding with mask_zero: a step of id 0 keeps the states and gives zeros. */
 static void stream_of_ids(void) {
     enum { B = 2, V = 6, E = 3, H = 4 };
@@ -89,13 +104,7 @@ static void stream_of_ids(void) {
     if (s) {
         const int32_t first[B] = {3, 5}, masked[B] = {0, 2}, out_of_range[B] = {1, V};
         float y[B * H], h_before[B * H], h_after[B * H];
-        const float zeros[H] = {0};
-        CHECK_STATUS(rnx_stream_step(s, y, NULL, first), RNX_OK);
-        CHECK_STATUS(rnx_stream_state(s, h_before, NULL), RNX_OK);
-        CHECK_STATUS(rnx_stream_step(s, y, NULL, masked), RNX_OK);
-        CHECK_STATUS(rnx_stream_state(s, h_after, NULL), RNX_OK);
-        CHECK(!memcmp(h_before, h_after, H * sizeof(float)) && !memcmp(y, zeros, sizeof zeros));
-        CHECK(memcmp(h_before + H, h_after + H, H * sizeof(float)) != 0);
+        check_masked_step(s, H, NULL, first, NULL, masked, h_after);
         CHECK_STATUS(rnx_stream_step(s, y, NULL, out_of_range), RNX_ERR_BAD_ARGUMENT);
         CHECK_STATUS(rnx_stream_state(s, h_before, NULL), RNX_OK);
         CHECK(!memcmp(h_before, h_after, sizeof h_after)); /* refused: nothing changed */
@@ -103,6 +112,38 @@ static void stream_of_ids(void) {
         CHECK_STATUS(rnx_stream_step(s, y, x, NULL), RNX_ERR_NULL_ARGUMENT); /* ids missing */
         CHECK_STATUS(rnx_stream_step(s, y, x, masked), RNX_ERR_BAD_ARGUMENT);
         CHECK_STATUS(rnx_stream_step(s, y, NULL, NULL), RNX_ERR_NULL_ARGUMENT);
+    }
+    rnx_stream_free(s);
+    rnx_model_free(m);
+}
+
+/* A masking layer: a step whose features all equal its value keeps the states and gives zeros
+ * for a sequence readout; the others step as forward does. */
+static void stream_masking(void) {
+    enum { B = 2, I = 2, H = 4 };
+    const float value = 0.5f;
+    rnx_layer list[2] = {rnx_masking_layer(value),
+                         rnx_recurrent_layer(RNX_CELL_LSTM, I, H, RNX_DIRECTION_FORWARD)};
+    uint64_t seed = 23;
+    rnx_model *m = random_model(list, 2, RNX_ISA_AUTO, &seed, 0.5f, NULL);
+    rnx_stream *s = NULL;
+    if (m) CHECK_STATUS(rnx_stream_create(&s, m, B), RNX_OK);
+    if (s) {
+        const float first[B * I] = {0.1f, -0.3f, 0.7f, 0.2f};
+        const float masked[B * I] = {value, value, value, 0.9f}; /* row 1: one feature differs */
+        float forward_y[B * 2 * H], h_after[B * H], c_after[B * H];
+        float h_n[B * H], c_n[B * H], x[B * 2 * I];
+        check_masked_step(s, H, first, NULL, masked, NULL, h_after);
+        CHECK_STATUS(rnx_stream_state(s, NULL, c_after), RNX_OK);
+        for (int b = 0; b < B; b++) {
+            memcpy(x + b * 2 * I, first + b * I, I * sizeof(float));
+            memcpy(x + b * 2 * I + I, masked + b * I, I * sizeof(float));
+        }
+        CHECK_STATUS(rnx_forward(m, forward_y, h_n, c_n, x, NULL, NULL, NULL, NULL, NULL, B, 2, 1),
+                     RNX_OK);
+        CHECK(!memcmp(h_n, h_after, sizeof h_n) && !memcmp(c_n, c_after, sizeof c_n));
+        /* row 1's output at step 1 is its new h */
+        CHECK(!memcmp(h_after + H, forward_y + 3 * H, H * sizeof(float)));
     }
     rnx_stream_free(s);
     rnx_model_free(m);
@@ -155,6 +196,7 @@ static void stream_errors(void) {
 const test_case stream_tests[] = {
     TEST(stream_equals_forward),
     TEST(stream_of_ids),
+    TEST(stream_masking),
     TEST(stream_errors),
 };
 const size_t stream_test_count = sizeof stream_tests / sizeof stream_tests[0];
