@@ -228,6 +228,11 @@ ACTIVATIONS = {a.name: a for a in [
                 lambda x, y, a, b: np.where(np.abs(x) < 1.0, 0.5, 0.0)),
 ]}
 
+# the alphas a function is defined for (as the C core checks them): what is expected, the test
+ALPHA_DOMAINS = {"celu": ("a nonzero alpha", lambda a: a != 0.0),
+                 "soft_shrink": ("alpha >= 0", lambda a: a >= 0.0),
+                 "squareplus": ("alpha >= 0", lambda a: a >= 0.0)}
+
 # ONNX's activation names (case-insensitive, as ONNX Runtime reads them) -> ours
 FROM_ONNX_ACTIVATION = {a.onnx.lower(): a.name for a in ACTIVATIONS.values() if a.onnx}
 

@@ -6,7 +6,8 @@ call that takes more than one tensor, a branch's join or an initial_state, is re
 layer's name), becomes a layer list:
 - Embedding(input_dim, output_dim, mask_zero) first is Embedding(vocab_size, dim, mask_zero):
   Keras's mask (id 0 is a masked step, anywhere in the sequence) is rnnext's: a masked step
-  leaves the states as they are;
+  leaves the states as they are; Masking(mask_value) first is Masking(mask_value), the same
+  mask for float steps whose features all equal mask_value;
 - LSTM, GRU and SimpleRNN layers, each its own recurrent layer (any units and kinds in
   sequence), with their activation and recurrent_activation (cells.activation_from_keras: Keras
   3's hard_sigmoid is relu6(x + 3) / 6, ONNX's HardSigmoid with alpha 1/6, beta 0.5);
@@ -37,7 +38,7 @@ under one. A sequence with no valid step averages to NaN in Keras and to 0 in rn
 
 Anything else is refused by name (KerasImportError, a ValueError): stateful or return_state
 layers (Model.forward(x, state=...) returns and takes the states between calls, and
-Model.stream(batch) runs one step per call with the state kept inside), Masking.
+Model.stream(batch) runs one step per call with the state kept inside).
 
 Weights (Keras 3 layouts): kernel (I, G*H), recurrent_kernel (H, G*H), bias, permuted from
 Keras's gate order to ours (cells.CELLS[..].from_keras: LSTM i, f, c, o is ours; GRU z, r, h
@@ -185,7 +186,7 @@ def keras_layers(model, zero_masked_steps=False):
 
         model = keras.saving.load_model(model, safe_mode=True)
     layers, sources, input_size = [], [], None  # sources: per layer, the Keras layers to read
-    masked_by = None    # the Embedding whose mask_zero masks steps
+    masked_by = None    # the Embedding (mask_zero) or Masking layer that masks steps
     reversed_by = None  # the go_backwards layer from which the flowing sequence runs backwards
     for layer in _layers(model):
         name = type(layer).__name__
@@ -200,6 +201,11 @@ def keras_layers(model, zero_masked_steps=False):
             sources.append((layer,))
             masked_by = layer if config.get("mask_zero") else None
             continue
+        if name == "Masking" and not layers:
+            layers.append(L.Masking(layer.get_config()["mask_value"]))
+            sources.append(())
+            masked_by = layer
+            continue
         if name == "Bidirectional" or name in KERAS_CELLS:
             if stage > 1:
                 _refuse(layer, "a recurrent layer must follow the input, an Embedding or a "
@@ -210,7 +216,8 @@ def keras_layers(model, zero_masked_steps=False):
                                f"of {masked_by.name!r}: Keras passes the mask on unreversed "
                                f"with the reversed sequence, which no rnnext layer does")
             reversed_by = (reversed_by or layer) if reverses else None
-            if input_size is None and not layers:
+            if input_size is None and not any(isinstance(ours, L.Embedding)
+                                              for ours in layers):
                 input_size = per_direction[0].get_weights()[0].shape[0]
             layers.append(ours)
             sources.append(per_direction)
@@ -249,17 +256,17 @@ def keras_layers(model, zero_masked_steps=False):
 
 
 def _stage(layers):
-    """Where a layer list stands: 0 empty or an embedding, 1 recurrent, 2 readout, 3 dense."""
+    """Where a layer list stands: 0 empty, an embedding or a masking, 1 recurrent, 2 readout,
+    3 dense."""
     if not layers:
         return 0
-    return {L.Embedding: 0, L.Readout: 2, L.Dense: 3}.get(type(layers[-1]), 1)
+    return {L.Embedding: 0, L.Masking: 0, L.Readout: 2, L.Dense: 3}.get(type(layers[-1]), 1)
 
 
 def _unsupported(name, stage):
     """Why a layer that no rule above reads is refused."""
     if name == "Masking":
-        return ("is not supported: rnnext has no Masking layer yet; build the model without it "
-                "and pass predict the mask Keras computes, mask=np.any(x != mask_value, axis=-1)")
+        return "must come first (rnnext's Masking is the first layer)"
     if name == "Flatten":
         return "flattens a sequence (B, T, F), which no rnnext layer does"
     if name in POOLINGS:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._core import MAX_LAYERS, MAX_SIZE
-from .cells import (ACTIVATIONS, CELLS, EMBEDDING_PARAM, cell_name, dense_param_name,
+from .cells import (ACTIVATIONS, ALPHA_DOMAINS, CELLS, EMBEDDING_PARAM, cell_name, dense_param_name,
                     param_name)
 
 DIRECTIONS = ("forward", "reverse", "bidirectional")
@@ -156,6 +156,10 @@ def _recurrent_post_init(layer, layer_type, cell):
             if v != 0.0 and not getattr(ACTIVATIONS[a], f"uses_{name}"):
                 raise ValueError(f"{field}: expected 0.0 where the function takes no {name} "
                                  f"({a!r} in {activations}), got {getattr(layer, field)}")
+    for a, v in zip(activations, layer.activation_alpha):
+        if a in ALPHA_DOMAINS and not ALPHA_DOMAINS[a][1](v):
+            raise ValueError(f"activation_alpha: expected {ALPHA_DOMAINS[a][0]} for {a!r}, got "
+                             f"{layer.activation_alpha}")
     if layer.clip is not None:
         clip = layer.clip
         if isinstance(clip, bool) or not isinstance(clip, (int, float, np.integer, np.floating)) \

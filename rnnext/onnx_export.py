@@ -30,10 +30,10 @@ def to_onnx(model, path=None, opset=17, lengths=False):
     last valid step (GatherND of lengths - 1), the mean over the valid steps (ReduceSum / Div
     by lengths) and their max (Where(valid, Y, -inf), ReduceMax). Dense layers are MatMul + Add
     and their activation; on a per-step output with lengths, Where zeroes the invalid steps.
-    Refused, naming the layer: an embedding's mask_zero (a masked step keeps the state, which
-    ONNX's nodes cannot do; pad ids on the right and export with lengths), proj_size (ONNX's
-    LSTM has no projection) and the linear activation (ONNX has no name for it; affine with
-    alpha 1, beta 0 is the same function).
+    Refused, naming the layer: a Masking layer and an embedding's mask_zero (a masked step
+    keeps the state, which ONNX's nodes cannot do; pad on the right and export with lengths),
+    proj_size (ONNX's LSTM has no projection) and the activations ONNX's recurrent nodes do not
+    take (linear: affine with alpha 1, beta 0 is the same function; Keras's others).
     """
     return spec_to_onnx(model.spec, model.params, path, opset, lengths)
 
@@ -52,6 +52,10 @@ def spec_to_onnx(spec, params, path=None, opset=17, lengths=False):
         raise ValueError(f"opset: expected >= 14, got {opset}")
     if not isinstance(lengths, bool):
         raise TypeError(f"lengths: expected a bool, got {type(lengths).__name__} {lengths!r}")
+    if spec.masking is not None:
+        _refuse_layer(spec, 0, "a masked step keeps the state, which ONNX's recurrent nodes "
+                               "cannot do; pad the sequences on the right, drop the Masking "
+                               "layer and export with lengths=True")
     if spec.embedding is not None and spec.embedding.mask_zero:
         _refuse_layer(spec, 0, "mask_zero=True: a masked step keeps the state, which ONNX's "
                                "recurrent nodes cannot do; pad the ids on the right, build the "
@@ -121,8 +125,10 @@ def spec_to_onnx(spec, params, path=None, opset=17, lengths=False):
                                           f"projection")
         unnamed = [a for a in r.activations if ACTIVATIONS[a].onnx is None]
         if unnamed:
-            _refuse_layer(spec, position, f"activation {unnamed[0]!r} has no ONNX name (affine "
-                                          f"with alpha 1, beta 0 is the same function)")
+            hint = (" (affine with alpha 1, beta 0 is the same function)"
+                    if unnamed[0] == "linear" else "")
+            _refuse_layer(spec, position, f"activation {unnamed[0]!r} is not one of the "
+                                          f"functions ONNX's recurrent nodes take{hint}")
         attrs = {"hidden_size": r.units, "direction": r.direction}
         default = ONNX_CELLS[op]
         if (r.activations, r.activation_alpha, r.activation_beta) != (

@@ -140,7 +140,7 @@ def test_derivative_matches_central_differences(name):
 
 @pytest.mark.parametrize("name, bad, good", [("celu", 0.0, -1.0), ("soft_shrink", -0.5, 0.0),
                                              ("squareplus", -1.0, 0.0)])
-def test_the_core_refuses_alpha_outside_the_domain(name, bad, good):
+def test_the_core_and_the_layers_refuse_alpha_outside_the_domain(name, bad, good):
     """celu's alpha 0 (PyTorch: division by zero), a negative soft_shrink threshold (PyTorch
     refuses it) and a negative squareplus b (NaN near 0)."""
     def layer(alpha):
@@ -149,6 +149,10 @@ def test_the_core_refuses_alpha_outside_the_domain(name, bad, good):
     with pytest.raises(ValueError, match="layer list is invalid"):
         _core.param_count(layer(bad))
     assert _core.param_count(layer(good)) == 4 * (3 + 4 + 2)
+    with pytest.raises(ValueError, match=rf"activation_alpha: expected .* for '{name}', got "
+                                         rf"\({bad},\)"):
+        L.RNN(4, activations=(name,), activation_alpha=(bad,))
+    assert L.RNN(4, activations=(name,), activation_alpha=(good,)).activation_alpha == (good,)
 
 
 def every_cell(name, alpha):
@@ -208,7 +212,8 @@ def test_keras_layers_with_it_import_and_match_predict(name):
 @pytest.mark.parametrize("name", KERAS_ONLY)
 def test_onnx_export_refuses_it_by_name(name):
     model = rnnext.Model([L.GRU(3, activations=("sigmoid", name))], 2, seed=0)
-    with pytest.raises(ValueError, match=f"activation '{name}' has no ONNX name"):
+    with pytest.raises(ValueError, match=f"activation '{name}' is not one of the functions "
+                                         f"ONNX's recurrent nodes take$"):
         model.to_onnx()
 
 

@@ -365,17 +365,26 @@ def test_activations_given_as_functions_match_keras():
     assert imported[-1] == R.Dense(2, "sigmoid")
 
 
-def test_masking_is_refused_with_a_workaround_that_holds():
-    """The refusal's workaround: the model without Masking, given Keras's mask, is the model."""
+@pytest.mark.parametrize("value", [0.0, 0.5])
+@pytest.mark.parametrize("make", [
+    lambda: [L.GRU(4), L.Dense(2)],
+    lambda: [L.LSTM(4, return_sequences=True), L.GlobalAveragePooling1D()],
+    lambda: [L.Bidirectional(L.SimpleRNN(3, return_sequences=True), merge_mode="ave")],
+    lambda: [L.LSTM(4, return_sequences=True, zero_output_for_mask=True), L.LSTM(3)],
+], ids=["gru_final_dense", "lstm_mean", "bi_rnn_sequence", "lstm_lstm"])
+def test_masking_matches_keras(make, value):
+    """Keras's Masking is rnnext's: steps whose features all equal the value (at the start, in
+    the middle, at the end, one row wholly) are masked."""
     x = np.random.default_rng(3).standard_normal((B, T, I)).astype(np.float32)
-    x[0, :2] = x[1, 3] = x[2, -3:] = 0.0
-    with_masking = keras_model(L.Masking(0.0), L.GRU(4), L.Dense(2))
-    with pytest.raises(KerasImportError, match="Masking layer 'masking'.*mask=np.any"):
-        keras_layers(with_masking)
-    without = keras.Sequential([keras.Input((T, I)), *with_masking.layers[1:]])
-    np.testing.assert_allclose(
-        rnnext.from_keras(without).predict(x, mask=np.any(x != 0.0, axis=-1)),
-        with_masking.predict(x, verbose=0), rtol=F32_RTOL, atol=F32_ATOL)
+    x[0, :2] = x[1, 3] = x[2, -3:] = value
+    x[1, 4, 0] = value  # one feature equal is not a masked step
+    layers = assert_matches_keras(keras_model(L.Masking(value), *make()), x)
+    assert layers[0] == R.Masking(value)
+
+
+def test_masking_after_another_layer_is_refused():
+    with pytest.raises(KerasImportError, match="Masking layer .*must come first"):
+        keras_layers(keras_model(L.LSTM(4, return_sequences=True), L.Masking(), L.LSTM(3)))
 
 
 def test_functional_model_with_an_embedding_and_a_mask():

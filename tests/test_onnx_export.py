@@ -154,8 +154,11 @@ def test_model_to_onnx_and_from_onnx(tmp_path):
 @pytest.mark.parametrize("layers, expected", [
     ([L.Embedding(10, I, mask_zero=True), L.GRU(H)],
      r"layers\[0\] \(Embedding\): mask_zero=True: .*pad the ids on the right.*lengths=True"),
+    ([L.Masking(0.0), L.GRU(H)],
+     r"layers\[0\] \(Masking\): a masked step keeps the state.*lengths=True"),
     ([L.GRU(H), L.LSTM(H, proj_size=2)], r"layers\[1\] \(LSTM\): proj_size=2"),
-    ([L.RNN(H, activations=("linear",))], r"layers\[0\] \(RNN\): activation 'linear'"),
+    ([L.RNN(H, activations=("linear",))],
+     r"layers\[0\] \(RNN\): activation 'linear' .*affine with alpha 1, beta 0"),
 ])
 def test_to_onnx_refuses_what_does_not_map_naming_the_layer(layers, expected):
     spec = L.build(layers, None if isinstance(layers[0], L.Embedding) else I)
