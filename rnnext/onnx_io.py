@@ -33,10 +33,11 @@ represent comes back rounded. Export (onnx_export.to_onnx) writes what maps back
 import numpy as np
 
 from . import layers as L
-from .cells import (ACTIVATIONS, CELLS, PEEPHOLE_FROM_ONNX, activations_from_onnx,
-                    dense_param_name, param_name, permute_gates)
+from .cells import (ACTIVATIONS, CELLS, EMBEDDING_PARAM, PEEPHOLE_FROM_ONNX,
+                    activations_from_onnx, dense_param_name, param_name, permute_gates)
 from .convert import recurrent_layer
 from .model import Model
+from .onnx_fold import fold, shape_entries
 
 # ONNX's recurrent operators and the cell each one is with its default attributes
 ONNX_CELLS = {c.onnx_op: c for c in CELLS.values() if c.name in ("rnn_tanh", "lstm", "gru")}
@@ -84,21 +85,18 @@ class _Graph:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.producer = {out: (node, k) for node in graph.node
                          for k, out in enumerate(node.output) if out}
-        self.initializers = {t.name: t for t in graph.initializer}
-        self.inputs = [i.name for i in graph.input if i.name not in self.initializers]
+        self.values = fold(graph, self.opset)
+        initializers = {t.name for t in graph.initializer}
+        self.inputs = [i.name for i in graph.input if i.name not in initializers]
+        # each graph input's static sizes (None where the axis is dynamic)
+        self.input_sizes = {i.name: [d.dim_value if d.HasField("dim_value") else None
+                                     for d in i.type.tensor_type.shape.dim] for i in graph.input}
         self.outputs = [o.name for o in graph.output]
 
     def constant(self, name):
-        """The value of a constant tensor (initializer or Constant node), else None."""
-        if name in self.initializers:
-            return self.numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name, (None,))[0]
-        if node is not None and node.op_type == "Constant" and node.attribute:
-            attr = node.attribute[0]
-            if attr.name == "value":
-                return self.numpy_helper.to_array(attr.t)
-            return np.array(self.helper.get_attribute_value(attr))
-        return None
+        """The value of a tensor that only initializers and constants feed (folded), else
+        None."""
+        return self.values.get(name)
 
     def is_zero(self, name):
         """Whether the tensor is all zeros: a zero constant, a ConstantOfShape of 0, or a
@@ -138,7 +136,61 @@ def _data_input(graph, node):
         if len(variable) != 1:
             _refuse(node, "expected one constant operand (a dense layer's weight or bias)")
         return variable[0]
+    if node.op_type == "Gather" and graph.constant(node.input[0]) is not None:
+        return node.input[1]  # an embedding: rows of a constant table looked up by ids
     return node.input[0]
+
+
+def _unstack(graph, gather):
+    """A Gather of one row of stacked final states (PyTorch's h_n: Concat on axis 0 of the Y_h
+    of its layers) as a Gather from that layer's Y_h; other Gathers unchanged."""
+    source = graph.producer.get(gather.input[0], (None,))[0]
+    index = graph.constant(gather.input[1]) if len(gather.input) > 1 else None
+    if source is None or source.op_type != "Concat" or index is None or index.size != 1 or \
+            graph.attributes(gather).get("axis", 0) != 0:
+        return gather
+    rows = []
+    for name in source.input:
+        node, k = graph.producer.get(name, (None, None))
+        if node is None or node.op_type not in ONNX_CELLS or k != 1 or \
+                graph.attributes(source).get("axis") != 0:
+            _refuse(source, "concatenates something other than recurrent nodes' final states "
+                            "(Y_h) on axis 0")
+        direction = _text(graph.attributes(node).get("direction", "forward"))
+        rows += [(name, d) for d in range(2 if direction == "bidirectional" else 1)]
+    row = int(index.flat[0])
+    if not -len(rows) <= row < len(rows):
+        _refuse(gather, f"index {row} is out of range for {len(rows)} stacked final states")
+    name, local = rows[row]
+    graph.values[f"{gather.name}/row"] = np.full(index.shape, local, np.int64)
+    return graph.helper.make_node("Gather", [name, f"{gather.name}/row"], list(gather.output),
+                                  name=gather.name, axis=0)
+
+
+def _directions_concat(graph, concat):
+    """The Concat on the feature axis of a bidirectional node's two final states, forward then
+    backward (torch.cat([h_n[-2], h_n[-1]], 1)), as the Transpose and Reshape that merge the
+    directions of its Y_h (in the chain's order, last first)."""
+    gathers = [graph.producer.get(name, (None,))[0] for name in concat.input]
+    gathers = [_unstack(graph, g) if g is not None and g.op_type == "Gather" else None
+               for g in gathers]
+    picked = [(g.input[0], graph.constant(g.input[1])) for g in gathers if g is not None]
+    axis = graph.attributes(concat).get("axis")
+    source, k = graph.producer.get(picked[0][0], (None, None)) if picked else (None, None)
+    if len(picked) != 2 or len(gathers) != 2 or axis not in (1, -1) or k != 1 or \
+            source.op_type not in ONNX_CELLS or \
+            _text(graph.attributes(source).get("direction")) != "bidirectional" or \
+            picked[0][0] != picked[1][0] or any(i is None or i.ndim for _, i in picked) or \
+            [int(i) % 2 for _, i in picked] != [0, 1]:
+        _refuse(concat, "only the concatenation, on the feature axis, of a bidirectional node's "
+                        "forward and backward final states in that order maps (torch.cat([h_n[-2], "
+                        "h_n[-1]], 1))")
+    states, name = picked[0][0], concat.name
+    graph.values[f"{name}/shape"] = np.array([0, -1], np.int64)
+    return [graph.helper.make_node("Reshape", [f"{name}/directions", f"{name}/shape"],
+                                   list(concat.output), name=name),
+            graph.helper.make_node("Transpose", [states], [f"{name}/directions"], name=name,
+                                   perm=[1, 0, 2])]
 
 
 
@@ -152,6 +204,11 @@ def _chain(graph):
             _refuse(None, f"tensor {name!r} on the path to the first output has no producer and "
                           f"is not a graph input")
         node, k = graph.producer[name]
+        if node.op_type == "Concat":
+            reshape, node = _directions_concat(graph, node)
+            chain.append((reshape, 0))
+        elif node.op_type == "Gather":
+            node = _unstack(graph, node)
         if node.op_type not in (*ONNX_CELLS, *SHAPE_OPS, *MERGE_OPS, *TIME_OPS, *DENSE_OPS,
                                 "Gemm", "MatMul", "Add"):
             _refuse(node, "is not supported on the path from the input to the first output; "
@@ -166,22 +223,49 @@ def _chain(graph):
 # ------------------------------------------------------------------------------------------------
 # the data path, one axis label at a time
 #
-# labels: x0, x1, x2 the graph input's axes (before the first recurrent node); T time; B batch;
-# F features (width); D the two directions and H one direction's units of an unmerged
-# bidirectional output; 1 a unit axis.
+# labels: x0, x1, x2 the graph input's axes (before the first recurrent node; x2 an embedding's
+# vectors after ids x0, x1); T time; B batch; F features (width); D the two directions and H one
+# direction's units of an unmerged bidirectional output; 1 a unit axis.
 
 
 class _Path:
-    def __init__(self):
-        self.axes = ["x0", "x1", "x2"]
+    def __init__(self, input_sizes):
+        self.input_sizes = input_sizes  # the graph input's static sizes (None where dynamic)
+        self.axes = [f"x{i}" for i in range(len(input_sizes))]
         self.stage = "input"   # input -> seq (a recurrent output) -> readout -> dense
         self.readout = "sequence"
         self.width = None      # the size of an F axis
         self.units = None      # the size of an H axis
         self.layer = None      # the record of the last recurrent node (see _recurrent)
+        self.static = {}       # the sizes of T and B where the graph input fixes them
+        self.inputs = {}       # x0.. as T, B, or the input's feature count (first recurrent node)
+        self.shapes = {}       # {tensor: its axes} for the tensors on the path
 
     def size(self, label):
-        return {"1": 1, "D": 2, "H": self.units, "F": self.width}.get(label)
+        return {"1": 1, "D": 2, "H": self.units, "F": self.width, **self.static}.get(label)
+
+    def record(self, name):
+        """Notes the axes of tensor `name`, the path's current tensor, for Shape of it."""
+        self.shapes[name] = [a if self.size(a) is None else self.size(a) for a in self.axes]
+
+    def entries(self, name):
+        """Tensor `name`'s shape as ints and the labels of dynamic axes, or None off the path."""
+        if name not in self.shapes:
+            return None
+        labels = [self.inputs.get(a, a) for a in self.shapes[name]]
+        return [a if isinstance(a, int) or self.size(a) is None else self.size(a)
+                for a in labels]
+
+    def begin_sequence(self, want, input_size):
+        """Names the graph input's axes, now reordered as `want` + features by the first
+        recurrent node's input: T and B, with their static sizes, and the features."""
+        for axis, label in zip(self.axes, want):
+            self.inputs[axis] = label
+            size = self.input_sizes[int(axis[1:])] if int(axis[1:]) < len(self.input_sizes) \
+                else None
+            if size:
+                self.static[label] = size
+        self.inputs[self.axes[-1]] = input_size
 
 
 def _axis(node, axis, rank):
@@ -203,10 +287,11 @@ def _merge(node, path, labels):
 
 
 def _reshape(node, path, target):
-    """Labels after Reshape to `target` (0 copies the axis at its position, -1 takes the rest):
-    each output axis must be a run of whole input axes."""
+    """Labels after Reshape to `target` (0 copies the axis at its position, -1 takes the rest, a
+    label such as "B" is the size of that axis): each output axis must be a run of whole input
+    axes."""
     axes = path.axes
-    if target.count(-1) > 1 or any(t < -1 for t in target):
+    if target.count(-1) > 1 or any(isinstance(t, int) and t < -1 for t in target):
         _refuse(node, f"shape {target} is not a valid target")
 
     def match(specs, positions, order):
@@ -218,6 +303,13 @@ def _reshape(node, path, target):
                     _refuse(node, f"shape {target} copies axis {position} of {tuple(axes)} after "
                                   f"merging others")
                 runs.append([axes[order[i]]])
+                i += 1
+                continue
+            if isinstance(spec, str):
+                if i >= len(order) or axes[order[i]] != spec:
+                    _refuse(node, f"shape {target} gives the size of axis {spec} to another axis "
+                                  f"of {tuple(axes)}")
+                runs.append([spec])
                 i += 1
                 continue
             run, product = [], 1
@@ -308,10 +400,14 @@ def _shape_op(graph, node, path):
     elif op == "Reshape":
         target = graph.constant(node.input[1])
         if target is None:
-            _refuse(node, "its shape must be a constant")
-        if attrs.get("allowzero", 0):
-            _refuse(node, "allowzero=1 is not supported")
-        path.axes = _reshape(node, path, [int(t) for t in target])
+            target = shape_entries(graph, node.input[1], path.entries)
+        if target is None:
+            _refuse(node, "its shape must be a constant or computed from constants and the "
+                          "sizes of the batch and time axes (Shape of the data)")
+        target = [t if isinstance(t, str) else int(t) for t in target]
+        if attrs.get("allowzero", 0) and 0 in target:
+            _refuse(node, "allowzero=1 with a zero in the shape is not supported")
+        path.axes = _reshape(node, path, target)
     elif op == "Flatten":
         axis = attrs.get("axis", 1) + (rank if attrs.get("axis", 1) < 0 else 0)
         if not 0 <= axis <= rank:
@@ -321,6 +417,11 @@ def _shape_op(graph, node, path):
         index = graph.constant(node.input[1])
         axis = _axis(node, attrs.get("axis", 0), rank)
         label = path.axes[axis]
+        if label == "D":
+            _refuse(node, "takes one direction's final state (h_n[-1] or h_n[-2] alone) of a "
+                          "bidirectional node; rnnext's final readout merges both directions: "
+                          "concatenate them (torch.cat([h_n[-2], h_n[-1]], 1)) or export a "
+                          "unidirectional last layer")
         if index is None or index.size != 1 or not (
                 (label == "T" and int(index.flat[0]) == -1) or (label == "1" and
                                                                  int(index.flat[0]) in (0, -1))):
@@ -421,9 +522,10 @@ def _recurrent(graph, node, path, info):
     want = ["T", "B"] if layout == 0 else ["B", "T"]
     if path.stage == "input":
         if len(path.axes) != 3 or set(path.axes) != {"x0", "x1", "x2"}:
-            _refuse(node, f"X must be the graph input, reordered at most; got axes "
-                          f"{tuple(path.axes)}")
+            _refuse(node, f"X must be the graph input, reordered at most, or its embedding; got "
+                          f"axes {tuple(path.axes)}")
         info["input_size"] = W.shape[-1]
+        path.begin_sequence(want, W.shape[-1])
     elif path.stage != "seq" or path.axes != want + ["F"]:
         _refuse(node, f"X must be the graph input or the previous node's output sequence as "
                       f"{tuple(want)} + features (layout {layout}); got axes {tuple(path.axes)}")
@@ -483,10 +585,14 @@ def onnx_layers(source):
     chain = _chain(graph)
     if not any(node.op_type in ONNX_CELLS for node, _ in chain):
         _refuse(None, "has no LSTM, GRU or RNN node on the path to its first output")
-    path, info, records, dense = _Path(), {}, [], []
+    first = _data_input(graph, chain[0][0])
+    path, info, records, dense = _Path(graph.input_sizes[first]), {"embedding": None}, [], []
+    path.record(first)
     for node, k in chain:
         op = node.op_type
-        if op in ONNX_CELLS:
+        if op == "Gather" and path.stage == "input" and graph.constant(node.input[0]) is not None:
+            info["embedding"] = _embedding(graph, node, path)
+        elif op in ONNX_CELLS:
             if path.stage not in ("input", "seq"):
                 _refuse(node, "takes something other than the input or a recurrent output "
                               "sequence")
@@ -521,11 +627,24 @@ def onnx_layers(source):
                 if _axis(node, axis, len(path.axes)) != len(path.axes) - 1:
                     _refuse(node, f"softmax over axis {axis}, not the last (the outputs)")
             dense[-1]["activation"] = DENSE_OPS[op]
+        path.record(node.output[k])
     if info["lengths"] is not None and path.readout in ("last", "mean", "max"):
         _refuse(None, f"reads its sequences' {path.readout} step(s) over all time steps while "
                       f"its nodes take sequence_lens: rnnext's readouts read each sequence's "
                       f"valid steps instead")
-    return _layer_list(records, path.readout, dense, info["input_size"])
+    return _layer_list(records, path.readout, dense, info)
+
+
+def _embedding(graph, node, path):
+    """The table (vocab, dim) of a Gather of its rows by the graph input's token ids."""
+    table = graph.constant(node.input[0])
+    if graph.attributes(node).get("axis", 0) != 0 or table.ndim != 2 or len(path.axes) != 2:
+        _refuse(node, f"expected an embedding: rows (axis 0) of a 2-D constant table gathered by "
+                      f"token ids (batch, time) from the graph input, got a table of shape "
+                      f"{table.shape}, axis {graph.attributes(node).get('axis', 0)} and ids of "
+                      f"rank {len(path.axes)}")
+    path.axes = path.axes + ["x2"]
+    return table.astype(np.float32)
 
 
 def _dense(graph, node, path):
@@ -565,10 +684,12 @@ def _bias(graph, node, name, head_bias):
 
 
 
-def _layer_list(records, readout, dense, input_size):
-    """(layers, input_size, params) from the recurrent nodes' records, the readout and the
-    dense layers' records."""
-    layers = []
+def _layer_list(records, readout, dense, info):
+    """(layers, input_size, params) from the recurrent nodes' records, the readout, the
+    dense layers' records and info's embedding table and input_size."""
+    table, input_size = info["embedding"], info["input_size"]
+    layers = [] if table is None else [L.Embedding(*table.shape)]
+    input_size = None if table is not None else input_size
     for record in records:
         try:
             layers.append(recurrent_layer(record["cell"], record["units"],
@@ -580,7 +701,7 @@ def _layer_list(records, readout, dense, input_size):
         layers.append(L.Readout(readout))
     layers += [L.Dense(d["weight"].shape[0], d["activation"]) for d in dense]
     spec = L.build(layers, input_size)
-    params = {}
+    params = {} if table is None else {EMBEDDING_PARAM: table}
     for record, r in zip(records, spec.recurrent):
         for reverse, weights in record["weights"].items():
             params.update({param_name(kind, r.index, reverse): value
