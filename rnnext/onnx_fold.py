@@ -17,13 +17,28 @@ UNFOLDABLE = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifor
               "Multinomial", "Bernoulli", "If", "Loop", "Scan")
 
 
-def fold(graph, opset):
-    """{tensor: value} of every tensor that only initializers and constants feed, evaluated in
-    the graph's order (ONNX's nodes are sorted topologically) by onnx's reference evaluator."""
+def fold(model, opset):
+    """{tensor: value} of every tensor of model's graph that only initializers and constants
+    feed, evaluated in the graph's order (ONNX's nodes are sorted topologically) by onnx's
+    reference evaluator; Shape of a data tensor is one where shape inference fixes the sizes it
+    reads (the hidden size of a zero state of dynamic batch)."""
     from onnx.numpy_helper import to_array
     from onnx.reference import ReferenceEvaluator
+    from onnx.shape_inference import infer_shapes
+    graph = model.graph
     values = {t.name: to_array(t) for t in graph.initializer}
+    inferred = infer_shapes(model).graph
+    sizes = {v.name: [d.dim_value if d.HasField("dim_value") else None
+                      for d in v.type.tensor_type.shape.dim]
+             for v in (*inferred.value_info, *inferred.input) if v.type.tensor_type.HasField("shape")}
     for node in graph.node:
+        if node.op_type == "Shape" and node.input[0] not in values:
+            attrs = {a.name: a.i for a in node.attribute}
+            read = sizes.get(node.input[0], [None])
+            read = read[attrs.get("start", 0):attrs.get("end", len(read))]
+            if None not in read:
+                values[node.output[0]] = np.array(read, np.int64)
+            continue
         if node.op_type in UNFOLDABLE or node.domain not in ("", "ai.onnx") or \
                 any(i and i not in values for i in node.input):
             continue

@@ -85,7 +85,7 @@ class _Graph:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.producer = {out: (node, k) for node in graph.node
                          for k, out in enumerate(node.output) if out}
-        self.values = fold(graph, self.opset)
+        self.values = fold(model, self.opset)
         initializers = {t.name for t in graph.initializer}
         self.inputs = [i.name for i in graph.input if i.name not in initializers]
         # each graph input's static sizes (None where the axis is dynamic)
@@ -315,6 +315,10 @@ def _reshape(node, path, target):
             run, product = [], 1
             while product < spec and i < len(order):
                 size = path.size(axes[order[i]])
+                if size is None and not run and axes[order[i]] in ("T", "B"):
+                    # the graph runs at this size only (PyTorch's dynamo exporter fixes T so
+                    # while the graph input calls it dynamic); the Model runs at any
+                    size = path.static[axes[order[i]]] = spec
                 if size is None:
                     _refuse(node, f"shape {target} gives the axis {axes[order[i]]} of "
                                   f"{tuple(axes)}, of variable size, a fixed size")
@@ -442,7 +446,8 @@ def _shape_op(graph, node, path):
             if step == 1 and start == -1 and end >= 2**31 - 1 and label == "T":
                 _last_step(node, path, label)
                 path.axes[axis] = "1"
-            elif not (step == 1 and start == 0 and size is not None and end >= size):
+            elif not (step == 1 and start == 0 and (end >= 2**31 - 1 or
+                                                    (size is not None and end >= size))):
                 _refuse(node, f"slices [{start}:{end}:{step}] of axis {label}; only the last "
                               f"time step ([-1:]) is supported")
 

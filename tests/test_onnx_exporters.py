@@ -1,0 +1,320 @@
+"""ONNX import of what torch.onnx.export writes, the way people call it: the default exporter
+(dynamo=True), the same without its graph optimizer (optimize=False) and the TorchScript one
+(dynamo=False), with dynamic batch and time axes where the exporter keeps them. from_onnx's
+Model must give the torch module's eval() output and ONNX Runtime's output of the same file, at
+a batch and time different from the export's example where they are dynamic."""
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed")
+onnx = pytest.importorskip("onnx", reason="onnx not installed")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+
+from rnnext.onnx_io import OnnxImportError, from_onnx  # noqa: E402
+
+from conftest import assert_f32_close  # noqa: E402
+
+nn = torch.nn
+I, H, VOCAB, OUT = 3, 4, 11, 2
+EXAMPLE_B, EXAMPLE_T = 2, 5   # the export's example input
+B, T = 3, 7                   # the test input, on the axes the graph keeps dynamic
+
+EXPORTERS = {"dynamo": {"dynamo": True}, "dynamo-unoptimized": {"dynamo": True, "optimize": False},
+             "torchscript": {"dynamo": False}}
+# torch 2.13's dynamo exporter fixes the time axis of recurrent modules at the example's (in the
+# graph input or, for a time-major input, in the Reshape targets): its graphs run at that T only
+
+
+# ------------------------------------------------------------------------------------------------
+# the modules: each takes x (float features, or int64 token ids) batch-first unless time_major
+
+
+class Sequence(nn.Module):
+    """A recurrent module's output sequence (what nn.LSTM(...)(x)[0] is)."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+class EmbeddingLastStep(nn.Module):
+    """Token ids -> LSTM -> the last step -> Linear -> softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, I)
+        self.rnn = nn.LSTM(I, H, batch_first=True)
+        self.fc = nn.Linear(H, OUT)
+
+    def forward(self, ids):
+        return torch.softmax(self.fc(self.rnn(self.embedding(ids))[0][:, -1]), -1)
+
+
+class EmbeddingBidirectionalFinal(nn.Module):
+    """Time-major token ids -> bidirectional LSTM -> cat(h_n[-2], h_n[-1]) -> Linear."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, I)
+        self.rnn = nn.LSTM(I, H, num_layers=layers, bidirectional=True)
+        self.fc = nn.Linear(2 * H, OUT)
+
+    def forward(self, ids):
+        _, (h_n, _) = self.rnn(self.embedding(ids))
+        return self.fc(torch.cat([h_n[-2], h_n[-1]], 1))
+
+
+class TwoModules(nn.Module):
+    """LSTM -> bidirectional GRU of another size, two modules in a row."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.LSTM(I, 5, batch_first=True)
+        self.second = nn.GRU(5, H, batch_first=True, bidirectional=True)
+
+    def forward(self, x):
+        return self.second(self.first(x)[0])[0]
+
+
+class PooledMLP(nn.Module):
+    """GRU -> mean or max over time -> Linear, tanh -> Linear, sigmoid."""
+
+    def __init__(self, pool):
+        super().__init__()
+        self.pool = pool
+        self.rnn = nn.GRU(I, H, batch_first=True)
+        self.hidden = nn.Linear(H, 6)
+        self.fc = nn.Linear(6, OUT)
+
+    def forward(self, x):
+        y = self.rnn(x)[0]
+        y = y.mean(1) if self.pool == "mean" else y.amax(1)
+        return torch.sigmoid(self.fc(torch.tanh(self.hidden(y))))
+
+
+class FinalStateMLP(nn.Module):
+    """2-layer LSTM -> h_n[-1] -> Linear, relu -> Linear (MatMul and Add: no batch axis)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(I, H, num_layers=2, batch_first=True)
+        self.hidden = nn.Linear(H, 6)
+        self.fc = nn.Linear(6, OUT)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.hidden(self.rnn(x)[1][0][-1])))
+
+
+class SequenceMLP(nn.Module):
+    """Bidirectional RNN (tanh) -> Linear, relu on every step -> Linear, softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(I, H, batch_first=True, bidirectional=True)
+        self.hidden = nn.Linear(2 * H, 6)
+        self.fc = nn.Linear(6, OUT)
+
+    def forward(self, x):
+        return torch.softmax(self.fc(torch.relu(self.hidden(self.rnn(x)[0]))), -1)
+
+
+# name: (module factory, takes token ids, time-major input, returns a sequence)
+ZOO = {
+    "lstm": (lambda: Sequence(nn.LSTM(I, H)), False, True, True),
+    "gru-2-bidirectional": (lambda: Sequence(nn.GRU(I, H, num_layers=2, bidirectional=True,
+                                                    batch_first=True)), False, False, True),
+    "rnn-relu": (lambda: Sequence(nn.RNN(I, H, nonlinearity="relu", batch_first=True)),
+                 False, False, True),
+    "embedding-lstm-last-softmax": (EmbeddingLastStep, True, False, False),
+    "embedding-bilstm-final-cat": (lambda: EmbeddingBidirectionalFinal(1), True, True, False),
+    "embedding-bilstm-2-final-cat": (lambda: EmbeddingBidirectionalFinal(2), True, True, False),
+    "lstm-then-bigru": (TwoModules, False, False, True),
+    "gru-mean-mlp": (lambda: PooledMLP("mean"), False, False, False),
+    "gru-max-mlp": (lambda: PooledMLP("max"), False, False, False),
+    "lstm-2-final-mlp": (FinalStateMLP, False, False, False),
+    "birnn-sequence-mlp": (SequenceMLP, False, False, True),
+}
+
+
+def inputs(ids, time_major, batch, steps, seed=0):
+    """(batch-first x for rnnext, the same x as the module and the graph take)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, VOCAB, (batch, steps)) if ids else \
+        rng.standard_normal((batch, steps, I)).astype(np.float32)
+    return x, (np.ascontiguousarray(x.swapaxes(0, 1)) if time_major else x)
+
+
+def export(module, x, exporter, dynamic):
+    """The bytes of torch.onnx.export(module, (x,), f, **exporter's arguments), with the batch
+    and time axes dynamic or not."""
+    time_axis, batch_axis = (0, 1) if module.time_major else (1, 0)
+    kwargs = dict(EXPORTERS[exporter])
+    if dynamic and kwargs["dynamo"]:
+        kwargs["dynamic_shapes"] = ({batch_axis: torch.export.Dim("batch"),
+                                     time_axis: torch.export.Dim("time")},)
+    elif dynamic:
+        kwargs.update(input_names=["x"], dynamic_axes={"x": {batch_axis: "batch",
+                                                             time_axis: "time"}})
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.from_numpy(x),), buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def build(name):
+    factory, ids, time_major, sequence = ZOO[name]
+    torch.manual_seed(sum(map(ord, name)))
+    module = factory().eval()
+    module.ids, module.time_major, module.sequence = ids, time_major, sequence
+    return module
+
+
+def dynamic_axes(model):
+    """The axes of the graph input that the graph leaves dynamic."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return [k for k, d in enumerate(dims) if not d.HasField("dim_value")]
+
+
+def check_import(module, data, batch, steps):
+    """from_onnx(data).predict equals the module and ONNX Runtime on a (batch, steps) input."""
+    x, x_graph = inputs(module.ids, module.time_major, batch, steps)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x_graph)).numpy()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    from_ort = session.run(None, {name: x_graph})[0]
+    got = from_onnx(data).predict(x)
+    if module.sequence and module.time_major:
+        got = got.swapaxes(0, 1)
+    assert_f32_close(from_ort, expected, "onnxruntime against torch")
+    assert_f32_close(got, expected, "rnnext against torch")
+    assert_f32_close(got, from_ort, "rnnext against onnxruntime")
+
+
+# ------------------------------------------------------------------------------------------------
+# the zoo
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("name", ZOO)
+def test_exported_graphs_match_torch_and_onnxruntime(name, exporter):
+    module = build(name)
+    example = inputs(module.ids, module.time_major, EXAMPLE_B, EXAMPLE_T)[1]
+    data = export(module, example, exporter, dynamic=True)
+    model = onnx.load_from_string(data)
+    time_axis, batch_axis = (0, 1) if module.time_major else (1, 0)
+    assert batch_axis in dynamic_axes(model)
+    keeps_time = not EXPORTERS[exporter]["dynamo"]
+    assert (time_axis in dynamic_axes(model)) >= keeps_time
+    check_import(module, data, B, T if keeps_time else EXAMPLE_T)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("name", ["lstm", "gru-2-bidirectional", "lstm-then-bigru",
+                                  "embedding-bilstm-final-cat"])
+def test_static_exports_import_and_run_at_their_shape(name, exporter):
+    """Without dynamic axes the exporters write the example's batch and time into the Reshape
+    targets: the importer reads them from the graph input's static shape."""
+    module = build(name)
+    example = inputs(module.ids, module.time_major, EXAMPLE_B, EXAMPLE_T)[1]
+    data = export(module, example, exporter, dynamic=False)
+    assert dynamic_axes(onnx.load_from_string(data)) == []
+    check_import(module, data, EXAMPLE_B, EXAMPLE_T)
+
+
+# ------------------------------------------------------------------------------------------------
+# what the exporters write, so that the tests above prove the folding
+
+
+def _recurrent_nodes(model):
+    return [n for n in model.graph.node if n.op_type in ("LSTM", "GRU", "RNN")]
+
+
+def _computed_reshape_targets(model):
+    """Reshape nodes whose target is computed (from Shape of data), not a stored constant."""
+    constants = {t.name for t in model.graph.initializer} | \
+        {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n for n in model.graph.node if n.op_type == "Reshape" and n.input[1] not in constants]
+
+
+def test_unoptimized_dynamo_graph_computes_its_weights():
+    """dynamo=True, optimize=False slices PyTorch's weights into gate blocks and concatenates
+    them: W, R and B of the LSTM nodes are computed tensors, folded on import."""
+    module = build("lstm-2-final-mlp")
+    example = inputs(False, False, EXAMPLE_B, EXAMPLE_T)[1]
+    data = export(module, example, "dynamo-unoptimized", dynamic=True)
+    model = onnx.load_from_string(data)
+    initializers = {t.name for t in model.graph.initializer}
+    nodes = _recurrent_nodes(model)
+    assert len(nodes) == 2
+    assert all(name not in initializers for node in nodes for name in node.input[1:4])
+    check_import(module, data, B, EXAMPLE_T)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_dynamic_graphs_compute_reshape_targets_from_shape(exporter):
+    """A bidirectional stack's Y is reshaped to (T, B, 2H) with a target computed from Shape of
+    Y by the default exporter (the TorchScript exporter stores [0, 0, -1]); its zero initial
+    states are Expand or ConstantOfShape of Shape(x) in both."""
+    module = build("gru-2-bidirectional")
+    example = inputs(False, False, EXAMPLE_B, EXAMPLE_T)[1]
+    data = export(module, example, exporter, dynamic=True)
+    model = onnx.load_from_string(data)
+    assert len(_computed_reshape_targets(model)) == (2 if exporter == "dynamo" else 0)
+    assert {n.op_type for n in model.graph.node} & {"Expand", "ConstantOfShape"}
+    check_import(module, data, B, EXAMPLE_T if exporter == "dynamo" else T)
+
+
+# ------------------------------------------------------------------------------------------------
+# refusals name the node and why
+
+
+class LastDirectionOnly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(I, H, batch_first=True, bidirectional=True)
+
+    def forward(self, x):
+        return self.rnn(x)[1][-1]
+
+
+class BackwardThenForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(I, H, batch_first=True, bidirectional=True)
+
+    def forward(self, x):
+        h_n = self.rnn(x)[1]
+        return torch.cat([h_n[-1], h_n[-2]], 1)
+
+
+class CellState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(I, H, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(x)[1][1][-1]
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("module, expected", [
+    (LastDirectionOnly, r"Gather node .*one direction.*torch.cat\(\[h_n\[-2\], h_n\[-1\]\], 1\)"),
+    (BackwardThenForward, r"Concat node .*forward and backward final states in that order"),
+    (CellState, r"LSTM node .*Y_c"),
+])
+def test_refusals_name_the_node_and_why(module, expected, exporter):
+    torch.manual_seed(0)
+    example = inputs(False, False, EXAMPLE_B, EXAMPLE_T)[1]
+    module = module().eval()
+    module.time_major = False
+    data = export(module, example, exporter, dynamic=True)
+    with pytest.raises(OnnxImportError, match=expected):
+        from_onnx(data)
