@@ -1,22 +1,33 @@
 """ONNX import (from_onnx). Needs the optional onnx package.
 
-Import reads the path from the graph's input to its first output and builds a layer list:
+Import first folds every tensor that only initializers and constants feed (onnx_fold: the
+weights that torch.onnx.export(dynamo=True, optimize=False) slices and concatenates), then reads
+the path from the graph's input to its first output and builds a layer list:
+- an embedding: Gather of a constant table's rows by the graph input's token ids (B, T), or
+  (T, B) where a Transpose follows;
 - each LSTM, GRU or RNN node is a recurrent layer of its own (nodes of different types and
   sizes in a chain are different layers), with its direction (forward, reverse or
   bidirectional), activations with activation_alpha / activation_beta (as ONNX Runtime reads
   them: one value per function that uses one, in order), clip, input_forget, peepholes (P,
   ONNX order i, o, f; all zero means none) and linear_before_reset (0 is GRU(reset_after=False));
-  gate blocks are permuted to ours (cells.CELLS[..].from_onnx);
+  gate blocks are permuted to ours (cells.CELLS[..].from_onnx); an RNN unrolled into per-step
+  MatMul, Add and Tanh or Relu (how the dynamo exporter writes nn.RNN) is read as an RNN node
+  (onnx_unrolled);
 - how a bidirectional node's Y (T, D, B, H) is merged: Transpose and Reshape of (D, H) into one
   axis is merge "concat"; ReduceSum, ReduceMean or ReduceProd over D is "sum", "ave", "mul";
 - the readout: the whole sequence (none), the last time step of Y (Gather or Slice of index -1:
-  Readout("last")), Y_h (Readout("final"), merged the same ways), ReduceMean or ReduceMax over
-  time (Readout("mean") / ("max"));
+  Readout("last")), Y_h (Readout("final"), merged the same ways; PyTorch's h_n[-1], a row of
+  the Y_h of its layers concatenated, is the last node's Y_h, and torch.cat([h_n[-2], h_n[-1]],
+  1) of a bidirectional node is merge "concat"), ReduceMean or ReduceMax over time
+  (Readout("mean") / ("max"));
 - dense layers: Gemm, or MatMul and Add, each optionally followed by Relu, Tanh, Sigmoid or
   Softmax (on the last axis).
 Between them it follows the reshaping that exporters emit (Transpose, Reshape, Squeeze,
 Unsqueeze, Flatten, Identity, Dropout), tracking what every axis means, and refuses by name
-whatever it cannot map exactly.
+whatever it cannot map exactly. A Reshape target may be computed from Shape of the data (batch
+and time sizes as the exporters write them for dynamic axes); a fixed size given to the time or
+batch axis is the graph's own (the dynamo exporter fixes T at the example's even where the graph
+input calls it dynamic): the imported Model runs at any batch and time.
 
 What the imported Model computes, for batch-first x (B, T, I) whatever the graph's layout: the
 graph's first output with its axes in batch-first order (a per-step output is zero past each
@@ -38,6 +49,7 @@ from .cells import (ACTIVATIONS, CELLS, EMBEDDING_PARAM, PEEPHOLE_FROM_ONNX,
 from .convert import recurrent_layer
 from .model import Model
 from .onnx_fold import fold, shape_entries
+from .onnx_unrolled import unrolled_rnn
 
 # ONNX's recurrent operators and the cell each one is with its default attributes
 ONNX_CELLS = {c.onnx_op: c for c in CELLS.values() if c.name in ("rnn_tanh", "lstm", "gru")}
@@ -147,15 +159,14 @@ def _unstack(graph, gather):
     source = graph.producer.get(gather.input[0], (None,))[0]
     index = graph.constant(gather.input[1]) if len(gather.input) > 1 else None
     if source is None or source.op_type != "Concat" or index is None or index.size != 1 or \
-            graph.attributes(gather).get("axis", 0) != 0:
+            graph.attributes(gather).get("axis", 0) != 0 or \
+            graph.attributes(source).get("axis") != 0:
         return gather
     rows = []
     for name in source.input:
         node, k = graph.producer.get(name, (None, None))
-        if node is None or node.op_type not in ONNX_CELLS or k != 1 or \
-                graph.attributes(source).get("axis") != 0:
-            _refuse(source, "concatenates something other than recurrent nodes' final states "
-                            "(Y_h) on axis 0")
+        if node is None or node.op_type not in ONNX_CELLS or k != 1:
+            return gather
         direction = _text(graph.attributes(node).get("direction", "forward"))
         rows += [(name, d) for d in range(2 if direction == "bidirectional" else 1)]
     row = int(index.flat[0])
@@ -184,14 +195,14 @@ def _directions_concat(graph, concat):
             [int(i) % 2 for _, i in picked] != [0, 1]:
         _refuse(concat, "only the concatenation, on the feature axis, of a bidirectional node's "
                         "forward and backward final states in that order maps (torch.cat([h_n[-2], "
-                        "h_n[-1]], 1))")
+                        "h_n[-1]], 1)), or that of an RNN's steps as torch.onnx.export(dynamo="
+                        "True) unrolls nn.RNN (tanh or relu, no initial state)")
     states, name = picked[0][0], concat.name
     graph.values[f"{name}/shape"] = np.array([0, -1], np.int64)
     return [graph.helper.make_node("Reshape", [f"{name}/directions", f"{name}/shape"],
                                    list(concat.output), name=name),
             graph.helper.make_node("Transpose", [states], [f"{name}/directions"], name=name,
                                    perm=[1, 0, 2])]
-
 
 
 def _chain(graph):
@@ -205,8 +216,9 @@ def _chain(graph):
                           f"is not a graph input")
         node, k = graph.producer[name]
         if node.op_type == "Concat":
-            reshape, node = _directions_concat(graph, node)
-            chain.append((reshape, 0))
+            *rewritten, node = unrolled_rnn(graph, node) or _directions_concat(graph, node)
+            chain += [(n, 0) for n in rewritten]
+            k = 0
         elif node.op_type == "Gather":
             node = _unstack(graph, node)
         if node.op_type not in (*ONNX_CELLS, *SHAPE_OPS, *MERGE_OPS, *TIME_OPS, *DENSE_OPS,
