@@ -124,6 +124,18 @@ class SequenceMLP(nn.Module):
         return torch.softmax(self.fc(torch.relu(self.hidden(self.rnn(x)[0]))), -1)
 
 
+class LastStep(nn.Module):
+    """Time-major 2-layer RNN (tanh) -> y[-1] -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(I, H, num_layers=2)
+        self.fc = nn.Linear(H, OUT)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][-1])
+
+
 # name: (module factory, takes token ids, time-major input, returns a sequence)
 ZOO = {
     "lstm": (lambda: Sequence(nn.LSTM(I, H)), False, True, True),
@@ -131,6 +143,7 @@ ZOO = {
                                                     batch_first=True)), False, False, True),
     "rnn-relu": (lambda: Sequence(nn.RNN(I, H, nonlinearity="relu", batch_first=True)),
                  False, False, True),
+    "rnn-2-last-step": (LastStep, False, True, False),
     "embedding-lstm-last-softmax": (EmbeddingLastStep, True, False, False),
     "embedding-bilstm-final-cat": (lambda: EmbeddingBidirectionalFinal(1), True, True, False),
     "embedding-bilstm-2-final-cat": (lambda: EmbeddingBidirectionalFinal(2), True, True, False),
@@ -203,7 +216,7 @@ def check_import(module, data, batch, steps):
 
 
 # the unoptimized dynamo export (weights computed by ops) on the modules of different structure
-UNOPTIMIZED = ["lstm", "rnn-relu", "embedding-bilstm-2-final-cat", "lstm-then-bigru",
+UNOPTIMIZED = ["lstm", "rnn-2-last-step", "embedding-bilstm-2-final-cat", "lstm-then-bigru",
                "gru-max-mlp", "lstm-2-final-mlp", "birnn-sequence-mlp"]
 
 
