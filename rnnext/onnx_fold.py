@@ -30,7 +30,8 @@ def fold(model, opset):
     inferred = infer_shapes(model).graph
     sizes = {v.name: [d.dim_value if d.HasField("dim_value") else None
                       for d in v.type.tensor_type.shape.dim]
-             for v in (*inferred.value_info, *inferred.input) if v.type.tensor_type.HasField("shape")}
+             for v in (*inferred.value_info, *inferred.input)
+             if v.type.tensor_type.HasField("shape")}
     for node in graph.node:
         if node.op_type == "Shape" and node.input[0] not in values:
             attrs = {a.name: a.i for a in node.attribute}

@@ -291,6 +291,18 @@ def test_dynamic_graphs_compute_reshape_targets_from_shape(exporter):
     check_import(module, data, B, EXAMPLE_T if exporter == "dynamo" else T)
 
 
+def test_dynamo_unrolls_nn_rnn_into_steps():
+    """The default exporter writes a bidirectional nn.RNN as per-step MatMul, Add and Tanh
+    nodes, no RNN node: the importer reads the steps back as one bidirectional layer."""
+    module = build("birnn-sequence-mlp")
+    example = inputs(False, False, EXAMPLE_B, EXAMPLE_T)[1]
+    data = export(module, example, "dynamo", dynamic=True)
+    model = onnx.load_from_string(data)
+    assert _recurrent_nodes(model) == []
+    assert sum(n.op_type == "Tanh" for n in model.graph.node) == 2 * EXAMPLE_T
+    check_import(module, data, B, EXAMPLE_T)
+
+
 # ------------------------------------------------------------------------------------------------
 # refusals name the node and why
 
@@ -323,13 +335,31 @@ class CellState(nn.Module):
         return self.rnn(x)[1][1][-1]
 
 
+class LearnedInitialState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(I, H, batch_first=True)
+        self.h0 = nn.Parameter(torch.ones(1, 1, H))
+
+    def forward(self, x):
+        return self.rnn(x, self.h0.expand(1, x.shape[0], H).contiguous())[0]
+
+
+REFUSALS = {  # module: what both exporters' graphs are refused for, or each one's
+    LastDirectionOnly: r"Gather node .*one direction.*torch.cat\(\[h_n\[-2\], h_n\[-1\]\], 1\)",
+    BackwardThenForward: r"Concat node .*forward and backward final states in that order",
+    CellState: r"LSTM node .*Y_c",
+    LearnedInitialState: {"dynamo": r"Concat node .*unrolls nn.RNN \(tanh or relu, no initial "
+                                    r"state\)",
+                          "torchscript": r"RNN node .*initial_h must be zeros or a graph input"},
+}
+
+
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
-@pytest.mark.parametrize("module, expected", [
-    (LastDirectionOnly, r"Gather node .*one direction.*torch.cat\(\[h_n\[-2\], h_n\[-1\]\], 1\)"),
-    (BackwardThenForward, r"Concat node .*forward and backward final states in that order"),
-    (CellState, r"LSTM node .*Y_c"),
-])
-def test_refusals_name_the_node_and_why(module, expected, exporter):
+@pytest.mark.parametrize("module", REFUSALS, ids=lambda m: m.__name__)
+def test_refusals_name_the_node_and_why(module, exporter):
+    expected = REFUSALS[module]
+    expected = expected if isinstance(expected, str) else expected[exporter]
     torch.manual_seed(0)
     example = inputs(False, False, EXAMPLE_B, EXAMPLE_T)[1]
     module = module().eval()
