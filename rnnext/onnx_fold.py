@@ -28,9 +28,7 @@ def fold(model, opset):
     graph = model.graph
     values = {t.name: to_array(t) for t in graph.initializer}
     inferred = infer_shapes(model).graph
-    sizes = {v.name: [d.dim_value if d.HasField("dim_value") else None
-                      for d in v.type.tensor_type.shape.dim]
-             for v in (*inferred.value_info, *inferred.input)
+    sizes = {v.name: static_sizes(v) for v in (*inferred.value_info, *inferred.input)
              if v.type.tensor_type.HasField("shape")}
     for node in graph.node:
         if node.op_type == "Shape" and node.input[0] not in values:
@@ -47,6 +45,12 @@ def fold(model, opset):
         outputs = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
         values.update((out, np.asarray(v)) for out, v in zip(node.output, outputs) if out)
     return values
+
+
+def static_sizes(value_info):
+    """A tensor's sizes as its type gives them: ints, None for a dynamic axis."""
+    return [d.dim_value if d.HasField("dim_value") else None
+            for d in value_info.type.tensor_type.shape.dim]
 
 
 def _product(a, b):

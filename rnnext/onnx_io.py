@@ -48,7 +48,7 @@ from .cells import (ACTIVATIONS, CELLS, EMBEDDING_PARAM, PEEPHOLE_FROM_ONNX,
                     activations_from_onnx, dense_param_name, param_name, permute_gates)
 from .convert import recurrent_layer
 from .model import Model
-from .onnx_fold import fold, shape_entries
+from .onnx_fold import fold, shape_entries, static_sizes
 from .onnx_unrolled import unrolled_rnn
 
 # ONNX's recurrent operators and the cell each one is with its default attributes
@@ -101,8 +101,7 @@ class _Graph:
         initializers = {t.name for t in graph.initializer}
         self.inputs = [i.name for i in graph.input if i.name not in initializers]
         # each graph input's static sizes (None where the axis is dynamic)
-        self.input_sizes = {i.name: [d.dim_value if d.HasField("dim_value") else None
-                                     for d in i.type.tensor_type.shape.dim] for i in graph.input}
+        self.input_sizes = {i.name: static_sizes(i) for i in graph.input}
         self.outputs = [o.name for o in graph.output]
 
     def constant(self, name):
@@ -173,9 +172,9 @@ def _unstack(graph, gather):
     if not -len(rows) <= row < len(rows):
         _refuse(gather, f"index {row} is out of range for {len(rows)} stacked final states")
     name, local = rows[row]
-    graph.values[f"{gather.name}/row"] = np.full(index.shape, local, np.int64)
-    return graph.helper.make_node("Gather", [name, f"{gather.name}/row"], list(gather.output),
-                                  name=gather.name, axis=0)
+    graph.values[f"{gather.output[0]}/row"] = np.full(index.shape, local, np.int64)
+    return graph.helper.make_node("Gather", [name, f"{gather.output[0]}/row"],
+                                  list(gather.output), name=gather.name, axis=0)
 
 
 def _directions_concat(graph, concat):
@@ -197,12 +196,12 @@ def _directions_concat(graph, concat):
                         "forward and backward final states in that order maps (torch.cat([h_n[-2], "
                         "h_n[-1]], 1)), or that of an RNN's steps as torch.onnx.export(dynamo="
                         "True) unrolls nn.RNN (tanh or relu, no initial state)")
-    states, name = picked[0][0], concat.name
-    graph.values[f"{name}/shape"] = np.array([0, -1], np.int64)
-    return [graph.helper.make_node("Reshape", [f"{name}/directions", f"{name}/shape"],
-                                   list(concat.output), name=name),
-            graph.helper.make_node("Transpose", [states], [f"{name}/directions"], name=name,
-                                   perm=[1, 0, 2])]
+    states, out = picked[0][0], concat.output[0]
+    graph.values[f"{out}/shape"] = np.array([0, -1], np.int64)
+    return [graph.helper.make_node("Reshape", [f"{out}/directions", f"{out}/shape"], [out],
+                                   name=concat.name),
+            graph.helper.make_node("Transpose", [states], [f"{out}/directions"],
+                                   name=concat.name, perm=[1, 0, 2])]
 
 
 def _chain(graph):
@@ -249,7 +248,8 @@ class _Path:
         self.width = None      # the size of an F axis
         self.units = None      # the size of an H axis
         self.layer = None      # the record of the last recurrent node (see _recurrent)
-        self.static = {}       # the sizes of T and B where the graph input fixes them
+        self.static = {}       # the sizes of T and B where the graph fixes them (its input's
+        #                        shape, or a Reshape target)
         self.inputs = {}       # x0.. as T, B, or the input's feature count (first recurrent node)
         self.shapes = {}       # {tensor: its axes} for the tensors on the path
 
@@ -434,10 +434,10 @@ def _shape_op(graph, node, path):
         axis = _axis(node, attrs.get("axis", 0), rank)
         label = path.axes[axis]
         if label == "D":
-            _refuse(node, "takes one direction's final state (h_n[-1] or h_n[-2] alone) of a "
-                          "bidirectional node; rnnext's final readout merges both directions: "
-                          "concatenate them (torch.cat([h_n[-2], h_n[-1]], 1)) or export a "
-                          "unidirectional last layer")
+            _refuse(node, "takes one direction of a bidirectional node's output (as h_n[-1] "
+                          "or h_n[-2] alone does); rnnext's layers and final readout keep both "
+                          "directions: concatenate them (torch.cat([h_n[-2], h_n[-1]], 1)) or "
+                          "make the last layer unidirectional")
         if index is None or index.size != 1 or not (
                 (label == "T" and int(index.flat[0]) == -1) or (label == "1" and
                                                                  int(index.flat[0]) in (0, -1))):

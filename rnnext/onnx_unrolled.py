@@ -10,9 +10,14 @@ the same X. unrolled_rnn(graph, concat) returns, for such a Concat, the equivale
 node (its W, R, B added to graph.values) and the Squeeze, or the Transpose and Reshape, that
 give the Concat's layout; the Model runs it at any T.
 """
+from collections import namedtuple
+
 import numpy as np
 
 STEP_ACTIVATIONS = ("Tanh", "Relu")
+
+# one unrolled direction: its input X, activation op, W_ih (H, I), W_hh (H, H), b_ih + b_hh (2H)
+Direction = namedtuple("Direction", "x activation w_ih w_hh bias reverse")
 
 
 def _producer(graph, name):
@@ -69,7 +74,7 @@ def _flipped(graph, name):
 
 
 def _direction(graph, concat):
-    """(X, activation, W_ih, W_hh, b_ih, b_hh, reverse) of one unrolled direction, else None."""
+    """The Direction of one unrolled direction's output Concat (on time), else None."""
     steps = [_producer(graph, name) for name in concat.input]
     if graph.attributes(concat).get("axis") != 0 or any(
             s is None or s.op_type != steps[0].op_type for s in steps) or \
@@ -111,17 +116,18 @@ def _direction(graph, concat):
     w_hh, H = order[1][1][1], w_ih.shape[0]
     if w_hh.shape != (H, H):
         return None
-    b_ih, b_hh = (np.zeros(H, np.float32) if b is None else np.broadcast_to(b, (H,))
-                  for b in (b_ih, order[1][1][2]))
+
+    def full(bias):
+        return np.zeros(H, np.float32) if bias is None else np.broadcast_to(bias, (H,))
+
+    b_hh = full(order[1][1][2])
     for _, (_, w, b) in order:
-        if w is None:
-            same = b.shape[-1:] == (H,) and np.all(b == b_hh)
-        else:
-            same = np.array_equal(w, w_hh) and \
-                np.array_equal(b_hh, np.zeros(H) if b is None else np.broadcast_to(b, (H,)))
+        same = (b.shape[-1:] == (H,) and np.all(b == b_hh)) if w is None else \
+            (np.array_equal(w, w_hh) and np.array_equal(full(b), b_hh))
         if not same:
             return None
-    return x, steps[0].op_type, w_ih, w_hh, np.concatenate([b_ih, b_hh]), reverse
+    return Direction(x, steps[0].op_type, w_ih, w_hh, np.concatenate([full(b_ih), b_hh]),
+                     reverse)
 
 
 def unrolled_rnn(graph, concat):
@@ -132,25 +138,27 @@ def unrolled_rnn(graph, concat):
         if any(p is None or p.op_type != "Concat" for p in parts):
             return None
     directions = [_direction(graph, p) for p in parts]
-    if any(d is None for d in directions) or len({(d[0], d[1]) for d in directions}) != 1 or \
-            [d[5] for d in directions] not in ([False], [True], [False, True]):
+    if any(d is None for d in directions) or \
+            len({(d.x, d.activation, d.w_hh.shape) for d in directions}) != 1 or \
+            [d.reverse for d in directions] not in ([False], [True], [False, True]):
         return None
-    x, activation = directions[0][:2]
-    name, H = concat.name, directions[0][3].shape[0]
-    for kind, k in (("W", 2), ("R", 3), ("B", 4)):
-        graph.values[f"{name}/{kind}"] = np.stack([d[k] for d in directions]).astype(np.float32)
+    out, first = concat.output[0], directions[0]
+    for kind, field in (("W", "w_ih"), ("R", "w_hh"), ("B", "bias")):
+        graph.values[f"{out}/{kind}"] = np.stack([getattr(d, field) for d in directions]) \
+            .astype(np.float32)
     direction = "bidirectional" if len(directions) == 2 else \
-        ("reverse" if directions[0][5] else "forward")
-    rnn = graph.helper.make_node("RNN", [x, f"{name}/W", f"{name}/R", f"{name}/B"],
-                                 [f"{name}/Y"], name=name, hidden_size=H, direction=direction,
-                                 activations=[activation] * len(directions))
+        ("reverse" if first.reverse else "forward")
+    rnn = graph.helper.make_node("RNN", [first.x, f"{out}/W", f"{out}/R", f"{out}/B"],
+                                 [f"{out}/Y"], name=concat.name, hidden_size=first.w_hh.shape[0],
+                                 direction=direction,
+                                 activations=[first.activation] * len(directions))
     if len(directions) == 1:
-        graph.values[f"{name}/axes"] = np.array([1], np.int64)
-        return [graph.helper.make_node("Squeeze", [f"{name}/Y", f"{name}/axes"],
-                                       list(concat.output), name=name), rnn]
-    graph.values[f"{name}/shape"] = np.array([0, 0, -1], np.int64)
-    return [graph.helper.make_node("Reshape", [f"{name}/YT", f"{name}/shape"],
-                                   list(concat.output), name=name),
-            graph.helper.make_node("Transpose", [f"{name}/Y"], [f"{name}/YT"], name=name,
+        graph.values[f"{out}/axes"] = np.array([1], np.int64)
+        return [graph.helper.make_node("Squeeze", [f"{out}/Y", f"{out}/axes"],
+                                       [out], name=concat.name), rnn]
+    graph.values[f"{out}/shape"] = np.array([0, 0, -1], np.int64)
+    return [graph.helper.make_node("Reshape", [f"{out}/YT", f"{out}/shape"],
+                                   [out], name=concat.name),
+            graph.helper.make_node("Transpose", [f"{out}/Y"], [f"{out}/YT"], name=concat.name,
                                    perm=[0, 2, 1, 3]),
             rnn]
