@@ -367,3 +367,55 @@ def test_refusals_name_the_node_and_why(module, exporter):
     data = export(module, example, exporter, dynamic=True)
     with pytest.raises(OnnxImportError, match=expected):
         from_onnx(data)
+
+
+# ------------------------------------------------------------------------------------------------
+# shape arithmetic on a graph written by hand
+
+
+def _reshape_by_shape_graph(target_from_data):
+    """X (T, B, I) -> bidirectional LSTM -> Y (T, B, 2H) by a Reshape whose target is
+    [T, B, -1] read from Shape(X) (Gather, Cast, Unsqueeze, Concat), or, with
+    target_from_data, computed from X's values."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(3)
+    weights = {"W": (2, 4 * H, I), "R": (2, 4 * H, H), "B": (2, 8 * H)}
+    inits = [numpy_helper.from_array(rng.uniform(-0.5, 0.5, s).astype(np.float32), n)
+             for n, s in weights.items()]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n)
+              for n, v in (("zero", 0), ("one", 1), ("axes", [0]), ("rest", [-1]))]
+    nodes = [helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=H,
+                              direction="bidirectional"),
+             helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
+             helper.make_node("Shape", ["X"], ["shape"]),
+             helper.make_node("Gather", ["shape", "zero"], ["time"], axis=0),
+             helper.make_node("Gather", ["shape", "one"], ["batch64"], axis=0),
+             helper.make_node("Cast", ["batch64"], ["batch"], to=TensorProto.INT64)]
+    if target_from_data:
+        nodes += [helper.make_node("ReduceMax", ["X"], ["top"], keepdims=0),
+                  helper.make_node("Cast", ["top"], ["batch_from_data"], to=TensorProto.INT64)]
+    batch = "batch_from_data" if target_from_data else "batch"
+    nodes += [helper.make_node("Unsqueeze", ["time", "axes"], ["time1"]),
+              helper.make_node("Unsqueeze", [batch, "axes"], ["batch1"]),
+              helper.make_node("Concat", ["time1", "batch1", "rest"], ["target"], axis=0),
+              helper.make_node("Reshape", ["Yt", "target"], ["out"], name="merge")]
+    graph = helper.make_graph(
+        nodes, "reshape_by_shape",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["T", "B", 2 * H])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_reshape_target_read_from_the_input_shape_matches_onnxruntime():
+    model = _reshape_by_shape_graph(target_from_data=False)
+    x = inputs(False, False, B, T)[0]
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"X": np.ascontiguousarray(x.swapaxes(0, 1))})[0]
+    assert_f32_close(from_onnx(model).predict(x), expected.swapaxes(0, 1))
+
+
+def test_reshape_target_computed_from_data_values_is_refused():
+    with pytest.raises(OnnxImportError, match="Reshape node 'merge': its shape must be a "
+                                              "constant or computed from constants and the sizes"):
+        from_onnx(_reshape_by_shape_graph(target_from_data=True))
