@@ -25,9 +25,9 @@ B, T = 3, 7                   # the test input, on the axes the graph keeps dyna
 EXPORTERS = {"dynamo": {"dynamo": True}, "dynamo-unoptimized": {"dynamo": True, "optimize": False},
              "torchscript": {"dynamo": False}}
 # torch 2.13's dynamo exporter fixes the time axis of recurrent modules at the example's:
-# torch.export traces them with a static T (Dim.DYNAMIC on that axis fails with "tracing inferred a static
-# shape"; a named Dim is specialized without a word, left dynamic in the graph input of a
-# time-major module but fixed in its Reshape targets): its graphs run at that T only
+# torch.export traces them with a static T (Dim.DYNAMIC on that axis fails with "tracing
+# inferred a static shape"; a named Dim is specialized without a word, left dynamic in the graph
+# input of a time-major module but fixed in its Reshape targets): its graphs run at that T only
 
 
 # ------------------------------------------------------------------------------------------------
