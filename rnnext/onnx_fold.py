@@ -3,8 +3,8 @@
 Exporters build weights and shapes with ops: torch.onnx.export(dynamo=True, optimize=False)
 slices PyTorch's weight_ih into gate blocks and concatenates them in ONNX's order; both torch
 exporters compute Reshape targets and zero initial states from Shape of the data. So:
-- fold(graph, opset) evaluates, with onnx's reference evaluator, every tensor that only depends on
-  initializers and Constant nodes (the weights above; the shape of a constant zero state);
+- fold(model, opset) evaluates, with onnx's reference evaluator, every tensor that only depends
+  on initializers and Constant nodes (the weights above; the shape of a constant zero state);
 - shape_entries(graph, name, dims) evaluates a small integer tensor computed from Shape of data
   tensors (through Gather, Slice, Concat, Unsqueeze, Squeeze, Reshape, Cast, Identity and Mul by
   constants), as entries that are ints or axis labels ("B", "T"): dims(tensor) gives the entries
@@ -69,7 +69,11 @@ class _Unknown(Exception):
 
 
 def _ints(value):
-    return [int(v) for v in np.atleast_1d(value)]
+    """Entries that must be ints (indices, axes, a Reshape's own target) as a list."""
+    value = np.atleast_1d(value)
+    if any(isinstance(v, str) for v in value.flat):
+        raise _Unknown
+    return [int(v) for v in value.flat]
 
 
 def shape_entries(graph, name, dims):
@@ -103,11 +107,13 @@ def _entries(graph, name, dims):
     if op == "Mul":
         return np.frompyfunc(_product, 2, 1)(args[0], args[1])
     if op == "Gather":
-        return np.take(args[0], np.array(args[1], dtype=np.int64), axis=attrs.get("axis", 0))
+        indices = np.reshape(_ints(args[1]), np.shape(args[1]))
+        return np.take(args[0], indices, axis=attrs.get("axis", 0))
     if op == "Concat":
         return np.concatenate(args, axis=attrs.get("axis", 0))
-    if op == "Reshape":
-        return args[0].reshape(_ints(args[1]))
+    if op == "Reshape":  # 0 copies the size at its position
+        return args[0].reshape([args[0].shape[i] if t == 0 else t
+                                for i, t in enumerate(_ints(args[1]))])
     if op in ("Unsqueeze", "Squeeze"):
         axes = _ints(args[1]) if len(args) > 1 and args[1] is not None else attrs.get("axes")
         if op == "Unsqueeze":
