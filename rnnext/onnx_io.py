@@ -1,22 +1,33 @@
 """ONNX import (from_onnx). Needs the optional onnx package.
 
-Import reads the path from the graph's input to its first output and builds a layer list:
+Import first folds every tensor that only initializers and constants feed (onnx_fold: the
+weights that torch.onnx.export(dynamo=True, optimize=False) slices and concatenates), then reads
+the path from the graph's input to its first output and builds a layer list:
+- an embedding: Gather of a constant table's rows by the graph input's token ids (B, T), or
+  (T, B) where a Transpose follows;
 - each LSTM, GRU or RNN node is a recurrent layer of its own (nodes of different types and
   sizes in a chain are different layers), with its direction (forward, reverse or
   bidirectional), activations with activation_alpha / activation_beta (as ONNX Runtime reads
   them: one value per function that uses one, in order), clip, input_forget, peepholes (P,
   ONNX order i, o, f; all zero means none) and linear_before_reset (0 is GRU(reset_after=False));
-  gate blocks are permuted to ours (cells.CELLS[..].from_onnx);
+  gate blocks are permuted to ours (cells.CELLS[..].from_onnx); an RNN unrolled into per-step
+  MatMul, Add and Tanh or Relu (how the dynamo exporter writes nn.RNN) is read as an RNN node
+  (onnx_unrolled);
 - how a bidirectional node's Y (T, D, B, H) is merged: Transpose and Reshape of (D, H) into one
   axis is merge "concat"; ReduceSum, ReduceMean or ReduceProd over D is "sum", "ave", "mul";
 - the readout: the whole sequence (none), the last time step of Y (Gather or Slice of index -1:
-  Readout("last")), Y_h (Readout("final"), merged the same ways), ReduceMean or ReduceMax over
-  time (Readout("mean") / ("max"));
+  Readout("last")), Y_h (Readout("final"), merged the same ways; PyTorch's h_n[-1], a row of
+  the Y_h of its layers concatenated, is the last node's Y_h, and torch.cat([h_n[-2], h_n[-1]],
+  1) of a bidirectional node is merge "concat"), ReduceMean or ReduceMax over time
+  (Readout("mean") / ("max"));
 - dense layers: Gemm, or MatMul and Add, each optionally followed by Relu, Tanh, Sigmoid or
   Softmax (on the last axis).
 Between them it follows the reshaping that exporters emit (Transpose, Reshape, Squeeze,
 Unsqueeze, Flatten, Identity, Dropout), tracking what every axis means, and refuses by name
-whatever it cannot map exactly.
+whatever it cannot map exactly. A Reshape target may be computed from Shape of the data (batch
+and time sizes as the exporters write them for dynamic axes); a fixed size given to the time or
+batch axis is the graph's own (the dynamo exporter fixes T at the example's even where the graph
+input calls it dynamic): the imported Model runs at any batch and time.
 
 What the imported Model computes, for batch-first x (B, T, I) whatever the graph's layout: the
 graph's first output with its axes in batch-first order (a per-step output is zero past each
@@ -42,6 +53,8 @@ from .cells import (ACTIVATIONS, CELLS, EMBEDDING_PARAM, PEEPHOLE_FROM_ONNX,
                     activations_from_onnx, dense_param_name, param_name, permute_gates)
 from .convert import recurrent_layer
 from .model import Model
+from .onnx_fold import fold, shape_entries, static_sizes
+from .onnx_unrolled import unrolled_rnn
 
 # ONNX's recurrent operators and the cell each one is with its default attributes
 ONNX_CELLS = {c.onnx_op: c for c in CELLS.values() if c.name in ("rnn_tanh", "lstm", "gru")}
@@ -93,21 +106,17 @@ class _Graph:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.producer = {out: (node, k) for node in graph.node
                          for k, out in enumerate(node.output) if out}
-        self.initializers = {t.name: t for t in graph.initializer}
-        self.inputs = [i.name for i in graph.input if i.name not in self.initializers]
+        self.values = fold(model, self.opset)
+        initializers = {t.name for t in graph.initializer}
+        self.inputs = [i.name for i in graph.input if i.name not in initializers]
+        # each graph input's static sizes (None where the axis is dynamic)
+        self.input_sizes = {i.name: static_sizes(i) for i in graph.input}
         self.outputs = [o.name for o in graph.output]
 
     def constant(self, name):
-        """The value of a constant tensor (initializer or Constant node), else None."""
-        if name in self.initializers:
-            return self.numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name, (None,))[0]
-        if node is not None and node.op_type == "Constant" and node.attribute:
-            attr = node.attribute[0]
-            if attr.name == "value":
-                return self.numpy_helper.to_array(attr.t)
-            return np.array(self.helper.get_attribute_value(attr))
-        return None
+        """The value of a tensor that only initializers and constants feed (folded), else
+        None."""
+        return self.values.get(name)
 
     def is_zero(self, name):
         """Whether the tensor is all zeros: a zero constant, a ConstantOfShape of 0, or a
@@ -154,6 +163,57 @@ def _data_input(graph, node):
     return node.input[0]
 
 
+def _unstack(graph, gather):
+    """A Gather of one row of stacked final states (PyTorch's h_n: Concat on axis 0 of the Y_h
+    of its layers) as a Gather from that layer's Y_h; other Gathers unchanged."""
+    source = graph.producer.get(gather.input[0], (None,))[0]
+    index = graph.constant(gather.input[1]) if len(gather.input) > 1 else None
+    if source is None or source.op_type != "Concat" or index is None or index.size != 1 or \
+            graph.attributes(gather).get("axis", 0) != 0 or \
+            graph.attributes(source).get("axis") != 0:
+        return gather
+    rows = []
+    for name in source.input:
+        node, k = graph.producer.get(name, (None, None))
+        if node is None or node.op_type not in ONNX_CELLS or k != 1:
+            return gather
+        direction = _text(graph.attributes(node).get("direction", "forward"))
+        rows += [(name, d) for d in range(2 if direction == "bidirectional" else 1)]
+    row = int(index.flat[0])
+    if not -len(rows) <= row < len(rows):
+        _refuse(gather, f"index {row} is out of range for {len(rows)} stacked final states")
+    name, local = rows[row]
+    graph.values[f"{gather.output[0]}/row"] = np.full(index.shape, local, np.int64)
+    return graph.helper.make_node("Gather", [name, f"{gather.output[0]}/row"],
+                                  list(gather.output), name=gather.name, axis=0)
+
+
+def _directions_concat(graph, concat):
+    """The Concat on the feature axis of a bidirectional node's two final states, forward then
+    backward (torch.cat([h_n[-2], h_n[-1]], 1)), as the Transpose and Reshape that merge the
+    directions of its Y_h (in the chain's order, last first)."""
+    gathers = [graph.producer.get(name, (None,))[0] for name in concat.input]
+    gathers = [_unstack(graph, g) if g is not None and g.op_type == "Gather" else None
+               for g in gathers]
+    picked = [(g.input[0], graph.constant(g.input[1])) for g in gathers if g is not None]
+    axis = graph.attributes(concat).get("axis")
+    source, k = graph.producer.get(picked[0][0], (None, None)) if picked else (None, None)
+    if len(picked) != 2 or len(gathers) != 2 or axis not in (1, -1) or k != 1 or \
+            source.op_type not in ONNX_CELLS or \
+            _text(graph.attributes(source).get("direction")) != "bidirectional" or \
+            picked[0][0] != picked[1][0] or any(i is None or i.ndim for _, i in picked) or \
+            [int(i) % 2 for _, i in picked] != [0, 1]:
+        _refuse(concat, "only the concatenation, on the feature axis, of a bidirectional node's "
+                        "forward and backward final states in that order maps (torch.cat([h_n[-2], "
+                        "h_n[-1]], 1)), or that of an RNN's steps as torch.onnx.export(dynamo="
+                        "True) unrolls nn.RNN (tanh or relu, no initial state)")
+    states, out = picked[0][0], concat.output[0]
+    graph.values[f"{out}/shape"] = np.array([0, -1], np.int64)
+    return [graph.helper.make_node("Reshape", [f"{out}/directions", f"{out}/shape"], [out],
+                                   name=concat.name),
+            graph.helper.make_node("Transpose", [states], [f"{out}/directions"],
+                                   name=concat.name, perm=[1, 0, 2])]
+
 
 def _chain(graph):
     """[(node, output index)] from a graph input to the first output, along the data path."""
@@ -165,6 +225,12 @@ def _chain(graph):
             _refuse(None, f"tensor {name!r} on the path to the first output has no producer and "
                           f"is not a graph input")
         node, k = graph.producer[name]
+        if node.op_type == "Concat":
+            *rewritten, node = unrolled_rnn(graph, node) or _directions_concat(graph, node)
+            chain += [(n, 0) for n in rewritten]
+            k = 0
+        elif node.op_type == "Gather":
+            node = _unstack(graph, node)
         if node.op_type not in (*ONNX_CELLS, *SHAPE_OPS, *MERGE_OPS, *TIME_OPS, *DENSE_OPS,
                                 *LENGTHS_OPS, "Gemm", "MatMul", "Add"):
             _refuse(node, "is not supported on the path from the input to the first output; "
@@ -179,22 +245,50 @@ def _chain(graph):
 # ------------------------------------------------------------------------------------------------
 # the data path, one axis label at a time
 #
-# labels: x0, x1, x2 the graph input's axes (before the first recurrent node); T time; B batch;
-# F features (width); D the two directions and H one direction's units of an unmerged
-# bidirectional output; 1 a unit axis.
+# labels: x0, x1, x2 the graph input's axes (before the first recurrent node; x2 an embedding's
+# vectors after ids x0, x1); T time; B batch; F features (width); D the two directions and H one
+# direction's units of an unmerged bidirectional output; 1 a unit axis.
 
 
 class _Path:
-    def __init__(self):
-        self.axes = ["x0", "x1", "x2"]
+    def __init__(self, input_sizes):
+        self.input_sizes = input_sizes  # the graph input's static sizes (None where dynamic)
+        self.axes = [f"x{i}" for i in range(len(input_sizes))]
         self.stage = "input"   # input -> seq (a recurrent output) -> readout -> dense
         self.readout = "sequence"
         self.width = None      # the size of an F axis
         self.units = None      # the size of an H axis
         self.layer = None      # the record of the last recurrent node (see _recurrent)
+        self.static = {}       # the sizes of T and B where the graph fixes them (its input's
+        #                        shape, or a Reshape target)
+        self.inputs = {}       # x0.. as T, B, or the input's feature count (first recurrent node)
+        self.shapes = {}       # {tensor: its axes} for the tensors on the path
 
     def size(self, label):
-        return {"1": 1, "D": 2, "H": self.units, "F": self.width}.get(label)
+        return {"1": 1, "D": 2, "H": self.units, "F": self.width, **self.static}.get(label)
+
+    def record(self, name):
+        """Notes the axes of tensor `name`, the path's current tensor, for Shape of it."""
+        self.shapes[name] = [a if self.size(a) is None else self.size(a) for a in self.axes]
+
+    def entries(self, name):
+        """Tensor `name`'s shape as ints and the labels of dynamic axes, or None off the path."""
+        if name not in self.shapes:
+            return None
+        labels = [self.inputs.get(a, a) for a in self.shapes[name]]
+        return [a if isinstance(a, int) or self.size(a) is None else self.size(a)
+                for a in labels]
+
+    def begin_sequence(self, want, input_size):
+        """Names the graph input's axes, now reordered as `want` + features by the first
+        recurrent node's input: T and B, with their static sizes, and the features."""
+        for axis, label in zip(self.axes, want):
+            self.inputs[axis] = label
+            size = self.input_sizes[int(axis[1:])] if int(axis[1:]) < len(self.input_sizes) \
+                else None
+            if size:
+                self.static[label] = size
+        self.inputs[self.axes[-1]] = input_size
 
 
 def _axis(node, axis, rank):
@@ -216,10 +310,11 @@ def _merge(node, path, labels):
 
 
 def _reshape(node, path, target):
-    """Labels after Reshape to `target` (0 copies the axis at its position, -1 takes the rest):
-    each output axis must be a run of whole input axes."""
+    """Labels after Reshape to `target` (0 copies the axis at its position, -1 takes the rest, a
+    label such as "B" is the size of that axis): each output axis must be a run of whole input
+    axes."""
     axes = path.axes
-    if target.count(-1) > 1 or any(t < -1 for t in target):
+    if target.count(-1) > 1 or any(isinstance(t, int) and t < -1 for t in target):
         _refuse(node, f"shape {target} is not a valid target")
 
     def match(specs, positions, order):
@@ -233,9 +328,20 @@ def _reshape(node, path, target):
                 runs.append([axes[order[i]]])
                 i += 1
                 continue
+            if isinstance(spec, str):
+                if i >= len(order) or axes[order[i]] != spec:
+                    _refuse(node, f"shape {target} gives the size of axis {spec} to another axis "
+                                  f"of {tuple(axes)}")
+                runs.append([spec])
+                i += 1
+                continue
             run, product = [], 1
             while product < spec and i < len(order):
                 size = path.size(axes[order[i]])
+                if size is None and not run and axes[order[i]] in ("T", "B"):
+                    # the graph runs at this size only (PyTorch's dynamo exporter fixes T so
+                    # while the graph input calls it dynamic); the Model runs at any
+                    size = path.static[axes[order[i]]] = spec
                 if size is None:
                     _refuse(node, f"shape {target} gives the axis {axes[order[i]]} of "
                                   f"{tuple(axes)}, of variable size, a fixed size")
@@ -323,10 +429,14 @@ def _shape_op(graph, node, path):
     elif op == "Reshape":
         target = graph.constant(node.input[1])
         if target is None:
-            _refuse(node, "its shape must be a constant")
-        if attrs.get("allowzero", 0):
-            _refuse(node, "allowzero=1 is not supported")
-        path.axes = _reshape(node, path, [int(t) for t in target])
+            target = shape_entries(graph, node.input[1], path.entries)
+        if target is None:
+            _refuse(node, "its shape must be a constant or computed from constants and the "
+                          "sizes of the batch and time axes (Shape of the data)")
+        target = [t if isinstance(t, str) else int(t) for t in target]
+        if attrs.get("allowzero", 0) and 0 in target:
+            _refuse(node, "allowzero=1 with a zero in the shape is not supported")
+        path.axes = _reshape(node, path, target)
     elif op == "Flatten":
         axis = attrs.get("axis", 1) + (rank if attrs.get("axis", 1) < 0 else 0)
         if not 0 <= axis <= rank:
@@ -336,6 +446,11 @@ def _shape_op(graph, node, path):
         index = graph.constant(node.input[1])
         axis = _axis(node, attrs.get("axis", 0), rank)
         label = path.axes[axis]
+        if label == "D":
+            _refuse(node, "takes one direction of a bidirectional node's output (as h_n[-1] "
+                          "or h_n[-2] alone does); rnnext's layers and final readout keep both "
+                          "directions: concatenate them (torch.cat([h_n[-2], h_n[-1]], 1)) or "
+                          "make the last layer unidirectional")
         if index is None or index.size != 1 or not (
                 (label == "T" and int(index.flat[0]) == -1) or (label == "1" and
                                                                  int(index.flat[0]) in (0, -1))):
@@ -356,7 +471,8 @@ def _shape_op(graph, node, path):
             if step == 1 and start == -1 and end >= 2**31 - 1 and label == "T":
                 _last_step(node, path, label)
                 path.axes[axis] = "1"
-            elif not (step == 1 and start == 0 and size is not None and end >= size):
+            elif not (step == 1 and start == 0 and (end >= 2**31 - 1 or
+                                                    (size is not None and end >= size))):
                 _refuse(node, f"slices [{start}:{end}:{step}] of axis {label}; only the last "
                               f"time step ([-1:]) is supported")
 
@@ -436,9 +552,10 @@ def _recurrent(graph, node, path, info):
     want = ["T", "B"] if layout == 0 else ["B", "T"]
     if path.stage == "input":
         if len(path.axes) != 3 or set(path.axes) != {"x0", "x1", "x2"}:
-            _refuse(node, f"X must be the graph input, reordered at most; got axes "
-                          f"{tuple(path.axes)}")
+            _refuse(node, f"X must be the graph input, reordered at most, or its embedding; got "
+                          f"axes {tuple(path.axes)}")
         info["input_size"] = W.shape[-1]
+        path.begin_sequence(want, W.shape[-1])
     elif path.stage != "seq" or path.axes != want + ["F"]:
         _refuse(node, f"X must be the graph input or the previous node's output sequence as "
                       f"{tuple(want)} + features (layout {layout}); got axes {tuple(path.axes)}")
@@ -546,17 +663,6 @@ def _over_lengths(graph, node, path, info):
     info["over_lengths"] = True
 
 
-def _embedding(graph, node, path):
-    """The table (V, dim) of a Gather of a constant by the ids input (B, T): an embedding."""
-    table = graph.constant(node.input[0])
-    if node.input[1] not in graph.inputs or table.ndim != 2 or \
-            graph.attributes(node).get("axis", 0) != 0:
-        _refuse(node, "an embedding gathers rows (axis 0) of a constant (vocabulary, dim) table "
-                      "by the graph's ids input")
-    path.axes = ["x0", "x1", "x2"]  # the ids' axes, then the vectors'
-    return table.astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------------------
 # import
 
@@ -584,11 +690,16 @@ def onnx_layers(source):
     chain = _chain(graph)
     if not any(node.op_type in ONNX_CELLS for node, _ in chain):
         _refuse(None, "has no LSTM, GRU or RNN node on the path to its first output")
-    path, records, dense = _Path(), [], []
-    info = {"input": _data_input(graph, chain[0][0])}
+    first = _data_input(graph, chain[0][0])
+    path, records, dense = _Path(graph.input_sizes[first]), [], []
+    info = {"embedding": None, "input": first,
+            "padding_idx": {p.key: p.value for p in model.metadata_props}.get(PADDING_IDX_KEY)}
+    path.record(first)
     for node, k in chain:
         op = node.op_type
-        if op in ONNX_CELLS:
+        if op == "Gather" and path.stage == "input" and graph.constant(node.input[0]) is not None:
+            info["embedding"] = _embedding(graph, node, path)
+        elif op in ONNX_CELLS:
             if path.stage not in ("input", "seq"):
                 _refuse(node, "takes something other than the input or a recurrent output "
                               "sequence")
@@ -601,8 +712,6 @@ def onnx_layers(source):
                 path.readout = "final"
             else:
                 _refuse(node, "its Y_c (final cell state) is used on the path to the output")
-        elif op == "Gather" and path.stage == "input" and graph.constant(node.input[0]) is not None:
-            info["embedding"] = _embedding(graph, node, path)
         elif op in LENGTHS_OPS:
             _over_lengths(graph, node, path, info)
         elif op in SHAPE_OPS:
@@ -627,6 +736,7 @@ def onnx_layers(source):
                 if _axis(node, axis, len(path.axes)) != len(path.axes) - 1:
                     _refuse(node, f"softmax over axis {axis}, not the last (the outputs)")
             dense[-1]["activation"] = DENSE_OPS[op]
+        path.record(node.output[k])
     if path.stage == "masked" or path.readout == "sum":
         _refuse(None, "masks its output for a max over time, or sums over time, without "
                       "completing the readout (ReduceMax over time; Div by sequence_lens)")
@@ -635,19 +745,19 @@ def onnx_layers(source):
         _refuse(None, f"reads its sequences' {path.readout} step(s) over all time steps while "
                       f"its nodes take sequence_lens: rnnext's readouts read each sequence's "
                       f"valid steps instead")
-    layers, input_size, params = _layer_list(records, path.readout, dense, info["input_size"])
-    if "embedding" not in info:
-        return layers, input_size, params
-    table = info["embedding"]
-    if table.shape[1] != input_size:
-        _refuse(None, f"the embedding's table {table.shape} does not fit the first recurrent "
-                      f"node's {input_size} input features")
-    padding_idx = {p.key: p.value for p in model.metadata_props}.get(PADDING_IDX_KEY)
-    try:
-        embedding = L.Embedding(*table.shape, None if padding_idx is None else int(padding_idx))
-    except (TypeError, ValueError) as e:
-        _refuse(None, f"metadata_props[{PADDING_IDX_KEY!r}] = {padding_idx!r}: {e}")
-    return [embedding, *layers], None, {EMBEDDING_PARAM: table, **params}
+    return _layer_list(records, path.readout, dense, info)
+
+
+def _embedding(graph, node, path):
+    """The table (vocab, dim) of a Gather of its rows by the graph input's token ids."""
+    table = graph.constant(node.input[0])
+    if graph.attributes(node).get("axis", 0) != 0 or table.ndim != 2 or len(path.axes) != 2:
+        _refuse(node, f"expected an embedding: rows (axis 0) of a 2-D constant table gathered by "
+                      f"token ids (batch, time) from the graph input, got a table of shape "
+                      f"{table.shape}, axis {graph.attributes(node).get('axis', 0)} and ids of "
+                      f"rank {len(path.axes)}")
+    path.axes = path.axes + ["x2"]
+    return table.astype(np.float32)
 
 
 def _dense(graph, node, path):
@@ -687,10 +797,21 @@ def _bias(graph, node, name, head_bias):
 
 
 
-def _layer_list(records, readout, dense, input_size):
-    """(layers, input_size, params) from the recurrent nodes' records, the readout and the
-    dense layers' records."""
+def _layer_list(records, readout, dense, info):
+    """(layers, input_size, params) from the recurrent nodes' records, the readout, the
+    dense layers' records and info's embedding table and input_size."""
+    table, input_size, padding_idx = info["embedding"], info["input_size"], info["padding_idx"]
     layers = []
+    if table is not None:
+        if table.shape[1] != input_size:
+            _refuse(None, f"the embedding's table {table.shape} does not fit the first recurrent "
+                          f"node's {input_size} input features")
+        try:
+            layers.append(L.Embedding(*table.shape,
+                                      None if padding_idx is None else int(padding_idx)))
+        except (TypeError, ValueError) as e:
+            _refuse(None, f"metadata_props[{PADDING_IDX_KEY!r}] = {padding_idx!r}: {e}")
+        input_size = None
     for record in records:
         try:
             layers.append(recurrent_layer(record["cell"], record["units"],
@@ -702,7 +823,7 @@ def _layer_list(records, readout, dense, input_size):
         layers.append(L.Readout(readout))
     layers += [L.Dense(d["weight"].shape[0], d["activation"]) for d in dense]
     spec = L.build(layers, input_size)
-    params = {}
+    params = {} if table is None else {EMBEDDING_PARAM: table}
     for record, r in zip(records, spec.recurrent):
         for reverse, weights in record["weights"].items():
             params.update({param_name(kind, r.index, reverse): value
