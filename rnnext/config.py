@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _core
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 # _OPENMP's values (yyyymm) and the versions of the specification they stand for
