@@ -159,6 +159,11 @@ def _layers(model):
         if len(inputs) != 1 or others:
             _refuse(operation, f"the model is not a single chain of layers: this call takes "
                                f"{len(inputs)} tensors" + "".join(f" and {n}" for n in others))
+        if "mask" in arguments.kwargs and \
+                arguments.kwargs["mask"] is not getattr(inputs[0], "_keras_mask", None):
+            _refuse(operation, "this call is given a mask other than the one Keras passes with "
+                               "its input; compute it with a Masking layer (or "
+                               "Embedding(mask_zero=True)) in front instead")
         chain.append(operation)
         tensor = inputs[0]
 
@@ -181,10 +186,13 @@ def from_keras(model, backend="c", zero_masked_steps=False):
 
 def keras_layers(model, zero_masked_steps=False):
     """(layers, input_size, params) of from_keras's Model."""
-    if isinstance(model, (str, os.PathLike)):
-        import keras
+    import keras
 
+    if isinstance(model, (str, os.PathLike)):
         model = keras.saving.load_model(model, safe_mode=True)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model: expected a keras.Model or the path of a .keras or .h5 file, "
+                        f"got {type(model).__name__}")
     layers, sources, input_size = [], [], None  # sources: per layer, the Keras layers to read
     masked_by = None    # the Embedding (mask_zero) or Masking layer that masks steps
     reversed_by = None  # the go_backwards layer from which the flowing sequence runs backwards
@@ -241,8 +249,11 @@ def keras_layers(model, zero_masked_steps=False):
             continue
         if name in ("Activation", "Softmax") and stage == 3 and layers[-1].activation is None:
             config = layer.get_config()
-            if name == "Softmax" and config.get("axis", -1) != -1:
-                _refuse(layer, f"softmax over axis {config.get('axis')} is not supported")
+            rank = 2 if any(isinstance(ours, L.Readout) for ours in layers) else 3
+            axis = config.get("axis", -1)
+            if name == "Softmax" and (not isinstance(axis, int) or axis % rank != rank - 1):
+                _refuse(layer, f"softmax over axis {axis} of a rank-{rank} output is not "
+                               f"supported (only the last axis, the features)")
             act = "softmax" if name == "Softmax" else config.get("activation")
             layers[-1] = L.Dense(layers[-1].units, _dense_activation(layer, act))
             continue

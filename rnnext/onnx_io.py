@@ -31,8 +31,9 @@ input calls it dynamic): the imported Model runs at any batch and time.
 
 What the imported Model computes, for batch-first x (B, T, I) whatever the graph's layout: the
 graph's first output with its axes in batch-first order (a per-step output is zero past each
-sequence's length, where a graph's dense layer would give its bias). sequence_lens, when the
-nodes take it from a graph input, is Model's `lengths`. initial_h and initial_c taken from
+sequence's length, as ONNX's Y is; dense layers on every step past the lengths are refused
+unless a Where zeroes those steps, as to_onnx writes it). sequence_lens, when the nodes take it
+from a graph input, is Model's `lengths`. initial_h and initial_c taken from
 graph inputs are Model's `state`: node k's [D, B, H] block (layout 0; [B, D, H] transposed for
 layout 1) is recurrent layer k's state (rows k*D .. k*D+D-1 of the stacked (L*D, B, H) arrays
 when the layers are uniform). Zero initial states, constant or computed (as PyTorch's exporter
@@ -668,12 +669,27 @@ def _over_lengths(graph, node, path, info):
 
 
 def _load(source):
+    """The onnx.ModelProto of a path, a file's bytes or a ModelProto; ValueError naming source
+    for what does not parse, TypeError for anything else."""
+    import os
+
+    from google.protobuf.message import DecodeError
+
     onnx = _onnx()
     if isinstance(source, onnx.ModelProto):
         return source
-    if isinstance(source, (bytes, bytearray, memoryview)):
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        raise TypeError(f"source: expected a path, the bytes of an ONNX file or an "
+                        f"onnx.ModelProto, got {type(source).__name__}")
+    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+        raise ValueError(f"source: no file at {os.fspath(source)!r}")
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            return onnx.load(source)
         return onnx.load_from_string(bytes(source))
-    return onnx.load(source)
+    except DecodeError as e:
+        where = repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "bytes"
+        raise ValueError(f"source: {where} is not an ONNX model ({e})") from None
 
 
 def from_onnx(source, backend="c"):
@@ -740,6 +756,13 @@ def onnx_layers(source):
     if path.stage == "masked" or path.readout == "sum":
         _refuse(None, "masks its output for a max over time, or sums over time, without "
                       "completing the readout (ReduceMax over time; Div by sequence_lens)")
+    if info["lengths"] is not None and path.readout == "sequence" and dense and \
+            not info.get("over_lengths"):
+        _refuse(dense[0]["node"], "a dense layer on every step of outputs whose nodes take "
+                                  "sequence_lens gives its bias past each length, where "
+                                  "rnnext's per-step output is zero; zero those steps with "
+                                  "Where(valid, y, 0) as to_onnx(lengths=True) writes, or "
+                                  "drop sequence_lens")
     if info["lengths"] is not None and path.readout in ("last", "mean", "max") and \
             not info.get("over_lengths"):
         _refuse(None, f"reads its sequences' {path.readout} step(s) over all time steps while "

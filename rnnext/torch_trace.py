@@ -165,6 +165,21 @@ def _live_nodes(graph):
     return live
 
 
+def _mutates(node, gm):
+    """Whether the node changes a tensor in place (x.clamp_(...), F.relu(x, inplace=True),
+    nn.ReLU(inplace=True), x[...] = v)."""
+    import operator
+
+    if node.op == "call_method":
+        return node.target.endswith("_") and node.target != "requires_grad_"
+    if node.op == "call_function":
+        return node.target is operator.setitem or node.kwargs.get("inplace", False) is True or \
+            getattr(node.target, "__name__", "").endswith("_")
+    if node.op == "call_module":
+        return getattr(gm.get_submodule(node.target), "inplace", False) is True
+    return False
+
+
 def _package(function):
     """The top package of a function: torch, operator, builtins or a user's own."""
     return (getattr(function, "__module__", None) or "").split(".")[0].lstrip("_")
@@ -291,6 +306,11 @@ class _Walk:
         first_input = next((n for n in graph.nodes if n.op == "placeholder"), None)
         for node in graph.nodes:
             if node not in live:
+                if _mutates(node, self.gm):
+                    self.node = node
+                    self.refuse("changes a tensor in place and its result is not used: the "
+                                "output would not see the change in rnnext's layers; write it "
+                                "as y = op(y) so that it is on the path to the output")
                 continue
             self.node = node
             if node.op == "placeholder":
@@ -387,7 +407,7 @@ class _Walk:
         self.unmapped()
 
     def unmapped(self):
-        pipeline = [v for v in self.tensor_args() if v.kind not in ("meta", "zeros")]
+        pipeline = [v for v in self.tensor_args() if v.kind not in ("meta", "zeros", "constant")]
         if len(pipeline) > 1:
             self.refuse(f"joins two paths (a residual or branching graph), which rnnext's layer "
                         f"list ({LAYER_LIST}) cannot hold")

@@ -155,6 +155,16 @@ def test_no_bias_time_distributed_dense_and_dropout():
                                      L.Softmax()))
 
 
+def test_softmax_axis_is_read_against_the_outputs_rank():
+    """Softmax(axis=1) is the features of a (B, F) output and the time of a (B, T, F) one."""
+    layers = assert_matches_keras(keras_model(L.GRU(4), L.Dense(3), L.Softmax(axis=1)))
+    assert layers[-1] == R.Dense(3, "softmax")
+    with pytest.raises(KerasImportError, match="Softmax layer .*softmax over axis 1 of a rank-3 "
+                                               "output is not supported"):
+        keras_layers(keras_model(L.GRU(4, return_sequences=True), L.Dense(3),
+                                 L.Softmax(axis=1)))
+
+
 def test_saved_keras_file_imports(tmp_path):
     model = keras_model(L.GRU(4), L.Dense(2, activation="softmax"))
     path = tmp_path / "model.keras"
@@ -387,6 +397,17 @@ def test_masking_after_another_layer_is_refused():
         keras_layers(keras_model(L.LSTM(4, return_sequences=True), L.Masking(), L.LSTM(3)))
 
 
+def test_a_mask_given_to_a_call_is_refused():
+    """A mask= argument computed beside the layer chain (here what Masking(0.5) would give) is
+    not the mask Keras passes along the chain: refused, pointing at Masking."""
+    inputs = keras.Input((T, I))
+    mask = keras.ops.any(keras.ops.not_equal(inputs, 0.5), axis=-1)
+    model = keras.Model(inputs, L.LSTM(4)(inputs, mask=mask))
+    with pytest.raises(KerasImportError, match="LSTM layer .*given a mask other than .*Masking"):
+        keras_layers(model)
+    assert_matches_keras(keras.Model(inputs, L.LSTM(4)(L.Masking(0.5)(inputs))))
+
+
 def test_functional_model_with_an_embedding_and_a_mask():
     inputs = keras.Input((T,), dtype="int32")
     hidden = L.Embedding(V, I, mask_zero=True)(inputs)
@@ -409,3 +430,11 @@ def test_legacy_h5_file_imports(tmp_path):
     ids = masked_ids()
     np.testing.assert_allclose(rnnext.from_keras(path).predict(ids), model.predict(ids, verbose=0),
                                rtol=F32_RTOL, atol=F32_ATOL)
+
+
+@pytest.mark.parametrize("model", [None, 3, object()])
+def test_what_is_not_a_keras_model_is_refused_by_name(model):
+    with pytest.raises(TypeError, match="model: expected a keras.Model or the path of a .keras "
+                                        "or .h5 file, got"):
+        rnnext.from_keras(model)
+

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from rnnext import layers as L  # noqa: E402
 from rnnext.cells import activation_from_onnx  # noqa: E402
-from rnnext.onnx_io import OnnxImportError, onnx_layers  # noqa: E402
+from rnnext.onnx_io import OnnxImportError, from_onnx, onnx_layers  # noqa: E402
 
 from conftest import F32_ATOL, F32_RTOL, forward_imported  # noqa: E402
 
@@ -308,6 +308,23 @@ def _constant(graph, name, value):
     return name
 
 
+def test_per_step_dense_layers_past_the_lengths_are_refused():
+    """ONNX Runtime gives a per-step dense layer's bias past each length, rnnext zeros: without
+    the Where that zeroes those steps (to_onnx's), the graph is refused; ORT's output shows the
+    difference the refusal prevents."""
+    graph = recurrent_graph("LSTM", lengths=True)
+    y = graph.graph.output[0].name  # (T, 1, B, H)
+    _append(graph, "Squeeze", [y, _constant(graph, "one", np.array([1]))], "tbh")
+    _append(graph, "MatMul", ["tbh", _constant(graph, "w", np.ones((H, 2), np.float32))], "mm")
+    _append(graph, "Add", ["mm", _constant(graph, "b", np.array([1.0, -1.0], np.float32))], "z")
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    z = run_ort(graph, {"X": x, "lengths": np.array([T, 2, 1], np.int32)})[0]
+    np.testing.assert_array_equal(z[2:, 1], np.broadcast_to([1.0, -1.0], (T - 2, 2)))
+    with pytest.raises(OnnxImportError, match="MatMul node .*dense layer on every step .*"
+                                              "sequence_lens gives its bias past each length"):
+        onnx_layers(graph)
+
+
 @pytest.mark.parametrize("readout, merge", [
     ("final", "concat"), ("final", "ReduceSum"), ("final", "ReduceMean"), ("last", "concat"),
     ("last", "ReduceProd"), ("mean", "concat"), ("mean", "ReduceMean"), ("max", "concat")])
@@ -485,3 +502,18 @@ def test_torch_exported_graphs_match_torch(mode, batch_first, many_to_one, activ
     expected = expected.numpy() if many_to_one else expected.numpy().transpose(1, 0, 2)
     np.testing.assert_allclose(forward_imported(imported, x)[0], expected, rtol=F32_RTOL,
                                atol=F32_ATOL)
+
+
+def test_a_source_that_is_not_an_onnx_model_is_refused_by_name(tmp_path):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"garbage")
+    for source, error, expected in [
+            (3, TypeError, "source: expected a path, the bytes of an ONNX file or an "
+                           "onnx.ModelProto, got int"),
+            (None, TypeError, "got NoneType"),
+            (b"garbage", ValueError, "source: bytes is not an ONNX model"),
+            (str(garbage), ValueError, f"source: '{garbage}' is not an ONNX model"),
+            (tmp_path / "missing.onnx", ValueError, "source: no file at .*missing.onnx")]:
+        with pytest.raises(error, match=expected):
+            from_onnx(source)
+

@@ -427,6 +427,29 @@ def layer_norm_head(self, x):
     return self.norm(self.fc(out[:, -1]))
 
 
+def clamped_in_place(self, x):
+    out, _ = self.lstm(x)
+    out.clamp_(max=0.1)
+    return out[:, -1]
+
+
+def relu_in_place(self, x):
+    out, _ = self.lstm(x)
+    torch.nn.functional.relu(out, inplace=True)
+    return out.mean(1)
+
+
+def filled_state(self, x):
+    h0 = torch.zeros(1, x.size(0), I)
+    h0.fill_(0.5)
+    out, _ = self.lstm(x, (h0, h0))
+    return out
+
+
+def scaled_by_parameter(self, x):
+    return self.lstm(x * self.h0)[0]
+
+
 REFUSALS = {
     "conv1d-front": (Conv1dFront, "Conv1d module 'conv'", "conv",
                      "comes before the recurrent layers"),
@@ -479,6 +502,14 @@ REFUSALS = {
                                        r"layers read float input"),
     "layer-norm": (lambda: LSTMBody(layer_norm_head), "LayerNorm module 'norm'", "norm",
                    "does not map to an rnnext layer"),
+    "clamp-in-place": (lambda: LSTMBody(clamped_in_place), "Tensor.clamp_", "clamp_",
+                       "changes a tensor in place and its result is not used.*y = op\\(y\\)"),
+    "relu-in-place": (lambda: LSTMBody(relu_in_place), "torch.nn.functional.relu", "relu",
+                      "changes a tensor in place"),
+    "state-filled-in-place": (lambda: LSTMBody(filled_state), "Tensor.fill_", "fill_",
+                              "changes a tensor in place"),
+    "scaled-by-a-parameter": (lambda: LSTMBody(scaled_by_parameter), "operator.mul", "mul",
+                              "comes before the recurrent layers"),
 }
 
 
