@@ -36,7 +36,8 @@ def demo(args):
     y_np = model.predict(x, lengths=lengths, backend="numpy")
     print("class probabilities, first 3 sequences (compiled | numpy):")
     for b in range(3):
-        print(f"  {b}: {np.array2string(y_c[b], precision=5)} | {np.array2string(y_np[b], precision=5)}")
+        print(f"  {b}: {np.array2string(y_c[b], precision=5)} | "
+              f"{np.array2string(y_np[b], precision=5)}")
     diff = float(np.max(np.abs(y_c - y_np)))
     print(f"largest difference compiled vs numpy: {diff:.2e}\n")
 

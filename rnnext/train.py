@@ -159,7 +159,8 @@ def _params_for(model, params):
         out[name] = arr
     dtypes = {a.dtype for a in out.values()}
     if len(dtypes) > 1:
-        raise ValueError(f"params: expected one dtype for all arrays, got {sorted(map(str, dtypes))}")
+        raise ValueError(f"params: expected one dtype for all arrays, got "
+                         f"{sorted(map(str, dtypes))}")
     return out
 
 
