@@ -40,6 +40,14 @@ def precision_of(backend):
     return ANCHORS[backend][0] if backend in ANCHORS else "fp32"
 
 
+def engine_label(name, with_precision=False):
+    """A backend's name in the report; with_precision, an fp32 one's name says fp32 too."""
+    if name in ANCHORS:
+        return ANCHORS[name][1]
+    label = "ORT" if name == "onnxruntime" else name
+    return f"{label} fp32" if with_precision else label
+
+
 def chosen_anchors(mods, precisions):
     """({anchor: label} to run, {label: why it is left out}) for the precisions asked for;
     mods maps module names to modules or None."""

@@ -30,8 +30,9 @@ import numpy as np
 
 import rnnext
 from anchors import (ANCHORS, PRECISIONS, REDUCED_PRECISION_BOUND, anchor_calls,
-                     chosen_anchors, precision_of, prepare)
+                     chosen_anchors, engine_label, precision_of, prepare)
 from common import machine_info, measure_peak, optional_import, time_call, write_report
+from plot_forward import plot_ms
 
 CELLS = ("lstm", "gru", "rnn")
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -384,11 +385,6 @@ def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def engine_label(name):
-    """A backend's name in the report."""
-    return ANCHORS[name][1] if name in ANCHORS else "ORT" if name == "onnxruntime" else name
-
-
 def anchor_cell(b):
     """An anchor's table cell: ms (max abs diff from torch fp32[; note]), or why no time."""
     if b is None:
@@ -506,6 +502,9 @@ def main(argv=None):
     report["warnings"] = load_warnings(report["machine"]["load_average"][0], report["peak"],
                                        report["points"])
     write_report(args.out, "latest", markdown(report), report)
+    if args.plot:
+        failed = plot_ms(report["points"], args.plot)
+        print(f"no plot: {failed}" if failed else f"plot: {args.plot}", file=sys.stderr)
     return 0
 
 
