@@ -1,16 +1,21 @@
 """Forward-pass timings side by side, in one run: rnnext compiled, the rnnext NumPy fallback,
-PyTorch CPU and ONNX Runtime (each when importable), on the same weights and the same input.
+PyTorch CPU and ONNX Runtime (each when importable), and the anchors at reduced precision (torch
+bf16 autocast, ORT int8 quantize_dynamic, OpenVINO f32 and bf16; anchors.py), on the same weights
+and the same input.
 
     PYTHONPATH=. python bench/bench_forward.py             # the default grid (minutes)
     PYTHONPATH=. python bench/bench_forward.py --quick     # a small grid, a few repeats
     PYTHONPATH=. python bench/bench_forward.py --cells lstm --batch 64 --hidden 256 --threads 2
+    PYTHONPATH=. python bench/bench_forward.py --precisions fp32 --plot ms.png  # no bf16/int8
 
 Every point is a one-layer, one-direction cell run over x (B, T, I) returning the whole output
 sequence (B, T, H). The torch module (batch_first=True) is built first; rnnext's model comes from
 rnnext.from_torch(module) and the ONNX model from torch.onnx.export(module). Each backend's first
 call is the warm-up and is checked against torch's output (or, without torch, the NumPy
-reference) before that backend is timed, so a wrong result is never timed. Times are the
-median of the timed calls. The fp32 matrix-product peak is measured in the same run, at its start
+reference) before that backend is timed, so a wrong result is never timed: an fp32 backend
+that differs stops the run, an anchor beyond its precision's bound (REDUCED_PRECISION_BOUND, max
+abs against torch's fp32 output) is reported as wrong and left untimed. Times are the median of
+the timed calls. The fp32 and bf16 matrix-product peaks are measured in the same run, at its start
 and at its end (peak.py), and the better of the two is the figure.
 
 Output: a Markdown report on stdout and in <out>/latest.md, every number in <out>/latest.json.
@@ -24,7 +29,10 @@ import warnings
 import numpy as np
 
 import rnnext
+from anchors import (ANCHORS, PRECISIONS, REDUCED_PRECISION_BOUND, anchor_calls,
+                     chosen_anchors, engine_label, precision_of, prepare)
 from common import machine_info, measure_peak, optional_import, time_call, write_report
+from plot_forward import plot_ms
 
 CELLS = ("lstm", "gru", "rnn")
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -66,6 +74,12 @@ def parse_args(argv):
     p.add_argument("--numpy-max-hidden", type=positive_int,
                    help="do not time the NumPy fallback above this hidden size (default: time "
                         "it everywhere)")
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                   help="the anchors' precisions to add beside the fp32 columns of rnnext, torch, "
+                        "ORT and NumPy, which always run: fp32 = OpenVINO f32, bf16 = torch "
+                        "autocast and OpenVINO bf16, int8 = ORT quantize_dynamic (default: all)")
+    p.add_argument("--plot", metavar="PATH",
+                   help="also write a PNG (matplotlib) of ms per forward against H per backend")
     p.add_argument("--no-streaming", action="store_true", help="skip the streaming section")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=RESULTS, help=f"folder for latest.md and latest.json "
@@ -86,14 +100,27 @@ def tolerance(steps):
     return (1e-4, 1e-5) if steps <= 100 else (1e-3, 1e-4)
 
 
-def checked(what, out, ref, steps):
-    """The largest absolute difference of out from ref; stops the run if they are not close."""
-    out = np.asarray(out).reshape(ref.shape)
-    rtol, atol = tolerance(steps)
+def accuracy(out, ref, steps, precision):
+    """(largest absolute difference of out from ref, None when out is close enough for its
+    precision, else the bound it broke in words): fp32 by tolerance(steps), a reduced precision
+    by its max abs bound (REDUCED_PRECISION_BOUND)."""
+    out = np.asarray(out, dtype=np.float32).reshape(ref.shape)
     diff = float(np.max(np.abs(out - ref)))
-    if not np.allclose(out, ref, rtol=rtol, atol=atol):
+    if precision == "fp32":
+        rtol, atol = tolerance(steps)
+        return diff, None if np.allclose(out, ref, rtol=rtol, atol=atol) else \
+            f"rtol {rtol}, atol {atol}"
+    bound = REDUCED_PRECISION_BOUND[precision]
+    return diff, None if diff <= bound else f"{precision} bound {bound} on max abs diff"
+
+
+def checked(what, out, ref, steps):
+    """The largest absolute difference of an fp32 out from ref; stops the run if they are not
+    close."""
+    diff, broken = accuracy(out, ref, steps, "fp32")
+    if broken:
         raise SystemExit(f"{what}: output differs from the reference (max abs diff {diff:.3g}, "
-                         f"rtol {rtol}, atol {atol}); not timing it")
+                         f"{broken}); not timing it")
     return diff
 
 
@@ -134,7 +161,7 @@ def backend_calls(mods, model, module, onnx_bytes, x, threads, time_numpy):
                 return module(x_torch)[0].numpy()
 
         calls["torch"] = torch_call
-    if onnx_bytes is not None:
+    if onnx_bytes is not None and mods["onnxruntime"] is not None:
         session = ort_session(mods["onnxruntime"], onnx_bytes, threads)
         calls["onnxruntime"] = lambda: session.run(["y"], {"x": x})[0]
     if time_numpy:
@@ -169,6 +196,24 @@ def build_point(mods, cell, input_size, hidden, seed):
     return rnnext.from_torch(module), module
 
 
+def measured(args, what, name, call, ref, flops):
+    """The backend's record at one point: its precision, its max abs difference from ref and, when
+    its output is close enough (an fp32 one that is not stops the run), its time; else "wrong",
+    the bound it broke, and no time."""
+    precision = precision_of(name)
+    if name in ANCHORS:
+        diff, broken = accuracy(call(), ref, args.steps, precision)
+    else:
+        diff, broken = checked(what, call(), ref, args.steps), None
+    entry = {"precision": precision, "max_abs_diff": diff}
+    if broken:
+        print(f"  {what}: wrong, max abs diff {diff:.3g} beyond the {broken}; not timed",
+              file=sys.stderr)
+        return dict(entry, wrong=broken)
+    seconds, n = time_call(call, args.target, *repeat_limits(args, name == "numpy"))
+    return dict(entry, ms=seconds * 1e3, repeats=n, gflops=flops / seconds / 1e9)
+
+
 def bench_point(args, mods, cell, batch, hidden, notes):
     """The records of one (cell, batch, hidden) point, one per thread count."""
     T, I = args.steps, args.input_size
@@ -180,29 +225,32 @@ def bench_point(args, mods, cell, batch, hidden, notes):
     else:
         ref = model.forward(x, backend="numpy")[0]
     onnx_bytes = None
-    if module is not None and mods["onnxruntime"] is not None and mods["onnx"] is not None:
+    if module is not None and mods["onnx"] is not None:
         onnx_bytes = export_onnx(mods["torch"], module, x)
         notes.setdefault("onnx_nodes", {})[cell] = [
             n.op_type for n in mods["onnx"].load_from_string(onnx_bytes).graph.node]
+    prepared = prepare(args.anchors, onnx_bytes, notes, cell)
     time_numpy = args.numpy_max_hidden is None or hidden <= args.numpy_max_hidden
     flops = 2 * GATES[cell] * hidden * (I + hidden) * batch * T
     records = []
     for threads in args.threads:
         calls = backend_calls(mods, model, module, onnx_bytes, x, threads, time_numpy)
+        anchors, anchor_notes = anchor_calls(
+            mods, args.anchors, prepared, module, x, threads,
+            lambda onnx_model, k: ort_session(mods["onnxruntime"], onnx_model, k))
         rec = {"cell": cell, "batch": batch, "hidden": hidden, "input": I, "steps": T,
                "threads": threads, "flops": flops, "backends": {}}
-        for name, call in calls.items():
+        for name, call in {**calls, **anchors}.items():
             what = f"{name} {cell} B={batch} H={hidden} threads={threads}"
-            diff = checked(what, call(), ref, T)
-            seconds, n = time_call(call, args.target, *repeat_limits(args, name == "numpy"))
-            rec["backends"][name] = {"ms": seconds * 1e3, "repeats": n,
-                                     "gflops": flops / seconds / 1e9, "max_abs_diff": diff}
-        ms = {name: b["ms"] for name, b in rec["backends"].items()}
-        others = [f for f in FRAMEWORKS if f in ms]
-        if others:
-            best = min(others, key=ms.get)
-            rec["best_framework"] = best
-            rec["speedup_vs_best_framework"] = ms[best] / ms["rnnext"]
+            rec["backends"][name] = measured(args, what, name, call, ref, flops)
+            if name in anchor_notes:
+                rec["backends"][name]["note"] = anchor_notes[name]
+        ms = {name: b["ms"] for name, b in rec["backends"].items() if "ms" in b}
+        for key, others in (("best_framework", [f for f in FRAMEWORKS if f in ms]),
+                            ("fastest_any", [f for f in ms if f not in ("rnnext", "numpy")])):
+            if others:
+                rec[key] = min(others, key=ms.get)
+                rec[f"speedup_vs_{key}"] = ms[rec[key]] / ms["rnnext"]
         if "numpy" in ms:
             rec["speedup_vs_numpy"] = ms["numpy"] / ms["rnnext"]
         print(f"  {cell:4} B={batch:<3} H={hidden:<4} threads={threads}: " +
@@ -211,22 +259,36 @@ def bench_point(args, mods, cell, batch, hidden, notes):
     return records
 
 
+def best_record(records):
+    """The record with the most GFLOP/s with every measured figure, or the first record (its
+    error) when none was measured."""
+    measured = [r for r in records if "error" not in r]
+    if not measured:
+        return records[0]
+    return dict(max(measured, key=lambda r: r["gflops"]),
+                gflops_measured=[r["gflops"] for r in measured])
+
+
 def better_peaks(start, end):
     """Per thread count, the better of the peaks measured at the start and at the end of the run
-    (load from other users of a shared machine lowers one of them), with both figures."""
-    measured = [p for p in (start, end) if "error" not in p]
-    if not measured:
+    (load from other users of a shared machine lowers one of them), with both figures; the same
+    for the bf16 peak under "bf16"."""
+    runs = [p for p in (start, end) if "error" not in p]
+    if not runs:
         return start
-    return {k: dict(max((p[k] for p in measured), key=lambda r: r["gflops"]),
-                    gflops_measured=[p[k]["gflops"] for p in measured]) for k in measured[0]}
+    return {k: dict(best_record([p[k] for p in runs]),
+                    bf16=best_record([p[k]["bf16"] for p in runs])) for k in runs[0]}
 
 
 def add_peak_shares(points, peaks):
-    """Each backend's GFLOP/s as a percentage of the peak for its thread count (None without)."""
+    """Each timed backend's GFLOP/s as a percentage of the peak of its precision for its thread
+    count: fp32 or bf16 (None without one, and for int8, whose peak is not measured)."""
     for rec in points:
-        peak = peaks.get(rec["threads"], {}).get("gflops")
+        fp32 = peaks.get(rec["threads"], {})
         for b in rec["backends"].values():
-            b["pct_peak"] = None if peak is None else 100 * b["gflops"] / peak
+            own = fp32 if b["precision"] == "fp32" else fp32.get(b["precision"], {})
+            peak = own.get("gflops")
+            b["pct_peak"] = None if peak is None or "ms" not in b else 100 * b["gflops"] / peak
 
 
 def load_warnings(load_at_start, peaks, points):
@@ -323,6 +385,25 @@ def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+def anchor_cell(b):
+    """An anchor's table cell: ms (max abs diff from torch fp32[; note]), or why no time."""
+    if b is None:
+        return "-"
+    inside = "; ".join([f"{b['max_abs_diff']:.1e}"] + ([b["note"]] if "note" in b else []))
+    return f"wrong ({inside})" if "wrong" in b else f"{b['ms']:.3f} ({inside})"
+
+
+def peak_lines(label, k, p):
+    """The report's line for one measured peak (or why it was not measured)."""
+    if "error" in p:
+        return [f"- {label} peak, {k} thread(s): not measured ({p['error']})"]
+    kernels = ", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']} "
+                        f"({b['num_threads']} threads)" for b in p["blas"])
+    runs = " / ".join(f"{g:.1f}" for g in p["gflops_measured"])
+    return [f"- {label} peak, {k} thread(s): {p['gflops']:.1f} GFLOP/s (start / end of the run: "
+            f"{runs}; {p['method']}" + (f"; {kernels}" if kernels else "") + ")"]
+
+
 def markdown(report):
     m, peaks, s = report["machine"], report["peak"], report["settings"]
     rc = m["rnnext"]
@@ -343,36 +424,44 @@ def markdown(report):
         f"output sequence returned. ms: median of the timed calls after a checked warm-up call. "
         f"GFLOP/s with flops = 2*G*H*(I+H)*B*T (G = 4 LSTM, 3 GRU, 1 RNN). "
         f"% peak: of the fp32 matrix-product peak below. vs best: time of the faster of torch "
-        f"and ONNX Runtime / rnnext time (> 1: rnnext faster); vs numpy likewise.",
+        f"and ONNX Runtime / rnnext time (> 1: rnnext faster); vs any: the same against the "
+        f"fastest of every other engine at any precision, anchors included; vs numpy likewise. "
+        f"Anchor columns: ms (max abs difference from torch's fp32 output); an anchor beyond "
+        f"its precision's bound ("
+        + ", ".join(f"{p} {b:g}" for p, b in REDUCED_PRECISION_BOUND.items())
+        + ", fp32 the tolerance of the others) is marked wrong and not timed.",
         "",
     ]
     if "error" in peaks:
-        lines.append(f"fp32 peak: not measured ({peaks['error']}).")
+        lines.append(f"- fp32 peak: not measured ({peaks['error']}).")
     for k, p in sorted((k, p) for k, p in peaks.items() if k != "error"):
-        kernels = ", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']} "
-                            f"({b['num_threads']} threads)" for b in p["blas"])
-        runs = " / ".join(f"{g:.1f}" for g in p["gflops_measured"])
-        lines.append(f"- fp32 peak, {k} thread(s): {p['gflops']:.1f} GFLOP/s (start / end of "
-                     f"the run: {runs}; {p['method']}"
-                     + (f"; {kernels}" if kernels else "") + ")")
+        lines += peak_lines("fp32", k, p) + peak_lines("bf16", k, p["bf16"])
     for cell, nodes in report["notes"].get("onnx_nodes", {}).items():
         lines.append(f"- ONNX model ({cell}): torch.onnx.export(dynamo=False, opset "
                      f"{ONNX_OPSET}), nodes {' '.join(nodes)}")
+    for cell, done in report["notes"].get("ort_int8", {}).items():
+        lines.append(f"- ORT int8 ({cell}): quantize_dynamic(weight_type=QInt8) {done}")
+    for label, why in report["notes"]["anchors_left_out"].items():
+        lines.append(f"- {label}: left out, {why}")
     lines += [f"- **warning**: {w}" for w in report["warnings"]]
+    anchors = report["notes"]["anchors"]
     lines += ["", "| cell | B | H | threads | rnnext ms | GFLOP/s | % peak | torch ms | ORT ms "
-              "| numpy ms | vs best | vs numpy |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+              "| numpy ms | " + "".join(f"{label} ms | " for label in anchors.values())
+              + "vs best | vs any | vs numpy |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + "--:|" * len(anchors) + "--:|--:|--:|"]
     for r in report["points"]:
         b = r["backends"]
         ms = {name: fmt(b[name]["ms"] if name in b else None, ".3f")
               for name in ("rnnext", "torch", "onnxruntime", "numpy")}
-        best = r.get("best_framework")
-        vs_best = "-" if best is None else \
-            f"{r['speedup_vs_best_framework']:.2f}x ({'ORT' if best == 'onnxruntime' else best})"
+        vs = {key: "-" if r.get(key) is None else
+              f"{r['speedup_vs_' + key]:.2f}x ({engine_label(r[key])})"
+              for key in ("best_framework", "fastest_any")}
         lines.append(f"| {r['cell']} | {r['batch']} | {r['hidden']} | {r['threads']} "
                      f"| {ms['rnnext']} | {b['rnnext']['gflops']:.1f} "
                      f"| {fmt(b['rnnext']['pct_peak'], '.1f')} | {ms['torch']} "
-                     f"| {ms['onnxruntime']} | {ms['numpy']} | {vs_best} "
+                     f"| {ms['onnxruntime']} | {ms['numpy']} | "
+                     + "".join(f"{anchor_cell(b.get(name))} | " for name in anchors)
+                     + f"{vs['best_framework']} | {vs['fastest_any']} "
                      f"| {fmt(r.get('speedup_vs_numpy'), '.1f')} |")
     st = report.get("streaming")
     if st is not None:
@@ -389,13 +478,15 @@ def markdown(report):
 def main(argv=None):
     args = parse_args(argv)
     mods = {name: optional_import(name)
-            for name in ("numpy", "torch", "onnxruntime", "onnx", "threadpoolctl")}
-    report = {"machine": machine_info(mods), "notes": {}}
-    report["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
+            for name in ("numpy", "torch", "onnxruntime", "onnx", "threadpoolctl", "openvino")}
+    args.anchors, left_out = chosen_anchors(mods, args.precisions)
+    report = {"machine": machine_info(mods),
+              "notes": {"anchors": dict(args.anchors), "anchors_left_out": left_out}}
+    report["settings"] = {k: v for k, v in vars(args).items() if k not in ("out", "anchors")}
     missing = [name for name, m in mods.items() if m is None]
     if missing:
         print(f"not importable, left out: {', '.join(missing)}", file=sys.stderr)
-    print(f"measuring the fp32 matrix-product peak for threads {args.threads} ...",
+    print(f"measuring the fp32 and bf16 matrix-product peaks for threads {args.threads} ...",
           file=sys.stderr)
     peak_start = measure_peak(args.threads)
     report["points"] = []
@@ -411,6 +502,9 @@ def main(argv=None):
     report["warnings"] = load_warnings(report["machine"]["load_average"][0], report["peak"],
                                        report["points"])
     write_report(args.out, "latest", markdown(report), report)
+    if args.plot:
+        failed = plot_ms(report["points"], args.plot)
+        print(f"no plot: {failed}" if failed else f"plot: {args.plot}", file=sys.stderr)
     return 0
 
 

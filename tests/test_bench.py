@@ -1,7 +1,12 @@
-"""bench/: the training benchmark's own check (rnnext's loss and gradients against torch
-autograd's on the point's weights, both backends, before anything is timed) on a small grid, so
-that the script keeps running as the library changes. Its timings are not looked at here: speed
-is measured by running bench/ on a quiet machine, never asserted in a test."""
+"""bench/: the benchmarks' own checks on small grids, so that the scripts keep running as the
+library changes: the training benchmark's (rnnext's loss and gradients against torch autograd's
+on the point's weights, both backends, before anything is timed) and the forward benchmark's
+(every backend against torch's fp32 output; the anchors at reduced precision within their bound
+and marked wrong beyond it). Their timings are not looked at here: speed is measured by running
+bench/ on a quiet machine, never asserted in a test."""
+import importlib
+import importlib.util
+import json
 import re
 import runpy
 
@@ -11,11 +16,108 @@ from conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("source_tree")
 
+BENCH = REPO / "bench"
+# a grid small enough for a test: one point per cell, a few steps
+FORWARD_GRID = ["--quick", "--batch", "2", "--hidden", "8", "--threads", "1", "--steps", "10",
+                "--input-size", "4", "--no-streaming"]
+# the modules each anchor needs, as a user installs them
+ANCHOR_MODULES = {"torch_bf16": ["torch"], "ort_int8": ["torch", "onnx", "onnxruntime"],
+                  "openvino_f32": ["torch", "onnx", "openvino"],
+                  "openvino_bf16": ["torch", "onnx", "openvino"]}
+
 
 def test_bench_train_checks_every_cell_against_torch_and_prints_its_row(capsys):
     pytest.importorskip("torch")
-    bench = runpy.run_path(str(REPO / "bench" / "bench_train.py"), run_name="bench_train")
+    bench = runpy.run_path(str(BENCH / "bench_train.py"), run_name="bench_train")
     assert bench["main"](["--points", "3x8", "--steps", "5", "--input-size", "4", "--repeats",
                           "1", "--numpy-seconds", "0", "--threads", "1"]) == 0
     rows = re.findall(r"^\| (\w+) \| 3 \| 8 \|", capsys.readouterr().out, re.M)
     assert rows == list(bench["CELLS"])
+
+
+def bench_module(name):
+    """A module of bench/ (which imports its neighbours by their names)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCH))
+        return importlib.import_module(name)
+
+
+def run_forward(argv, replaced=None):
+    """(bench_forward's JSON report, its Markdown) after main(argv) with bench/ on the path;
+    replaced: {"module.name": value} set in bench/'s modules before the script imports them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCH))
+        for target, value in (replaced or {}).items():
+            patch.setattr(target, value)
+        bench = runpy.run_path(str(BENCH / "bench_forward.py"), run_name="bench_forward")
+        assert bench["main"](argv) == 0
+    out = argv[argv.index("--out") + 1]
+    with open(f"{out}/latest.json") as f, open(f"{out}/latest.md") as g:
+        return json.load(f), g.read()
+
+
+@pytest.fixture(scope="module")
+def forward_report(tmp_path_factory):
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("bench_forward")
+    report, text = run_forward(FORWARD_GRID + ["--out", str(out), "--plot", str(out / "ms.png")])
+    return report, text, out
+
+
+def test_bench_forward_times_every_cell_beside_torch(forward_report):
+    report, text, out = forward_report
+    assert [(r["cell"], r["hidden"]) for r in report["points"]] == \
+        [(cell, 8) for cell in ("lstm", "gru", "rnn")]
+    for r in report["points"]:
+        for name in ("rnnext", "torch", "numpy"):
+            assert r["backends"][name]["precision"] == "fp32"
+            assert r["backends"][name]["max_abs_diff"] < 1e-4
+    assert len(re.findall(r"^\| (lstm|gru|rnn) \| 2 \| 8 \| 1 \|", text, re.M)) == 3
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "ms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("anchor", list(ANCHOR_MODULES))
+def test_bench_forward_anchor_column_is_within_its_precisions_bound(forward_report, anchor):
+    for module in ANCHOR_MODULES[anchor]:
+        pytest.importorskip(module, reason=f"{anchor} needs {module}")
+    report, text, _ = forward_report
+    anchors = bench_module("anchors")
+    precision, label, _ = anchors.ANCHORS[anchor]
+    assert f"| {label} ms |" in text
+    for r in report["points"]:
+        b = r["backends"][anchor]
+        assert "wrong" not in b and b["ms"] > 0, (r["cell"], b)
+        if precision == "fp32" or "note" in b:
+            # fp32, or a reduced precision that did not happen (the note says which): the fp32
+            # tolerance of the other backends
+            assert b["max_abs_diff"] < 1e-4, (r["cell"], b)
+        else:
+            # the precision really reduced, and within its bound
+            assert 1e-5 < b["max_abs_diff"] <= anchors.REDUCED_PRECISION_BOUND[precision], \
+                (r["cell"], b)
+    if anchor == "ort_int8":
+        # quantize_dynamic has a quantizer for ONNX LSTM only (DynamicQuantizeLSTM)
+        assert {r["cell"]: r["backends"][anchor].get("note") for r in report["points"]} == \
+            {"lstm": None, "gru": "not quantized", "rnn": "not quantized"}
+
+
+def test_bench_forward_leaves_out_a_missing_anchor_and_does_not_time_a_wrong_one(tmp_path):
+    pytest.importorskip("torch")
+    anchors, real_import = bench_module("anchors"), bench_module("common").optional_import
+
+    def without_openvino(name):
+        return None if name == "openvino" else real_import(name)
+
+    report, text = run_forward(
+        FORWARD_GRID + ["--cells", "rnn", "--precisions", "fp32", "bf16", "--out", str(tmp_path)],
+        replaced={"common.optional_import": without_openvino, "anchors.REDUCED_PRECISION_BOUND":
+                  dict(anchors.REDUCED_PRECISION_BOUND, bf16=1e-9)})
+    assert report["notes"]["anchors_left_out"] == {
+        "OpenVINO f32": "openvino not importable", "OpenVINO bf16": "openvino not importable"}
+    assert "- OpenVINO bf16: left out, openvino not importable" in text
+    (point,) = report["points"]
+    assert "ort_int8" not in point["backends"]
+    bf16 = point["backends"]["torch_bf16"]
+    assert bf16["wrong"] == "bf16 bound 1e-09 on max abs diff" and "ms" not in bf16
+    assert re.search(r"^\| rnn \| 2 \| 8 \| 1 \|.*\| wrong \(\d\.\de-0\d\) \|", text, re.M)
