@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -41,13 +42,11 @@ RTNEURAL_FLAGS = ["-O3", "-march=native", "-std=c++17", "-DRTNEURAL_USE_EIGEN=1"
 
 
 def size(text):
-    try:
-        input_size, hidden_size = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected IxH such as 16x64, got {text!r}") from None
-    if input_size < 1 or hidden_size < 1:
-        raise argparse.ArgumentTypeError(f"expected positive I and H, got {text!r}")
-    return input_size, hidden_size
+    match = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", text.lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected IxH with positive I and H such as 16x64, "
+                                         f"got {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def parse_args(argv):
