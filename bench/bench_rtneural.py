@@ -12,9 +12,10 @@ the kernels are chosen at run time from CPUID) and bench/rtneural_stream.cpp wit
 LSTMLayerT / GRULayerT (Eigen backend, -O3 -march=native, the sizes fixed at compile time), then
 runs it. On the same random weights (PyTorch's layout and initialisation, permuted into RTNeural's
 Keras gate order), both must agree within 1e-5 at every one of --check-steps steps before
-anything is timed. Timing interleaves the two in blocks (the order alternating); each figure is
-the median over blocks of each block's median run. The ratio is RTNeural's ns / rnnext's ns:
-above 1, rnnext's step is faster. Writes bench/results/rtneural.md and .json (or --out, --name).
+anything is timed. Timing interleaves the two run by run (the order alternating) in blocks of
+--repeats runs each; each figure is the median over blocks of each block's median run. The
+ratio is RTNeural's ns / rnnext's ns: above 1, rnnext's step is faster. Writes
+bench/results/rtneural.md and .json (or --out, --name).
 """
 import argparse
 import datetime
@@ -172,9 +173,10 @@ def report_text(points, info):
     lines += ["", "RTNeural: LSTMLayerT / GRULayerT, Eigen backend, -O3 -march=native. rnnext: "
               "rnx_stream_step from librnnext.a built by csrc/Makefile without -march=native "
               f"(kernels chosen at run time: {', '.join(isas)}). One thread, batch 1, fp32. "
-              f"Medians over {info['blocks']} interleaved blocks of {info['repeats']} runs of "
-              f"{info['steps']} steps; outputs agreed within the max abs diff shown over "
-              f"{info['check_steps']} steps before timing. Ratio above 1: rnnext is faster.", ""]
+              f"Medians over {info['blocks']} blocks of {info['repeats']} runs of "
+              f"{info['steps']} steps, the engines alternating run by run; outputs agreed "
+              f"within the max abs diff shown over {info['check_steps']} steps before timing. "
+              "Ratio above 1: rnnext is faster.", ""]
     return "\n".join(lines)
 
 

@@ -7,9 +7,10 @@
 // For each cell (lstm, gru) and each (I, H) of STREAM_SIZES (a list of SIZE(I, H), fixed at
 // compile time as RTNeural's layers are): first both run CHECK_STEPS steps from zero states on
 // the same inputs and their outputs must agree within 1e-5 at every step; then BLOCKS blocks
-// are timed. In a block each engine (the order alternating between blocks) makes REPEATS timed
-// runs of STEPS steps; the block's figure is its median run in ns per step, the point's the
-// median over blocks. Prints one JSON object per point, one a line; on any failure prints why
+// are timed. A block is REPEATS rounds, in each of which both engines (the order alternating)
+// make a timed run of STEPS steps, so that a change of load hits both alike; an engine's
+// figure for the block is its median run in ns per step, for the point the median over
+// blocks. Prints one JSON object per point, one a line; on any failure prints why
 // on stderr and exits 1.
 #include <algorithm>
 #include <chrono>
@@ -202,13 +203,16 @@ void run_point(const char *cell_name, rnx_cell cell, int G, const Options &opt,
     timed_run(0);
     timed_run(1);
     std::vector<double> block_medians[2];
-    std::vector<double> runs(opt.repeats);
+    std::vector<double> runs[2] = {std::vector<double>(opt.repeats),
+                                   std::vector<double>(opt.repeats)};
     for (int block = 0; block < opt.blocks; ++block) {
-        for (int turn = 0; turn < 2; ++turn) {
-            const int engine = (block + turn) % 2;
-            for (double &run : runs) run = timed_run(engine);
-            block_medians[engine].push_back(median(runs));
-        }
+        for (int r = 0; r < opt.repeats; ++r)
+            for (int turn = 0; turn < 2; ++turn) {
+                const int engine = (block + r + turn) % 2;
+                runs[engine][r] = timed_run(engine);
+            }
+        for (int engine = 0; engine < 2; ++engine)
+            block_medians[engine].push_back(median(runs[engine]));
     }
     if (failed_steps) throw std::runtime_error("rnx_stream_step failed while timed");
 
