@@ -349,8 +349,8 @@ def _reshape(node, path, target):
                 run.append(axes[order[i]])
                 product *= size
                 i += 1
-            if spec == 1 and i < len(order) and axes[order[i]] == "1":
-                run.append("1")
+            if spec == 1 and not run and i < len(order) and path.size(axes[order[i]]) == 1:
+                run.append(axes[order[i]])  # a unit axis, or T or B where the graph fixes it at 1
                 i += 1
             if product != spec:
                 _refuse(node, f"shape {target} splits an axis of {tuple(axes)}")
