@@ -31,8 +31,8 @@ Every backend's first call is checked against the source framework's output (max
 reported); a wrong result stops the run before it is timed. Timing is in blocks: each block times every backend of a
 point in turn (time_call: the median of its calls), the order rotating from block to block, and
 the figure is the median of the block medians, so that load from other users of the (shared)
-cores lands on every backend alike. Output: a Markdown report on stdout and in <out>/zoo.md, every
-number in <out>/zoo.json.
+cores lands on every backend alike. Output: a Markdown report on stdout and in <out>/<name>.md
+(default zoo.md), every number in <out>/<name>.json.
 """
 import argparse
 import io
@@ -75,8 +75,9 @@ def parse_args(argv):
                                                 "--quick 0.03)")
     p.add_argument("--quick", action="store_true", help="short timings, to check the script")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=RESULTS, help=f"folder for zoo.md and zoo.json (default "
-                                                  f"{RESULTS})")
+    p.add_argument("--out", default=RESULTS, help=f"folder for the report (default {RESULTS})")
+    p.add_argument("--name", default="zoo", help="the report's files: <out>/<name>.md and "
+                                                 "<name>.json (default zoo)")
     args = p.parse_args(argv)
     args.models = args.models or list(MODELS)
     args.batch = args.batch or [1, 64]
@@ -742,7 +743,7 @@ def main(argv=None):
     load = report["machine"]["load_average"][0]
     report["warnings"] = ([f"load average {load:.2f} over the minute before the run: other "
                            f"processes were using the cores"] if load > 0.5 else [])
-    write_report(args.out, "zoo", markdown(report), report)
+    write_report(args.out, args.name, markdown(report), report)
     return 0
 
 
