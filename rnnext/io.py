@@ -105,5 +105,7 @@ def inspect(source):
     return info
 
 
-def _unpickle(data, backend):
-    return load(data, backend=backend)
+def _unpickle(data, backend, precision="fp32"):
+    model = load(data, backend=backend)
+    model.precision = precision
+    return model
