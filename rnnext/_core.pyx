@@ -299,11 +299,11 @@ cdef class CoreModel:
     """Owns one rnx_model built from a layer list. Read-only once built, so one instance serves
     many threads.
 
-    CoreModel(layers, params, isa="auto", precision="fp32"): layers is a list of dicts whose keys are rnx_layer's
-    field names (enum fields as ints or as the names in LAYER_KINDS, CELLS, DIRECTIONS, MERGES,
-    READOUTS, ACTS; activations/alpha/beta as lists of up to 3); params a flat float32 array of
-    param_count(layers) floats in the list's order (rnnext.h, rnx_model_create); precision one of
-    PRECISIONS (rnx_model_create_precision)."""
+    CoreModel(layers, params, isa="auto", precision="fp32"): layers is a list of dicts whose keys
+    are rnx_layer's field names (enum fields as ints or as the names in LAYER_KINDS, CELLS,
+    DIRECTIONS, MERGES, READOUTS, ACTS; activations/alpha/beta as lists of up to 3); params a
+    flat float32 array of param_count(layers) floats in the list's order (rnnext.h,
+    rnx_model_create); precision one of PRECISIONS (rnx_model_create_precision)."""
     cdef rnx_model *ptr
     cdef readonly dict info
     cdef readonly bint retired

@@ -514,23 +514,25 @@ class Model:
     # ------------------------------------------------------------------------------------------
     # files, pickling and export
 
-    def to_bytes(self):
-        """The model as the bytes of an rnnext (safetensors) file; rnnext.load reads them back."""
+    def to_bytes(self, precision=None):
+        """The model as the bytes of an rnnext (safetensors) file; rnnext.load reads them back.
+        precision: None for the model's; at "bf16" the recurrent weights are stored as BF16."""
         from . import io
 
-        return io.to_bytes(self)
+        return io.to_bytes(self, precision)
 
-    def save(self, path):
-        """Writes the model to `path` as an rnnext (safetensors) file; rnnext.load reads it."""
+    def save(self, path, precision=None):
+        """Writes the model to `path` as an rnnext (safetensors) file; rnnext.load reads it
+        (precision: see to_bytes)."""
         from . import io
 
-        io.save(self, path)
+        io.save(self, path, precision)
 
     def __reduce__(self):
         # the weights travel as the file's bytes; the compiled model is rebuilt on first use
         from . import io
 
-        return io._unpickle, (self.to_bytes(), self.backend, self.precision)
+        return io._unpickle, (self.to_bytes("fp32"), self.backend, self.precision)
 
     def to_onnx(self, path=None, opset=17, lengths=False):
         """The model as an ONNX graph (see rnnext.onnx_export.to_onnx), written to `path` if

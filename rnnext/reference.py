@@ -413,7 +413,14 @@ def at_precision(spec, params, precision):
     given. fp32 returns params itself."""
     if precision == "fp32":
         return params
-    names = {param_name(kind, r.index, reverse) for r in spec.recurrent
-             for reverse in r.reverse_flags for kind in ROUNDED_PARAMS}
+    names = rounded_param_names(spec)
     return {k: bf16_round(v).astype(np.asarray(v).dtype) if k in names else v
             for k, v in params.items()}
+
+
+def rounded_param_names(spec):
+    """The names of the parameters a reduced precision rounds (those of ROUNDED_PARAMS that
+    each recurrent layer and direction has)."""
+    return {name for r in spec.recurrent for reverse in r.reverse_flags
+            for name in L.recurrent_param_shapes(r, reverse)
+            if name in {param_name(kind, r.index, reverse) for kind in ROUNDED_PARAMS}}

@@ -195,11 +195,82 @@ def test_training_refuses_bf16(rng):
     model.loss_and_grads(x, y)
 
 
-def test_pickle_keeps_precision(rng):
+def test_pickle_keeps_precision_and_fp32_params(rng):
     import pickle
 
     model = Model("rnn", 3, 6, seed=0, precision="bf16")
     clone = pickle.loads(pickle.dumps(model))
     assert clone.precision == "bf16" and "precision='bf16'" in repr(clone)
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(clone.params[name], value)
     x = rng.standard_normal((2, 5, 3)).astype(np.float32)
     np.testing.assert_array_equal(clone.predict(x), model.predict(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+
+
+def with_metadata(data, **changes):
+    """An rnnext file's bytes with metadata keys changed (None removes one)."""
+    import json
+    import struct
+
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    for key, value in changes.items():
+        if value is None:
+            header["__metadata__"].pop(key)
+        else:
+            header["__metadata__"][key] = value
+    text = json.dumps(header).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + n:]
+
+
+FILE_CASE = [c for c in CASES if c[0] == "lstm-proj"][0]
+
+
+def test_bf16_file_holds_bf16_weights_that_safetensors_reads(rng):
+    from safetensors.torch import load as safetensors_load
+
+    model, x = make_case(FILE_CASE, rng)
+    data = model.to_bytes()  # the model's precision, bf16
+    tensors = safetensors_load(data)
+    rounded = reference.rounded_param_names(model.spec)
+    assert rounded == {"weight_ih_l0", "weight_hh_l0", "weight_hr_l0", "weight_ih_l1",
+                       "weight_hh_l1"}
+    for name, value in model.params.items():
+        want = torch.from_numpy(value)
+        want = want.to(torch.bfloat16) if name in rounded else want
+        assert tensors[name].dtype == want.dtype, name
+        torch.testing.assert_close(tensors[name], want, rtol=0, atol=0)
+    fp32 = model.to_bytes("fp32")
+    assert len(fp32) - len(data) >= 2 * sum(model.params[n].size for n in rounded) - 64
+    loaded = rnnext_load(data)
+    assert loaded.precision == "bf16"
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    np.testing.assert_array_equal(loaded.predict(x, backend="numpy"),
+                                  model.predict(x, backend="numpy"))
+    assert rnnext_load(fp32).precision == "fp32"
+    np.testing.assert_array_equal(rnnext_load(fp32).params["weight_ih_l0"],
+                                  model.params["weight_ih_l0"])
+
+
+def rnnext_load(data):
+    from rnnext import load
+
+    return load(data)
+
+
+def test_file_precision_is_checked(rng):
+    model, _ = make_case(FILE_CASE, rng)
+    data = model.to_bytes("bf16")
+    with pytest.raises(ValueError, match=r"metadata\['precision'\]: expected one of "
+                                         r"\('fp32', 'bf16'\), got 'int8'"):
+        rnnext_load(with_metadata(data, precision="int8"))
+    # without the key the same BF16 tensors load at fp32 (every dtype is read as float32)
+    plain = rnnext_load(with_metadata(data, precision=None))
+    assert plain.precision == "fp32"
+    np.testing.assert_array_equal(plain.params["weight_hh_l1"],
+                                  reference.bf16_round(model.params["weight_hh_l1"]))

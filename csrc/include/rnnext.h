@@ -445,6 +445,9 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  *              input_forget "0" | "1"
  *   readout    mode sequence | last | final | mean | max
  *   dense      units, activation none | relu | tanh | sigmoid | softmax
+ * Optionally precision fp32 | bf16 (rnx_precision; fp32 by default): the precision
+ * rnx_model_load builds the model at (a bf16 file's writer stores the recurrent weights as BF16
+ * tensors; tensors of any rnx_dtype are read either way, and rounded to bfloat16 at bf16).
  * Other "layer{i}.*" keys are refused; other keys are ignored. Its tensors are the parameters of
  * rnx_model_create's params, with their names and shapes: embedding.weight (V, E); per recurrent
  * layer k and direction (suffix "_reverse" for the reverse one) weight_ih_l{k} (G*H, I_k),
@@ -539,9 +542,10 @@ RNX_API rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers
                                          int *n_layers, char *message, size_t message_size);
 
 /* Builds a model from the `size` bytes of a model file at `data` (rnx_file_parse, then
- * rnx_file_model_layers, then rnx_model_create with the tensors read as float32 in its order and
- * instruction set `isa`, an rnx_isa). The bytes are not needed afterwards. On success *out owns
- * a new model, freed with rnx_model_free; on failure *out is NULL and `message` says why. */
+ * rnx_file_model_layers, then rnx_model_create_precision with the tensors read as float32 in its
+ * order, instruction set `isa`, an rnx_isa, and the file's precision key). The bytes are not
+ * needed afterwards. On success *out owns a new model, freed with rnx_model_free; on failure
+ * *out is NULL and `message` says why. */
 RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa,
                                   char *message, size_t message_size);
 
