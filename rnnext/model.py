@@ -20,7 +20,7 @@ At "bf16" the recurrent layers' weight_ih, weight_hh and weight_hr are rounded t
 (half the bytes a step reads); every product still accumulates in float32, and biases,
 peepholes, gates, states, the embedding and the dense layers stay float32. So a bf16 result is
 the float32 maths on the rounded weights: the "numpy" backend at "bf16" runs exactly that
-(reference.at_precision). Training (fit, loss_and_grads) runs in fp32 only.
+(reference.at_precision). Training (fit, loss_and_grads) and evaluate run in fp32 only.
 
 NaN and inf in x are not checked: they flow through the maths as IEEE arithmetic says, on both
 backends, and reach only the outputs and states of the sequences that hold them, from that step
@@ -482,9 +482,10 @@ class Model:
 
     def _check_trains(self):
         if self.precision != "fp32":
-            raise ValueError(f"precision: training runs in fp32, this model's precision is "
-                             f"{self.precision!r}; set model.precision = 'fp32' to train (the "
-                             f"parameters are float32 either way)")
+            raise ValueError(f"precision: fit, loss_and_grads and evaluate run the training pass, "
+                             f"in fp32 only; this model's precision is {self.precision!r}: set "
+                             f"model.precision = 'fp32' for them (the parameters are float32 "
+                             f"either way)")
 
     def apply_grads(self, grads, optimizer, clip=None):
         """One optimizer update from grads; see rnnext.train.apply_grads."""
@@ -509,6 +510,7 @@ class Model:
         """{"loss", "accuracy"} on (x, y); see rnnext.train.evaluate."""
         from .train import evaluate
 
+        self._check_trains()
         return evaluate(self, x, y, lengths, loss, batch_size, bptt, n_threads, backend, mask)
 
     # ------------------------------------------------------------------------------------------

@@ -187,8 +187,9 @@ def test_training_refuses_bf16(rng):
     x = rng.standard_normal((4, 5, 3)).astype(np.float32)
     y = rng.integers(0, 2, 4)
     for call in (lambda: model.fit(x, y, epochs=1, verbose=False),
-                 lambda: model.loss_and_grads(x, y)):
-        with pytest.raises(ValueError, match="precision: training runs in fp32, this model's "
+                 lambda: model.loss_and_grads(x, y), lambda: model.evaluate(x, y)):
+        with pytest.raises(ValueError, match="precision: fit, loss_and_grads and evaluate run "
+                                             "the training pass, in fp32 only; this model's "
                                              "precision is 'bf16'"):
             call()
     model.precision = "fp32"
