@@ -125,7 +125,7 @@ def inspect(source):
     return info
 
 
-def _unpickle(data, backend, precision):
+def _unpickle(data, backend, precision="fp32"):  # pickles of 0.3.0 carry no precision
     model = load(data, backend=backend)
     model.precision = precision
     return model
