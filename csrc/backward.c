@@ -136,7 +136,7 @@ rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T)
     if (!out) return RNX_ERR_NULL_ARGUMENT;
     *out = NULL;
     if (!model) return RNX_ERR_NULL_ARGUMENT;
-    if (B < 1 || T < 1) return RNX_ERR_BAD_ARGUMENT;
+    if (B < 1 || T < 1 || model->info.precision != RNX_PRECISION_FP32) return RNX_ERR_BAD_ARGUMENT;
     if ((long long)B * T > RNX_MAX_ROWS) return RNX_ERR_OVERFLOW;
     for (int k = 0; k < model->n_blocks; k++)
         if (!trains_plain(&model->blocks[k]) && rnx_general_needed(model->blocks[k].layer, 1))
@@ -401,7 +401,7 @@ rnx_status rnx_forward_train(const rnx_model *model, rnx_tape *tape, float *seq,
                              int n_threads) {
     if (!model || !tape || !x) return RNX_ERR_NULL_ARGUMENT;
     if (!tape_fits(tape, model) || B < 1 || T < 1 || B > tape->B_max || T > tape->T_max ||
-        n_threads > RNX_MAX_THREADS)
+        n_threads > RNX_MAX_THREADS || model->info.precision != RNX_PRECISION_FP32)
         return RNX_ERR_BAD_ARGUMENT;
     const rnx_status checked = rnx_check_steps(lengths, mask, B, T);
     if (checked != RNX_OK) return checked;

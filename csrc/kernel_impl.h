@@ -72,20 +72,34 @@ RNX_INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
  * accumulators live in registers. Every output is summed over k in the same order whatever the
  * tile's shape, so results do not depend on how rows are grouped (or on the thread count).
  * AS, the stride of a row's elements, is 1 except in the training kernels' weight gradients,
- * which read states in place.
+ * which read states in place. The weights are float32 (w), or with BF16 (a constant) bfloat16
+ * (w16) at the same element offsets, widened as they are loaded ("convert in registers": every
+ * instruction set runs them); everything after the load is the same float32 arithmetic.
  * ------------------------------------------------------------------------------------------- */
 
+/* bfloat16 lanes (RNX_VW of them) widened to float32 in registers: a bfloat16 is the top half of
+ * a float's bits. */
+typedef uint16_t vh __attribute__((vector_size(RNX_VW * 2), may_alias));
+typedef uint32_t vu __attribute__((vector_size(RNX_VW * 4)));
+RNX_INLINE vf vload_bf16(const uint16_t *p) {
+    return (vf)(__builtin_convertvector(*(const vh *)p, vu) << 16);
+}
+
 RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const ptrdiff_t AS,
-                           const float *w, size_t panel_stride, int K, int ldw, const int NP,
-                           const int NR, const int NV) {
+                           const float *w, const uint16_t *w16, const int BF16,
+                           size_t panel_stride, int K, int ldw, const int NP, const int NR,
+                           const int NV) {
     for (int k = 0; k < K; k++) {
         /* the weights of step k in registers, reused by every row: one load per vector */
-        const float *wk = w + (size_t)k * ldw;
+        const size_t wk = (size_t)k * ldw;
         vf wv[2][4];
 #pragma GCC unroll 2
         for (int q = 0; q < NP; q++)
 #pragma GCC unroll 4
-            for (int j = 0; j < NV; j++) wv[q][j] = vload(wk + q * panel_stride + j * RNX_VW);
+            for (int j = 0; j < NV; j++) {
+                const size_t at = wk + q * panel_stride + j * RNX_VW;
+                wv[q][j] = BF16 ? vload_bf16(w16 + at) : vload(w + at);
+            }
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
             vf ar = vsplat(a[r][k * AS]);
@@ -95,6 +109,16 @@ RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const pt
                 for (int j = 0; j < NV; j++) acc[q][r][j] += ar * wv[q][j];
         }
     }
+}
+
+/* The product with a packed weight (w16 at bf16, else w) from element offset `at`. */
+RNX_INLINE void accumulate_packed(vf acc[2][RNX_MR][4], const float *const *a, const float *w,
+                                  const uint16_t *w16, size_t at, size_t panel_stride, int K,
+                                  int ldw, const int NP, const int NR, const int NV) {
+    if (w16)
+        accumulate(acc, a, 1, NULL, w16 + at, 1, panel_stride, K, ldw, NP, NR, NV);
+    else
+        accumulate(acc, a, 1, w + at, NULL, 0, panel_stride, K, ldw, NP, NR, NV);
 }
 
 /* Two panels at a time when their accumulators fit in the registers: a tile of one or two rows
@@ -113,7 +137,7 @@ RNX_INLINE void project_panels(float *const *out, const float *const *a, const r
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++) acc[q][r][j] = vload(w->bx + (size_t)(p + q) * panel + j * RNX_VW);
-    accumulate(acc, a, 1, w->wx + p * stride, stride, w->in_size, panel, NP, NR, NV);
+    accumulate_packed(acc, a, w->wx, w->wx16, p * stride, stride, w->in_size, panel, NP, NR, NV);
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++)
@@ -158,7 +182,7 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
                                    : vload(xp[r] + (size_t)(p + q) * panel + j * RNX_VW);
     /* the GRU with the reset before the product takes only r and z here, n in gru_n_pass */
     const int nv_here = cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : NV;
-    accumulate(acc, h_in, 1, w->wh + p * stride, stride, H, panel, NP, NR, nv_here);
+    accumulate_packed(acc, h_in, w->wh, w->wh16, p * stride, stride, H, panel, NP, NR, nv_here);
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * units;
         for (int r = 0; r < NR; r++) {
@@ -210,7 +234,8 @@ RNX_INLINE void gru_n_panels(float *const *h_out, const float *const *rh, const 
     vf acc[2][RNX_MR][4];
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++) acc[q][r][0] = vload(w->bhn + (size_t)(p + q) * RNX_VW);
-    accumulate(acc, rh, 1, w->wh + p * stride + 2 * RNX_VW, stride, H, panel, NP, NR, 1);
+    accumulate_packed(acc, rh, w->wh, w->wh16, p * stride + 2 * RNX_VW, stride, H, panel, NP, NR,
+                      1);
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * RNX_VW;
         for (int r = 0; r < NR; r++) {

@@ -17,7 +17,7 @@ RNX_INLINE void matmul_panels(float *const *out, const float *const *init,
             for (int j = 0; j < 4; j++)
                 acc[q][r][j] = init ? vload(init[r] + (size_t)(p + q) * panel + j * RNX_VW)
                                     : vsplat(0.0f);
-    accumulate(acc, a, AS, w + p * panel_stride, panel_stride, K, ldw, NP, NR, 4);
+    accumulate(acc, a, AS, w + p * panel_stride, NULL, 0, panel_stride, K, ldw, NP, NR, 4);
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < 4; j++)

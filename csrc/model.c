@@ -269,8 +269,31 @@ void rnx_panel_slot(const rnx_block *b, int p, int j, int v, int *gate, int *uni
     }
 }
 
-/* dst (npanels, K, nv, vw) from a PyTorch weight src (G*H, K). */
-static void pack_weight(const rnx_block *b, float *dst, const float *src, size_t K) {
+uint16_t rnx_bf16_from_float(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u); /* quiet NaN */
+    bits += 0x7fffu + ((bits >> 16) & 1u); /* ties to even; +-inf and the carry into inf hold */
+    return (uint16_t)(bits >> 16);
+}
+
+/* The floats of a direction's weights (w_ih, w_hh, w_hr) to their bfloat16 values, in place. */
+static void round_weights_bf16(const rnx_general *g) {
+    const rnx_general_params *w = &g->w;
+    const size_t GH = (size_t)g->G * g->H;
+    float *const arrays[3] = {w->w_ih, w->w_hh, w->w_hr};
+    const size_t counts[3] = {GH * g->I, GH * g->S, (size_t)g->P * g->H};
+    for (int a = 0; a < 3; a++)
+        for (size_t i = 0; arrays[a] && i < counts[a]; i++) {
+            const uint32_t bits = (uint32_t)rnx_bf16_from_float(arrays[a][i]) << 16;
+            memcpy(&arrays[a][i], &bits, sizeof bits);
+        }
+}
+
+/* dst (npanels, K, nv, vw) from a PyTorch weight src (G*H, K): float32 into dst, or bfloat16
+ * into dst16 when dst is NULL. */
+static void pack_weight(const rnx_block *b, float *dst, uint16_t *dst16, const float *src,
+                        size_t K) {
     const int H = b->hidden_size, vw = b->kernels->vw;
     for (int p = 0; p < b->npanels; p++)
         for (size_t k = 0; k < K; k++)
@@ -278,7 +301,9 @@ static void pack_weight(const rnx_block *b, float *dst, const float *src, size_t
                 for (int v = 0; v < vw; v++) {
                     int gate, unit;
                     rnx_panel_slot(b, p, j, v, &gate, &unit);
-                    *dst++ = unit < H ? src[((size_t)gate * H + unit) * K + k] : 0.0f;
+                    const float v = unit < H ? src[((size_t)gate * H + unit) * K + k] : 0.0f;
+                    if (dst) *dst++ = v;
+                    else *dst16++ = rnx_bf16_from_float(v);
                 }
 }
 
@@ -339,11 +364,17 @@ static void storage_layout(rnx_arena *a, void *what) {
             }
             b->general = g;
         }
+        const int bf16 = m->info.precision == RNX_PRECISION_BF16;
+        const size_t weight_bytes = bf16 ? sizeof(uint16_t) : sizeof(float);
         for (int d = 0; !b->plain && d < b->directions; d++) {
             rnx_packed *w = &b->packed[d];
             w->in_size = b->input_size;
-            w->wx = rnx_arena_take(a, panels * (size_t)b->input_size, sizeof(float));
-            w->wh = rnx_arena_take(a, panels * (size_t)b->hidden_size, sizeof(float));
+            void *wx = rnx_arena_take(a, panels * (size_t)b->input_size, weight_bytes);
+            void *wh = rnx_arena_take(a, panels * (size_t)b->hidden_size, weight_bytes);
+            w->wx = bf16 ? NULL : wx;
+            w->wh = bf16 ? NULL : wh;
+            w->wx16 = bf16 ? wx : NULL;
+            w->wh16 = bf16 ? wh : NULL;
             w->bx = rnx_arena_take(a, panels, sizeof(float));
             w->bhn = b->gates == 3
                          ? rnx_arena_take(a, (size_t)b->npanels * b->kernels->vw, sizeof(float))
@@ -380,12 +411,13 @@ static void load_params(rnx_model *m, const float *src) {
                 float *copy = g->w.w_ih;
                 memcpy(copy, src, count * sizeof(float));
                 rnx_general_init(g, b->layer, copy);
+                if (m->info.precision == RNX_PRECISION_BF16) round_weights_bf16(g);
             }
             if (b->plain) continue;
             const float *w_ih = src, *w_hh = w_ih + GH * K, *b_ih = w_hh + GH * H;
             const float *b_hh = b_ih + GH;
-            pack_weight(b, b->packed[d].wx, w_ih, K);
-            pack_weight(b, b->packed[d].wh, w_hh, H);
+            pack_weight(b, b->packed[d].wx, b->packed[d].wx16, w_ih, K);
+            pack_weight(b, b->packed[d].wh, b->packed[d].wh16, w_hh, H);
             pack_biases(b, (rnx_packed *)&b->packed[d], b_ih, b_hh);
         }
     }
@@ -434,6 +466,11 @@ void rnx_model_free(rnx_model *model) {
 
 rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_layers, int isa,
                             const float *params) {
+    return rnx_model_create_precision(out, layers, n_layers, isa, RNX_PRECISION_FP32, params);
+}
+
+rnx_status rnx_model_create_precision(rnx_model **out, const rnx_layer *layers, int n_layers,
+                                      int isa, int precision, const float *params) {
     if (!out) return RNX_ERR_NULL_ARGUMENT;
     *out = NULL;
     size_t embedding_params, recurrent_params, total;
@@ -441,6 +478,8 @@ rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_laye
     if (s != RNX_OK) return s;
     if (!params) return RNX_ERR_NULL_ARGUMENT;
     if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX512) return RNX_ERR_BAD_CONFIG;
+    if (precision != RNX_PRECISION_FP32 && precision != RNX_PRECISION_BF16)
+        return RNX_ERR_BAD_CONFIG;
     if (isa == RNX_ISA_AUTO) isa = rnx_default_isa();
     const rnx_kernels *kernels = rnx_kernels_for((rnx_isa)isa);
     if (!kernels) return RNX_ERR_ISA_UNAVAILABLE;
@@ -462,6 +501,7 @@ rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_laye
     memcpy(m->layers, layers, (size_t)n_layers * sizeof *layers);
     m->kernels = kernels;
     m->info.isa = isa;
+    m->info.precision = precision;
     m->info.recurrent_param_offset = embedding_params;
     m->info.recurrent_param_count = recurrent_params;
     m->readout = RNX_READOUT_SEQUENCE;

@@ -3,6 +3,7 @@
 #define RNX_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "rnnext.h"
 
 /* The largest row tile of any kernel (rows of the batch computed together). */
@@ -17,8 +18,10 @@
  * Units past H are padded with zero weights and biases, which keeps padded state lanes at 0. */
 typedef struct rnx_packed {
     int in_size;   /* K of the input product: I for layer 0, D*H above */
-    float *wx;     /* (npanels, in_size, nv, vw): weight_ih */
-    float *wh;     /* (npanels, H, nv, vw): weight_hh */
+    float *wx;     /* (npanels, in_size, nv, vw): weight_ih; NULL at bf16 */
+    float *wh;     /* (npanels, H, nv, vw): weight_hh; NULL at bf16 */
+    uint16_t *wx16; /* RNX_PRECISION_BF16: wx as bfloat16 bits (the top half of a float32); */
+    uint16_t *wh16; /* wh the same; both NULL at fp32 */
     float *bx;     /* (npanels, nv, vw): bias_ih + bias_hh (GRU's n gate: bias_in alone) */
     float *bhn;    /* (npanels, vw): the GRUs' bias_hn, kept out of bx; NULL for other cells */
 } rnx_packed;
@@ -67,6 +70,9 @@ extern const rnx_kernels rnx_kernels_scalar;
 extern const rnx_kernels rnx_kernels_avx2;
 extern const rnx_kernels rnx_kernels_avx512;
 #endif
+
+/* x rounded to bfloat16 (nearest, ties to even; NaN stays NaN): the top 16 bits of a float. */
+uint16_t rnx_bf16_from_float(float x);
 
 /* G, the gates of `cell` (an rnx_cell), or 0 for an unknown cell. */
 int rnx_cell_gates(int cell);

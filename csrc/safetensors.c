@@ -680,6 +680,8 @@ static const choice DENSE_ACTIVATIONS[] = {{"none", RNX_ACT_LINEAR}, {"relu", RN
                                            {"tanh", RNX_ACT_TANH}, {"sigmoid", RNX_ACT_SIGMOID},
                                            {"softmax", RNX_ACT_SOFTMAX}, {NULL, 0}};
 /* Version 1: the cell, the head's placement and its activation. */
+static const choice PRECISIONS[] = {{"fp32", RNX_PRECISION_FP32}, {"bf16", RNX_PRECISION_BF16},
+                                    {NULL, 0}};
 static const choice V1_CELLS[] = {{"rnn", RNX_CELL_RNN_TANH}, {"lstm", RNX_CELL_LSTM},
                                   {"gru", RNX_CELL_GRU}, {NULL, 0}};
 static const choice V1_OUTPUTS[] = {{"many_to_one", RNX_READOUT_LAST},
@@ -1270,7 +1272,11 @@ rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int is
     param_reader reader = {f, params, count};
     if (s == RNX_OK) s = for_each_param(layers, n, version == 1, read_param, &reader);
     if (s == RNX_OK && reader.left) s = RNX_ERR_BAD_CONFIG;
-    if (s == RNX_OK) s = rnx_model_create(out, layers, n, isa, params);
+    int precision = RNX_PRECISION_FP32;
+    const meta_reader top = {f, -1, message, message_size};
+    if (s == RNX_OK && version >= 2 && rnx_file_metadata_get(f, "precision"))
+        s = meta_choice(&top, "precision", PRECISIONS, &precision);
+    if (s == RNX_OK) s = rnx_model_create_precision(out, layers, n, isa, precision, params);
     if (s == RNX_ERR_BAD_CONFIG) /* the list is valid as a file; the core names no field */
         fail(message, message_size, s, "metadata: the layers are not a model this library builds "
              "(%s)", rnx_status_string(s));

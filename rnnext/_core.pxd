@@ -23,6 +23,10 @@ cdef extern from "rnnext.h" nogil:
         RNX_ISA_AVX2
         RNX_ISA_AVX512
 
+    ctypedef enum rnx_precision:
+        RNX_PRECISION_FP32
+        RNX_PRECISION_BF16
+
     ctypedef enum rnx_function:
         RNX_FN_SIGMOID
         RNX_FN_TANH
@@ -142,6 +146,7 @@ cdef extern from "rnnext.h" nogil:
         int folded
         size_t recurrent_param_offset
         size_t recurrent_param_count
+        int precision
 
     ctypedef struct rnx_tape:
         pass
@@ -156,6 +161,8 @@ cdef extern from "rnnext.h" nogil:
     rnx_status rnx_param_count(const rnx_layer *layers, int n_layers, size_t *count)
     rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_layers, int isa,
                                 const float *params)
+    rnx_status rnx_model_create_precision(rnx_model **out, const rnx_layer *layers, int n_layers,
+                                          int isa, int precision, const float *params)
     void rnx_model_free(rnx_model *model)
     rnx_model_info rnx_model_get_info(const rnx_model *model)
     rnx_status rnx_model_layer(const rnx_model *model, int index, rnx_layer *out)

@@ -44,6 +44,7 @@ cdef extern from *:
 
 ISAS = {"auto": RNX_ISA_AUTO, "scalar": RNX_ISA_SCALAR, "avx2": RNX_ISA_AVX2,
         "avx512": RNX_ISA_AVX512}
+PRECISIONS = {"fp32": RNX_PRECISION_FP32, "bf16": RNX_PRECISION_BF16}
 CELLS = {"rnn_tanh": RNX_CELL_RNN_TANH, "rnn_relu": RNX_CELL_RNN_RELU, "lstm": RNX_CELL_LSTM,
          "gru": RNX_CELL_GRU, "gru_reset_before": RNX_CELL_GRU_RESET_BEFORE}
 LAYER_KINDS = {"embedding": RNX_LAYER_EMBEDDING, "recurrent": RNX_LAYER_RECURRENT,
@@ -298,15 +299,16 @@ cdef class CoreModel:
     """Owns one rnx_model built from a layer list. Read-only once built, so one instance serves
     many threads.
 
-    CoreModel(layers, params, isa="auto"): layers is a list of dicts whose keys are rnx_layer's
-    field names (enum fields as ints or as the names in LAYER_KINDS, CELLS, DIRECTIONS, MERGES,
-    READOUTS, ACTS; activations/alpha/beta as lists of up to 3); params a flat float32 array of
-    param_count(layers) floats in the list's order (rnnext.h, rnx_model_create)."""
+    CoreModel(layers, params, isa="auto", precision="fp32"): layers is a list of dicts whose keys
+    are rnx_layer's field names (enum fields as ints or as the names in LAYER_KINDS, CELLS,
+    DIRECTIONS, MERGES, READOUTS, ACTS; activations/alpha/beta as lists of up to 3); params a
+    flat float32 array of param_count(layers) floats in the list's order (rnnext.h,
+    rnx_model_create); precision one of PRECISIONS (rnx_model_create_precision)."""
     cdef rnx_model *ptr
     cdef readonly dict info
     cdef readonly bint retired
 
-    def __cinit__(self, layers, params, str isa="auto"):
+    def __cinit__(self, layers, params, str isa="auto", str precision="fp32"):
         if params is None:
             raise TypeError("params: expected a float32 array, got None")
         cdef const float[::1] flat = _aligned(params)
@@ -317,11 +319,14 @@ cdef class CoreModel:
             raise ValueError(f"params: expected {count} floats, got {flat.shape[0]}")
         if isa not in ISAS:
             raise ValueError(f"isa: expected one of {list(ISAS)}, got {isa!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
         cdef rnx_status status
         cdef int code = ISAS[isa]
+        cdef int precision_code = PRECISIONS[precision]
         with nogil:
-            status = rnx_model_create(&self.ptr, lst.ptr, lst.n, code,
-                                      &flat[0] if count else NULL)
+            status = rnx_model_create_precision(&self.ptr, lst.ptr, lst.n, code, precision_code,
+                                                &flat[0] if count else NULL)
         if isa == "auto" and status == RNX_ERR_ISA_UNAVAILABLE:
             raise RuntimeError("RNNEXT_ISA names an instruction set that is unknown or not "
                                "supported by this CPU; use scalar, avx2 or avx512")
@@ -334,7 +339,8 @@ cdef class CoreModel:
                      "cell_size": i.cell_size, "streamable": bool(i.streamable),
                      "folded": bool(i.folded),
                      "recurrent_param_offset": i.recurrent_param_offset,
-                     "recurrent_param_count": i.recurrent_param_count}
+                     "recurrent_param_count": i.recurrent_param_count,
+                     "precision": next(k for k, v in PRECISIONS.items() if v == i.precision)}
 
     def __dealloc__(self):
         rnx_model_free(self.ptr)

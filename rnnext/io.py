@@ -14,17 +14,32 @@ import struct
 import numpy as np
 
 from . import layers as L
+from . import reference
+from ._core import PRECISIONS
 from .cells import dense_param_name
-from .model import Model
+from .model import Model, _choice
 
 
-def to_bytes(model):
+def to_bytes(model, precision=None):
     """The model as the bytes of an rnnext file (format version 2: the layer list in the
-    metadata, float32 tensors in parameter order)."""
-    header, chunks, offset = {"__metadata__": L.to_metadata(model.spec)}, [], 0
+    metadata, float32 tensors in parameter order). precision (None: the model's): at "bf16" the
+    recurrent weights that bf16 rounds (reference.ROUNDED_PARAMS) are BF16 tensors, rounded,
+    and the metadata says precision "bf16", which load restores."""
+    precision = model._call_precision(precision)
+    meta = L.to_metadata(model.spec)
+    rounded = set()
+    if precision != "fp32":
+        meta["precision"] = precision
+        rounded = reference.rounded_param_names(model.spec)
+    header, chunks, offset = {"__metadata__": meta}, [], 0
     for name in model.param_shapes():
-        data = np.ascontiguousarray(model.params[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(model.params[name].shape),
+        values = np.ascontiguousarray(model.params[name], dtype="<f4")
+        if name in rounded:  # a bfloat16 is the top half of the rounded float's bits
+            data, dtype = (reference.bf16_round(values).view("<u4") >> 16).astype("<u2"), "BF16"
+        else:
+            data, dtype = values, "F32"
+        data = data.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(model.params[name].shape),
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
@@ -33,9 +48,9 @@ def to_bytes(model):
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
-def save(model, path):
-    """Writes the model to `path` as an rnnext (safetensors) file."""
-    data = to_bytes(model)
+def save(model, path, precision=None):
+    """Writes the model to `path` as an rnnext (safetensors) file (precision: see to_bytes)."""
+    data = to_bytes(model, precision)
     with open(path, "wb") as f:
         f.write(data)
 
@@ -75,16 +90,21 @@ def load(source, backend="c"):
     table = TensorFile(data, what)
     table.model_layers(what)  # the C parser's checks: what a C program would accept
     meta = table.metadata()
+    precision = "fp32"
     if meta.get("format_version") == "1":
         spec, renamed = _version1_layers(meta)
     else:
+        meta = dict(meta)
         try:
+            precision = _choice("metadata['precision']", meta.pop("precision", "fp32"),
+                                tuple(PRECISIONS))
             spec, renamed = L.from_metadata(meta), {}
         except ValueError as e:
             raise ValueError(f"{what}: {e}") from None
     params = {renamed.get(name, name): table.read(i)
               for i, (name, *_) in enumerate(table.tensors())}
-    return Model(list(spec.layers), spec.input_size, backend=backend, params=params)
+    return Model(list(spec.layers), spec.input_size, backend=backend, params=params,
+                 precision=precision)
 
 
 def inspect(source):
@@ -105,5 +125,7 @@ def inspect(source):
     return info
 
 
-def _unpickle(data, backend):
-    return load(data, backend=backend)
+def _unpickle(data, backend, precision="fp32"):  # pickles of 0.3.0 carry no precision
+    model = load(data, backend=backend)
+    model.precision = precision
+    return model

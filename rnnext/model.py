@@ -14,6 +14,14 @@ States: for a model whose recurrent layers are what one torch.nn.RNN/LSTM/GRU ca
 cell, sizes and directions), PyTorch's stacked arrays h (L*D, B, S), or (h, c) for the LSTM;
 otherwise a list with one entry per recurrent layer: h (D, B, S) or (h, c) with c (D, B, H).
 
+Precision: "fp32" (the default) or "bf16", per model and per call (forward, predict, stream).
+At "bf16" the recurrent layers' weight_ih, weight_hh and weight_hr are rounded to bfloat16
+(nearest, ties to even; reference.bf16_round) and the compiled core keeps them as 16-bit values
+(half the bytes a step reads); every product still accumulates in float32, and biases,
+peepholes, gates, states, the embedding and the dense layers stay float32. So a bf16 result is
+the float32 maths on the rounded weights: the "numpy" backend at "bf16" runs exactly that
+(reference.at_precision). Training (fit, loss_and_grads) and evaluate run in fp32 only.
+
 NaN and inf in x are not checked: they flow through the maths as IEEE arithmetic says, on both
 backends, and reach only the outputs and states of the sequences that hold them, from that step
 on.
@@ -25,7 +33,7 @@ import numpy as np
 
 from . import layers as L
 from . import reference
-from ._core import MAX_SIZE, check_batch
+from ._core import MAX_SIZE, PRECISIONS, check_batch
 from .config import resolve_threads
 
 BACKENDS = ("c", "numpy")
@@ -88,13 +96,14 @@ class Model:
 
     seed: None or an int >= 0, for PyTorch's initialisation (rnnext.layers.init_params).
     params: {name: array} with the names and shapes of param_shapes() instead. backend: "c"
-    (compiled, the default) or "numpy" (the reference); each call can override it.
+    (compiled, the default) or "numpy" (the reference); precision: "fp32" (the default) or
+    "bf16" (see the module's docstring); each call can override both.
     """
 
     def __init__(self, layers=None, input_size=None, hidden_size=None, num_layers=1,
                  bidirectional=False, nonlinearity="tanh", output_size=None,
                  output="many_to_one", activation=None, seed=None, backend="c", params=None,
-                 linear_before_reset=True, *, cell=None):
+                 linear_before_reset=True, *, cell=None, precision="fp32"):
         shorthand = dict(hidden_size=hidden_size, num_layers=num_layers,
                          bidirectional=bidirectional, nonlinearity=nonlinearity,
                          output_size=output_size, output=output, activation=activation,
@@ -124,7 +133,8 @@ class Model:
                 _positive_int("input_size", input_size)
         self.spec = L.build(list(layers), input_size)
         self.backend = _choice("backend", backend, BACKENDS)
-        self._core = None
+        self.precision = precision
+        self._cores = {}  # {precision: the compiled model}, each built when first used
         self._tapes = threading.local()  # the compiled core's training tape (train.py), one
         # per thread, kept across steps
         self.params = L.init_params(self.spec, seed) if params is None else \
@@ -179,22 +189,38 @@ class Model:
     def _params_changed(self):
         """After the parameters changed: the compiled model is packed again when next used, and
         the compiled streams made from the old one move to the new one at their next step."""
-        if self._core is not None:
-            self._core.retire()
-            self._core = None
+        for core in self._cores.values():
+            core.retire()
+        self._cores = {}
 
-    def core(self):
-        """The compiled model, packed once from the parameters and kept until they change."""
-        if self._core is None:
-            self._core = self._core_from(self.params)
-        return self._core
+    @property
+    def precision(self):
+        """The precision calls run at unless they name one: "fp32" or "bf16"."""
+        return self._model_precision
 
-    def _core_from(self, params):
+    @precision.setter
+    def precision(self, value):
+        self._model_precision = _choice("precision", value, tuple(PRECISIONS))
+
+    def _call_precision(self, precision):
+        """A call's precision: the model's for None, else one of PRECISIONS."""
+        return self.precision if precision is None else \
+            _choice("precision", precision, tuple(PRECISIONS))
+
+    def core(self, precision=None):
+        """The compiled model at `precision` (None: the model's), packed once from the
+        parameters and kept until they change."""
+        precision = self._call_precision(precision)
+        if precision not in self._cores:
+            self._cores[precision] = self._core_from(self.params, precision)
+        return self._cores[precision]
+
+    def _core_from(self, params, precision="fp32"):
         from ._core import CoreModel
 
         flat = np.concatenate([np.asarray(params[n], np.float32).ravel()
                                for n in self.param_shapes()])
-        return CoreModel(L.core_layers(self.spec), flat)
+        return CoreModel(L.core_layers(self.spec), flat, precision=precision)
 
     # ------------------------------------------------------------------------------------------
     # input checks
@@ -366,20 +392,22 @@ class Model:
     # ------------------------------------------------------------------------------------------
     # running
 
-    def _run(self, x, states, lengths, mask, n_threads, backend):
+    def _run(self, x, states, lengths, mask, n_threads, backend, precision=None):
         """The whole model over validated inputs: (y, [(h_n, c_n)] per recurrent layer)."""
         backend = _choice("backend", self.backend if backend is None else backend, BACKENDS)
+        precision = self._call_precision(precision)
         n_threads = resolve_threads(n_threads)
         if backend == "numpy":
-            return reference.forward_model(self.spec, self.params, x, states, lengths, mask)
+            params = reference.at_precision(self.spec, self.params, precision)
+            return reference.forward_model(self.spec, params, x, states, lengths, mask)
         B, T = x.shape[:2]
         y = np.empty((B, T, self.output_size) if self.per_step else (B, self.output_size),
                      np.float32)
         h_n, c_n, shapes = self._state_buffers(B)
         h0, c0 = self._flat_states(states)
         ids = x if self.spec.embedding is not None else None
-        self.core().forward(y, h_n, c_n, None if ids is not None else x, ids, h0, c0, lengths,
-                            mask, n_threads)
+        self.core(precision).forward(y, h_n, c_n, None if ids is not None else x, ids, h0, c0,
+                                     lengths, mask, n_threads)
         return y, self._split_states(h_n, c_n, shapes)
 
     @staticmethod
@@ -409,33 +437,36 @@ class Model:
             out.append((h, c))
         return out
 
-    def forward(self, x, state=None, lengths=None, mask=None, n_threads=None, backend=None):
+    def forward(self, x, state=None, lengths=None, mask=None, n_threads=None, backend=None,
+                precision=None):
         """Runs the model. Returns (y, state).
 
         y: the model's output: (B, T, F) when it has no readout (or Readout("sequence")), zero
         at invalid steps; else (B, F). For one unbatched sequence the batch axis is dropped.
         state: the final states (see the module's docstring); pass it back to continue.
         n_threads: None for all available, n >= 1, or negative to count back from the maximum.
+        precision: None for the model's, or "fp32" or "bf16" for this call.
         """
         x, states, lengths, mask, unbatched = self._inputs(x, state, lengths, mask)
-        y, states = self._run(x, states, lengths, mask, n_threads, backend)
+        y, states = self._run(x, states, lengths, mask, n_threads, backend, precision)
         return (y[0] if unbatched else y), self._state_out(states, unbatched)
 
-    def predict(self, x, lengths=None, mask=None, n_threads=None, backend=None):
+    def predict(self, x, lengths=None, mask=None, n_threads=None, backend=None, precision=None):
         """The model's output, as forward's y."""
         return self.forward(x, lengths=lengths, mask=mask, n_threads=n_threads,
-                            backend=backend)[0]
+                            backend=backend, precision=precision)[0]
 
-    def stream(self, batch=1, backend=None):
+    def stream(self, batch=1, backend=None, precision=None):
         """A Stream that runs this model one step at a time over `batch` sequences, the state
         kept inside: step(x_t or token ids), reset(), state. The recurrent layers must all run
         forward, and the readout be none, "last" or "final". The stream follows the model's
-        parameters (set_params, apply_grads, fit) from its next step on."""
+        parameters (set_params, apply_grads, fit) from its next step on. precision: None for
+        the model's, or "fp32" or "bf16"."""
         from .stream import Stream
 
         batch = _positive_int("batch", batch)
         return Stream(self, batch, _choice("backend", self.backend if backend is None else backend,
-                                           BACKENDS))
+                                           BACKENDS), self._call_precision(precision))
 
     # ------------------------------------------------------------------------------------------
     # training: rnnext.train, imported when first used (inference does not need it)
@@ -445,8 +476,16 @@ class Model:
         """(loss, grads) on a batch; see rnnext.train.loss_and_grads."""
         from .train import loss_and_grads
 
+        self._check_trains()
         return loss_and_grads(self, x, y, lengths, mask, loss, state, None, n_threads, backend,
                               masks)
+
+    def _check_trains(self):
+        if self.precision != "fp32":
+            raise ValueError(f"precision: fit, loss_and_grads and evaluate run the training pass, "
+                             f"in fp32 only; this model's precision is {self.precision!r}: set "
+                             f"model.precision = 'fp32' for them (the parameters are float32 "
+                             f"either way)")
 
     def apply_grads(self, grads, optimizer, clip=None):
         """One optimizer update from grads; see rnnext.train.apply_grads."""
@@ -461,6 +500,7 @@ class Model:
         """Trains the model on (x, y); returns the history. See rnnext.train.fit."""
         from .train import fit
 
+        self._check_trains()
         return fit(self, x, y, lengths, epochs, batch_size, optimizer, lr, clip, loss, shuffle,
                    validation_data, bptt, seed, verbose, n_threads, backend, mask, weight_decay,
                    callbacks, dropout, input_dropout, head_dropout)
@@ -470,28 +510,31 @@ class Model:
         """{"loss", "accuracy"} on (x, y); see rnnext.train.evaluate."""
         from .train import evaluate
 
+        self._check_trains()
         return evaluate(self, x, y, lengths, loss, batch_size, bptt, n_threads, backend, mask)
 
     # ------------------------------------------------------------------------------------------
     # files, pickling and export
 
-    def to_bytes(self):
-        """The model as the bytes of an rnnext (safetensors) file; rnnext.load reads them back."""
+    def to_bytes(self, precision=None):
+        """The model as the bytes of an rnnext (safetensors) file; rnnext.load reads them back.
+        precision: None for the model's; at "bf16" the recurrent weights are stored as BF16."""
         from . import io
 
-        return io.to_bytes(self)
+        return io.to_bytes(self, precision)
 
-    def save(self, path):
-        """Writes the model to `path` as an rnnext (safetensors) file; rnnext.load reads it."""
+    def save(self, path, precision=None):
+        """Writes the model to `path` as an rnnext (safetensors) file; rnnext.load reads it
+        (precision: see to_bytes)."""
         from . import io
 
-        io.save(self, path)
+        io.save(self, path, precision)
 
     def __reduce__(self):
         # the weights travel as the file's bytes; the compiled model is rebuilt on first use
         from . import io
 
-        return io._unpickle, (self.to_bytes(), self.backend)
+        return io._unpickle, (self.to_bytes("fp32"), self.backend, self.precision)
 
     def to_onnx(self, path=None, opset=17, lengths=False):
         """The model as an ONNX graph (see rnnext.onnx_export.to_onnx), written to `path` if
@@ -502,4 +545,5 @@ class Model:
 
     def __repr__(self):
         inputs = "" if self.input_size is None else f", input_size={self.input_size}"
-        return f"Model({list(self.layers)!r}{inputs}, backend={self.backend!r})"
+        precision = "" if self.precision == "fp32" else f", precision={self.precision!r}"
+        return f"Model({list(self.layers)!r}{inputs}, backend={self.backend!r}{precision})"

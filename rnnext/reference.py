@@ -388,3 +388,39 @@ def forward(cell, params, x, num_layers, bidirectional, h0=None, c0=None, length
     y, states = forward_model(spec, params, np.asarray(x, dtype), states, lengths, trace=trace)
     h_n = np.concatenate([h for h, _ in states])
     return y, h_n, (np.concatenate([c for _, c in states]) if cell == "lstm" else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# precision: the weights a model runs on at a reduced precision
+
+# the recurrent weights a reduced precision stores at that precision (every other parameter and
+# all the maths stay in the parameters' dtype)
+ROUNDED_PARAMS = ("weight_ih", "weight_hh", "weight_hr")
+
+
+def bf16_round(a):
+    """float32 values of `a` rounded to bfloat16 (nearest, ties to even; NaN stays NaN, +-inf
+    stay infinite; finite values past bfloat16's largest become inf), as float32."""
+    bits = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+    return np.where(nan, bits | 0x00400000, rounded).astype(np.uint32).view(np.float32)
+
+
+def at_precision(spec, params, precision):
+    """params as the compiled core at `precision` ("fp32" or "bf16") holds them: for bf16 the
+    recurrent layers' ROUNDED_PARAMS rounded by bf16_round (in the params' dtype), the rest as
+    given. fp32 returns params itself."""
+    if precision == "fp32":
+        return params
+    names = rounded_param_names(spec)
+    return {k: bf16_round(v).astype(np.asarray(v).dtype) if k in names else v
+            for k, v in params.items()}
+
+
+def rounded_param_names(spec):
+    """The names of the parameters a reduced precision rounds (those of ROUNDED_PARAMS that
+    each recurrent layer and direction has)."""
+    return {name for r in spec.recurrent for reverse in r.reverse_flags
+            for name in L.recurrent_param_shapes(r, reverse)
+            if name in {param_name(kind, r.index, reverse) for kind in ROUNDED_PARAMS}}

@@ -21,7 +21,7 @@ class Stream:
     readout be none, "last" or "final" (which are the top layer's h after each step).
     """
 
-    def __init__(self, model, batch, backend):
+    def __init__(self, model, batch, backend, precision):
         spec = model.spec
         for r in spec.recurrent:
             if r.direction != "forward":
@@ -33,14 +33,15 @@ class Stream:
         self.model = model
         self.batch = batch
         self.backend = backend
+        self.precision = precision
         # each step's output is the top layer's h after it; for a step masked by mask_zero that
         # is the kept state's (as the C stream), which a one-step "last" readout would zero
         self._spec = dataclasses.replace(spec, readout="final") if spec.readout == "last" \
             else spec
         self._check = functools.partial(step_input, model, batch)
         # the C stream moves to the model's new compiled model when its parameters change
-        self._core = model.core().stream(batch, self._check, model.core) if backend == "c" \
-            else None
+        current = functools.partial(model.core, precision)
+        self._core = current().stream(batch, self._check, current) if backend == "c" else None
         self.reset()
         if self._core is not None:
             self.step = self._core.step  # x in the core's form goes straight to C; any other
@@ -77,8 +78,8 @@ class Stream:
         x = self._check(x)
         ids = self.model.spec.embedding is not None
         steps = x.reshape((self.batch, 1) if ids else (self.batch, 1, -1))
-        y, self._states = reference.forward_model(self._spec, self.model.params, steps,
-                                                  self._states)
+        params = reference.at_precision(self._spec, self.model.params, self.precision)
+        y, self._states = reference.forward_model(self._spec, params, steps, self._states)
         y = y[:, 0] if y.ndim == 3 else y
         return y[0] if x.ndim == (0 if ids else 1) else y
 

@@ -212,7 +212,7 @@ def test_pickle_is_cheap_and_exact():
     weights = sum(v.nbytes for v in model.params.values())
     assert len(blob) < weights + 2048
     clone = pickle.loads(blob)
-    assert clone.backend == "numpy" and clone._core is None
+    assert clone.backend == "numpy" and clone._cores == {}
     np.testing.assert_array_equal(clone.predict(x, backend="c"), model.predict(x, backend="c"))
 
 

@@ -417,8 +417,8 @@ def test_compiled_matches_torch_autograd(cell, nonlinearity, layers, bidirection
 def compiled_model(model, isa):
     """model with its compiled core built for `isa`."""
     flat = np.concatenate([model.params[n].ravel() for n in model.param_shapes()])
-    model._core = _core.CoreModel(L.core_layers(model.spec), flat, isa)
-    assert model._core.isa == isa
+    model._cores["fp32"] = _core.CoreModel(L.core_layers(model.spec), flat, isa)
+    assert model.core().isa == isa
     return model
 
 

@@ -185,7 +185,7 @@ def test_fit_steps_equal_hand_written_steps():
         np.testing.assert_array_less(0.01, max(np.abs(g).max() for g in grads.values()))
         grads = {k: np.clip(g, -0.01, 0.01) for k, g in grads.items()}
         opt.step(by_hand.params, grads)
-        by_hand._core = None
+        by_hand._params_changed()
     for k in fitted.params:
         np.testing.assert_array_equal(fitted.params[k], by_hand.params[k])
 

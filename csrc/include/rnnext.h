@@ -295,6 +295,28 @@ typedef struct rnx_model rnx_model;
 RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, int n_layers,
                                     int isa, const float *params);
 
+/* Precision of a model's packed weights (rnx_model_create_precision).
+ *   RNX_PRECISION_FP32  every weight in float32 (rnx_model_create).
+ *   RNX_PRECISION_BF16  the recurrent layers' weight_ih, weight_hh and weight_hr rounded to
+ *                       bfloat16 (round to nearest, ties to even; NaN stays NaN, +-inf stay
+ *                       infinite) and kept as 16-bit values: half the bytes a step reads. Each
+ *                       product widens them back to float32 in registers and accumulates in
+ *                       float32, so the result is the float32 model's maths on the rounded
+ *                       weights. Biases, peepholes, gates, states, the embedding and the dense
+ *                       layers stay float32. Layers on the plain path (see above) hold their
+ *                       rounded weights as float32. Inference only: rnx_tape_create refuses
+ *                       such a model (RNX_ERR_BAD_ARGUMENT). */
+typedef enum rnx_precision {
+    RNX_PRECISION_FP32 = 0,
+    RNX_PRECISION_BF16 = 1
+} rnx_precision;
+
+/* rnx_model_create with the weights at `precision` (an rnx_precision; another value:
+ * RNX_ERR_BAD_CONFIG). RNX_PRECISION_FP32 is rnx_model_create. */
+RNX_API rnx_status rnx_model_create_precision(rnx_model **out, const rnx_layer *layers,
+                                              int n_layers, int isa, int precision,
+                                              const float *params);
+
 /* Frees a model; NULL is a no-op. */
 RNX_API void rnx_model_free(rnx_model *model);
 
@@ -315,6 +337,7 @@ typedef struct rnx_model_info {
     int folded;        /* 1 when the embedding is folded into the first layer's input product */
     size_t recurrent_param_offset, recurrent_param_count; /* the recurrent layers' params
                           within `params` (what rnx_backward's grads hold) */
+    int precision;     /* rnx_precision of its packed weights */
 } rnx_model_info;
 
 /* The model's info; all zeros for NULL. */
@@ -422,6 +445,9 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  *              input_forget "0" | "1"
  *   readout    mode sequence | last | final | mean | max
  *   dense      units, activation none | relu | tanh | sigmoid | softmax
+ * Optionally precision fp32 | bf16 (rnx_precision; fp32 by default): the precision
+ * rnx_model_load builds the model at (a bf16 file's writer stores the recurrent weights as BF16
+ * tensors; tensors of any rnx_dtype are read either way, and rounded to bfloat16 at bf16).
  * Other "layer{i}.*" keys are refused; other keys are ignored. Its tensors are the parameters of
  * rnx_model_create's params, with their names and shapes: embedding.weight (V, E); per recurrent
  * layer k and direction (suffix "_reverse" for the reverse one) weight_ih_l{k} (G*H, I_k),
@@ -516,9 +542,10 @@ RNX_API rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers
                                          int *n_layers, char *message, size_t message_size);
 
 /* Builds a model from the `size` bytes of a model file at `data` (rnx_file_parse, then
- * rnx_file_model_layers, then rnx_model_create with the tensors read as float32 in its order and
- * instruction set `isa`, an rnx_isa). The bytes are not needed afterwards. On success *out owns
- * a new model, freed with rnx_model_free; on failure *out is NULL and `message` says why. */
+ * rnx_file_model_layers, then rnx_model_create_precision with the tensors read as float32 in its
+ * order, instruction set `isa`, an rnx_isa, and the file's precision key). The bytes are not
+ * needed afterwards. On success *out owns a new model, freed with rnx_model_free; on failure
+ * *out is NULL and `message` says why. */
 RNX_API rnx_status rnx_model_load(rnx_model **out, const void *data, size_t size, int isa,
                                   char *message, size_t message_size);
 
@@ -542,7 +569,8 @@ typedef struct rnx_tape rnx_tape;
  * model of `model`'s layer list and instruction set, so it can be kept across parameter updates.
  * Its size grows with B*T: per recurrent layer and direction about 4*B*T*(G+2)*H bytes, and
  * 4*B*T*W for each layer's output but the top one's. On failure *out is NULL. One tape serves
- * one pass at a time. */
+ * one pass at a time. Training runs in float32 only: a model of another precision is
+ * RNX_ERR_BAD_ARGUMENT here and in rnx_forward_train. */
 RNX_API rnx_status rnx_tape_create(rnx_tape **out, const rnx_model *model, int B, int T);
 
 /* Frees a tape; NULL is a no-op. */

@@ -287,9 +287,94 @@ static void model_info_and_layers(void) {
     rnx_model_free(m);
 }
 
+/* rnx_model_create_precision at bf16, on every ISA: with weights that bfloat16 holds exactly
+ * (multiples of 2^-8 below 1: 8 significant bits) the result is the float32 model's, bit for
+ * bit (the same products in the same order); a weight moved by less than half a bfloat16 step
+ * changes the float32 result but not the bf16 one (it rounds back). Packed kernels (GRU, RNN),
+ * the plain path (LSTM proj_size: weight_hr too), streams; training refused. */
+static void model_precision_bf16(void) {
+    enum { B = 3, T = 7, I = 5, H = 19 };
+    rnx_layer list[4] = {rnx_recurrent_layer(RNX_CELL_LSTM, I, H, RNX_DIRECTION_FORWARD),
+                         rnx_recurrent_layer(RNX_CELL_GRU, 6, H, RNX_DIRECTION_FORWARD),
+                         rnx_recurrent_layer(RNX_CELL_RNN_TANH, H, 9, RNX_DIRECTION_FORWARD),
+                         rnx_dense_layer(9, 2, RNX_ACT_LINEAR)};
+    list[0].proj_size = 6;
+    size_t count = 0;
+    CHECK_STATUS(rnx_param_count(list, 4, &count), RNX_OK);
+    uint64_t seed = 21;
+    float *params = malloc(count * sizeof *params), *moved = malloc(count * sizeof *params);
+    for (size_t i = 0; i < count; i++) params[i] = (float)(random_below(&seed, 256) - 128) / 256;
+    /* weight_ih_l1[0][0] (after layer 0's weight_ih, weight_hh, biases, weight_hr): 0.25 and
+     * 0.25 + 2^-12, which is below half of bfloat16's step there (2^-9) */
+    const size_t at = (size_t)4 * H * (I + 6 + 2) + (size_t)6 * H;
+    params[at] = 0.25f;
+    memcpy(moved, params, count * sizeof *params);
+    moved[at] += 1.0f / 4096;
+    float *x = random_floats(B * T * I, &seed, 1.0f);
+    float want[B * T * 2], got[B * T * 2], moved_fp32[B * T * 2];
+    rnx_isa isas[3];
+    const int n_isas = supported_isas(isas);
+    for (int k = 0; k < n_isas; k++) {
+        rnx_model *fp32 = NULL, *bf16 = NULL, *bf16_moved = NULL;
+        CHECK_STATUS(rnx_model_create(&fp32, list, 4, isas[k], params), RNX_OK);
+        CHECK_STATUS(rnx_model_create_precision(&bf16, list, 4, isas[k], RNX_PRECISION_BF16,
+                                                params), RNX_OK);
+        CHECK_STATUS(rnx_model_create_precision(&bf16_moved, list, 4, isas[k],
+                                                RNX_PRECISION_BF16, moved), RNX_OK);
+        if (!fp32 || !bf16 || !bf16_moved) return;
+        CHECK(rnx_model_get_info(fp32).precision == RNX_PRECISION_FP32);
+        CHECK(rnx_model_get_info(bf16).precision == RNX_PRECISION_BF16);
+        CHECK_STATUS(rnx_forward(fp32, want, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 1),
+                     RNX_OK);
+        CHECK_STATUS(rnx_forward(bf16, got, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 2),
+                     RNX_OK);
+        CHECK(memcmp(got, want, sizeof got) == 0);
+        CHECK_STATUS(rnx_forward(bf16_moved, got, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B,
+                                 T, 1), RNX_OK);
+        CHECK(memcmp(got, want, sizeof got) == 0);
+        rnx_model_free(fp32);
+        CHECK_STATUS(rnx_model_create(&fp32, list, 4, isas[k], moved), RNX_OK);
+        CHECK_STATUS(rnx_forward(fp32, moved_fp32, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B,
+                                 T, 1), RNX_OK);
+        CHECK(memcmp(moved_fp32, want, sizeof want) != 0);
+        /* a stream's steps are the forward pass's */
+        rnx_stream *s = NULL;
+        CHECK_STATUS(rnx_stream_create(&s, bf16, B), RNX_OK);
+        for (int t = 0; s && t < T; t++) {
+            float step_x[B * I], step_y[B * 2];
+            for (int b = 0; b < B; b++) memcpy(step_x + b * I, x + (b * T + t) * I, I * 4);
+            CHECK_STATUS(rnx_stream_step(s, step_y, step_x, NULL), RNX_OK);
+            for (int b = 0; b < B; b++)
+                CHECK_CLOSE(step_y + b * 2, want + (b * T + t) * 2, 2, F32_RTOL, F32_ATOL);
+        }
+        rnx_stream_free(s);
+        /* training runs in float32 only */
+        rnx_tape *tape = NULL;
+        CHECK_STATUS(rnx_tape_create(&tape, bf16, B, T), RNX_ERR_BAD_ARGUMENT);
+        CHECK(tape == NULL);
+        CHECK_STATUS(rnx_tape_create(&tape, fp32, B, T), RNX_OK);
+        CHECK_STATUS(rnx_forward_train(bf16, tape, NULL, NULL, NULL, x, NULL, NULL, NULL, NULL, B,
+                                       T, 1), RNX_ERR_BAD_ARGUMENT);
+        rnx_tape_free(tape);
+        rnx_model_free(fp32);
+        rnx_model_free(bf16);
+        rnx_model_free(bf16_moved);
+    }
+    rnx_model *m = NULL;
+    CHECK_STATUS(rnx_model_create_precision(&m, list, 4, RNX_ISA_AUTO, 2, params),
+                 RNX_ERR_BAD_CONFIG);
+    CHECK_STATUS(rnx_model_create_precision(&m, list, 4, RNX_ISA_AUTO, -1, params),
+                 RNX_ERR_BAD_CONFIG);
+    CHECK(m == NULL);
+    free(params);
+    free(moved);
+    free(x);
+}
+
 const test_case api_tests[] = {
     TEST(version_and_names),           TEST(isa_selection),
     TEST(activation_accuracy),         TEST(layer_lists_and_param_counts),
     TEST(model_creation_errors),       TEST(model_info_and_layers),
+    TEST(model_precision_bf16),
 };
 const size_t api_test_count = sizeof api_tests / sizeof api_tests[0];

@@ -184,6 +184,80 @@ static void file_load_matches_create(void) {
     free(x);
 }
 
+/* A version-2 GRU file (I 3, H 5) whose weights are BF16 tensors holding `bits`, with metadata
+ * precision `precision` (NULL: no key). */
+static unsigned char *gru_file_bf16(const uint16_t *bits, const float *biases,
+                                    const char *precision, size_t *size) {
+    static const char *const keys[][2] = {
+        {"format", "rnnext"}, {"format_version", "2"}, {"layers", "1"}, {"input_size", "3"},
+        {"layer0.type", "gru"}, {"layer0.units", "5"}, {"layer0.direction", "forward"},
+        {"layer0.merge", "concat"}, {"layer0.activations", "sigmoid,tanh"},
+        {"layer0.activation_alpha", "0.0,0.0"}, {"layer0.activation_beta", "0.0,0.0"},
+        {"layer0.clip", "none"}, {"layer0.reset_after", "1"}, {"layer0.input_size", "3"}};
+    file_builder *fb = builder_new();
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        builder_meta(fb, keys[k][0], keys[k][1]);
+    if (precision) builder_meta(fb, "precision", precision);
+    const uint64_t ih[2] = {15, 3}, hh[2] = {15, 5}, b[1] = {15};
+    builder_tensor(fb, "weight_ih_l0", "BF16", 2, ih, bits, 45 * 2);
+    builder_tensor(fb, "weight_hh_l0", "BF16", 2, hh, bits + 45, 75 * 2);
+    builder_f32(fb, "bias_ih_l0", 1, b, biases);
+    builder_f32(fb, "bias_hh_l0", 1, b, biases + 15);
+    return builder_finish(fb, size);
+}
+
+/* The metadata key precision: "bf16" loads a bf16 model, which runs as rnx_model_create_precision
+ * builds it from the same weights, bit for bit; no key loads at fp32; another value is refused,
+ * naming the key and the choices. */
+static void file_precision(void) {
+    enum { B = 2, T = 4, I = 3, H = 5, W = 45 + 75 };
+    uint64_t seed = 17;
+    float params[W + 30], y1[B * T * H], y2[B * T * H];
+    uint16_t bits[W];
+    fill_uniform(params, W + 30, &seed, 0.5f);
+    for (int i = 0; i < W; i++) { /* bfloat16 of the float's top half, the weight set to it */
+        uint32_t u;
+        memcpy(&u, &params[i], 4);
+        bits[i] = (uint16_t)(u >> 16);
+        u &= 0xffff0000u;
+        memcpy(&params[i], &u, 4);
+    }
+    float *x = random_floats(B * T * I, &seed, 1.0f);
+    const rnx_layer gru = rnx_recurrent_layer(RNX_CELL_GRU, I, H, RNX_DIRECTION_FORWARD);
+    const char *precisions[] = {"bf16", NULL};
+    for (int p = 0; p < 2; p++) {
+        size_t size;
+        unsigned char *data = gru_file_bf16(bits, params + W, precisions[p], &size);
+        rnx_model *loaded = NULL, *created = NULL;
+        char message[256];
+        CHECK_STATUS(rnx_model_load(&loaded, data, size, RNX_ISA_AUTO, message, sizeof message),
+                     RNX_OK);
+        const int want = precisions[p] ? RNX_PRECISION_BF16 : RNX_PRECISION_FP32;
+        CHECK_STATUS(rnx_model_create_precision(&created, &gru, 1, RNX_ISA_AUTO, want, params),
+                     RNX_OK);
+        if (loaded && created) {
+            CHECK(rnx_model_get_info(loaded).precision == want);
+            CHECK_STATUS(rnx_forward(created, y1, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B,
+                                     T, 1), RNX_OK);
+            CHECK_STATUS(rnx_forward(loaded, y2, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B,
+                                     T, 1), RNX_OK);
+            CHECK(!memcmp(y1, y2, sizeof y1));
+        }
+        rnx_model_free(loaded), rnx_model_free(created);
+        free(data);
+    }
+    size_t size;
+    unsigned char *data = gru_file_bf16(bits, params + W, "int8", &size);
+    rnx_model *m = NULL;
+    char message[256];
+    CHECK_STATUS(rnx_model_load(&m, data, size, RNX_ISA_AUTO, message, sizeof message),
+                 RNX_ERR_FILE_MODEL);
+    CHECK(m == NULL && !strcmp(message, "metadata: 'precision' is 'int8', expected 'fp32' or "
+                                        "'bf16'"));
+    free(data);
+    free(x);
+}
+
 /* Files that break one rule each: the status the header gives, a message, no table or model. */
 static void file_errors(void) {
     static const struct {
@@ -383,6 +457,7 @@ const test_case file_tests[] = {
     TEST(file_table_and_dtypes),
     TEST(file_load_matches_create),
     TEST(file_errors),
+    TEST(file_precision),
 };
 const size_t file_test_count = sizeof file_tests / sizeof file_tests[0];
 const test_case corpus_test = TEST(corpus_files);
