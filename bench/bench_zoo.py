@@ -333,18 +333,19 @@ def engine_calls(mods, args, module, model, onnx_bytes, x, input_name="x"):
     return calls
 
 
-def onnx_imports(torch, module, x, onnx_bytes, ref, steps):
+def onnx_imports(mods, module, x, onnx_bytes, ref, steps):
     """{how: max abs diff from torch} of rnnext.from_onnx on the module's export by each of
-    torch's exporters: onnx_bytes (dynamo=False) and the default (dynamo=True)."""
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.from_numpy(x),), buf, verbose=False)
-    diffs = {}
-    for how, data in (("from_onnx dynamo=False", onnx_bytes),
-                      ("from_onnx dynamo=True", buf.getvalue())):
-        diffs[how] = checked(f"{how}", rnnext.from_onnx(data).predict(x), ref, steps)
-    return diffs
+    torch's exporters: onnx_bytes (dynamo=False) and, with onnxscript, the default
+    (dynamo=True)."""
+    exports = {"from_onnx dynamo=False": onnx_bytes}
+    if mods["onnxscript"] is not None:
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mods["torch"].onnx.export(module, (mods["torch"].from_numpy(x),), buf, verbose=False)
+        exports["from_onnx dynamo=True"] = buf.getvalue()
+    return {how: checked(how, rnnext.from_onnx(data).predict(x), ref, steps)
+            for how, data in exports.items()}
 
 
 def bench_batched(args, mods, classes, name, notes):
@@ -360,7 +361,7 @@ def bench_batched(args, mods, classes, name, notes):
         if mods["onnxruntime"] is not None:
             onnx_bytes = export_onnx(torch, module, [torch.from_numpy(x)], ["x"], ["y"])
             notes.setdefault("onnx_nodes", {})[name] = onnx_nodes(mods, onnx_bytes)
-            imports = onnx_imports(torch, module, x, onnx_bytes, ref, args.steps)
+            imports = onnx_imports(mods, module, x, onnx_bytes, ref, args.steps)
         calls = engine_calls(mods, args, module, model, onnx_bytes, x)
         fold = None
         if name == "text":
@@ -712,7 +713,8 @@ def main(argv=None):
     args.stream_threads = 1
     os.environ.setdefault("KERAS_BACKEND", "torch")
     mods = {name: optional_import(name)
-            for name in ("numpy", "torch", "onnxruntime", "onnx", "threadpoolctl", "keras")}
+            for name in ("numpy", "torch", "onnxruntime", "onnx", "threadpoolctl", "keras",
+                         "onnxscript")}
     if mods["torch"] is None:
         raise SystemExit("torch is not importable: the zoo's models are built in PyTorch")
     report = {"machine": machine_info(mods), "notes": {"text": []},
@@ -722,6 +724,9 @@ def main(argv=None):
     rnnext_layers()  # the layer-list API: stops here, naming it, when missing
     if mods["onnxruntime"] is None:
         report["notes"]["text"].append("onnxruntime is not importable: no ORT columns")
+    if mods["onnxscript"] is None:
+        report["notes"]["text"].append("onnxscript is not importable: from_onnx of torch's "
+                                       "default export (dynamo=True) is not checked")
     torch = mods["torch"]
     torch.set_num_threads(args.threads)
     classes = torch_models(torch)

@@ -170,6 +170,8 @@ def export(module, x, exporter, dynamic):
     and time axes dynamic or not."""
     time_axis, batch_axis = (0, 1) if module.time_major else (1, 0)
     kwargs = dict(EXPORTERS[exporter])
+    if kwargs["dynamo"]:
+        pytest.importorskip("onnxscript", reason="torch's dynamo exporter needs onnxscript")
     if dynamic and kwargs["dynamo"]:
         kwargs["dynamic_shapes"] = ({batch_axis: torch.export.Dim("batch"),
                                      time_axis: torch.export.Dim("time")},)
