@@ -3,11 +3,15 @@ rounded weights (every ISA, every layer kind, streams, thread counts), the round
 PyTorch's, the error against fp32 against PyTorch's bf16 autocast, and the refusals."""
 import numpy as np
 import pytest
-import torch
 
 from conftest import ISAS, assert_f32_close, assert_forward_matches_reference, flat_core_params
 from rnnext import Model, _core, layers as L, reference
 from rnnext.layers import GRU, LSTM, RNN, Dense, Embedding, Masking, Readout
+
+
+def needs_torch():
+    """torch, for the tests that compare with PyTorch; they skip without it."""
+    return pytest.importorskip("torch", reason="the comparisons with PyTorch need torch")
 
 
 def require_isa(isa):
@@ -118,6 +122,7 @@ def test_bf16_is_identical_for_every_thread_count(cell, B, rng):
 
 
 def test_bf16_round_matches_torch(rng):
+    torch = needs_torch()
     x = (rng.standard_normal(200_000) * 10.0 ** rng.integers(-44, 38, 200_000)).astype(
         np.float32)
     specials = [np.nan, -np.nan, np.inf, -np.inf, 3.4e38, -3.4e38, 0.0, -0.0, 1e-45, -1e-40,
@@ -135,6 +140,7 @@ BF16_BOUND = 1e-2
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_bf16_error_against_fp32_is_bounded_and_below_torch_autocast(cell, rng):
+    torch = needs_torch()
     model = Model(cell, 64, 256, seed=0, precision="bf16")
     x = rng.standard_normal((8, 100, 64)).astype(np.float32)
     y32 = model.predict(x, precision="fp32")
@@ -233,6 +239,7 @@ FILE_CASE = [c for c in CASES if c[0] == "lstm-proj"][0]
 
 
 def test_bf16_file_holds_bf16_weights_that_safetensors_reads(rng):
+    torch = needs_torch()
     from safetensors.torch import load as safetensors_load
 
     model, x = make_case(FILE_CASE, rng)
