@@ -260,7 +260,6 @@ class _Walk:
     def __init__(self, gm, concrete, input_kind):
         self.gm, self.concrete, self.input_kind = gm, concrete, input_kind
         self.layers, self.tensors, self.values = [], {}, {}
-        self.recurrent_count = self.dense_count = 0
         self.node = None
 
     # ---- errors and arguments
@@ -378,11 +377,15 @@ class _Walk:
                         f"graph, which rnnext's layer list ({LAYER_LIST}) cannot hold")
         return value
 
-    def has_recurrent(self):
-        return any(type(layer) in L.RECURRENT_TYPES for layer in self.layers)
+    def count(self, kinds):
+        """How many layers of the list so far are of the classes `kinds` (their next index)."""
+        return sum(isinstance(layer, kinds) for layer in self.layers)
 
-    def append(self, layer, tensors=()):
-        self.layers.append(layer)
+    def has_recurrent(self):
+        return self.count(tuple(L.RECURRENT_TYPES)) > 0
+
+    def append(self, layers, tensors=()):
+        self.layers.extend(layers)
         self.tensors.update(tensors)
 
     def call_module(self, module):
@@ -424,8 +427,8 @@ class _Walk:
             self.refuse(f"max_norm={module.max_norm} renormalises rows as it looks them up; "
                         f"rnnext's Embedding does not: renormalise the weight once and set "
                         f"max_norm=None")
-        self.append(L.Embedding(module.num_embeddings, module.embedding_dim,
-                                padding_idx=module.padding_idx),
+        self.append([L.Embedding(module.num_embeddings, module.embedding_dim,
+                                 padding_idx=module.padding_idx)],
                     {EMBEDDING_PARAM: _numpy(module.weight)})
         return Value("seq", ids.layout + "F", len(self.layers))
 
@@ -447,11 +450,7 @@ class _Walk:
         if any(p is not None and self.values[p].kind != "zeros" for p in parts):
             self.refuse("an initial state other than zeros; rnnext's model starts from zeros "
                         "(pass a state to Model.forward instead)")
-        layers, tensors = module_layers(module, self.recurrent_count)
-        self.recurrent_count += len(layers)
-        for layer in layers:
-            self.append(layer)
-        self.tensors.update(tensors)
+        self.append(*module_layers(module, self.count(tuple(L.RECURRENT_TYPES))))
         return Value("rnn_out", head=len(self.layers), rnn=module)
 
     def linear(self, module):
@@ -463,8 +462,8 @@ class _Walk:
             self.refuse(f"reads {self.describe(x)} ({x.layout}: B batch, T time, F features); a "
                         f"Linear maps on the features (last axis) of the sequence or of a "
                         f"readout of it")
-        self.append(L.Dense(module.out_features), linear_tensors(module, self.dense_count))
-        self.dense_count += 1
+        self.append([L.Dense(module.out_features)],
+                     linear_tensors(module, self.count(L.Dense)))
         return dataclasses.replace(x, head=len(self.layers), open_dense=True)
 
     def activation(self, name, dim):
@@ -490,7 +489,7 @@ class _Walk:
         if not isinstance(self.layers[-1], tuple(L.RECURRENT_TYPES)):
             self.refuse(f"a {mode} over time after {self.layers[-1]!r}; rnnext's readout reads "
                         f"the recurrent output ({LAYER_LIST}): take it before the Linear")
-        self.append(L.Readout(mode))
+        self.append([L.Readout(mode)])
         return Value("vector", "BF", len(self.layers))
 
     # ---- functions and methods
@@ -621,7 +620,7 @@ class _Walk:
 
     def final(self, h_n):
         self.newest(h_n, "h_n")
-        self.append(L.Readout("final"))
+        self.append([L.Readout("final")])
         return Value("vector", "BF", len(self.layers))
 
     def cat(self):
