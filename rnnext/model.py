@@ -135,6 +135,7 @@ class Model:
         self.backend = _choice("backend", backend, BACKENDS)
         self.precision = precision
         self._cores = {}  # {precision: the compiled model}, each built when first used
+        self._rounded = {}  # {precision: the parameters as the reference runs them}
         self._tapes = threading.local()  # the compiled core's training tape (train.py), one
         # per thread, kept across steps
         self.params = L.init_params(self.spec, seed) if params is None else \
@@ -192,6 +193,7 @@ class Model:
         for core in self._cores.values():
             core.retire()
         self._cores = {}
+        self._rounded = {}
 
     @property
     def precision(self):
@@ -214,6 +216,14 @@ class Model:
         if precision not in self._cores:
             self._cores[precision] = self._core_from(self.params, precision)
         return self._cores[precision]
+
+    def _params_at(self, precision):
+        """The parameters as the NumPy reference runs them at `precision` (a PRECISIONS name;
+        reference.at_precision), rounded once and kept until they change."""
+        if precision not in self._rounded:
+            self._rounded[precision] = reference.at_precision(self.spec, self.params,
+                                                              precision)
+        return self._rounded[precision]
 
     def _core_from(self, params, precision="fp32"):
         from ._core import CoreModel
@@ -398,8 +408,8 @@ class Model:
         precision = self._call_precision(precision)
         n_threads = resolve_threads(n_threads)
         if backend == "numpy":
-            params = reference.at_precision(self.spec, self.params, precision)
-            return reference.forward_model(self.spec, params, x, states, lengths, mask)
+            return reference.forward_model(self.spec, self._params_at(precision), x, states,
+                                           lengths, mask)
         B, T = x.shape[:2]
         y = np.empty((B, T, self.output_size) if self.per_step else (B, self.output_size),
                      np.float32)
@@ -476,16 +486,8 @@ class Model:
         """(loss, grads) on a batch; see rnnext.train.loss_and_grads."""
         from .train import loss_and_grads
 
-        self._check_trains()
         return loss_and_grads(self, x, y, lengths, mask, loss, state, None, n_threads, backend,
                               masks)
-
-    def _check_trains(self):
-        if self.precision != "fp32":
-            raise ValueError(f"precision: fit, loss_and_grads and evaluate run the training pass, "
-                             f"in fp32 only; this model's precision is {self.precision!r}: set "
-                             f"model.precision = 'fp32' for them (the parameters are float32 "
-                             f"either way)")
 
     def apply_grads(self, grads, optimizer, clip=None):
         """One optimizer update from grads; see rnnext.train.apply_grads."""
@@ -500,7 +502,6 @@ class Model:
         """Trains the model on (x, y); returns the history. See rnnext.train.fit."""
         from .train import fit
 
-        self._check_trains()
         return fit(self, x, y, lengths, epochs, batch_size, optimizer, lr, clip, loss, shuffle,
                    validation_data, bptt, seed, verbose, n_threads, backend, mask, weight_decay,
                    callbacks, dropout, input_dropout, head_dropout)
@@ -510,7 +511,6 @@ class Model:
         """{"loss", "accuracy"} on (x, y); see rnnext.train.evaluate."""
         from .train import evaluate
 
-        self._check_trains()
         return evaluate(self, x, y, lengths, loss, batch_size, bptt, n_threads, backend, mask)
 
     # ------------------------------------------------------------------------------------------

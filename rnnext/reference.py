@@ -421,6 +421,6 @@ def at_precision(spec, params, precision):
 def rounded_param_names(spec):
     """The names of the parameters a reduced precision rounds (those of ROUNDED_PARAMS that
     each recurrent layer and direction has)."""
-    return {name for r in spec.recurrent for reverse in r.reverse_flags
-            for name in L.recurrent_param_shapes(r, reverse)
-            if name in {param_name(kind, r.index, reverse) for kind in ROUNDED_PARAMS}}
+    return {param_name(kind, r.index, reverse) for r in spec.recurrent
+            for reverse in r.reverse_flags for kind in ROUNDED_PARAMS} & \
+        L.param_shapes(spec).keys()

@@ -78,7 +78,7 @@ class Stream:
         x = self._check(x)
         ids = self.model.spec.embedding is not None
         steps = x.reshape((self.batch, 1) if ids else (self.batch, 1, -1))
-        params = reference.at_precision(self._spec, self.model.params, self.precision)
+        params = self.model._params_at(self.precision)  # rounded once, not at every step
         y, self._states = reference.forward_model(self._spec, params, steps, self._states)
         y = y[:, 0] if y.ndim == 3 else y
         return y[0] if x.ndim == (0 if ids else 1) else y

@@ -284,6 +284,11 @@ def _validated(model, x, y, lengths, mask, loss, state, params, backend, n_threa
     from .model import BACKENDS, _choice
 
     backend = _choice("backend", model.backend if backend is None else backend, BACKENDS)
+    if model.precision != "fp32":
+        raise ValueError(f"precision: fit, loss_and_grads and evaluate run the training pass, "
+                         f"in fp32 only; this model's precision is {model.precision!r}: set "
+                         f"model.precision = 'fp32' for them (the parameters are float32 "
+                         f"either way)")
     n_threads = resolve_threads(n_threads)  # checked on either backend, used by the C one
     params = _params_for(model, params)
     dtype = next(iter(params.values())).dtype

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import ISAS, assert_f32_close, assert_forward_matches_reference, flat_core_params
-from rnnext import Model, _core, layers as L, reference
+from rnnext import Model, _core, layers as L, reference, train
 from rnnext.layers import GRU, LSTM, RNN, Dense, Embedding, Masking, Readout
 
 
@@ -193,7 +193,8 @@ def test_training_refuses_bf16(rng):
     x = rng.standard_normal((4, 5, 3)).astype(np.float32)
     y = rng.integers(0, 2, 4)
     for call in (lambda: model.fit(x, y, epochs=1, verbose=False),
-                 lambda: model.loss_and_grads(x, y), lambda: model.evaluate(x, y)):
+                 lambda: model.loss_and_grads(x, y), lambda: model.evaluate(x, y),
+                 lambda: train.loss_and_grads(model, x, y)):
         with pytest.raises(ValueError, match="precision: fit, loss_and_grads and evaluate run "
                                              "the training pass, in fp32 only; this model's "
                                              "precision is 'bf16'"):
