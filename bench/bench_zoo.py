@@ -28,11 +28,11 @@ LSTM/GRU nodes: Keras's own ONNX export on the torch backend traces one fixed sh
   kbigru    Keras: x (B, T, 64) -> Bidirectional(GRU(128), sum) x2 -> TimeDistributed(Dense(17))
 
 Every backend's first call is checked against the source framework's output (max abs diff
-reported); a wrong result stops the run before it is timed. Timing is in blocks: each block times every backend of a
-point in turn (time_call: the median of its calls), the order rotating from block to block, and
-the figure is the median of the block medians, so that load from other users of the (shared)
-cores lands on every backend alike. Output: a Markdown report on stdout and in <out>/<name>.md
-(default zoo.md), every number in <out>/<name>.json.
+reported); a wrong result stops the run before it is timed. Timing is in blocks: each block
+times every backend of a point in turn (time_call: the median of its calls), the order rotating
+from block to block, and the figure is the median of the block medians, so that load from other
+users of the (shared) cores lands on every backend alike. Output: a Markdown report on stdout
+and in <out>/<name>.md (default zoo.md), every number in <out>/<name>.json.
 """
 import argparse
 import io
@@ -44,6 +44,7 @@ import warnings
 import numpy as np
 
 import rnnext
+from anchors import engine_label
 from bench_forward import ONNX_OPSET, checked, ort_session, positive_int
 from common import machine_info, optional_import, time_call, write_report
 
@@ -319,6 +320,7 @@ def model_inputs(name, module, batch, steps, rng):
 
 
 def engine_calls(mods, args, module, model, onnx_bytes, x, input_name="x"):
+    """rnnext, the torch module and ONNX Runtime on x (see source_calls)."""
     torch = mods["torch"]
     xt = torch.from_numpy(x)
 
@@ -326,7 +328,13 @@ def engine_calls(mods, args, module, model, onnx_bytes, x, input_name="x"):
         with torch.inference_mode():
             return module(xt).numpy()
 
-    calls = {"rnnext": lambda: model.forward(x, n_threads=args.threads)[0], "torch": torch_call}
+    return source_calls(mods, args, model, "torch", torch_call, onnx_bytes, x, input_name)
+
+
+def source_calls(mods, args, model, source, source_call, onnx_bytes, x, input_name="x"):
+    """{engine: call}: rnnext's model, the source framework's call (named `source`) and, with
+    onnx_bytes, ONNX Runtime on x."""
+    calls = {"rnnext": lambda: model.forward(x, n_threads=args.threads)[0], source: source_call}
     if onnx_bytes is not None:
         session = ort_session(mods["onnxruntime"], onnx_bytes, args.threads)
         calls["onnxruntime"] = lambda: session.run(None, {input_name: x})[0]
@@ -367,18 +375,22 @@ def bench_batched(args, mods, classes, name, notes):
         if name == "text":
             more, fold = fold_calls(args, module, model, x)
             calls.update(more)
-        what = f"{name} B={batch}"
-        diffs = checked_calls(what, calls, ref, args.steps)
-        times = timed_in_blocks(args, calls)
-        rec = {"model": name, "batch": batch, "steps": args.steps, "threads": args.threads,
-               "engines": {e: dict(times[e], max_abs_diff=diffs[e]) for e in calls},
-               "imports": imports}
-        rec["best_framework"], rec["speedup"] = speedup({e: t["ms"] for e, t in times.items()})
-        if fold is not None:
-            rec["folded"] = fold
-        progress(f"  {what}: " + ", ".join(f"{e} {t['ms']:.3f} ms" for e, t in times.items()))
-        records.append(rec)
+        records.append(timed_point(args, name, batch, calls, ref, imports=imports,
+                                   **({} if fold is None else {"folded": fold})))
     return records
+
+
+def timed_point(args, name, batch, calls, ref, **extra):
+    """A batched point's record: every call checked against ref, then timed in blocks; extra
+    keys added to the record."""
+    what = f"{name} B={batch}"
+    diffs = checked_calls(what, calls, ref, args.steps)
+    times = timed_in_blocks(args, calls)
+    rec = {"model": name, "batch": batch, "steps": args.steps, "threads": args.threads,
+           "engines": {e: dict(times[e], max_abs_diff=diffs[e]) for e in calls}, **extra}
+    rec["best_framework"], rec["speedup"] = speedup({e: t["ms"] for e, t in times.items()})
+    progress(f"  {what}: " + ", ".join(f"{e} {t['ms']:.3f} ms" for e, t in times.items()))
+    return rec
 
 
 def keras_model(keras, name, seed):
@@ -417,20 +429,8 @@ def bench_keras(args, mods, name, notes):
             with torch.inference_mode():
                 return keras.ops.convert_to_numpy(source(x, training=False))
 
-        ref = keras_call()
-        calls = {"rnnext": lambda: model.forward(x, n_threads=args.threads)[0],
-                 "keras": keras_call}
-        if onnx_bytes is not None:
-            session = ort_session(mods["onnxruntime"], onnx_bytes, args.threads)
-            calls["onnxruntime"] = lambda: session.run(None, {"x": x})[0]
-        what = f"{name} B={batch}"
-        diffs = checked_calls(what, calls, ref, args.steps)
-        times = timed_in_blocks(args, calls)
-        rec = {"model": name, "batch": batch, "steps": args.steps, "threads": args.threads,
-               "engines": {e: dict(times[e], max_abs_diff=diffs[e]) for e in calls}}
-        rec["best_framework"], rec["speedup"] = speedup({e: t["ms"] for e, t in times.items()})
-        progress(f"  {what}: " + ", ".join(f"{e} {t['ms']:.3f} ms" for e, t in times.items()))
-        records.append(rec)
+        calls = source_calls(mods, args, model, "keras", keras_call, onnx_bytes, x)
+        records.append(timed_point(args, name, batch, calls, keras_call()))
     return records
 
 
@@ -579,10 +579,6 @@ def engine_cell(rec, name, key="ms", spec=".3f"):
 def diff_cell(rec):
     return ", ".join(f"{engine_label(e)} {v['max_abs_diff']:.1e}"
                      for e, v in rec["engines"].items() if e not in ("torch", "keras"))
-
-
-def engine_label(name):
-    return "ORT" if name == "onnxruntime" else name
 
 
 def spread(rec):

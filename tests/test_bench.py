@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, read_png
 
 pytestmark = pytest.mark.usefixtures("source_tree")
 
@@ -77,7 +77,7 @@ def test_bench_forward_times_every_cell_beside_torch(forward_report):
             assert r["backends"][name]["max_abs_diff"] < 1e-4
     assert len(re.findall(r"^\| (lstm|gru|rnn) \| 2 \| 8 \| 1 \|", text, re.M)) == 3
     if importlib.util.find_spec("matplotlib") is not None:
-        assert (out / "ms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert read_png(out / "ms.png").ndim == 3
 
 
 @pytest.mark.parametrize("anchor", list(ANCHOR_MODULES))
