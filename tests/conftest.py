@@ -3,11 +3,15 @@
 Every compiled result is judged against the NumPy reference (rnnext.reference), and the
 reference itself against PyTorch in test_torch_parity.py.
 """
+import ctypes
 import itertools
+import json
 import os
 import pathlib
 import random
 import runpy
+import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,6 +49,13 @@ CELL_ARGS = {
 }
 CELLS = list(CELL_ARGS)
 ISAS = ["scalar", "avx2", "avx512"]
+
+
+def require_isa(isa):
+    """A skip, with the reason, where this CPU/OS or build lacks the kernels of `isa`."""
+    if not rnnext._core.isa_supported(isa):
+        pytest.skip(f"the {isa} kernels are not supported by this CPU/OS or build")
+
 
 F32_RTOL, F32_ATOL = 1e-4, 1e-5
 
@@ -225,6 +236,24 @@ def read_png(path):
     return image.imread(path)
 
 
+def keras_module():
+    """keras on its torch backend (KERAS_BACKEND unless set: tensorflow is not needed), or a skip
+    with the reason where keras is not installed."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras", reason="keras not installed")
+
+
+def with_metadata(data, change):
+    """The bytes of an rnnext file with its metadata replaced by change(metadata), the header
+    padded to 8 bytes as safetensors writes it."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    header["__metadata__"] = change(header["__metadata__"])
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + length:]
+
+
 def core_sources():
     """csrc/sources.txt as setup.py reads it: ([the core's sources], {x86-64 kernel: its
     flags}); needs the source tree."""
@@ -239,3 +268,40 @@ def source_tree():
     if not HAS_SOURCE_TREE:
         pytest.skip(NO_SOURCE_TREE)
     return REPO
+
+
+class RnxLayer(ctypes.Structure):
+    """rnx_layer of rnnext.h, for the tests that call the C API through ctypes."""
+    _fields_ = [(name, ctypes.c_int) for name in (
+        "kind", "input_size", "units", "padding_idx", "mask_zero", "cell", "direction", "merge",
+        "proj_size", "peepholes", "input_forget")] + [
+        ("clip", ctypes.c_float), ("activations", ctypes.c_int * 3),
+        ("alpha", ctypes.c_float * 3), ("beta", ctypes.c_float * 3), ("readout", ctypes.c_int),
+        ("activation", ctypes.c_int), ("mask_value", ctypes.c_float)]
+
+
+@pytest.fixture(scope="session")
+def general_lib(tmp_path_factory, source_tree):
+    """The core's baseline sources built as one shared library through ctypes, with the internal
+    functions the tests call directly (general.c's plain path, the activation functions)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    out = tmp_path_factory.mktemp("general") / "libgeneral.so"
+    core, _ = core_sources()
+    sources = [str(REPO / "csrc" / name) for name in core]  # the baseline kernels only
+    build = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-std=gnu11",
+                            "-I" + str(REPO / "csrc" / "include"), "-I" + str(REPO / "csrc"),
+                            *sources, "-o", str(out), "-lm"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    lib = ctypes.CDLL(str(out))
+    lib.rnx_general_param_count.restype = ctypes.c_size_t
+    lib.rnx_general_init.restype = ctypes.c_size_t
+    lib.rnx_general_place.restype = ctypes.c_size_t
+    lib.rnx_general_tape_width.restype = ctypes.c_size_t
+    lib.rnx_general_scratch_size.restype = ctypes.c_size_t
+    lib.rnx_act_value.restype = ctypes.c_float
+    lib.rnx_act_value.argtypes = [ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_float]
+    lib.rnx_act_derivative.restype = ctypes.c_float
+    lib.rnx_act_derivative.argtypes = lib.rnx_act_value.argtypes
+    return lib

@@ -10,7 +10,6 @@
   read by the C parser as the header numbers them; the core's domain checks; to_onnx refusing
   each by name.
 """
-import os
 import re
 
 import numpy as np
@@ -21,7 +20,7 @@ from rnnext import _core
 from rnnext import layers as L
 from rnnext.cells import ACTIVATIONS, FROM_KERAS_ACTIVATION, activation_from_keras
 
-from conftest import F32_ATOL, F32_RTOL, assert_f32_close
+from conftest import F32_ATOL, F32_RTOL, assert_f32_close, keras_module
 
 ISAS = [pytest.param(isa, marks=pytest.mark.skipif(not _core.isa_supported(isa),
                                                    reason=f"this CPU lacks {isa}"))
@@ -77,11 +76,6 @@ KERAS_ONLY = sorted({ours for ours, _, _ in FROM_KERAS_ACTIVATION.values()
 KERAS_PARAMETER = {"celu": "alpha", "soft_shrink": "threshold", "hard_shrink": "threshold",
                    "squareplus": "b"}
 KINKS = [-6.0, -3.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 3.0, 6.0]
-
-
-def keras_module():
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    return pytest.importorskip("keras", reason="keras not installed")
 
 
 def keras_function(name, alpha):

@@ -1,14 +1,11 @@
 """The plain path's activation functions (general.c's rnx_act_value and rnx_act_derivative,
-through ctypes on test_general's build of the core) against the NumPy reference of
+through ctypes on conftest's general_lib build of the core) against the NumPy reference of
 cells.ACTIVATIONS, itself checked against Keras and PyTorch autograd in test_activations.py."""
 import numpy as np
 import pytest
 
-import test_general
 from rnnext.cells import ACTIVATIONS
 from test_activations import KERAS_ONLY, KINKS, alphas, header_numbers
-
-general_lib = test_general.lib  # the core with its internal names visible
 
 
 @pytest.mark.parametrize("name", KERAS_ONLY)

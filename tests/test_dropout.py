@@ -15,6 +15,8 @@ from rnnext import _core
 from rnnext import layers as L
 from rnnext.train import _dropout_shapes
 
+from conftest import RnxLayer
+
 I, V, B, T = 4, 9, 5, 6
 LENGTHS = np.array([6, 2, 4, 1, 5])
 
@@ -365,24 +367,15 @@ def test_the_core_refuses_bad_dropout_arguments():
     core.forward_train(tape, None, None, None, x, None, None, None, None, 1)
 
 
-class Layer(ctypes.Structure):  # rnx_layer of rnnext.h
-    _fields_ = [(name, ctypes.c_int) for name in (
-        "kind", "input_size", "units", "padding_idx", "mask_zero", "cell", "direction", "merge",
-        "proj_size", "peepholes", "input_forget")] + [
-        ("clip", ctypes.c_float), ("activations", ctypes.c_int * 3),
-        ("alpha", ctypes.c_float * 3), ("beta", ctypes.c_float * 3), ("readout", ctypes.c_int),
-        ("activation", ctypes.c_int), ("mask_value", ctypes.c_float)]
-
-
 def test_the_c_call_returns_status_codes():
     """rnx_tape_set_dropout through ctypes on the extension's exported symbols: NULL and
     out-of-range arguments, and a forward pass of another B than the mask's."""
     lib = ctypes.CDLL(_core.__file__)
     ptr, i = ctypes.c_void_p, ctypes.c_int
-    lib.rnx_recurrent_layer.restype = Layer
+    lib.rnx_recurrent_layer.restype = RnxLayer
     lib.rnx_recurrent_layer.argtypes = [i, i, i, i]
-    lib.rnx_param_count.argtypes = [ctypes.POINTER(Layer), i, ctypes.POINTER(ctypes.c_size_t)]
-    lib.rnx_model_create.argtypes = [ctypes.POINTER(ptr), ctypes.POINTER(Layer), i, i, ptr]
+    lib.rnx_param_count.argtypes = [ctypes.POINTER(RnxLayer), i, ctypes.POINTER(ctypes.c_size_t)]
+    lib.rnx_model_create.argtypes = [ctypes.POINTER(ptr), ctypes.POINTER(RnxLayer), i, i, ptr]
     lib.rnx_model_free.argtypes = [ptr]
     lib.rnx_tape_create.argtypes = [ctypes.POINTER(ptr), ptr, i, i]
     lib.rnx_tape_free.argtypes = [ptr]
@@ -391,7 +384,7 @@ def test_the_c_call_returns_status_codes():
     lib.rnx_backward.argtypes = [ptr] * 10 + [i]
     RNX_OK, NULL_ARGUMENT, BAD_ARGUMENT = 0, 1, 3  # rnnext.h: "The numbers are stable."
     GRU = _core.CELLS["gru"]
-    layers = (Layer * 2)(lib.rnx_recurrent_layer(GRU, 2, 3, 0),
+    layers = (RnxLayer * 2)(lib.rnx_recurrent_layer(GRU, 2, 3, 0),
                          lib.rnx_recurrent_layer(GRU, 3, 2, 0))
     count = ctypes.c_size_t()
     assert lib.rnx_param_count(layers, 2, ctypes.byref(count)) == RNX_OK

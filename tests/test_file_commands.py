@@ -8,7 +8,7 @@ import pytest
 import rnnext
 from rnnext.cli import main
 
-from conftest import F32_ATOL, F32_RTOL
+from conftest import F32_ATOL, F32_RTOL, keras_module
 
 torch = pytest.importorskip("torch", reason="torch not installed")
 
@@ -175,10 +175,7 @@ def test_convert_a_layer_list_to_onnx_and_back(tmp_path, capsys):
 
 
 def test_convert_keras(tmp_path):
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras", reason="keras not installed")
+    keras = keras_module()
     model = keras.Sequential([keras.Input((T, I)), keras.layers.GRU(H, reset_after=False),
                               keras.layers.Dense(2, activation="sigmoid")])
     model.save(tmp_path / "m.keras")
@@ -256,10 +253,7 @@ def torch_source(tmp_path, kind):
 
 def keras_source(tmp_path, kind):
     """A .keras file of Keras on the torch backend, random weights (biases too)."""
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras", reason="keras not installed")
+    keras = keras_module()
     model = keras.Sequential([keras.Input((T, I)), keras.layers.LSTM(H, return_sequences=True),
                               keras.layers.GRU(4), keras.layers.Dense(3, activation="softmax")])
     rng = np.random.default_rng(5)

@@ -1,5 +1,5 @@
 """The plain, exact path of csrc/general.c (the recurrent layers' options the packed kernels lack),
-through ctypes on a library built here from csrc/ with its internal names visible.
+through ctypes on conftest's general_lib, built from csrc/ with its internal names visible.
 
 Forward: against ONNX Runtime on hand-built ONNX graphs (activations with alpha/beta, clip,
 input_forget, peepholes, both GRUs, sequence lengths) and against torch.nn.LSTM (proj_size).
@@ -7,19 +7,16 @@ Backward: against torch autograd of the same maths written in float64 torch (its
 against ONNX Runtime's forward here), and against central differences of the C forward.
 """
 import ctypes
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
-
-from conftest import REPO, core_sources
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
+from conftest import RnxLayer  # noqa: E402
 from torch_cells import torch_act, torch_direction  # noqa: E402
 
 RNN_TANH, RNN_RELU, LSTM, GRU, GRU_RESET_BEFORE = range(5)
@@ -36,43 +33,14 @@ CELL_NAMES = ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"]
 GATES = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 4, GRU: 3, GRU_RESET_BEFORE: 3}
 
 
-class Layer(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_int) for name in (
-        "kind", "input_size", "units", "padding_idx", "mask_zero", "cell", "direction", "merge",
-        "proj_size", "peepholes", "input_forget")] + [
-        ("clip", ctypes.c_float), ("activations", ctypes.c_int * 3),
-        ("alpha", ctypes.c_float * 3), ("beta", ctypes.c_float * 3),
-        ("readout", ctypes.c_int), ("activation", ctypes.c_int), ("mask_value", ctypes.c_float)]
-
-
 class Params(ctypes.Structure):
     _fields_ = [(name, ctypes.c_void_p)
                 for name in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peephole")]
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory, source_tree):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    out = tmp_path_factory.mktemp("general") / "libgeneral.so"
-    core, _ = core_sources()
-    sources = [str(REPO / "csrc" / name) for name in core]  # the baseline kernels only
-    build = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-std=gnu11",
-                            "-I" + str(REPO / "csrc" / "include"), "-I" + str(REPO / "csrc"),
-                            *sources, "-o", str(out), "-lm"], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    lib = ctypes.CDLL(str(out))
-    lib.rnx_general_param_count.restype = ctypes.c_size_t
-    lib.rnx_general_init.restype = ctypes.c_size_t
-    lib.rnx_general_place.restype = ctypes.c_size_t
-    lib.rnx_general_tape_width.restype = ctypes.c_size_t
-    lib.rnx_general_scratch_size.restype = ctypes.c_size_t
-    lib.rnx_act_value.restype = ctypes.c_float
-    lib.rnx_act_value.argtypes = [ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_float]
-    lib.rnx_act_derivative.restype = ctypes.c_float
-    lib.rnx_act_derivative.argtypes = lib.rnx_act_value.argtypes
-    return lib
+@pytest.fixture
+def lib(general_lib):
+    return general_lib
 
 
 def rows(a):
@@ -95,7 +63,7 @@ def make_layer(cell, I, H, proj=0, peepholes=False, input_forget=False, clip=0.0
     defaults = {RNN_TANH: ["tanh"], RNN_RELU: ["relu"], LSTM: ["sigmoid", "tanh", "tanh"],
                 GRU: ["sigmoid", "tanh"], GRU_RESET_BEFORE: ["sigmoid", "tanh"]}[cell]
     acts = acts or defaults
-    layer = Layer(kind=1, input_size=I, units=H, padding_idx=-1, cell=cell, proj_size=proj,
+    layer = RnxLayer(kind=1, input_size=I, units=H, padding_idx=-1, cell=cell, proj_size=proj,
                   peepholes=int(peepholes), input_forget=int(input_forget), clip=clip)
     for k, name in enumerate(acts):
         layer.activations[k] = ACTS.index(name)
@@ -198,7 +166,7 @@ class General:
 
 
 def torch_layer(layer, p, x, h0, c0, lengths):
-    """torch_cells.torch_direction of a ctypes Layer, p: {name: float64 tensor}."""
+    """torch_cells.torch_direction of a ctypes RnxLayer, p: {name: float64 tensor}."""
     spec = {"cell": CELL_NAMES[layer.cell], "units": layer.units, "clip": layer.clip,
             "proj_size": layer.proj_size, "peepholes": layer.peepholes,
             "input_forget": layer.input_forget,

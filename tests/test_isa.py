@@ -8,13 +8,8 @@ import pytest
 import rnnext
 from conftest import (CELLS, ISAS, assert_f32_close, flat_core_params, flat_states,
                       make_model, num_directions, random_lengths, random_state, run_python,
-                      state_parts)
+                      require_isa, state_parts)
 from rnnext import Model, _core, layers, reference
-
-
-def require_isa(isa):
-    if not _core.isa_supported(isa):
-        pytest.skip(f"the {isa} kernels are not supported by this CPU/OS or build")
 
 
 # (num_layers, bidirectional, B, T, H): H around each kernel's panel width (4, 8, 16 lanes; the

@@ -13,7 +13,7 @@ from rnnext import layers as L  # noqa: E402
 from rnnext.onnx_export import spec_to_onnx  # noqa: E402
 from rnnext.onnx_io import PADDING_IDX_KEY, OnnxImportError, onnx_layers  # noqa: E402
 
-from conftest import F32_ATOL, F32_RTOL, forward_imported  # noqa: E402
+from conftest import F32_ATOL, F32_RTOL, forward_imported, state_parts  # noqa: E402
 from test_onnx import run_ort  # noqa: E402
 
 I, H, B, T = 3, 4, 6, 7
@@ -35,15 +35,6 @@ def model_inputs(spec, lengths, seed):
     return x, lens
 
 
-def final_states(spec, state):
-    """Model.forward's final state as the export's outputs after y: stacked h_n (and c_n) for
-    a uniform stack, else each recurrent layer's h (and c)."""
-    if spec.uniform:
-        return list(state) if isinstance(state, tuple) else [state]
-    parts = [p for s in state for p in (s if isinstance(s, tuple) else (s,))]
-    return [p for p in parts if p is not None]
-
-
 def check_export(tmp_path, layers, input_size, opset=17, lengths=False, seed=3):
     """Exports random parameters of the layer list; ONNX Runtime's outputs (y and the final
     states) against Model.forward (the reference, the compiled core checked on the way), with
@@ -57,7 +48,7 @@ def check_export(tmp_path, layers, input_size, opset=17, lengths=False, seed=3):
     feeds = {"x": x} if lens is None else {"x": x, "lengths": lens}
     outputs = run_ort(onnx.load(path), feeds)
     y, state = forward_imported((layers, input_size, params), x, lengths=lens)
-    expected = [y, *final_states(spec, state)]
+    expected = [y, *state_parts(state)]
     assert len(outputs) == len(expected)
     for k, (got, want) in enumerate(zip(outputs, expected)):
         np.testing.assert_allclose(got, want, rtol=F32_RTOL, atol=F32_ATOL,

@@ -4,19 +4,15 @@ PyTorch's, the error against fp32 against PyTorch's bf16 autocast, and the refus
 import numpy as np
 import pytest
 
-from conftest import ISAS, assert_f32_close, assert_forward_matches_reference, flat_core_params
-from rnnext import Model, _core, layers as L, reference, train
+from conftest import (ISAS, assert_f32_close, assert_forward_matches_reference, flat_core_params,
+                      require_isa, state_parts, with_metadata)
+from rnnext import Model, _core, layers as L, load, reference, train
 from rnnext.layers import GRU, LSTM, RNN, Dense, Embedding, Masking, Readout
 
 
 def needs_torch():
     """torch, for the tests that compare with PyTorch; they skip without it."""
     return pytest.importorskip("torch", reason="the comparisons with PyTorch need torch")
-
-
-def require_isa(isa):
-    if not _core.isa_supported(isa):
-        pytest.skip(f"the {isa} kernels are not supported by this CPU/OS or build")
 
 
 def at_isa(model, isa, precision="bf16"):
@@ -117,7 +113,7 @@ def test_bf16_is_identical_for_every_thread_count(cell, B, rng):
     for n_threads in (2, 3):
         other = model.forward(x, n_threads=n_threads)
         np.testing.assert_array_equal(one[0], other[0])
-        for a, b in zip(np.atleast_1d(one[1]), np.atleast_1d(other[1])):
+        for a, b in zip(state_parts(one[1]), state_parts(other[1])):
             np.testing.assert_array_equal(a, b)
 
 
@@ -219,23 +215,6 @@ def test_pickle_keeps_precision_and_fp32_params(rng):
 # files
 
 
-def with_metadata(data, **changes):
-    """An rnnext file's bytes with metadata keys changed (None removes one)."""
-    import json
-    import struct
-
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    for key, value in changes.items():
-        if value is None:
-            header["__metadata__"].pop(key)
-        else:
-            header["__metadata__"][key] = value
-    text = json.dumps(header).encode()
-    text += b" " * (-(8 + len(text)) % 8)
-    return struct.pack("<Q", len(text)) + text + data[8 + n:]
-
-
 FILE_CASE = [c for c in CASES if c[0] == "lstm-proj"][0]
 
 
@@ -256,20 +235,14 @@ def test_bf16_file_holds_bf16_weights_that_safetensors_reads(rng):
         torch.testing.assert_close(tensors[name], want, rtol=0, atol=0)
     fp32 = model.to_bytes("fp32")
     assert len(fp32) - len(data) >= 2 * sum(model.params[n].size for n in rounded) - 64
-    loaded = rnnext_load(data)
+    loaded = load(data)
     assert loaded.precision == "bf16"
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     np.testing.assert_array_equal(loaded.predict(x, backend="numpy"),
                                   model.predict(x, backend="numpy"))
-    assert rnnext_load(fp32).precision == "fp32"
-    np.testing.assert_array_equal(rnnext_load(fp32).params["weight_ih_l0"],
+    assert load(fp32).precision == "fp32"
+    np.testing.assert_array_equal(load(fp32).params["weight_ih_l0"],
                                   model.params["weight_ih_l0"])
-
-
-def rnnext_load(data):
-    from rnnext import load
-
-    return load(data)
 
 
 def test_file_precision_is_checked(rng):
@@ -277,9 +250,10 @@ def test_file_precision_is_checked(rng):
     data = model.to_bytes("bf16")
     with pytest.raises(ValueError, match=r"metadata\['precision'\]: expected one of "
                                          r"\('fp32', 'bf16'\), got 'int8'"):
-        rnnext_load(with_metadata(data, precision="int8"))
+        load(with_metadata(data, lambda meta: {**meta, "precision": "int8"}))
     # without the key the same BF16 tensors load at fp32 (every dtype is read as float32)
-    plain = rnnext_load(with_metadata(data, precision=None))
+    plain = load(with_metadata(data, lambda meta: {k: v for k, v in meta.items()
+                                                   if k != "precision"}))
     assert plain.precision == "fp32"
     np.testing.assert_array_equal(plain.params["weight_hh_l1"],
                                   reference.bf16_round(model.params["weight_hh_l1"]))
