@@ -35,6 +35,7 @@ const char *rnx_isa_name(rnx_isa isa) {
     case RNX_ISA_SCALAR: return "scalar";
     case RNX_ISA_AVX2: return "avx2";
     case RNX_ISA_AVX512: return "avx512";
+    case RNX_ISA_AVX512_VNNI: return "avx512_vnni";
     }
     return "unknown";
 }
@@ -158,8 +159,11 @@ static int cpu_has(rnx_isa isa) {
     if ((xcr0 & 0x6) != 0x6) return 0; /* SSE and AVX state */
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1;
+    const int avx512bw = (b >> 30) & 1, vnni = (c >> 11) & 1;
+    const int avx512 = avx2 && avx512f && avx512dq && (xcr0 & 0xE0) == 0xE0; /* opmask, ZMM */
     if (isa == RNX_ISA_AVX2) return avx2;
-    if (isa == RNX_ISA_AVX512) return avx2 && avx512f && avx512dq && (xcr0 & 0xE0) == 0xE0;
+    if (isa == RNX_ISA_AVX512) return avx512;
+    if (isa == RNX_ISA_AVX512_VNNI) return avx512 && avx512bw && vnni;
     return 0;
 }
 #endif
@@ -169,7 +173,8 @@ int rnx_isa_supported(rnx_isa isa) {
     case RNX_ISA_SCALAR: return 1;
 #if defined(RNX_X86_KERNELS)
     case RNX_ISA_AVX2:
-    case RNX_ISA_AVX512: return cpu_has(isa);
+    case RNX_ISA_AVX512:
+    case RNX_ISA_AVX512_VNNI: return cpu_has(isa);
 #endif
     default: return 0;
     }
@@ -182,6 +187,7 @@ const rnx_kernels *rnx_kernels_for(rnx_isa isa) {
 #if defined(RNX_X86_KERNELS)
     case RNX_ISA_AVX2: return &rnx_kernels_avx2;
     case RNX_ISA_AVX512: return &rnx_kernels_avx512;
+    case RNX_ISA_AVX512_VNNI: return &rnx_kernels_avx512_vnni;
 #endif
     default: return NULL;
     }
@@ -191,12 +197,12 @@ const rnx_kernels *rnx_kernels_for(rnx_isa isa) {
 static rnx_isa choose_isa(void) {
     const char *forced = getenv("RNNEXT_ISA");
     if (forced && *forced) {
-        for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512; isa++)
+        for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512_VNNI; isa++)
             if (strcmp(forced, rnx_isa_name((rnx_isa)isa)) == 0)
                 return rnx_isa_supported((rnx_isa)isa) ? (rnx_isa)isa : RNX_ISA_AUTO;
         return RNX_ISA_AUTO;
     }
-    for (int isa = RNX_ISA_AVX512; isa > RNX_ISA_SCALAR; isa--)
+    for (int isa = RNX_ISA_AVX512_VNNI; isa > RNX_ISA_SCALAR; isa--)
         if (rnx_isa_supported((rnx_isa)isa)) return (rnx_isa)isa;
     return RNX_ISA_SCALAR;
 }

@@ -74,6 +74,9 @@ static void workspace_layout(rnx_arena *a, void *what) {
     ws->scratch = rnx_arena_take(a, (size_t)ws->team_max * 2 * m->dense_width, sizeof(float));
     ws->len = rnx_arena_take(a, Bs, sizeof(int32_t));
     ws->plain_scratch = p->plain ? rnx_arena_take(a, p->plain, sizeof(float)) : NULL;
+    ws->q8 = ws->q8_width ? rnx_arena_take(a, (size_t)ws->team_max * m->kernels->mr,
+                                           ws->q8_width)
+                          : NULL;
 }
 
 rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T,
@@ -92,6 +95,11 @@ rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, i
         if (b->width > width) width = b->width;
         if (b->state_size > state) state = b->state_size;
         merged |= b->directions == 2 && b->merge != RNX_MERGE_CONCAT;
+        if (m->info.precision == RNX_PRECISION_INT8) {
+            const size_t K4 = RNX_K4(b->input_size > b->hidden_size ? b->input_size
+                                                                     : b->hidden_size);
+            if (K4 > ws->q8_width) ws->q8_width = K4;
+        }
     }
     /* the packed kernels store whole aligned vectors into each xp row: a plain block's G*H
      * (any number) must not make the row stride unaligned for the packed blocks after it */
@@ -158,8 +166,10 @@ void rnx_store_states(const rnx_model *m, const rnx_workspace *ws, float *h, flo
     }
 }
 
-/* Panels per block for a product over K inputs. */
+/* Panels per block for a product over K inputs. int8 weights take one block: each row tile's
+ * inputs are then quantized once (the weights are a quarter of float32's bytes). */
 static int panel_block(const rnx_block *b, int K) {
+    if (b->packed[0].x8.w) return b->npanels;
     const size_t per_panel = (size_t)K * b->nv * b->kernels->vw * sizeof(float);
     const size_t n = RNX_PANEL_BLOCK_BYTES / per_panel;
     return n < 1 ? 1 : n > (size_t)b->npanels ? b->npanels : (int)n;
@@ -195,7 +205,7 @@ static float *xp_row(const rnx_workspace *ws, const rnx_record *rec, int reverse
  * block 0 of an embedding model reads token rows (or copies folded ones), others `in`. */
 static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_record *rec, int k,
                           int d, int reverse, int on_plain, int t0, int t1, int p0, int p1,
-                          rnx_seq_view in) {
+                          rnx_seq_view in, uint8_t *q8) {
     const rnx_block *b = &m->blocks[k];
     const rnx_kernels *kn = b->kernels;
     const rnx_packed *w = &b->packed[d];
@@ -203,6 +213,7 @@ static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_recor
     const int tokens = k == 0 && ws->ids != NULL;
     const float *a[RNX_MAX_MR];
     float *o[RNX_MAX_MR];
+    rnx_qrow qa[RNX_MAX_MR];
     if (tokens && m->fold[d]) {
         const size_t panel = (size_t)b->nv * kn->vw, fw = (size_t)rnx_xp_width(b);
         for (int q = 0; q < nq; q++) {
@@ -223,9 +234,10 @@ static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_recor
                 a[i] = tokens ? m->embedding + (size_t)ws->ids[(size_t)r * ws->steps + t] * m->embed_dim
                               : view_row(in, r, t);
                 o[i] = xp_row(ws, rec, reverse, t0, t, r);
+                if (w->x8.w) kn->quantize(&qa[i], q8 + i * ws->q8_width, a[i], w->in_size);
             }
             if (on_plain) rnx_general_project(&b->general[d], o, a, nr);
-            else kn->project(o, a, w, b->nv, c0, c0 + px < p1 ? c0 + px : p1, nr);
+            else kn->project(o, a, qa, w, b->nv, c0, c0 + px < p1 ? c0 + px : p1, nr);
         }
 }
 
@@ -251,7 +263,10 @@ void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, 
     const int u1 = on_plain ? b->state_size
                             : p1 * b->units_per_panel < H ? p1 * b->units_per_panel : H;
 
-    project_chunk(m, ws, rec, k, d, reverse, on_plain, t0, t1, p0, p1, in);
+    /* this thread's quantized rows of an int8 product */
+    uint8_t *q8 = ws->q8 ? ws->q8 + (size_t)team.id * mr * ws->q8_width : NULL;
+    rnx_qrow qh[RNX_MAX_MR];
+    project_chunk(m, ws, rec, k, d, reverse, on_plain, t0, t1, p0, p1, in, q8);
 
     /* the GRU with the reset before the product needs r*h of all its panels before any n; the
      * plain path and the training kernel take all panels in one pass. The plain path steps in
@@ -278,6 +293,7 @@ void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, 
                     xp[i] = x_rows[i];
                     active[i] = (unsigned char)rnx_step_active(m, ws, r, t);
                     if (on_plain) memcpy(o[i], h_in[i], (size_t)b->state_size * sizeof(float));
+                    if (w->h8.w) kn->quantize(&qh[i], q8 + i * ws->q8_width, h_in[i], H);
                 }
                 if (on_plain)
                     rnx_general_step(&b->general[d], o, c, xp, active, rec ? x_rows : NULL,
@@ -285,7 +301,7 @@ void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, 
                 else if (rec)
                     kn->step_train(b->cell, o, c, h_in, xp, active, x_rows, w, H, b->npanels, nr);
                 else
-                    kn->step(b->cell, o, c, h_in, xp, active, w, H, c0,
+                    kn->step(b->cell, o, c, h_in, qh, xp, active, w, H, c0,
                              c0 + ph < p1 ? c0 + ph : p1, nr);
                 if (rec && lstm)
                     for (int i = 0; i < nr; i++) {

@@ -18,7 +18,9 @@ rnx_status rnx_check_ids(const rnx_model *m, const int32_t *ids, size_t n) {
 }
 
 size_t rnx_fold_floats(const rnx_model *m) {
-    if (!m->info.takes_ids || m->blocks[0].plain) return 0;
+    /* an int8 product quantizes each embedding row as it is used, which a table would not save */
+    if (!m->info.takes_ids || m->blocks[0].plain || m->info.precision == RNX_PRECISION_INT8)
+        return 0;
     const rnx_block *b = &m->blocks[0];
     size_t n;
     const size_t width = (size_t)b->npanels * b->nv * b->kernels->vw;
@@ -41,7 +43,7 @@ void rnx_fold_embedding(const rnx_model *m, float *fold, int d) {
             a[i] = m->embedding + (size_t)(v0 + i) * m->embed_dim;
             out[i] = fold + (size_t)(v0 + i) * width;
         }
-        k->project(out, a, &b->packed[d], b->nv, 0, b->npanels, nr);
+        k->project(out, a, NULL, &b->packed[d], b->nv, 0, b->npanels, nr);
     }
 }
 

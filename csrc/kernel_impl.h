@@ -121,6 +121,95 @@ RNX_INLINE void accumulate_packed(vf acc[2][RNX_MR][4], const float *const *a, c
         accumulate(acc, a, 1, w + at, NULL, 0, panel_stride, K, ldw, NP, NR, NV);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The int8 product (RNX_PRECISION_INT8; layout: rnx_q8): acc[q][r][j] += (sum_k q_a q_w - z sum_k
+ * q_w) s_a s_w over the columns of vector j of panel p + q, with the integer sum exact in int32.
+ * With VNNI one vpdpbusd adds a group of 4 k; elsewhere the bytes are widened to float32 in
+ * registers and summed there, exactly, in blocks that cannot reach 2^24 (|q_a q_w| <= 255 * 127,
+ * so 128 groups of 4), each block then added to the int32 sums. nv is the layout's vectors per
+ * panel, NV those computed.
+ * ------------------------------------------------------------------------------------------- */
+
+#define RNX_Q8_EXACT_GROUPS 128
+#if defined(__AVX512VNNI__) && RNX_VW == 16
+#include <immintrin.h>
+#define RNX_VNNI 1
+#else
+#define RNX_VNNI 0
+#endif
+
+RNX_INLINE void accumulate_q8(vf acc[2][RNX_MR][4], const rnx_qrow *qa, const rnx_q8 *w, int p,
+                              int K, int nv, const int NP, const int NR, const int NV) {
+    const size_t groups = RNX_K4(K) / 4, ldw = (size_t)nv * RNX_VW;
+    const size_t panel_stride = groups * ldw; /* in groups of 4 bytes, one per int32 lane */
+    const int32_t *w32 = (const int32_t *)(const void *)w->w + (size_t)p * panel_stride;
+    vi sum[2][RNX_MR][4];
+    for (int q = 0; q < NP; q++)
+        for (int r = 0; r < NR; r++)
+            for (int j = 0; j < NV; j++) sum[q][r][j] = (vi){0};
+    for (size_t g0 = 0; g0 < groups; g0 += RNX_Q8_EXACT_GROUPS) {
+        const size_t g1 = groups - g0 < RNX_Q8_EXACT_GROUPS ? groups : g0 + RNX_Q8_EXACT_GROUPS;
+#if !RNX_VNNI
+        vf part[2][RNX_MR][4];
+        for (int q = 0; q < NP; q++)
+            for (int r = 0; r < NR; r++)
+                for (int j = 0; j < NV; j++) part[q][r][j] = vsplat(0.0f);
+#endif
+        for (size_t g = g0; g < g1; g++) {
+            vi wv[2][4];
+#pragma GCC unroll 2
+            for (int q = 0; q < NP; q++)
+#pragma GCC unroll 4
+                for (int j = 0; j < NV; j++)
+                    wv[q][j] = *(const vi *)(w32 + g * ldw + q * panel_stride + j * RNX_VW);
+#if RNX_VNNI
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                int32_t four;
+                memcpy(&four, qa[r].q + 4 * g, sizeof four);
+                const __m512i a4 = _mm512_set1_epi32(four);
+#pragma GCC unroll 2
+                for (int q = 0; q < NP; q++)
+#pragma GCC unroll 4
+                    for (int j = 0; j < NV; j++)
+                        sum[q][r][j] = (vi)_mm512_dpbusd_epi32((__m512i)sum[q][r][j], a4,
+                                                               (__m512i)wv[q][j]);
+            }
+#else
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                vf wf[2][4]; /* byte i of each lane, sign-extended */
+                for (int q = 0; q < NP; q++)
+                    for (int j = 0; j < NV; j++)
+                        wf[q][j] = __builtin_convertvector((wv[q][j] << (24 - 8 * i)) >> 24, vf);
+#pragma GCC unroll 8
+                for (int r = 0; r < NR; r++) {
+                    const vf ar = vsplat((float)qa[r].q[4 * g + i]);
+                    for (int q = 0; q < NP; q++)
+                        for (int j = 0; j < NV; j++) part[q][r][j] += ar * wf[q][j];
+                }
+            }
+#endif
+        }
+#if !RNX_VNNI
+        for (int q = 0; q < NP; q++)
+            for (int r = 0; r < NR; r++)
+                for (int j = 0; j < NV; j++)
+                    sum[q][r][j] += __builtin_convertvector(part[q][r][j], vi);
+#endif
+    }
+    for (int q = 0; q < NP; q++)
+        for (int j = 0; j < NV; j++) {
+            const size_t col = (size_t)(p + q) * ldw + j * RNX_VW;
+            const vi wsum = *(const vi *)(w->sum + col);
+            const vf ws = vload(w->scale + col);
+            for (int r = 0; r < NR; r++) {
+                const vi exact = sum[q][r][j] - qa[r].zero * wsum;
+                acc[q][r][j] += __builtin_convertvector(exact, vf) * (qa[r].scale * ws);
+            }
+        }
+}
+
 /* Two panels at a time when their accumulators fit in the registers: a tile of one or two rows
  * (batch 1, streaming) then has enough independent sums to hide the FMA latency. */
 #define RNX_PAIR_PANELS(NR, NV) (2 * (NR) * (NV) <= 4 * RNX_MR)
@@ -129,27 +218,29 @@ RNX_INLINE void accumulate_packed(vf acc[2][RNX_MR][4], const float *const *a, c
  * Input projection: out[r] = bx + W_x a[r] for the panels [p0, p1)
  * ------------------------------------------------------------------------------------------- */
 
-RNX_INLINE void project_panels(float *const *out, const float *const *a, const rnx_packed *w,
-                               int p, const int NP, const int NR, const int NV) {
+RNX_INLINE void project_panels(float *const *out, const float *const *a, const rnx_qrow *qa,
+                               const rnx_packed *w, int p, const int NP, const int NR,
+                               const int NV) {
     const int panel = NV * RNX_VW;
     const size_t stride = (size_t)w->in_size * panel;
     vf acc[2][RNX_MR][4];
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++) acc[q][r][j] = vload(w->bx + (size_t)(p + q) * panel + j * RNX_VW);
-    accumulate_packed(acc, a, w->wx, w->wx16, p * stride, stride, w->in_size, panel, NP, NR, NV);
+    if (w->x8.w) accumulate_q8(acc, qa, &w->x8, p, w->in_size, NV, NP, NR, NV);
+    else accumulate_packed(acc, a, w->wx, w->wx16, p * stride, stride, w->in_size, panel, NP, NR, NV);
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++)
                 vstore(out[r] + (size_t)(p + q) * panel + j * RNX_VW, acc[q][r][j]);
 }
 
-RNX_INLINE void project_tile(float *const *out, const float *const *a, const rnx_packed *w,
-                             int p0, int p1, const int NR, const int NV) {
+RNX_INLINE void project_tile(float *const *out, const float *const *a, const rnx_qrow *qa,
+                             const rnx_packed *w, int p0, int p1, const int NR, const int NV) {
     int p = p0;
     if (RNX_PAIR_PANELS(NR, NV))
-        for (; p + 1 < p1; p += 2) project_panels(out, a, w, p, 2, NR, NV);
-    for (; p < p1; p++) project_panels(out, a, w, p, 1, NR, NV);
+        for (; p + 1 < p1; p += 2) project_panels(out, a, qa, w, p, 2, NR, NV);
+    for (; p < p1; p++) project_panels(out, a, qa, w, p, 1, NR, NV);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -166,7 +257,7 @@ RNX_INLINE void tape_store(float *row, size_t gates_off, size_t extra_off, const
 }
 
 RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c,
-                            const float *const *h_in, const float *const *xp,
+                            const float *const *h_in, const rnx_qrow *qh, const float *const *xp,
                             const unsigned char *active, float *const *tape,
                             const rnx_packed *w, int H, int npanels, int p, const int NP,
                             const int NR, const int NV, const int TAPE) {
@@ -182,7 +273,8 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
                                    : vload(xp[r] + (size_t)(p + q) * panel + j * RNX_VW);
     /* the GRU with the reset before the product takes only r and z here, n in gru_n_pass */
     const int nv_here = cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : NV;
-    accumulate_packed(acc, h_in, w->wh, w->wh16, p * stride, stride, H, panel, NP, NR, nv_here);
+    if (!TAPE && w->h8.w) accumulate_q8(acc, qh, &w->h8, p, H, NV, NP, NR, nv_here); /* fp32 trains */
+    else accumulate_packed(acc, h_in, w->wh, w->wh16, p * stride, stride, H, panel, NP, NR, nv_here);
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * units;
         for (int r = 0; r < NR; r++) {
@@ -248,17 +340,18 @@ RNX_INLINE void gru_n_panels(float *const *h_out, const float *const *rh, const 
 }
 
 RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
-                          const float *const *h_in, const float *const *xp,
+                          const float *const *h_in, const rnx_qrow *qh, const float *const *xp,
                           const unsigned char *active, float *const *tape, const rnx_packed *w,
                           int H, int npanels, int p0, int p1, const int NR, const int NV,
                           const int TAPE) {
     int p = p0;
     if (RNX_PAIR_PANELS(NR, NV))
         for (; p + 1 < p1; p += 2)
-            step_panels(cell, h_out, c, h_in, xp, active, tape, w, H, npanels, p, 2, NR, NV,
+            step_panels(cell, h_out, c, h_in, qh, xp, active, tape, w, H, npanels, p, 2, NR, NV,
                         TAPE);
     for (; p < p1; p++)
-        step_panels(cell, h_out, c, h_in, xp, active, tape, w, H, npanels, p, 1, NR, NV, TAPE);
+        step_panels(cell, h_out, c, h_in, qh, xp, active, tape, w, H, npanels, p, 1, NR, NV,
+                    TAPE);
     if (cell != RNX_CELL_GRU_RESET_BEFORE) return;
     const float *const *rh = (const float *const *)c;
     p = p0;
@@ -289,27 +382,27 @@ RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
 #error "RNX_MR must be 3, 4 or 6"
 #endif
 
-static void RNX_K(project)(float *const *out, const float *const *a, const rnx_packed *w, int nv,
-                           int p0, int p1, int nrows) {
+static void RNX_K(project)(float *const *out, const float *const *a, const rnx_qrow *qa,
+                           const rnx_packed *w, int nv, int p0, int p1, int nrows) {
 #define RNX_PROJECT(NR)                                                                           \
-    if (nv == 3) project_tile(out, a, w, p0, p1, NR, 3);                                          \
-    else project_tile(out, a, w, p0, p1, NR, 4)
+    if (nv == 3) project_tile(out, a, qa, w, p0, p1, NR, 3);                                      \
+    else project_tile(out, a, qa, w, p0, p1, NR, 4)
     RNX_ROWS_SWITCH(RNX_PROJECT)
 #undef RNX_PROJECT
 }
 
 static void RNX_K(step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
-                        const float *const *xp, const unsigned char *active, const rnx_packed *w,
-                        int H, int p0, int p1, int nrows) {
+                        const rnx_qrow *qh, const float *const *xp, const unsigned char *active,
+                        const rnx_packed *w, int H, int p0, int p1, int nrows) {
 #define RNX_STEP(NR)                                                                              \
     switch (cell) {                                                                               \
-    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
-    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0); break;   \
-    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
+    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
+    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0); break;   \
+    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
     case RNX_CELL_GRU_RESET_BEFORE:                                                               \
-        step_tile(RNX_CELL_GRU_RESET_BEFORE, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0); \
+        step_tile(RNX_CELL_GRU_RESET_BEFORE, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0); \
         break;                                                                                    \
-    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
+    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
     }
     RNX_ROWS_SWITCH(RNX_STEP)
 #undef RNX_STEP
@@ -324,10 +417,10 @@ static void RNX_K(step_train)(int cell, float *const *h_out, float *const *c,
                               const rnx_packed *w, int H, int npanels, int nrows) {
 #define RNX_STEP(NR)                                                                              \
     switch (cell) {                                                                               \
-    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
-    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, xp, active, tape, w, H, npanels, 0, npanels, NR, 3, 1); break;   \
-    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
-    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
+    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
+    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 3, 1); break;   \
+    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
+    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
     }
     RNX_ROWS_SWITCH(RNX_STEP)
 #undef RNX_STEP
@@ -344,11 +437,56 @@ static void RNX_K(activate)(rnx_function f, float *out, const float *in, size_t 
     }
 }
 
+/* a's K floats quantized for an int8 product (rnx_precision's int8; rnx_qrow). Rounding adds and
+ * takes away 1.5 * 2^23, which leaves |v| < 2^22 rounded to the nearest integer, ties to even. */
+static void RNX_K(quantize)(rnx_qrow *out, uint8_t *q, const float *a, int K) {
+    typedef uint8_t vq __attribute__((vector_size(RNX_VW), may_alias));
+    vf lo = vsplat(0.0f), hi = vsplat(0.0f);
+    vi bad = (vi){0};
+    for (int k = 0; k < K; k += RNX_VW) {
+        float buf[RNX_VW] __attribute__((aligned(RNX_VW * 4))) = {0};
+        memcpy(buf, a + k, (size_t)(K - k < RNX_VW ? K - k : RNX_VW) * sizeof(float));
+        const vf v = vload(buf);
+        lo = vselect(v < lo, v, lo);
+        hi = vselect(v > hi, v, hi);
+        bad |= (v - v) != 0.0f; /* NaN for NaN and +-inf */
+    }
+    float low = 0.0f, high = 0.0f;
+    int finite = 1;
+    for (int l = 0; l < RNX_VW; l++) {
+        low = lo[l] < low ? lo[l] : low;
+        high = hi[l] > high ? hi[l] : high;
+        finite &= bad[l] == 0;
+    }
+    const size_t K4 = RNX_K4(K);
+    if (!finite) { /* NaN outputs, through the scale */
+        memset(q, 0, K4);
+        *out = (rnx_qrow){q, __builtin_nanf(""), 0};
+        return;
+    }
+    float scale = (high - low) / 255.0f;
+    if (scale == 0.0f) scale = 1.0f;
+    const float shifter = 12582912.0f;
+    float zero = (-low / scale + shifter) - shifter;
+    zero = zero > 255.0f ? 255.0f : zero;
+    const vf s = vsplat(scale), z = vsplat(zero), top = vsplat(255.0f);
+    for (size_t k = 0; k < K4; k += RNX_VW) {
+        float buf[RNX_VW] __attribute__((aligned(RNX_VW * 4))) = {0};
+        memcpy(buf, a + k, (K - k < RNX_VW ? K - k : RNX_VW) * sizeof(float));
+        vf v = ((vload(buf) / s + shifter) - shifter) + z;
+        v = vselect(v < 0.0f, vsplat(0.0f), v);
+        v = vselect(v > top, top, v);
+        const vq bytes = __builtin_convertvector(__builtin_convertvector(v, vi), vq);
+        memcpy(q + k, &bytes, K4 - k < RNX_VW ? K4 - k : RNX_VW);
+    }
+    *out = (rnx_qrow){q, scale, (int32_t)zero};
+}
+
 /* The training kernels (backward pass) share this file's vector maths and products. */
 #include "kernel_train_impl.h"
 
 const rnx_kernels RNX_K(rnx_kernels) = {
     .isa = RNX_ISA_ID, .vw = RNX_VW, .mr = RNX_MR, .project = RNX_K(project), .step = RNX_K(step),
-    .activate = RNX_K(activate), .step_train = RNX_K(step_train), .matmul = RNX_K(matmul),
-    .cell_grads = RNX_K(cell_grads),
+    .activate = RNX_K(activate), .quantize = RNX_K(quantize), .step_train = RNX_K(step_train),
+    .matmul = RNX_K(matmul), .cell_grads = RNX_K(cell_grads),
 };

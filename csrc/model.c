@@ -307,6 +307,38 @@ static void pack_weight(const rnx_block *b, float *dst, uint16_t *dst16, const f
                 }
 }
 
+/* dst from a PyTorch weight src (G*H, K) quantized to int8, each row symmetrically (rnx_precision's
+ * int8); a non-finite row gets a NaN scale and zero weights. */
+static void pack_weight_q8(const rnx_block *b, const rnx_q8 *dst, const float *src, size_t K) {
+    const int H = b->hidden_size, vw = b->kernels->vw, nv = b->nv;
+    const size_t groups = RNX_K4(K) / 4;
+    for (int p = 0; p < b->npanels; p++)
+        for (int j = 0; j < nv; j++)
+            for (int v = 0; v < vw; v++) {
+                int gate, unit;
+                rnx_panel_slot(b, p, j, v, &gate, &unit);
+                const float *row = unit < H ? src + ((size_t)gate * H + unit) * K : NULL;
+                float top = 0.0f;
+                int finite = 1;
+                for (size_t k = 0; row && k < K; k++) {
+                    finite &= isfinite(row[k]) != 0;
+                    top = fabsf(row[k]) > top ? fabsf(row[k]) : top;
+                }
+                const float scale = !finite ? NAN : top > 0.0f ? top / 127.0f : 1.0f;
+                const size_t col = ((size_t)p * nv + j) * vw + v;
+                int32_t sum = 0;
+                for (size_t k = 0; k < groups * 4; k++) {
+                    float q = row && finite && k < K ? rintf(row[k] / scale) : 0.0f;
+                    q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+                    dst->w[(((size_t)p * groups + k / 4) * nv + j) * (size_t)vw * 4 + (size_t)v * 4 +
+                           k % 4] = (int8_t)q;
+                    sum += (int32_t)q;
+                }
+                dst->scale[col] = scale;
+                dst->sum[col] = sum;
+            }
+}
+
 /* bx (npanels, nv, vw) = bias_ih + bias_hh, leaving GRU's bias_hn to bhn (npanels, vw). */
 static void pack_biases(const rnx_block *b, rnx_packed *w, const float *b_ih, const float *b_hh) {
     const int H = b->hidden_size, vw = b->kernels->vw;
@@ -365,16 +397,27 @@ static void storage_layout(rnx_arena *a, void *what) {
             b->general = g;
         }
         const int bf16 = m->info.precision == RNX_PRECISION_BF16;
+        const int int8 = m->info.precision == RNX_PRECISION_INT8;
         const size_t weight_bytes = bf16 ? sizeof(uint16_t) : sizeof(float);
         for (int d = 0; !b->plain && d < b->directions; d++) {
             rnx_packed *w = &b->packed[d];
             w->in_size = b->input_size;
-            void *wx = rnx_arena_take(a, panels * (size_t)b->input_size, weight_bytes);
-            void *wh = rnx_arena_take(a, panels * (size_t)b->hidden_size, weight_bytes);
-            w->wx = bf16 ? NULL : wx;
-            w->wh = bf16 ? NULL : wh;
-            w->wx16 = bf16 ? wx : NULL;
-            w->wh16 = bf16 ? wh : NULL;
+            if (int8) {
+                rnx_q8 *q8[2] = {&w->x8, &w->h8};
+                const size_t K[2] = {RNX_K4(b->input_size), RNX_K4(b->hidden_size)};
+                for (int i = 0; i < 2; i++) {
+                    q8[i]->w = rnx_arena_take(a, panels * K[i], sizeof(int8_t));
+                    q8[i]->scale = rnx_arena_take(a, panels, sizeof(float));
+                    q8[i]->sum = rnx_arena_take(a, panels, sizeof(int32_t));
+                }
+            } else {
+                void *wx = rnx_arena_take(a, panels * (size_t)b->input_size, weight_bytes);
+                void *wh = rnx_arena_take(a, panels * (size_t)b->hidden_size, weight_bytes);
+                w->wx = bf16 ? NULL : wx;
+                w->wh = bf16 ? NULL : wh;
+                w->wx16 = bf16 ? wx : NULL;
+                w->wh16 = bf16 ? wh : NULL;
+            }
             w->bx = rnx_arena_take(a, panels, sizeof(float));
             w->bhn = b->gates == 3
                          ? rnx_arena_take(a, (size_t)b->npanels * b->kernels->vw, sizeof(float))
@@ -416,8 +459,13 @@ static void load_params(rnx_model *m, const float *src) {
             if (b->plain) continue;
             const float *w_ih = src, *w_hh = w_ih + GH * K, *b_ih = w_hh + GH * H;
             const float *b_hh = b_ih + GH;
-            pack_weight(b, b->packed[d].wx, b->packed[d].wx16, w_ih, K);
-            pack_weight(b, b->packed[d].wh, b->packed[d].wh16, w_hh, H);
+            if (m->info.precision == RNX_PRECISION_INT8) {
+                pack_weight_q8(b, &b->packed[d].x8, w_ih, K);
+                pack_weight_q8(b, &b->packed[d].h8, w_hh, H);
+            } else {
+                pack_weight(b, b->packed[d].wx, b->packed[d].wx16, w_ih, K);
+                pack_weight(b, b->packed[d].wh, b->packed[d].wh16, w_hh, H);
+            }
             pack_biases(b, (rnx_packed *)&b->packed[d], b_ih, b_hh);
         }
     }
@@ -477,9 +525,11 @@ rnx_status rnx_model_create_precision(rnx_model **out, const rnx_layer *layers, 
     rnx_status s = check_list(layers, n_layers, &embedding_params, &recurrent_params, &total);
     if (s != RNX_OK) return s;
     if (!params) return RNX_ERR_NULL_ARGUMENT;
-    if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX512) return RNX_ERR_BAD_CONFIG;
-    if (precision != RNX_PRECISION_FP32 && precision != RNX_PRECISION_BF16)
-        return RNX_ERR_BAD_CONFIG;
+    if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX512_VNNI) return RNX_ERR_BAD_CONFIG;
+    if (precision < RNX_PRECISION_FP32 || precision > RNX_PRECISION_INT8) return RNX_ERR_BAD_CONFIG;
+    for (int i = 0; i < n_layers && precision == RNX_PRECISION_INT8; i++)
+        if (layers[i].kind == RNX_LAYER_RECURRENT && rnx_general_needed(&layers[i], 1))
+            return RNX_ERR_BAD_CONFIG; /* int8 runs the packed kernels' cells only */
     if (isa == RNX_ISA_AUTO) isa = rnx_default_isa();
     const rnx_kernels *kernels = rnx_kernels_for((rnx_isa)isa);
     if (!kernels) return RNX_ERR_ISA_UNAVAILABLE;

@@ -16,12 +16,33 @@
  *   LSTM (nv=4) and both GRUs (nv=3): vector j is gate j of units p*vw .. p*vw+vw-1 (U = vw);
  *   RNN  (nv=4): vector j holds units p*U + j*vw .. (U = 4*vw), all of the one gate.
  * Units past H are padded with zero weights and biases, which keeps padded state lanes at 0. */
+/* One int8 weight (RNX_PRECISION_INT8, see rnnext.h): K padded with zero weights to a multiple of
+ * 4, the groups of 4 consecutive k of each column adjacent (the operand of vpdpbusd), and each
+ * column's (one PyTorch row's) scale and sum of q_w in the panel layout. */
+typedef struct rnx_q8 {
+    int8_t *w;      /* (npanels, K4/4, nv, vw, 4) */
+    float *scale;   /* (npanels, nv, vw): s_w */
+    int32_t *sum;   /* (npanels, nv, vw): sum over k of q_w */
+} rnx_q8;
+
+/* An input row quantized for one product (rnx_kernels.quantize): RNX_K4(K) bytes q (those past
+ * K meet zero weights), its scale s_a and zero point z. */
+typedef struct rnx_qrow {
+    const uint8_t *q;
+    float scale;
+    int32_t zero;
+} rnx_qrow;
+
+/* K rounded up to the int8 weights' groups of 4. */
+#define RNX_K4(K) (((size_t)(K) + 3) / 4 * 4)
+
 typedef struct rnx_packed {
     int in_size;   /* K of the input product: I for layer 0, D*H above */
-    float *wx;     /* (npanels, in_size, nv, vw): weight_ih; NULL at bf16 */
-    float *wh;     /* (npanels, H, nv, vw): weight_hh; NULL at bf16 */
+    float *wx;     /* (npanels, in_size, nv, vw): weight_ih; NULL at bf16 and int8 */
+    float *wh;     /* (npanels, H, nv, vw): weight_hh; NULL at bf16 and int8 */
     uint16_t *wx16; /* RNX_PRECISION_BF16: wx as bfloat16 bits (the top half of a float32); */
     uint16_t *wh16; /* wh the same; both NULL at fp32 */
+    rnx_q8 x8, h8; /* RNX_PRECISION_INT8: weight_ih and weight_hh quantized; w NULL otherwise */
     float *bx;     /* (npanels, nv, vw): bias_ih + bias_hh (GRU's n gate: bias_in alone) */
     float *bhn;    /* (npanels, vw): the GRUs' bias_hn, kept out of bx; NULL for other cells */
 } rnx_packed;
@@ -32,17 +53,21 @@ typedef struct rnx_kernels {
     int vw; /* lanes per vector */
     int mr; /* rows per full tile */
     /* out[r] = bx + W_x a[r] for r < nrows and the panels [p0, p1); a[r] has w->in_size floats,
-     * out[r] is a whole row of npanels*nv*vw floats in the panel layout. */
-    void (*project)(float *const *out, const float *const *a, const rnx_packed *w,
-                    int nv, int p0, int p1, int nrows);
+     * out[r] is a whole row of npanels*nv*vw floats in the panel layout. At int8 the product
+     * reads qa[r], a[r] quantized (NULL at other precisions). */
+    void (*project)(float *const *out, const float *const *a, const rnx_qrow *qa,
+                    const rnx_packed *w, int nv, int p0, int p1, int nrows);
     /* One time step of `cell` for nrows rows and the panels [p0, p1): gates = xp[r] + W_h h_in[r] (+ bias_hn), then the
      * cell's state update, written to h_out[r] (and c[r] in place for the LSTM). Rows with
      * active[r] == 0 keep their state: h_out[r] = h_in[r], c[r] unchanged. All rows are Hp
      * floats; xp[r] is the row written by project for this step. RNX_CELL_GRU_RESET_BEFORE uses
-     * c[r] as scratch for r*h. */
+     * c[r] as scratch for r*h. At int8 the product reads qh[r], h_in[r] quantized (NULL at
+     * other precisions). */
     void (*step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
-                 const float *const *xp, const unsigned char *active, const rnx_packed *w,
-                 int H, int p0, int p1, int nrows);
+                 const rnx_qrow *qh, const float *const *xp, const unsigned char *active,
+                 const rnx_packed *w, int H, int p0, int p1, int nrows);
+    /* a (K floats) quantized for an int8 product into q (RNX_K4(K) bytes); see rnx_qrow */
+    void (*quantize)(rnx_qrow *out, uint8_t *q, const float *a, int K);
     /* out[i] = f(in[i]) for i < n with the kernels' vector maths (rnx_activation) */
     void (*activate)(rnx_function f, float *out, const float *in, size_t n);
     /* Training. step over all npanels panels that also stores the active rows' gates in tape[r]
@@ -69,6 +94,7 @@ extern const rnx_kernels rnx_kernels_scalar;
 #if defined(RNX_X86_KERNELS)
 extern const rnx_kernels rnx_kernels_avx2;
 extern const rnx_kernels rnx_kernels_avx512;
+extern const rnx_kernels rnx_kernels_avx512_vnni;
 #endif
 
 /* x rounded to bfloat16 (nearest, ties to even; NaN stays NaN): the top 16 bits of a float. */
@@ -227,6 +253,8 @@ typedef struct rnx_workspace {
     float *scratch; /* (team_max, 2, dense_width): the dense layers' rows */
     float *plain_scratch; /* the plain path's scratch (rnx_general_scratch_size), or NULL */
     int32_t *len;   /* (Bs): valid steps of each row */
+    uint8_t *q8;    /* int8 models: (team_max, mr, q8_width) quantized rows of one tile; or NULL */
+    size_t q8_width; /* the largest RNX_K4(K) of the model's int8 products */
     /* the call's inputs for rows b0 .. b0+Bs, row r of step t at [r * steps + t] */
     const int32_t *ids;  /* token ids, or NULL for float x */
     const float *x;      /* float x (row r of step t at [(r * steps + t) * I]) for a masking

@@ -22,10 +22,12 @@ cdef extern from "rnnext.h" nogil:
         RNX_ISA_SCALAR
         RNX_ISA_AVX2
         RNX_ISA_AVX512
+        RNX_ISA_AVX512_VNNI
 
     ctypedef enum rnx_precision:
         RNX_PRECISION_FP32
         RNX_PRECISION_BF16
+        RNX_PRECISION_INT8
 
     ctypedef enum rnx_function:
         RNX_FN_SIGMOID

@@ -177,7 +177,7 @@ def config():
         "openmp": _core.has_openmp(),
         "threads": get_num_threads(),
         "isa": isa if isa is not None else f"invalid RNNEXT_ISA={os.environ.get('RNNEXT_ISA')!r}",
-        "isa_supported": [n for n in ("scalar", "avx2", "avx512") if _core.isa_supported(n)],
+        "isa_supported": [n for n in _core.ISAS if n != "auto" and _core.isa_supported(n)],
         "openmp_runtime": openmp_runtime(),
         "compiler": _core.compiler(),
         "build_flags": _core.build_flags(),

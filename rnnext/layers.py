@@ -467,6 +467,21 @@ def init_params(spec, seed=None, dtype=np.float32):
     return params
 
 
+def int8_unsupported(r):
+    """What keeps recurrent layer r (a RecurrentSpec) from the int8 precision, "" for nothing: it
+    runs the packed kernels' cells only (rnnext.h, RNX_PRECISION_INT8), with their default
+    activations, no projection, peepholes, coupled gates or clip, and for the GRU the reset after
+    the product."""
+    why = []
+    if r.cell == "gru_reset_before":
+        why.append("the reset before the product (reset_after=False)")
+    if r.activations != CELLS[r.cell].activations:
+        why.append(f"activations={r.activations}")
+    why += [f"{name}={getattr(r, name)!r}" for name in ("proj_size", "peepholes", "input_forget",
+                                                        "clip") if getattr(r, name)]
+    return ", ".join(why)
+
+
 def core_layers(spec):
     """The layer list as the compiled core's rnx_layer records: one dict per layer, keyed by
     rnx_layer's field names, enums by their names (rnnext._core maps them to the C values)."""

@@ -202,12 +202,24 @@ class Model:
 
     @precision.setter
     def precision(self, value):
-        self._model_precision = _choice("precision", value, tuple(PRECISIONS))
+        self._model_precision = self._checked_precision(value)
 
     def _call_precision(self, precision):
         """A call's precision: the model's for None, else one of PRECISIONS."""
-        return self.precision if precision is None else \
-            _choice("precision", precision, tuple(PRECISIONS))
+        return self.precision if precision is None else self._checked_precision(precision)
+
+    def _checked_precision(self, precision):
+        """precision, one of PRECISIONS that this model's layers can run at."""
+        _choice("precision", precision, tuple(PRECISIONS))
+        if precision == "int8":
+            for r in self.spec.recurrent:
+                why = L.int8_unsupported(r)
+                if why:
+                    raise ValueError(f"precision: 'int8' runs the LSTM, the GRU with the reset "
+                                     f"after the product and the RNN, with their default "
+                                     f"activations and no other options; recurrent layer "
+                                     f"{r.index} ({r.layer_type}) has {why}")
+        return precision
 
     def core(self, precision=None):
         """The compiled model at `precision` (None: the model's), packed once from the

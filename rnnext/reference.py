@@ -408,14 +408,91 @@ def bf16_round(a):
 
 
 def at_precision(spec, params, precision):
-    """params as the compiled core at `precision` ("fp32" or "bf16") holds them: for bf16 the
-    recurrent layers' ROUNDED_PARAMS rounded by bf16_round (in the params' dtype), the rest as
-    given. fp32 returns params itself."""
+    """params as the compiled core at `precision` ("fp32", "bf16" or "int8") holds them: for bf16
+    the recurrent layers' ROUNDED_PARAMS rounded by bf16_round (in the params' dtype); for int8
+    their weight_ih and weight_hh as Int8Weight; the rest as given. fp32 returns params
+    itself."""
     if precision == "fp32":
         return params
     names = rounded_param_names(spec)
+    if precision == "int8":
+        return {k: Int8Weight(v) if k in names else v for k, v in params.items()}
     return {k: bf16_round(v).astype(np.asarray(v).dtype) if k in names else v
             for k, v in params.items()}
+
+
+def _rint(a):
+    """Round to nearest, ties to even, as float32."""
+    return np.rint(a).astype(np.float32)
+
+
+def quantize_weight(w):
+    """(q, scale) of a weight (rows, K), each row quantized symmetrically to int8 as rnnext.h
+    says for RNX_PRECISION_INT8: scale = max|w| / 127 (1 for a zero row, NaN for a row with a
+    non-finite value, whose q is 0) and q = round(w / scale) in [-127, 127], as float32."""
+    w = np.asarray(w, np.float32)
+    finite = np.isfinite(w).all(axis=1)
+    top = np.abs(np.where(finite[:, None], w, 0)).max(axis=1, initial=0)
+    scale = np.where(finite, np.where(top > 0, top / np.float32(127), 1), np.nan)
+    scale = scale.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        q = np.clip(_rint(w / scale[:, None]), -127, 127)
+    return np.where(finite[:, None], q, 0).astype(np.float32), scale
+
+
+def quantize_input(a):
+    """(q, scale, zero) of rows a (N, K), each quantized to uint8 as ONNX's DynamicQuantizeLinear
+    quantizes a tensor (rnnext.h's RNX_PRECISION_INT8): scale = (max(0, max a) - min(0, min a)) /
+    255 (1 when that is 0; NaN, with q and zero 0, for a row with a non-finite value), zero =
+    round(-min(0, min a) / scale), q = clamp(round(a / scale) + zero, 0, 255), as float32."""
+    a = np.asarray(a, np.float32)
+    finite = np.isfinite(a).all(axis=1)
+    safe = np.where(finite[:, None], a, 0)
+    low = np.minimum(safe.min(axis=1, initial=0), 0)
+    high = np.maximum(safe.max(axis=1, initial=0), 0)
+    scale = ((high - low) / np.float32(255)).astype(np.float32)
+    scale = np.where(scale == 0, np.float32(1), scale)
+    zero = np.minimum(_rint(-low / scale), 255)
+    q = np.clip(_rint(safe / scale[:, None]) + zero[:, None], 0, 255)
+    return (np.where(finite[:, None], q, 0).astype(np.float32),
+            np.where(finite, scale, np.nan).astype(np.float32), np.where(finite, zero, 0))
+
+
+class Int8Weight:
+    """A recurrent weight (G*H, K) at int8: `a @ weight.T` is the int8 product of rnnext.h's
+    RNX_PRECISION_INT8 (each row of a quantized by quantize_input, the weight by quantize_weight,
+    the integer sums exact), so the reference's maths reads it as it reads a float weight."""
+
+    __array_ufunc__ = None  # NumPy then hands `a @ weight.T` to _Transposed.__rmatmul__
+
+    def __init__(self, w):
+        self.q, self.scale = quantize_weight(w)
+        self.sums = self.q.sum(axis=1, dtype=np.float64)
+        self.dtype = np.asarray(w).dtype  # the float weight's: the dtype the maths runs in
+
+    @property
+    def T(self):
+        return _Transposed(self)
+
+    def product(self, a):
+        """a (..., K) times the weight's transpose: (..., G*H) in a's dtype."""
+        a = np.asarray(a)
+        qa, scale, zero = quantize_input(a.reshape(-1, a.shape[-1]))
+        # float64 sums of these integers are exact (below 2^53), as the core's int32 sums
+        exact = qa.astype(np.float64) @ self.q.T.astype(np.float64) - \
+            zero.astype(np.float64)[:, None] * self.sums[None, :]
+        out = exact.astype(np.float32) * (scale[:, None] * self.scale[None, :])
+        return out.reshape(*a.shape[:-1], -1).astype(a.dtype, copy=False)
+
+
+class _Transposed:
+    __array_ufunc__ = None
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __rmatmul__(self, a):
+        return self.weight.product(a)
 
 
 def rounded_param_names(spec):

@@ -169,11 +169,11 @@ def test_precision_per_call_and_cores_cached(rng):
     assert model.core().info["precision"] == "fp32"
 
 
-@pytest.mark.parametrize("bad", ["int8", "BF16", None, 16])
+@pytest.mark.parametrize("bad", ["int4", "BF16", None, 16])
 def test_bad_precision_is_refused(bad, rng):
     model = Model("lstm", 3, 4, seed=0)
     x = rng.standard_normal((2, 5, 3)).astype(np.float32)
-    message = r"precision: expected one of \('fp32', 'bf16'\)"
+    message = r"precision: expected one of \('fp32', 'bf16', 'int8'\)"
     calls = [lambda: Model("lstm", 3, 4, precision=bad), lambda: setattr(model, "precision", bad)]
     if bad is not None:  # None in a call means the model's precision
         calls += [lambda: model.predict(x, precision=bad), lambda: model.stream(precision=bad)]
@@ -181,7 +181,7 @@ def test_bad_precision_is_refused(bad, rng):
         with pytest.raises(ValueError, match=message):
             call()
     with pytest.raises(ValueError, match="precision: expected one of"):
-        _core.CoreModel(L.core_layers(model.spec), flat_core_params(model), precision="int8")
+        _core.CoreModel(L.core_layers(model.spec), flat_core_params(model), precision="int4")
 
 
 def test_training_refuses_bf16(rng):
@@ -249,8 +249,8 @@ def test_file_precision_is_checked(rng):
     model, _ = make_case(FILE_CASE, rng)
     data = model.to_bytes("bf16")
     with pytest.raises(ValueError, match=r"metadata\['precision'\]: expected one of "
-                                         r"\('fp32', 'bf16'\), got 'int8'"):
-        load(with_metadata(data, lambda meta: {**meta, "precision": "int8"}))
+                                         r"\('fp32', 'bf16', 'int8'\), got 'int4'"):
+        load(with_metadata(data, lambda meta: {**meta, "precision": "int4"}))
     # without the key the same BF16 tensors load at fp32 (every dtype is read as float32)
     plain = load(with_metadata(data, lambda meta: {k: v for k, v in meta.items()
                                                    if k != "precision"}))

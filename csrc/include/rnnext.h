@@ -101,13 +101,14 @@ typedef enum rnx_cell {
 
 /* Instruction sets of the compute kernels. RNX_ISA_AUTO takes the one chosen at start-up: the
  * best the CPU and OS support, or the one named by the environment variable RNNEXT_ISA
- * (scalar, avx2 or avx512). RNX_ISA_SCALAR is portable C (the compiler maps its 4-wide generic
- * vectors onto the baseline instruction set) and defines correctness. */
+ * (scalar, avx2, avx512 or avx512_vnni). RNX_ISA_SCALAR is portable C (the compiler maps its
+ * 4-wide generic vectors onto the baseline instruction set) and defines correctness. */
 typedef enum rnx_isa {
     RNX_ISA_AUTO = 0,
     RNX_ISA_SCALAR = 1,
-    RNX_ISA_AVX2 = 2,   /* AVX2 + FMA, 8 lanes */
-    RNX_ISA_AVX512 = 3  /* AVX-512F and DQ, 16 lanes */
+    RNX_ISA_AVX2 = 2,       /* AVX2 + FMA, 8 lanes */
+    RNX_ISA_AVX512 = 3,     /* AVX-512F and DQ, 16 lanes */
+    RNX_ISA_AVX512_VNNI = 4 /* RNX_ISA_AVX512 with AVX-512BW and VNNI: int8 products by vpdpbusd */
 } rnx_isa;
 
 /* The instruction set that RNX_ISA_AUTO resolves to in this process. If RNNEXT_ISA names an
@@ -116,7 +117,7 @@ typedef enum rnx_isa {
 RNX_API rnx_isa rnx_default_isa(void);
 /* Whether this CPU and OS can run the kernels of `isa`. */
 RNX_API int rnx_isa_supported(rnx_isa isa);
-/* "auto", "scalar", "avx2", "avx512"; "unknown" for other values. */
+/* "auto", "scalar", "avx2", "avx512", "avx512_vnni"; "unknown" for other values. */
 RNX_API const char *rnx_isa_name(rnx_isa isa);
 /* The most threads a call may ask for: n_threads above it is RNX_ERR_BAD_ARGUMENT, and the
  * OpenMP default that n_threads <= 0 takes is capped at it. 1024 is above the hardware threads
@@ -305,10 +306,27 @@ RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, in
  *                       weights. Biases, peepholes, gates, states, the embedding and the dense
  *                       layers stay float32. Layers on the plain path (see above) hold their
  *                       rounded weights as float32. Inference only: rnx_tape_create refuses
- *                       such a model (RNX_ERR_BAD_ARGUMENT). */
+ *                       such a model (RNX_ERR_BAD_ARGUMENT).
+ *   RNX_PRECISION_INT8  dynamic quantization, with the semantics of ONNX Runtime's
+ *                       DynamicQuantizeLSTM at a finer grain. Each row of weight_ih and
+ *                       weight_hh (one gate of one unit) is quantized symmetrically once:
+ *                       s_w = max|w| / 127, q_w = round(w / s_w) in [-127, 127]. Each input of
+ *                       each product (a step's x or h, per batch row) is quantized when it is
+ *                       used, as ONNX's DynamicQuantizeLinear does a tensor: s_a = (max(0, max a)
+ *                       - min(0, min a)) / 255, z = round(-min(0, min a) / s_a), q_a =
+ *                       clamp(round(a / s_a) + z, 0, 255). The product is summed exactly in
+ *                       int32 and gives (sum q_a q_w - z sum q_w) * s_a * s_w; biases, gates,
+ *                       states and everything else stay float32. Rounding is to nearest, ties
+ *                       to even. An all-zero row or input has scale 1; a non-finite weight or
+ *                       input gives NaN outputs. Every instruction set computes the same
+ *                       integers (RNX_ISA_AVX512_VNNI with vpdpbusd, the others exactly in
+ *                       float32 blocks), so only the float32 parts differ between them.
+ *                       Layers on the plain path and the GRU with the reset before the product
+ *                       are refused (RNX_ERR_BAD_CONFIG). Inference only, as bf16. */
 typedef enum rnx_precision {
     RNX_PRECISION_FP32 = 0,
-    RNX_PRECISION_BF16 = 1
+    RNX_PRECISION_BF16 = 1,
+    RNX_PRECISION_INT8 = 2
 } rnx_precision;
 
 /* rnx_model_create with the weights at `precision` (an rnx_precision; another value:

@@ -61,8 +61,8 @@ void fill_uniform(float *out, size_t n, uint64_t *seed, float scale);
 /* A uniform integer in [0, n). */
 int random_below(uint64_t *seed, int n);
 
-/* The instruction sets this CPU runs, scalar first; returns how many (1 to 3). */
-int supported_isas(rnx_isa out[3]);
+/* The instruction sets this CPU runs, scalar first; returns how many (1 to 4). */
+int supported_isas(rnx_isa out[RNX_ISA_AVX512_VNNI]);
 
 /* A model of `layers` with uniform random parameters in [-scale, scale), which stay in
  * *params (the caller frees them) when params is not NULL. A failing create is a failed check

@@ -15,8 +15,8 @@ static void version_and_names(void) {
             CHECK(strcmp(text, rnx_status_string((rnx_status)other)) != 0);
     }
     CHECK(rnx_status_string((rnx_status)-1) != NULL);
-    const char *isa_names[] = {"auto", "scalar", "avx2", "avx512"};
-    for (int isa = RNX_ISA_AUTO; isa <= RNX_ISA_AVX512; isa++)
+    const char *isa_names[] = {"auto", "scalar", "avx2", "avx512", "avx512_vnni"};
+    for (int isa = RNX_ISA_AUTO; isa <= RNX_ISA_AVX512_VNNI; isa++)
         CHECK(strcmp(rnx_isa_name((rnx_isa)isa), isa_names[isa]) == 0);
     CHECK(strcmp(rnx_isa_name((rnx_isa)42), "unknown") == 0);
     const char *dtype_names[] = {"F32", "F16", "BF16", "F64"};
@@ -52,7 +52,7 @@ static void isa_selection(void) {
     }
     CHECK(rnx_isa_supported(RNX_ISA_SCALAR) && !rnx_isa_supported(RNX_ISA_AUTO));
     CHECK(!rnx_isa_supported((rnx_isa)7));
-    for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512; isa++) {
+    for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512_VNNI; isa++) {
         m = NULL;
         const rnx_status s = rnx_model_create(&m, &layer, 1, isa, params);
         CHECK_STATUS(s, rnx_isa_supported((rnx_isa)isa) ? RNX_OK : RNX_ERR_ISA_UNAVAILABLE);
@@ -70,7 +70,7 @@ static void activation_accuracy(void) {
     static float in[N + 3], out[N + 3];
     for (int i = 0; i < N; i++) in[i] = -20.0f + 40.0f * (float)i / (N - 1);
     in[N] = INFINITY, in[N + 1] = -INFINITY, in[N + 2] = NAN;
-    rnx_isa isas[3];
+    rnx_isa isas[RNX_ISA_AVX512_VNNI];
     const int n_isas = supported_isas(isas);
     for (int k = 0; k < n_isas; k++) {
         for (int fn = RNX_FN_SIGMOID; fn <= RNX_FN_TANH; fn++) {
@@ -152,7 +152,7 @@ static void model_creation_errors(void) {
     m = not_null;
     CHECK_STATUS(rnx_model_create(&m, good, 2, RNX_ISA_SCALAR, NULL), RNX_ERR_NULL_ARGUMENT);
     CHECK(m == NULL);
-    const int bad_isas[] = {-1, RNX_ISA_AVX512 + 1};
+    const int bad_isas[] = {-1, RNX_ISA_AVX512_VNNI + 1};
     for (int i = 0; i < 2; i++) {
         m = not_null;
         CHECK_STATUS(rnx_model_create(&m, good, 2, bad_isas[i], params), RNX_ERR_BAD_CONFIG);
@@ -312,7 +312,7 @@ static void model_precision_bf16(void) {
     moved[at] += 1.0f / 4096;
     float *x = random_floats(B * T * I, &seed, 1.0f);
     float want[B * T * 2], got[B * T * 2], moved_fp32[B * T * 2];
-    rnx_isa isas[3];
+    rnx_isa isas[RNX_ISA_AVX512_VNNI];
     const int n_isas = supported_isas(isas);
     for (int k = 0; k < n_isas; k++) {
         rnx_model *fp32 = NULL, *bf16 = NULL, *bf16_moved = NULL;
