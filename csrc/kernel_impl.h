@@ -227,8 +227,11 @@ RNX_INLINE void project_panels(float *const *out, const float *const *a, const r
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++) acc[q][r][j] = vload(w->bx + (size_t)(p + q) * panel + j * RNX_VW);
-    if (w->x8.w) accumulate_q8(acc, qa, &w->x8, p, w->in_size, NV, NP, NR, NV);
-    else accumulate_packed(acc, a, w->wx, w->wx16, p * stride, stride, w->in_size, panel, NP, NR, NV);
+    if (w->x8.w)
+        accumulate_q8(acc, qa, &w->x8, p, w->in_size, NV, NP, NR, NV);
+    else
+        accumulate_packed(acc, a, w->wx, w->wx16, p * stride, stride, w->in_size, panel, NP, NR,
+                          NV);
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++)
@@ -273,8 +276,11 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
                                    : vload(xp[r] + (size_t)(p + q) * panel + j * RNX_VW);
     /* the GRU with the reset before the product takes only r and z here, n in gru_n_pass */
     const int nv_here = cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : NV;
-    if (!TAPE && w->h8.w) accumulate_q8(acc, qh, &w->h8, p, H, NV, NP, NR, nv_here); /* fp32 trains */
-    else accumulate_packed(acc, h_in, w->wh, w->wh16, p * stride, stride, H, panel, NP, NR, nv_here);
+    if (!TAPE && w->h8.w) /* training runs at fp32 only */
+        accumulate_q8(acc, qh, &w->h8, p, H, NV, NP, NR, nv_here);
+    else
+        accumulate_packed(acc, h_in, w->wh, w->wh16, p * stride, stride, H, panel, NP, NR,
+                          nv_here);
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * units;
         for (int r = 0; r < NR; r++) {

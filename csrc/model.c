@@ -330,8 +330,8 @@ static void pack_weight_q8(const rnx_block *b, const rnx_q8 *dst, const float *s
                 for (size_t k = 0; k < groups * 4; k++) {
                     float q = row && finite && k < K ? rintf(row[k] / scale) : 0.0f;
                     q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
-                    dst->w[(((size_t)p * groups + k / 4) * nv + j) * (size_t)vw * 4 + (size_t)v * 4 +
-                           k % 4] = (int8_t)q;
+                    const size_t at = ((size_t)p * groups + k / 4) * nv + j;
+                    dst->w[(at * vw + v) * 4 + k % 4] = (int8_t)q;
                     sum += (int32_t)q;
                 }
                 dst->scale[col] = scale;

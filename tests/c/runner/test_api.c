@@ -361,8 +361,8 @@ static void model_precision_bf16(void) {
         rnx_model_free(bf16_moved);
     }
     rnx_model *m = NULL;
-    CHECK_STATUS(rnx_model_create_precision(&m, list, 4, RNX_ISA_AUTO, 2, params),
-                 RNX_ERR_BAD_CONFIG);
+    CHECK_STATUS(rnx_model_create_precision(&m, list, 4, RNX_ISA_AUTO, RNX_PRECISION_INT8 + 1,
+                                            params), RNX_ERR_BAD_CONFIG);
     CHECK_STATUS(rnx_model_create_precision(&m, list, 4, RNX_ISA_AUTO, -1, params),
                  RNX_ERR_BAD_CONFIG);
     CHECK(m == NULL);
@@ -371,10 +371,105 @@ static void model_precision_bf16(void) {
     free(x);
 }
 
+/* rnx_model_create_precision at int8, on every ISA. Weights that are multiples of 2^-7 with a
+ * +-127/128 in every row, and inputs (v - 100)/64 for integers v in [0, 255] with a 0 and a 255
+ * in every row, are exactly what int8 holds (the scales 2^-7 and 2^-6, zero point 100), so the
+ * first layer's first step from zero states is the float32 model's up to the order of the sums
+ * (the x of one step is a row of each sequence's x: (v - 100)/64 in memory order). Later steps
+ * stay near it; every thread count gives the same bits; a stream's steps are the forward
+ * pass's; a layer off the packed kernels (proj_size) and training are refused. */
+static void model_precision_int8(void) {
+    enum { B = 3, T = 6, I = 8, H = 21 };
+    rnx_layer list[3] = {rnx_recurrent_layer(RNX_CELL_LSTM, I, H, RNX_DIRECTION_FORWARD),
+                         rnx_recurrent_layer(RNX_CELL_GRU, H, 7, RNX_DIRECTION_FORWARD),
+                         rnx_recurrent_layer(RNX_CELL_RNN_TANH, 7, 5, RNX_DIRECTION_FORWARD)};
+    size_t count = 0;
+    CHECK_STATUS(rnx_param_count(list, 3, &count), RNX_OK);
+    uint64_t seed = 33;
+    float *params = malloc(count * sizeof *params);
+    for (size_t i = 0; i < count; i++) params[i] = (float)(random_below(&seed, 255) - 127) / 128;
+    /* every weight row's first entry +-127/128 */
+    size_t at = 0;
+    for (int l = 0; l < 3; l++) {
+        const int G = l == 0 ? 4 : l == 1 ? 3 : 1, K[2] = {list[l].input_size, list[l].units};
+        for (int w = 0; w < 2; w++) {
+            for (int r = 0; r < G * list[l].units; r++)
+                params[at + (size_t)r * K[w]] = r % 2 ? 127.0f / 128 : -127.0f / 128;
+            at += (size_t)G * list[l].units * K[w];
+        }
+        at += (size_t)2 * G * list[l].units;
+    }
+    CHECK(at == count);
+    float x[B * T * I];
+    for (int i = 0; i < B * T * I; i++) {
+        const int v = i % I == 0 ? 0 : i % I == 1 ? 255 : random_below(&seed, 256);
+        x[i] = (float)(v - 100) / 64;
+    }
+    float want[B * T * 5], got[B * T * 5], other[B * T * 5];
+    rnx_isa isas[RNX_ISA_AVX512_VNNI];
+    const int n_isas = supported_isas(isas);
+    for (int k = 0; k < n_isas; k++) {
+        rnx_model *fp32 = NULL, *int8 = NULL;
+        CHECK_STATUS(rnx_model_create(&fp32, list, 3, isas[k], params), RNX_OK);
+        CHECK_STATUS(rnx_model_create_precision(&int8, list, 3, isas[k], RNX_PRECISION_INT8,
+                                                params), RNX_OK);
+        if (!fp32 || !int8) return;
+        CHECK(rnx_model_get_info(int8).precision == RNX_PRECISION_INT8);
+        /* the first layer alone (its params come first): the layers above read its outputs,
+         * which int8 does not hold exactly */
+        rnx_model *first = NULL, *first8 = NULL;
+        float first_want[B * H], first_got[B * H];
+        CHECK_STATUS(rnx_model_create(&first, list, 1, isas[k], params), RNX_OK);
+        CHECK_STATUS(rnx_model_create_precision(&first8, list, 1, isas[k], RNX_PRECISION_INT8,
+                                                params), RNX_OK);
+        CHECK_STATUS(rnx_forward(first, first_want, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL,
+                                 B, 1, 1), RNX_OK);
+        CHECK_STATUS(rnx_forward(first8, first_got, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL,
+                                 B, 1, 1), RNX_OK);
+        CHECK_CLOSE(first_got, first_want, B * H, F32_RTOL, F32_ATOL);
+        rnx_model_free(first);
+        rnx_model_free(first8);
+        CHECK_STATUS(rnx_forward(fp32, want, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 1),
+                     RNX_OK);
+        CHECK_STATUS(rnx_forward(int8, got, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 1),
+                     RNX_OK);
+        CHECK_CLOSE(got, want, B * T * 5, 0.0f, 0.05f);
+        CHECK_STATUS(rnx_forward(int8, other, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T,
+                                 2), RNX_OK);
+        CHECK(memcmp(got, other, sizeof got) == 0);
+        rnx_stream *s = NULL;
+        CHECK_STATUS(rnx_stream_create(&s, int8, B), RNX_OK);
+        for (int t = 0; s && t < T; t++) {
+            float step_x[B * I], step_y[B * 5];
+            for (int b = 0; b < B; b++) memcpy(step_x + b * I, x + (b * T + t) * I, I * 4);
+            CHECK_STATUS(rnx_stream_step(s, step_y, step_x, NULL), RNX_OK);
+            for (int b = 0; b < B; b++)
+                CHECK_CLOSE(step_y + b * 5, got + (b * T + t) * 5, 5, F32_RTOL, F32_ATOL);
+        }
+        rnx_stream_free(s);
+        rnx_tape *tape = NULL;
+        CHECK_STATUS(rnx_tape_create(&tape, int8, B, T), RNX_ERR_BAD_ARGUMENT);
+        rnx_model_free(fp32);
+        rnx_model_free(int8);
+    }
+    rnx_model *m = NULL;
+    list[0].proj_size = 6;
+    list[1].input_size = 6;
+    CHECK_STATUS(rnx_param_count(list, 3, &count), RNX_OK);
+    float *more = realloc(params, count * sizeof *params);
+    if (more) {
+        CHECK_STATUS(rnx_model_create_precision(&m, list, 3, RNX_ISA_AUTO, RNX_PRECISION_INT8,
+                                                more), RNX_ERR_BAD_CONFIG);
+        CHECK(m == NULL);
+        params = more;
+    }
+    free(params);
+}
+
 const test_case api_tests[] = {
     TEST(version_and_names),           TEST(isa_selection),
     TEST(activation_accuracy),         TEST(layer_lists_and_param_counts),
     TEST(model_creation_errors),       TEST(model_info_and_layers),
-    TEST(model_precision_bf16),
+    TEST(model_precision_bf16),        TEST(model_precision_int8),
 };
 const size_t api_test_count = sizeof api_tests / sizeof api_tests[0];
