@@ -14,13 +14,19 @@ States: for a model whose recurrent layers are what one torch.nn.RNN/LSTM/GRU ca
 cell, sizes and directions), PyTorch's stacked arrays h (L*D, B, S), or (h, c) for the LSTM;
 otherwise a list with one entry per recurrent layer: h (D, B, S) or (h, c) with c (D, B, H).
 
-Precision: "fp32" (the default) or "bf16", per model and per call (forward, predict, stream).
+Precision: "fp32" (the default), "bf16" or "int8", per model and per call (forward, predict,
+stream).
 At "bf16" the recurrent layers' weight_ih, weight_hh and weight_hr are rounded to bfloat16
 (nearest, ties to even; reference.bf16_round) and the compiled core keeps them as 16-bit values
 (half the bytes a step reads); every product still accumulates in float32, and biases,
 peepholes, gates, states, the embedding and the dense layers stay float32. So a bf16 result is
 the float32 maths on the rounded weights: the "numpy" backend at "bf16" runs exactly that
-(reference.at_precision). Training (fit, loss_and_grads) and evaluate run in fp32 only.
+(reference.at_precision). At "int8" (dynamic quantization; rnnext.h's RNX_PRECISION_INT8) each
+row of weight_ih and weight_hh is quantized symmetrically to int8 once, each input of each
+product (a step's x or h, per sequence) to uint8 with its own scale and zero point when it is
+used, and the products are summed exactly in integers; the "numpy" backend computes the same
+integers (reference.Int8Weight). int8 runs the packed kernels' cells only (layers.int8_unsupported
+says why a layer is refused). Training (fit, loss_and_grads) and evaluate run in fp32 only.
 
 NaN and inf in x are not checked: they flow through the maths as IEEE arithmetic says, on both
 backends, and reach only the outputs and states of the sequences that hold them, from that step
@@ -96,8 +102,8 @@ class Model:
 
     seed: None or an int >= 0, for PyTorch's initialisation (rnnext.layers.init_params).
     params: {name: array} with the names and shapes of param_shapes() instead. backend: "c"
-    (compiled, the default) or "numpy" (the reference); precision: "fp32" (the default) or
-    "bf16" (see the module's docstring); each call can override both.
+    (compiled, the default) or "numpy" (the reference); precision: "fp32" (the default), "bf16"
+    or "int8" (see the module's docstring); each call can override both.
     """
 
     def __init__(self, layers=None, input_size=None, hidden_size=None, num_layers=1,
@@ -197,7 +203,7 @@ class Model:
 
     @property
     def precision(self):
-        """The precision calls run at unless they name one: "fp32" or "bf16"."""
+        """The precision calls run at unless they name one: "fp32", "bf16" or "int8"."""
         return self._model_precision
 
     @precision.setter
@@ -467,7 +473,7 @@ class Model:
         at invalid steps; else (B, F). For one unbatched sequence the batch axis is dropped.
         state: the final states (see the module's docstring); pass it back to continue.
         n_threads: None for all available, n >= 1, or negative to count back from the maximum.
-        precision: None for the model's, or "fp32" or "bf16" for this call.
+        precision: None for the model's, or "fp32", "bf16" or "int8" for this call.
         """
         x, states, lengths, mask, unbatched = self._inputs(x, state, lengths, mask)
         y, states = self._run(x, states, lengths, mask, n_threads, backend, precision)
@@ -483,7 +489,7 @@ class Model:
         kept inside: step(x_t or token ids), reset(), state. The recurrent layers must all run
         forward, and the readout be none, "last" or "final". The stream follows the model's
         parameters (set_params, apply_grads, fit) from its next step on. precision: None for
-        the model's, or "fp32" or "bf16"."""
+        the model's, or "fp32", "bf16" or "int8"."""
         from .stream import Stream
 
         batch = _positive_int("batch", batch)
