@@ -528,7 +528,9 @@ rnx_status rnx_model_create_precision(rnx_model **out, const rnx_layer *layers, 
     if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX512_VNNI) return RNX_ERR_BAD_CONFIG;
     if (precision < RNX_PRECISION_FP32 || precision > RNX_PRECISION_INT8) return RNX_ERR_BAD_CONFIG;
     for (int i = 0; i < n_layers && precision == RNX_PRECISION_INT8; i++)
-        if (layers[i].kind == RNX_LAYER_RECURRENT && rnx_general_needed(&layers[i], 1))
+        if (layers[i].kind == RNX_LAYER_RECURRENT &&
+            (rnx_general_needed(&layers[i], 1) || layers[i].input_size > RNX_INT8_MAX_K ||
+             layers[i].units > RNX_INT8_MAX_K))
             return RNX_ERR_BAD_CONFIG; /* int8 runs the packed kernels' cells only */
     if (isa == RNX_ISA_AUTO) isa = rnx_default_isa();
     const rnx_kernels *kernels = rnx_kernels_for((rnx_isa)isa);

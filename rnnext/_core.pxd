@@ -44,6 +44,7 @@ cdef extern from "rnnext.h" nogil:
         RNX_CELL_GRU_RESET_BEFORE
 
     int RNX_MAX_SIZE
+    int RNX_INT8_MAX_K
     int RNX_MAX_ROWS
     int RNX_MAX_LAYERS
     int RNX_MAX_THREADS

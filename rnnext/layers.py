@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._core import MAX_LAYERS, MAX_SIZE
+from ._core import INT8_MAX_K, MAX_LAYERS, MAX_SIZE
 from .cells import (ACTIVATIONS, ALPHA_DOMAINS, CELLS, EMBEDDING_PARAM, cell_name, dense_param_name,
                     param_name)
 
@@ -470,8 +470,8 @@ def init_params(spec, seed=None, dtype=np.float32):
 def int8_unsupported(r):
     """What keeps recurrent layer r (a RecurrentSpec) from the int8 precision, "" for nothing: it
     runs the packed kernels' cells only (rnnext.h, RNX_PRECISION_INT8), with their default
-    activations, no projection, peepholes, coupled gates or clip, and for the GRU the reset after
-    the product."""
+    activations, no projection, peepholes, coupled gates or clip, for the GRU the reset after
+    the product, and products over at most INT8_MAX_K inputs."""
     why = []
     if r.cell == "gru_reset_before":
         why.append("the reset before the product (reset_after=False)")
@@ -479,6 +479,8 @@ def int8_unsupported(r):
         why.append(f"activations={r.activations}")
     why += [f"{name}={getattr(r, name)!r}" for name in ("proj_size", "peepholes", "input_forget",
                                                         "clip") if getattr(r, name)]
+    why += [f"{name}={getattr(r, name)} (above INT8_MAX_K, {INT8_MAX_K}, an int32 sum could "
+            f"overflow)" for name in ("input_size", "units") if getattr(r, name) > INT8_MAX_K]
     return ", ".join(why)
 
 

@@ -223,7 +223,8 @@ class Model:
                 if why:
                     raise ValueError(f"precision: 'int8' runs the LSTM, the GRU with the reset "
                                      f"after the product and the RNN, with their default "
-                                     f"activations and no other options; recurrent layer "
+                                     f"activations, no other options and at most "
+                                     f"{L.INT8_MAX_K} inputs and units; recurrent layer "
                                      f"{r.index} ({r.layer_type}) has {why}")
         return precision
 

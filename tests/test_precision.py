@@ -363,8 +363,9 @@ def test_bad_precision_is_refused(bad, rng):
     (LSTM(8, clip=3.0), "clip=3.0")])
 def test_int8_refuses_layers_off_the_packed_kernels(layer, why, rng):
     message = (r"precision: 'int8' runs the LSTM, the GRU with the reset after the product and "
-               r"the RNN, with their default activations and no other options; recurrent layer "
-               rf"1 \({layer.__class__.__name__.lower()}\) has {why}")
+               r"the RNN, with their default activations, no other options and at most 65536 "
+               rf"inputs and units; recurrent layer 1 \({layer.__class__.__name__.lower()}\) "
+               rf"has {why}")
     model = Model([LSTM(4), layer], input_size=3, seed=0)
     x = rng.standard_normal((2, 5, 3)).astype(np.float32)
     for call in (lambda: Model([LSTM(4), layer], input_size=3, precision="int8"),
@@ -375,6 +376,26 @@ def test_int8_refuses_layers_off_the_packed_kernels(layer, why, rng):
             call()
     with pytest.raises(ValueError, match="rnnext status 2"):  # rnx_model_create_precision
         _core.CoreModel(L.core_layers(model.spec), flat_core_params(model), precision="int8")
+
+
+def test_int8_refuses_products_that_could_overflow_int32():
+    with pytest.raises(ValueError, match=r"recurrent layer 0 \(rnn\) has input_size=65537 "
+                                         r"\(above INT8_MAX_K, 65536, an int32 sum could "
+                                         r"overflow\)"):
+        Model([RNN(2)], input_size=65537, precision="int8")
+    # the largest sum there is: every q_w 127 and every q_a - z -255, -255 * 127 * 65536 =
+    # -2122383360, just inside int32 (a wrapped sum would turn positive)
+    model = Model([RNN(2)], input_size=65536, precision="int8", seed=0)
+    model.set_params({**model.params, "weight_ih_l0": np.full((2, 65536), 1e-6, np.float32),
+                      "weight_hh_l0": np.zeros((2, 2), np.float32)})
+    x = np.full((1, 2, 65536), -1.0, np.float32)
+    y = model.predict(x)
+    np.testing.assert_allclose(y, model.predict(x, backend="numpy"), atol=1e-6)
+    # int8 holds these weights and inputs exactly: the exact result (fp32's sum of 65536 equal
+    # terms is off by 7e-4 here)
+    p = {k: v.astype(np.float64) for k, v in model.params.items()}
+    exact = np.tanh(-65536 * p["weight_ih_l0"][:, 0] + p["bias_ih_l0"] + p["bias_hh_l0"])
+    np.testing.assert_allclose(y[0], np.stack([exact, exact]), atol=1e-6)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])

@@ -321,8 +321,12 @@ RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, in
  *                       input gives NaN outputs. Every instruction set computes the same
  *                       integers (RNX_ISA_AVX512_VNNI with vpdpbusd, the others exactly in
  *                       float32 blocks), so only the float32 parts differ between them.
- *                       Layers on the plain path and the GRU with the reset before the product
+ *                       Layers on the plain path, the GRU with the reset before the product
+ *                       and products over more than RNX_INT8_MAX_K inputs (input_size or units)
  *                       are refused (RNX_ERR_BAD_CONFIG). Inference only, as bf16. */
+/* The most inputs of an int8 product: 255 * 127 * 65536 is below 2^31, so no int32 sum
+ * overflows. */
+#define RNX_INT8_MAX_K 65536
 typedef enum rnx_precision {
     RNX_PRECISION_FP32 = 0,
     RNX_PRECISION_BF16 = 1,
