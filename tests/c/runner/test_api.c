@@ -287,6 +287,26 @@ static void model_info_and_layers(void) {
     rnx_model_free(m);
 }
 
+/* A stream of model over B sequences, fed x (B, T, I) step by step, gives the forward pass's
+ * outputs y (B, T, O) at each step. */
+static void check_stream_steps(rnx_model *model, const float *x, const float *y, int B, int T,
+                               int I, int O) {
+    rnx_stream *s = NULL;
+    float *step_x = malloc((size_t)B * I * sizeof *step_x);
+    float *step_y = malloc((size_t)B * O * sizeof *step_y);
+    CHECK_STATUS(rnx_stream_create(&s, model, B), RNX_OK);
+    for (int t = 0; s && step_x && step_y && t < T; t++) {
+        for (int b = 0; b < B; b++)
+            memcpy(step_x + b * I, x + ((size_t)b * T + t) * I, (size_t)I * sizeof *x);
+        CHECK_STATUS(rnx_stream_step(s, step_y, step_x, NULL), RNX_OK);
+        for (int b = 0; b < B; b++)
+            CHECK_CLOSE(step_y + b * O, y + ((size_t)b * T + t) * O, O, F32_RTOL, F32_ATOL);
+    }
+    rnx_stream_free(s);
+    free(step_x);
+    free(step_y);
+}
+
 /* rnx_model_create_precision at bf16, on every ISA: with weights that bfloat16 holds exactly
  * (multiples of 2^-8 below 1: 8 significant bits) the result is the float32 model's, bit for
  * bit (the same products in the same order); a weight moved by less than half a bfloat16 step
@@ -337,17 +357,7 @@ static void model_precision_bf16(void) {
         CHECK_STATUS(rnx_forward(fp32, moved_fp32, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B,
                                  T, 1), RNX_OK);
         CHECK(memcmp(moved_fp32, want, sizeof want) != 0);
-        /* a stream's steps are the forward pass's */
-        rnx_stream *s = NULL;
-        CHECK_STATUS(rnx_stream_create(&s, bf16, B), RNX_OK);
-        for (int t = 0; s && t < T; t++) {
-            float step_x[B * I], step_y[B * 2];
-            for (int b = 0; b < B; b++) memcpy(step_x + b * I, x + (b * T + t) * I, I * 4);
-            CHECK_STATUS(rnx_stream_step(s, step_y, step_x, NULL), RNX_OK);
-            for (int b = 0; b < B; b++)
-                CHECK_CLOSE(step_y + b * 2, want + (b * T + t) * 2, 2, F32_RTOL, F32_ATOL);
-        }
-        rnx_stream_free(s);
+        check_stream_steps(bf16, x, want, B, T, I, 2);
         /* training runs in float32 only */
         rnx_tape *tape = NULL;
         CHECK_STATUS(rnx_tape_create(&tape, bf16, B, T), RNX_ERR_BAD_ARGUMENT);
@@ -437,16 +447,7 @@ static void model_precision_int8(void) {
         CHECK_STATUS(rnx_forward(int8, other, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T,
                                  2), RNX_OK);
         CHECK(memcmp(got, other, sizeof got) == 0);
-        rnx_stream *s = NULL;
-        CHECK_STATUS(rnx_stream_create(&s, int8, B), RNX_OK);
-        for (int t = 0; s && t < T; t++) {
-            float step_x[B * I], step_y[B * 5];
-            for (int b = 0; b < B; b++) memcpy(step_x + b * I, x + (b * T + t) * I, I * 4);
-            CHECK_STATUS(rnx_stream_step(s, step_y, step_x, NULL), RNX_OK);
-            for (int b = 0; b < B; b++)
-                CHECK_CLOSE(step_y + b * 5, got + (b * T + t) * 5, 5, F32_RTOL, F32_ATOL);
-        }
-        rnx_stream_free(s);
+        check_stream_steps(int8, x, got, B, T, I, 5);
         rnx_tape *tape = NULL;
         CHECK_STATUS(rnx_tape_create(&tape, int8, B, T), RNX_ERR_BAD_ARGUMENT);
         rnx_model_free(fp32);
