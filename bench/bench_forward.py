@@ -25,6 +25,7 @@ Output: a Markdown report on stdout and in <out>/latest.md, every number in <out
 """
 import argparse
 import io
+import math
 import os
 import sys
 import warnings
@@ -338,7 +339,8 @@ def add_peak_shares(points, peaks):
 def add_read_shares(points, bandwidth):
     """At batch 1, each timed rnnext precision's weight read rate as a percentage of what its k
     threads can read: 1/k of the weights each, at one core's read bandwidth (cache_bandwidth.c)
-    for the smallest measured buffer that holds that share (the largest beyond it), times k."""
+    for the measured buffer nearest that share in size (on a log scale: buffers double), times
+    k."""
     if "error" in bandwidth:
         return
     for rec in points:
@@ -346,7 +348,7 @@ def add_read_shares(points, bandwidth):
         for b in rec["backends"].values():
             if "weight_gb_per_s" in b:
                 share_kb = b["weight_bytes"] / k / 1024
-                kb = min((kb for kb in bandwidth if kb >= share_kb), default=max(bandwidth))
+                kb = min(bandwidth, key=lambda kb: abs(math.log(kb / share_kb)))
                 b["read_bound"] = {"buffer_kb": kb, "gb_per_s": k * bandwidth[kb]}
                 b["pct_read_bound"] = 100 * b["weight_gb_per_s"] / b["read_bound"]["gb_per_s"]
 
@@ -573,8 +575,7 @@ def markdown(report):
                   "once per chunk of steps, so a step's own reads are the weight_hh part), the "
                   "read rate it implies (bytes * T / time) and its share of the read bound: k "
                   "threads read 1/k of the weights each, at one core's read bandwidth for the "
-                  "smallest measured buffer that holds that share (the largest beyond it), "
-                  "times k.",
+                  "measured buffer nearest that share in size (log scale), times k.",
               "", "| cell | B | H | threads | precision | ms | max abs diff | GFLOP/s | % peak "
                   "| vs rnnext fp32 | vs best | vs any | weight KB/step | GB/s | % read bound |",
               "|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
