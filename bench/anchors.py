@@ -11,6 +11,7 @@ same weights and the same input.
   INFERENCE_NUM_THREADS; the report gives the precision the compiled model says it runs (a CPU
   without bf16 instructions runs f32).
 An anchor whose package is not importable is left out with the reason, never a crash.
+rnnext's own reduced precisions (RNNEXT_REDUCED) are checked and reported like the anchors.
 """
 import logging
 import os
@@ -32,19 +33,24 @@ ANCHORS = {
     "openvino_bf16": ("bf16", "OpenVINO bf16", ("torch", "onnx", "openvino")),
     "ort_int8": ("int8", "ORT int8", ("torch", "onnx", "onnxruntime")),
 }
+# rnnext at a reduced precision (Model.forward(precision=...)): name: precision
+RNNEXT_REDUCED = {"rnnext_bf16": "bf16", "rnnext_int8": "int8"}
 OPENVINO_HINTS = {"openvino_f32": "f32", "openvino_bf16": "bf16"}
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 
 
 def precision_of(backend):
-    """The precision a backend computes in: an anchor's own, fp32 for every other backend."""
-    return ANCHORS[backend][0] if backend in ANCHORS else "fp32"
+    """The precision a backend computes in: an anchor's own, rnnext's reduced one, fp32 for every
+    other backend."""
+    return ANCHORS[backend][0] if backend in ANCHORS else RNNEXT_REDUCED.get(backend, "fp32")
 
 
 def engine_label(name, with_precision=False):
     """A backend's name in the report; with_precision, an fp32 one's name says fp32 too."""
     if name in ANCHORS:
         return ANCHORS[name][1]
+    if name in RNNEXT_REDUCED:
+        return f"rnnext {RNNEXT_REDUCED[name]}"
     label = "ORT" if name == "onnxruntime" else name
     return f"{label} fp32" if with_precision else label
 

@@ -1,27 +1,31 @@
-"""Forward-pass timings side by side, in one run: rnnext compiled, the rnnext NumPy fallback,
-PyTorch CPU and ONNX Runtime (each when importable), and the anchors at reduced precision (torch
-bf16 autocast, ORT int8 quantize_dynamic, OpenVINO f32 and bf16; anchors.py), on the same weights
-and the same input.
+"""Forward-pass timings side by side, in one run: rnnext compiled (fp32, and bf16 and int8 by
+Model.forward(precision=...)), the rnnext NumPy fallback, PyTorch CPU and ONNX Runtime (each when
+importable), and the anchors at reduced precision (torch bf16 autocast, ORT int8 quantize_dynamic,
+OpenVINO f32 and bf16; anchors.py), on the same weights and the same input.
 
     PYTHONPATH=. python bench/bench_forward.py             # the default grid (minutes)
     PYTHONPATH=. python bench/bench_forward.py --quick     # a small grid, a few repeats
     PYTHONPATH=. python bench/bench_forward.py --cells lstm --batch 64 --hidden 256 --threads 2
     PYTHONPATH=. python bench/bench_forward.py --precisions fp32 --plot ms.png  # no bf16/int8
+    PYTHONPATH=. python bench/bench_forward.py --cells lstm --batch 1 --hidden 512 --threads 1
 
 Every point is a one-layer, one-direction cell run over x (B, T, I) returning the whole output
 sequence (B, T, H). The torch module (batch_first=True) is built first; rnnext's model comes from
 rnnext.from_torch(module) and the ONNX model from torch.onnx.export(module). Each backend's first
 call is the warm-up and is checked against torch's output (or, without torch, the NumPy
 reference) before that backend is timed, so a wrong result is never timed: an fp32 backend
-that differs stops the run, an anchor beyond its precision's bound (REDUCED_PRECISION_BOUND, max
-abs against torch's fp32 output) is reported as wrong and left untimed. Times are the median of
-the timed calls. The fp32 and bf16 matrix-product peaks are measured in the same run, at its start
-and at its end (peak.py), and the better of the two is the figure.
+that differs stops the run, an anchor or an rnnext reduced precision beyond its precision's bound
+(REDUCED_PRECISION_BOUND, max abs against torch's fp32 output) is reported as wrong and left
+untimed. Times are the median of the timed calls. The fp32, bf16 and int8 matrix-product peaks are
+measured in the same run, at its start and at its end (peak.py), and the better of the two is the
+figure; one core's read bandwidth (cache_bandwidth.c) is measured once, for the batch-1 weight
+bytes per step.
 
 Output: a Markdown report on stdout and in <out>/latest.md, every number in <out>/latest.json.
 """
 import argparse
 import io
+import math
 import os
 import sys
 import warnings
@@ -29,15 +33,21 @@ import warnings
 import numpy as np
 
 import rnnext
-from anchors import (ANCHORS, PRECISIONS, REDUCED_PRECISION_BOUND, anchor_calls,
+from anchors import (ANCHORS, PRECISIONS, REDUCED_PRECISION_BOUND, RNNEXT_REDUCED, anchor_calls,
                      chosen_anchors, engine_label, precision_of, prepare)
-from common import machine_info, measure_peak, optional_import, time_call, write_report
+from common import (machine_info, measure_cache_bandwidth, measure_peak, optional_import,
+                    time_call, write_report)
 from plot_forward import plot_ms
 
 CELLS = ("lstm", "gru", "rnn")
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 FRAMEWORKS = ("torch", "onnxruntime")
+RNNEXT_BACKENDS = ("rnnext",) + tuple(RNNEXT_REDUCED)
+# bytes a weight takes per precision; int8 adds, per gate row of weight_ih and of weight_hh, its
+# scale and the sum of its quantized weights (float32 and int32; rnnext.h, RNX_PRECISION_INT8)
+WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
+INT8_ROW_BYTES = 8
 ONNX_OPSET = 17
 MAX_REPEATS = 100000
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -75,9 +85,10 @@ def parse_args(argv):
                    help="do not time the NumPy fallback above this hidden size (default: time "
                         "it everywhere)")
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
-                   help="the anchors' precisions to add beside the fp32 columns of rnnext, torch, "
-                        "ORT and NumPy, which always run: fp32 = OpenVINO f32, bf16 = torch "
-                        "autocast and OpenVINO bf16, int8 = ORT quantize_dynamic (default: all)")
+                   help="the precisions of rnnext and the anchors to add beside the fp32 columns "
+                        "of rnnext, torch, ORT and NumPy, which always run: fp32 = OpenVINO f32, "
+                        "bf16 = rnnext bf16, torch autocast and OpenVINO bf16, int8 = rnnext "
+                        "int8 and ORT quantize_dynamic (default: all)")
     p.add_argument("--plot", metavar="PATH",
                    help="also write a PNG (matplotlib) of ms per forward against H per backend")
     p.add_argument("--no-streaming", action="store_true", help="skip the streaming section")
@@ -148,9 +159,13 @@ def ort_session(ort, onnx_bytes, threads):
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def backend_calls(mods, model, module, onnx_bytes, x, threads, time_numpy):
-    """{backend: call returning the output sequence}, each using `threads` threads."""
+def backend_calls(mods, model, module, onnx_bytes, x, threads, time_numpy, precisions):
+    """{backend: call returning the output sequence}, each using `threads` threads; rnnext at
+    each of its reduced precisions in `precisions`."""
     calls = {"rnnext": lambda: model.forward(x, n_threads=threads)[0]}
+    for name, precision in RNNEXT_REDUCED.items():
+        if precision in precisions:
+            calls[name] = lambda p=precision: model.forward(x, n_threads=threads, precision=p)[0]
     torch = mods["torch"]
     if torch is not None:
         x_torch = torch.from_numpy(x)
@@ -198,10 +213,10 @@ def build_point(mods, cell, input_size, hidden, seed):
 
 def measured(args, what, name, call, ref, flops):
     """The backend's record at one point: its precision, its max abs difference from ref and, when
-    its output is close enough (an fp32 one that is not stops the run), its time; else "wrong",
-    the bound it broke, and no time."""
+    its output is close enough (an fp32 one that is not stops the run, unless it is an anchor),
+    its time; else "wrong", the bound it broke, and no time."""
     precision = precision_of(name)
-    if name in ANCHORS:
+    if name in ANCHORS or precision != "fp32":
         diff, broken = accuracy(call(), ref, args.steps, precision)
     else:
         diff, broken = checked(what, call(), ref, args.steps), None
@@ -214,8 +229,37 @@ def measured(args, what, name, call, ref, flops):
     return dict(entry, ms=seconds * 1e3, repeats=n, gflops=flops / seconds / 1e9)
 
 
+def weight_bytes(cell, input_size, hidden, precision):
+    """Bytes of weight_ih and weight_hh at `precision`, as rnnext keeps them."""
+    rows = GATES[cell] * hidden
+    extra = 2 * rows * INT8_ROW_BYTES if precision == "int8" else 0
+    return rows * (input_size + hidden) * WEIGHT_BYTES[precision] + extra
+
+
+def add_speedups(rec):
+    """{backend: ms} of the point's timed backends, after adding its ratios (> 1: rnnext
+    faster). The point names the faster of torch and ORT (best_framework), the fastest other
+    engine at any precision, anchors included (fastest_any) and rnnext's fastest precision
+    (fastest_rnnext; only timed ones count, each within its precision's bound); each timed rnnext
+    precision gets "vs": its speed-up against best_framework, fastest_any and rnnext fp32; rnnext
+    fp32's against the NumPy fallback is the point's speedup_vs_numpy."""
+    ms = {name: b["ms"] for name, b in rec["backends"].items() if "ms" in b}
+    others = {"best_framework": [f for f in FRAMEWORKS if f in ms],
+              "fastest_any": [f for f in ms if f not in RNNEXT_BACKENDS + ("numpy",)]}
+    targets = {key: min(names, key=ms.get) for key, names in others.items() if names}
+    rec.update(targets, fastest_rnnext=min((n for n in RNNEXT_BACKENDS if n in ms), key=ms.get))
+    targets["rnnext_fp32"] = "rnnext"
+    for name in RNNEXT_BACKENDS:
+        if name in ms:
+            rec["backends"][name]["vs"] = {key: ms[t] / ms[name] for key, t in targets.items()}
+    if "numpy" in ms:
+        rec["speedup_vs_numpy"] = ms["numpy"] / ms["rnnext"]
+    return ms
+
+
 def bench_point(args, mods, cell, batch, hidden, notes):
-    """The records of one (cell, batch, hidden) point, one per thread count."""
+    """The records of one (cell, batch, hidden) point, one per thread count; at batch 1, each
+    rnnext precision's weight bytes per step and the read rate they imply."""
     T, I = args.steps, args.input_size
     model, module = build_point(mods, cell, I, hidden, args.seed)
     x = np.random.default_rng(args.seed).standard_normal((batch, T, I)).astype(np.float32)
@@ -234,7 +278,8 @@ def bench_point(args, mods, cell, batch, hidden, notes):
     flops = 2 * GATES[cell] * hidden * (I + hidden) * batch * T
     records = []
     for threads in args.threads:
-        calls = backend_calls(mods, model, module, onnx_bytes, x, threads, time_numpy)
+        calls = backend_calls(mods, model, module, onnx_bytes, x, threads, time_numpy,
+                              args.precisions)
         anchors, anchor_notes = anchor_calls(
             mods, args.anchors, prepared, module, x, threads,
             lambda onnx_model, k: ort_session(mods["onnxruntime"], onnx_model, k))
@@ -245,14 +290,13 @@ def bench_point(args, mods, cell, batch, hidden, notes):
             rec["backends"][name] = measured(args, what, name, call, ref, flops)
             if name in anchor_notes:
                 rec["backends"][name]["note"] = anchor_notes[name]
-        ms = {name: b["ms"] for name, b in rec["backends"].items() if "ms" in b}
-        for key, others in (("best_framework", [f for f in FRAMEWORKS if f in ms]),
-                            ("fastest_any", [f for f in ms if f not in ("rnnext", "numpy")])):
-            if others:
-                rec[key] = min(others, key=ms.get)
-                rec[f"speedup_vs_{key}"] = ms[rec[key]] / ms["rnnext"]
-        if "numpy" in ms:
-            rec["speedup_vs_numpy"] = ms["numpy"] / ms["rnnext"]
+        ms = add_speedups(rec)
+        if batch == 1:
+            for name in RNNEXT_BACKENDS:
+                b = rec["backends"].get(name, {})
+                if "ms" in b:
+                    b["weight_bytes"] = weight_bytes(cell, I, hidden, b["precision"])
+                    b["weight_gb_per_s"] = b["weight_bytes"] * T / b["ms"] / 1e6
         print(f"  {cell:4} B={batch:<3} H={hidden:<4} threads={threads}: " +
               ", ".join(f"{name} {v:.3f} ms" for name, v in ms.items()), file=sys.stderr)
         records.append(rec)
@@ -272,23 +316,41 @@ def best_record(records):
 def better_peaks(start, end):
     """Per thread count, the better of the peaks measured at the start and at the end of the run
     (load from other users of a shared machine lowers one of them), with both figures; the same
-    for the bf16 peak under "bf16"."""
+    for the bf16 and int8 peaks under "bf16" and "int8"."""
     runs = [p for p in (start, end) if "error" not in p]
     if not runs:
         return start
     return {k: dict(best_record([p[k] for p in runs]),
-                    bf16=best_record([p[k]["bf16"] for p in runs])) for k in runs[0]}
+                    **{q: best_record([p[k][q] for p in runs]) for q in PRECISIONS[1:]})
+            for k in runs[0]}
 
 
 def add_peak_shares(points, peaks):
     """Each timed backend's GFLOP/s as a percentage of the peak of its precision for its thread
-    count: fp32 or bf16 (None without one, and for int8, whose peak is not measured)."""
+    count: fp32, bf16 or int8 (None without one)."""
     for rec in points:
         fp32 = peaks.get(rec["threads"], {})
         for b in rec["backends"].values():
             own = fp32 if b["precision"] == "fp32" else fp32.get(b["precision"], {})
             peak = own.get("gflops")
             b["pct_peak"] = None if peak is None or "ms" not in b else 100 * b["gflops"] / peak
+
+
+def add_read_shares(points, bandwidth):
+    """At batch 1, each timed rnnext precision's weight read rate as a percentage of what its k
+    threads can read: 1/k of the weights each, at one core's read bandwidth (cache_bandwidth.c)
+    for the measured buffer nearest that share in size (on a log scale: buffers double), times
+    k."""
+    if "error" in bandwidth:
+        return
+    for rec in points:
+        k = rec["threads"]
+        for b in rec["backends"].values():
+            if "weight_gb_per_s" in b:
+                share_kb = b["weight_bytes"] / k / 1024
+                kb = min(bandwidth, key=lambda kb: abs(math.log(kb / share_kb)))
+                b["read_bound"] = {"buffer_kb": kb, "gb_per_s": k * bandwidth[kb]}
+                b["pct_read_bound"] = 100 * b["weight_gb_per_s"] / b["read_bound"]["gb_per_s"]
 
 
 def load_warnings(load_at_start, peaks, points):
@@ -385,8 +447,9 @@ def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def anchor_cell(b):
-    """An anchor's table cell: ms (max abs diff from torch fp32[; note]), or why no time."""
+def error_cell(b):
+    """The table cell of an anchor or an rnnext reduced precision: ms (max abs diff from torch
+    fp32[; note]), or why no time."""
     if b is None:
         return "-"
     inside = "; ".join([f"{b['max_abs_diff']:.1e}"] + ([b["note"]] if "note" in b else []))
@@ -402,6 +465,34 @@ def peak_lines(label, k, p):
     runs = " / ".join(f"{g:.1f}" for g in p["gflops_measured"])
     return [f"- {label} peak, {k} thread(s): {p['gflops']:.1f} GFLOP/s (start / end of the run: "
             f"{runs}; {p['method']}" + (f"; {kernels}" if kernels else "") + ")"]
+
+
+def ratio_cell(b, key, against):
+    """"1.23x (engine)": b's speed-up against the engine `against` that key names, or "-"."""
+    return "-" if against is None else f"{b['vs'][key]:.2f}x ({engine_label(against)})"
+
+
+def precision_rows(r):
+    """The rows of the rnnext-by-precision table for point r: each timed rnnext precision's time,
+    error, GFLOP/s, share of its precision's peak, speed-ups, and at batch 1 its weight bytes per
+    step, the read rate they imply and its share of the read bound."""
+    rows = []
+    for name in RNNEXT_BACKENDS:
+        b = r["backends"].get(name, {})
+        if "ms" not in b:
+            continue
+        bound = b.get("read_bound")
+        rows.append(
+            f"| {r['cell']} | {r['batch']} | {r['hidden']} | {r['threads']} | {b['precision']} "
+            f"| {b['ms']:.3f} | {b['max_abs_diff']:.1e} | {b['gflops']:.1f} "
+            f"| {fmt(b['pct_peak'], '.1f')} | {b['vs']['rnnext_fp32']:.2f}x "
+            f"| {ratio_cell(b, 'best_framework', r.get('best_framework'))} "
+            f"| {ratio_cell(b, 'fastest_any', r.get('fastest_any'))} "
+            f"| {fmt(b['weight_bytes'] / 1024 if 'weight_bytes' in b else None, '.0f')} "
+            f"| {fmt(b.get('weight_gb_per_s'), '.1f')} | "
+            + ("-" if bound is None else f"{b['pct_read_bound']:.0f}% of {bound['gb_per_s']:.0f} "
+               f"({bound['buffer_kb']} KB)") + " |")
+    return rows
 
 
 def markdown(report):
@@ -426,16 +517,24 @@ def markdown(report):
         f"% peak: of the fp32 matrix-product peak below. vs best: time of the faster of torch "
         f"and ONNX Runtime / rnnext time (> 1: rnnext faster); vs any: the same against the "
         f"fastest of every other engine at any precision, anchors included; vs numpy likewise. "
-        f"Anchor columns: ms (max abs difference from torch's fp32 output); an anchor beyond "
-        f"its precision's bound ("
+        f"Columns of rnnext's reduced precisions and of the anchors: ms (max abs difference "
+        f"from torch's fp32 output); one beyond its precision's bound ("
         + ", ".join(f"{p} {b:g}" for p, b in REDUCED_PRECISION_BOUND.items())
-        + ", fp32 the tolerance of the others) is marked wrong and not timed.",
+        + ", fp32 the tolerance of the others) is marked wrong and not timed. fastest rnnext "
+        "vs any: rnnext's fastest timed precision (each within its bound) against the fastest "
+        "other engine at any precision.",
         "",
     ]
     if "error" in peaks:
         lines.append(f"- fp32 peak: not measured ({peaks['error']}).")
     for k, p in sorted((k, p) for k, p in peaks.items() if k != "error"):
-        lines += peak_lines("fp32", k, p) + peak_lines("bf16", k, p["bf16"])
+        lines += peak_lines("fp32", k, p)
+        for precision in PRECISIONS[1:]:
+            lines += peak_lines(precision, k, p[precision])
+    bandwidth = report["cache_bandwidth"]
+    lines.append("- one core's read bandwidth (cache_bandwidth.c, once, at the start): " + (
+        f"not measured ({bandwidth['error']})" if "error" in bandwidth else
+        ", ".join(f"{kb} KB {gbs:.0f}" for kb, gbs in bandwidth.items()) + " GB/s"))
     for cell, nodes in report["notes"].get("onnx_nodes", {}).items():
         lines.append(f"- ONNX model ({cell}): torch.onnx.export(dynamo=False, opset "
                      f"{ONNX_OPSET}), nodes {' '.join(nodes)}")
@@ -444,25 +543,44 @@ def markdown(report):
     for label, why in report["notes"]["anchors_left_out"].items():
         lines.append(f"- {label}: left out, {why}")
     lines += [f"- **warning**: {w}" for w in report["warnings"]]
+    reduced = [name for name, precision in RNNEXT_REDUCED.items() if precision in s["precisions"]]
     anchors = report["notes"]["anchors"]
-    lines += ["", "| cell | B | H | threads | rnnext ms | GFLOP/s | % peak | torch ms | ORT ms "
-              "| numpy ms | " + "".join(f"{label} ms | " for label in anchors.values())
-              + "vs best | vs any | vs numpy |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + "--:|" * len(anchors) + "--:|--:|--:|"]
+    lines += ["", "| cell | B | H | threads | rnnext ms | GFLOP/s | % peak | "
+              + "".join(f"{engine_label(name)} ms | " for name in reduced)
+              + "torch ms | ORT ms | numpy ms | "
+              + "".join(f"{label} ms | " for label in anchors.values())
+              + "vs best | vs any | fastest rnnext vs any | vs numpy |",
+              "|---|--:|--:|--:|--:|--:|--:|" + "--:|" * (len(reduced) + 3 + len(anchors))
+              + "--:|--:|--:|--:|"]
     for r in report["points"]:
         b = r["backends"]
         ms = {name: fmt(b[name]["ms"] if name in b else None, ".3f")
               for name in ("rnnext", "torch", "onnxruntime", "numpy")}
-        vs = {key: "-" if r.get(key) is None else
-              f"{r['speedup_vs_' + key]:.2f}x ({engine_label(r[key])})"
-              for key in ("best_framework", "fastest_any")}
+        fastest = b[r["fastest_rnnext"]]
         lines.append(f"| {r['cell']} | {r['batch']} | {r['hidden']} | {r['threads']} "
                      f"| {ms['rnnext']} | {b['rnnext']['gflops']:.1f} "
-                     f"| {fmt(b['rnnext']['pct_peak'], '.1f')} | {ms['torch']} "
-                     f"| {ms['onnxruntime']} | {ms['numpy']} | "
-                     + "".join(f"{anchor_cell(b.get(name))} | " for name in anchors)
-                     + f"{vs['best_framework']} | {vs['fastest_any']} "
+                     f"| {fmt(b['rnnext']['pct_peak'], '.1f')} | "
+                     + "".join(f"{error_cell(b.get(name))} | " for name in reduced)
+                     + f"{ms['torch']} | {ms['onnxruntime']} | {ms['numpy']} | "
+                     + "".join(f"{error_cell(b.get(name))} | " for name in anchors)
+                     + f"{ratio_cell(b['rnnext'], 'best_framework', r.get('best_framework'))} "
+                     f"| {ratio_cell(b['rnnext'], 'fastest_any', r.get('fastest_any'))} "
+                     f"| {fastest['precision']} "
+                     f"{ratio_cell(fastest, 'fastest_any', r.get('fastest_any'))} "
                      f"| {fmt(r.get('speedup_vs_numpy'), '.1f')} |")
+    lines += ["", "rnnext by precision (timed ones): % peak of its precision's peak; vs rnnext "
+                  "fp32, vs best, vs any: its speed-ups as above. At batch 1: weight KB read per "
+                  "step, G*H*(I+H)*bytes (fp32 4, bf16 2, int8 1 and, per gate row of weight_ih "
+                  f"and of weight_hh, {INT8_ROW_BYTES} bytes of scale and sum; weight_ih is read "
+                  "once per chunk of steps, so a step's own reads are the weight_hh part), the "
+                  "read rate it implies (bytes * T / time) and its share of the read bound: k "
+                  "threads read 1/k of the weights each, at one core's read bandwidth for the "
+                  "measured buffer nearest that share in size (log scale), times k.",
+              "", "| cell | B | H | threads | precision | ms | max abs diff | GFLOP/s | % peak "
+                  "| vs rnnext fp32 | vs best | vs any | weight KB/step | GB/s | % read bound |",
+              "|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in report["points"]:
+        lines += precision_rows(r)
     st = report.get("streaming")
     if st is not None:
         lines += ["", f"Streaming: LSTM I={st['input']} H={st['hidden']} batch 1, one step per "
@@ -486,9 +604,10 @@ def main(argv=None):
     missing = [name for name, m in mods.items() if m is None]
     if missing:
         print(f"not importable, left out: {', '.join(missing)}", file=sys.stderr)
-    print(f"measuring the fp32 and bf16 matrix-product peaks for threads {args.threads} ...",
+    print(f"measuring the matrix-product peaks for threads {args.threads} ...",
           file=sys.stderr)
     peak_start = measure_peak(args.threads)
+    report["cache_bandwidth"] = measure_cache_bandwidth()
     report["points"] = []
     for cell in args.cells:
         for hidden in args.hidden:
@@ -499,6 +618,7 @@ def main(argv=None):
     report["load_average_end"] = list(os.getloadavg())
     report["peak"] = better_peaks(peak_start, measure_peak(args.threads))
     add_peak_shares(report["points"], report["peak"])
+    add_read_shares(report["points"], report["cache_bandwidth"])
     report["warnings"] = load_warnings(report["machine"]["load_average"][0], report["peak"],
                                        report["points"])
     write_report(args.out, "latest", markdown(report), report)

@@ -1,17 +1,23 @@
-"""Helpers shared by the benchmarks: optional imports, timing, the machine's description and the
-fp32 matrix-product peak (measured by peak.py in a child process)."""
+"""Helpers shared by the benchmarks: optional imports, timing, the machine's description, the
+matrix-product peaks (measured by peak.py in a child process) and one core's read bandwidth
+(cache_bandwidth.c)."""
 import datetime
 import gc
 import importlib
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-PEAK_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak.py")
+BENCH = os.path.dirname(os.path.abspath(__file__))
+PEAK_SCRIPT = os.path.join(BENCH, "peak.py")
+BANDWIDTH_SOURCE = os.path.join(BENCH, "cache_bandwidth.c")
 # OpenBLAS reads these when it loads; set, they can select a slower kernel than the CPU allows,
 # so the peak is measured in a child process without them.
 OPENBLAS_KERNEL_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -114,6 +120,23 @@ def measure_peak(thread_counts):
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
                 else f"peak.py exited with {proc.returncode}"}
     return {int(k): v for k, v in json.loads(proc.stdout).items()}
+
+
+def measure_cache_bandwidth():
+    """{buffer KB: GB/s} of one core's reads (cache_bandwidth.c, built with the C compiler in CC
+    or cc, -O2 -mavx512f); on failure, {"error": text} instead."""
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        return {"error": f"no C compiler ({compiler})"}
+    with tempfile.TemporaryDirectory() as folder:
+        program = os.path.join(folder, "cache_bandwidth")
+        for command in ([compiler, "-O2", "-mavx512f", BANDWIDTH_SOURCE, "-o", program],
+                        [program]):
+            proc = subprocess.run(command, capture_output=True, text=True)
+            if proc.returncode != 0:
+                return {"error": f"{os.path.basename(command[0])} exited with {proc.returncode}"}
+    return {int(kb): float(gbs)
+            for kb, gbs in re.findall(r"^\s*(\d+) KB:\s*([\d.]+) GB/s$", proc.stdout, re.M)}
 
 
 def write_report(out, name, text, report):

@@ -1,13 +1,16 @@
 """The machine's matrix-product peaks: GFLOP/s of a 2048x2048 @ 2048x2048 product in float32 and,
-with torch, in bfloat16 (torch.mm, the peak that bf16 paths such as torch's autocast reach).
+with torch, in bfloat16 (torch.mm, the peak that bf16 paths such as torch's autocast reach) and in
+int8 (torch._int_mm, int8 @ int8 summed in int32 by oneDNN: VNNI or AMX where the CPU has them;
+an integer multiply-add counts as 2 operations, as a float one).
 
     python bench/peak.py 1 2        # one JSON object on stdout: {"1": {...}, "2": {...}}
 
 The thread count is set with threadpoolctl on NumPy's BLAS when threadpoolctl is importable, else
 with torch.set_num_threads on torch.mm; the record says which, and for NumPy which BLAS kernel
-ran. Each thread count's record holds the bf16 one under "bf16" (an "error" there without
-torch). bench_forward.py runs this in a child process without OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE, which OpenBLAS reads only when it loads and which can select a slower kernel.
+ran. Each thread count's record holds the bf16 and int8 ones under "bf16" and "int8" (an "error"
+there without torch, or for int8 without torch._int_mm). bench_forward.py runs this in a child
+process without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which OpenBLAS reads only when it loads
+and which can select a slower kernel.
 """
 import json
 import sys
@@ -19,6 +22,7 @@ from common import blas_kernels, optional_import
 
 N = 2048
 REPEATS = 3
+TORCH_DTYPES = {"bf16": "bfloat16", "int8": "int8"}
 
 
 def best_rate(matmul):
@@ -47,15 +51,20 @@ def numpy_peak(threads, threadpoolctl):
 
 
 def torch_peak(threads, torch, dtype):
+    """The peak of torch.mm at a float dtype, or of torch._int_mm at torch.int8."""
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(N, N, generator=gen).to(dtype)
-    b = torch.randn(N, N, generator=gen).to(dtype)
-    out = torch.empty(N, N, dtype=dtype)
+    if dtype == torch.int8:
+        a, b = (torch.randint(-127, 128, (N, N), generator=gen, dtype=dtype) for _ in "ab")
+        name, product = "torch._int_mm", torch._int_mm
+    else:
+        a, b = (torch.randn(N, N, generator=gen).to(dtype) for _ in "ab")
+        out = torch.empty(N, N, dtype=dtype)
+        name, product = "torch.mm", lambda a, b: torch.mm(a, b, out=out)
     with torch.inference_mode():
-        gflops = best_rate(lambda: torch.mm(a, b, out=out))
+        gflops = best_rate(lambda: product(a, b))
     return {"gflops": gflops, "threads": threads, "library": f"torch {torch.__version__}",
-            "blas": [], "method": f"torch.mm {str(dtype).split('.')[-1]} {N}x{N} @ {N}x{N}, "
+            "blas": [], "method": f"{name} {str(dtype).split('.')[-1]} {N}x{N} @ {N}x{N}, "
                                   f"threads set by torch.set_num_threads, best of {REPEATS}"}
 
 
@@ -68,8 +77,13 @@ def main(argv):
     else:
         peaks = {k: torch_peak(k, torch, torch.float32) for k in thread_counts}
     for k, record in peaks.items():
-        record["bf16"] = {"error": "torch not importable"} if torch is None else \
-            torch_peak(k, torch, torch.bfloat16)
+        for precision in ("bf16", "int8"):
+            if torch is None:
+                record[precision] = {"error": "torch not importable"}
+            elif precision == "int8" and not hasattr(torch, "_int_mm"):
+                record[precision] = {"error": f"torch {torch.__version__} has no _int_mm"}
+            else:
+                record[precision] = torch_peak(k, torch, getattr(torch, TORCH_DTYPES[precision]))
     json.dump(peaks, sys.stdout)
     return 0
 

@@ -1,10 +1,10 @@
 """bench/: the benchmarks' own checks on small grids, so that the scripts keep running as the
 library changes: the training benchmark's (rnnext's loss and gradients against torch autograd's
 on the point's weights, both backends, before anything is timed), the forward benchmark's
-(every backend against torch's fp32 output; the anchors at reduced precision within their bound
-and marked wrong beyond it) and the RTNeural stream benchmark's (RTNeural's outputs against
-rnnext's stream on the same weights). Their timings are not looked at here: speed is measured by
-running bench/ on a quiet machine, never asserted in a test."""
+(every backend against torch's fp32 output; rnnext's bf16 and int8 and the anchors at reduced
+precision within their bound and marked wrong beyond it) and the RTNeural stream benchmark's
+(RTNeural's outputs against rnnext's stream on the same weights). Their timings are not looked at
+here: speed is measured by running bench/ on a quiet machine, never asserted in a test."""
 import importlib
 import importlib.util
 import json
@@ -20,8 +20,9 @@ from conftest import REPO, read_png
 pytestmark = pytest.mark.usefixtures("source_tree")
 
 BENCH = REPO / "bench"
-# a grid small enough for a test: one point per cell, a few steps
-FORWARD_GRID = ["--quick", "--batch", "2", "--hidden", "8", "--threads", "1", "--steps", "10",
+# a grid small enough for a test: one point per cell at batch 1 (where the weight bytes per step
+# are reported), a few steps
+FORWARD_GRID = ["--quick", "--batch", "1", "--hidden", "8", "--threads", "1", "--steps", "10",
                 "--input-size", "4", "--no-streaming"]
 # the modules each anchor needs, as a user installs them
 ANCHOR_MODULES = {"torch_bf16": ["torch"], "ort_int8": ["torch", "onnx", "onnxruntime"],
@@ -75,9 +76,33 @@ def test_bench_forward_times_every_cell_beside_torch(forward_report):
         for name in ("rnnext", "torch", "numpy"):
             assert r["backends"][name]["precision"] == "fp32"
             assert r["backends"][name]["max_abs_diff"] < 1e-4
-    assert len(re.findall(r"^\| (lstm|gru|rnn) \| 2 \| 8 \| 1 \|", text, re.M)) == 3
+    assert len(re.findall(r"^\| (lstm|gru|rnn) \| 1 \| 8 \| 1 \| \d", text, re.M)) == 3
     if importlib.util.find_spec("matplotlib") is not None:
         assert read_png(out / "ms.png").ndim == 3
+
+
+def test_bench_forward_times_rnnext_at_each_precision_within_its_bound(forward_report):
+    report, text, _ = forward_report
+    anchors = bench_module("anchors")
+    assert "| rnnext bf16 ms | rnnext int8 ms |" in text
+    for r in report["points"]:
+        gates = {"lstm": 4, "gru": 3, "rnn": 1}[r["cell"]] * 8
+        for name, precision, weight_bytes in (("rnnext", "fp32", gates * 12 * 4),
+                                              ("rnnext_bf16", "bf16", gates * 12 * 2),
+                                              ("rnnext_int8", "int8", gates * (12 + 2 * 8))):
+            b = r["backends"][name]
+            assert b["precision"] == precision and b["ms"] > 0, (r["cell"], name, b)
+            if precision != "fp32":
+                # really reduced, and within its bound
+                assert 1e-5 < b["max_abs_diff"] <= anchors.REDUCED_PRECISION_BOUND[precision]
+            assert b["weight_bytes"] == weight_bytes
+            assert b["weight_gb_per_s"] == pytest.approx(weight_bytes * 10 / b["ms"] / 1e6)
+            assert set(b["vs"]) >= {"best_framework", "fastest_any", "rnnext_fp32"}
+            assert re.search(rf"^\| {r['cell']} \| 1 \| 8 \| 1 \| {precision} \| {b['ms']:.3f} "
+                             rf"\|", text, re.M)
+        assert r["fastest_rnnext"] in ("rnnext", "rnnext_bf16", "rnnext_int8")
+    peak = report["peak"]
+    assert "error" in peak or set(peak["1"]) >= {"gflops", "bf16", "int8"}
 
 
 @pytest.mark.parametrize("anchor", list(ANCHOR_MODULES))
@@ -120,10 +145,12 @@ def test_bench_forward_leaves_out_a_missing_anchor_and_does_not_time_a_wrong_one
         "OpenVINO f32": "openvino not importable", "OpenVINO bf16": "openvino not importable"}
     assert "- OpenVINO bf16: left out, openvino not importable" in text
     (point,) = report["points"]
-    assert "ort_int8" not in point["backends"]
-    bf16 = point["backends"]["torch_bf16"]
-    assert bf16["wrong"] == "bf16 bound 1e-09 on max abs diff" and "ms" not in bf16
-    assert re.search(r"^\| rnn \| 2 \| 8 \| 1 \|.*\| wrong \(\d\.\de-0\d\) \|", text, re.M)
+    assert "ort_int8" not in point["backends"] and "rnnext_int8" not in point["backends"]
+    for name in ("torch_bf16", "rnnext_bf16"):
+        bf16 = point["backends"][name]
+        assert bf16["wrong"] == "bf16 bound 1e-09 on max abs diff" and "ms" not in bf16
+    assert point["fastest_rnnext"] == "rnnext"
+    assert re.search(r"^\| rnn \| 1 \| 8 \| 1 \|.*\| wrong \(\d\.\de-0\d\) \|", text, re.M)
 
 
 def run_bench_rtneural(monkeypatch):

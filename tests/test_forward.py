@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import (CELL_ARGS, CELLS, assert_f32_close, assert_forward_matches_reference,
+from conftest import (CELLS, assert_f32_close, assert_forward_matches_reference,
                       core_cell, make_model, pairwise_cases, random_lengths, random_state, random_x,
                       state_parts)
 from rnnext import Model, Readout, reference
