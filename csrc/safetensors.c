@@ -45,7 +45,7 @@ static rnx_status fail(char *message, size_t message_size, rnx_status status, co
 static const struct {
     const char *name;
     size_t size;
-} DTYPES[] = {{"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F64", 8}};
+} DTYPES[] = {{"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F64", 8}, {"I8", 1}};
 #define N_DTYPES (sizeof DTYPES / sizeof DTYPES[0])
 
 const char *rnx_dtype_name(rnx_dtype dtype) {
@@ -280,7 +280,7 @@ static rnx_status parse_tensor(parser *ps, entry *t) {
                 if (d == N_DTYPES)
                     return fail(ps->message, ps->message_size, RNX_ERR_FILE_DTYPE,
                                 "tensor '" NAME_FMT "': dtype '" NAME_FMT "' is not one of F32, F16, "
-                                "BF16, F64", t->info.name, dtype);
+                                "BF16, F64, I8", t->info.name, dtype);
                 t->info.dtype = (rnx_dtype)d;
             } else if (which == SHAPE) {
                 if ((s = parse_uint_array(ps, t->info.shape, RNX_FILE_MAX_DIMS, &t->info.ndim,
@@ -557,13 +557,30 @@ const rnx_tensor_info *rnx_file_tensor(const rnx_file *file, size_t index) {
     return file && index < file->ntensors ? &file->tensors[index] : NULL;
 }
 
+/* strcmp of the concatenation of head and tail with name, without building it. */
+static int compare_joined(const char *head, const char *tail, const char *name) {
+    for (; *head; head++, name++)
+        if (*head != *name) return (unsigned char)*head - (unsigned char)*name;
+    return strcmp(tail, name);
+}
+
+/* The tensor called head followed by tail, or NULL (a binary search of the names, which
+ * index_names sorted by strcmp). */
+static const rnx_tensor_info *find_joined(const rnx_file *file, const char *head,
+                                          const char *tail) {
+    size_t lo = 0, hi = file->ntensors;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        const int c = compare_joined(head, tail, file->by_name[mid]->name);
+        if (!c) return file->by_name[mid];
+        if (c < 0) hi = mid;
+        else lo = mid + 1;
+    }
+    return NULL;
+}
+
 const rnx_tensor_info *rnx_file_find(const rnx_file *file, const char *name) {
-    if (!file || !name || !file->ntensors) return NULL;
-    rnx_tensor_info key = {.name = name};
-    const rnx_tensor_info *kp = &key;
-    const rnx_tensor_info **hit =
-        bsearch(&kp, file->by_name, file->ntensors, sizeof *file->by_name, by_name);
-    return hit ? *hit : NULL;
+    return file && name ? find_joined(file, name, "") : NULL;
 }
 
 size_t rnx_file_metadata_count(const rnx_file *file) { return file ? file->nmeta : 0; }
@@ -609,6 +626,41 @@ static uint64_t load_le(const unsigned char *p, int n) {
     return v;
 }
 
+/* The name of an I8 tensor's scales is its own followed by this. */
+#define SCALE_SUFFIX ".scale"
+
+/* The scales of I8 tensor t (rnx_dtype) in *out: the F32 tensor of t's name and SCALE_SUFFIX,
+ * of shape (rows), each scale finite and > 0. */
+static rnx_status i8_scales(const rnx_file *f, const rnx_tensor_info *t,
+                            const rnx_tensor_info **out, char *message, size_t message_size) {
+    const rnx_tensor_info *scale = find_joined(f, t->name, SCALE_SUFFIX);
+    const uint64_t rows[1] = {t->ndim ? t->shape[0] : 1};
+    char have[256], want[256];
+    if (!scale)
+        return fail(message, message_size, RNX_ERR_FILE_MODEL,
+                    "tensor '" NAME_FMT "': an I8 tensor needs its row scales, tensor '" NAME_FMT
+                    SCALE_SUFFIX "', which is missing", t->name, t->name);
+    if (scale->dtype != RNX_DTYPE_F32)
+        return fail(message, message_size, RNX_ERR_FILE_DTYPE,
+                    "tensor '" NAME_FMT "': dtype %s, expected F32 (the row scales of an I8 "
+                    "tensor)", scale->name, DTYPES[scale->dtype].name);
+    if (scale->ndim != 1 || scale->shape[0] != rows[0])
+        return fail(message, message_size, RNX_ERR_FILE_MODEL,
+                    "tensor '" NAME_FMT "': expected shape %s (a scale per row of '" NAME_FMT
+                    "'), got %s", scale->name, shape_text(want, sizeof want, rows, 1), t->name,
+                    shape_text(have, sizeof have, scale->shape, scale->ndim));
+    const unsigned char *p = f->data + scale->offset;
+    for (uint64_t r = 0; r < rows[0]; r++, p += 4) {
+        const float value = float_from_bits((uint32_t)load_le(p, 4));
+        if (!(value > 0.0f && isfinite(value)))
+            return fail(message, message_size, RNX_ERR_FILE_MODEL,
+                        "tensor '" NAME_FMT "': entry %llu is %g, expected a finite scale > 0",
+                        scale->name, (unsigned long long)r, (double)value);
+    }
+    *out = scale;
+    return RNX_OK;
+}
+
 rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor, float *out,
                              size_t count) {
     if (!file || !tensor || (!out && count)) return RNX_ERR_NULL_ARGUMENT;
@@ -616,6 +668,15 @@ rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor
         return RNX_ERR_BAD_ARGUMENT;
     const size_t width = DTYPES[tensor->dtype].size;
     if (tensor->nbytes / width != count) return RNX_ERR_BAD_ARGUMENT;
+    const unsigned char *scales = NULL; /* an I8 tensor's: each row's, columns values a row */
+    size_t columns = 1;
+    if (tensor->dtype == RNX_DTYPE_I8) {
+        const rnx_tensor_info *scale;
+        const rnx_status s = i8_scales(file, tensor, &scale, NULL, 0);
+        if (s != RNX_OK) return s;
+        scales = file->data + scale->offset;
+        if (count) columns = count / (size_t)scale->shape[0]; /* rows > 0 when count > 0 */
+    }
     const unsigned char *p = file->data + tensor->offset;
     for (size_t i = 0; i < count; i++, p += width) {
         switch (tensor->dtype) {
@@ -629,6 +690,10 @@ rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor
             out[i] = (float)d;
             break;
         }
+        case RNX_DTYPE_I8:
+            out[i] = (float)(*p < 128 ? *p : *p - 256) *
+                     float_from_bits((uint32_t)load_le(scales + i / columns * 4, 4));
+            break;
         }
     }
     return RNX_OK;
@@ -679,9 +744,9 @@ static const choice CELL_ACTIVATIONS[] = {
 static const choice DENSE_ACTIVATIONS[] = {{"none", RNX_ACT_LINEAR}, {"relu", RNX_ACT_RELU},
                                            {"tanh", RNX_ACT_TANH}, {"sigmoid", RNX_ACT_SIGMOID},
                                            {"softmax", RNX_ACT_SOFTMAX}, {NULL, 0}};
-/* Version 1: the cell, the head's placement and its activation. */
 static const choice PRECISIONS[] = {{"fp32", RNX_PRECISION_FP32}, {"bf16", RNX_PRECISION_BF16},
-                                    {NULL, 0}};
+                                    {"int8", RNX_PRECISION_INT8}, {NULL, 0}};
+/* Version 1: the cell, the head's placement and its activation. */
 static const choice V1_CELLS[] = {{"rnn", RNX_CELL_RNN_TANH}, {"lstm", RNX_CELL_LSTM},
                                   {"gru", RNX_CELL_GRU}, {NULL, 0}};
 static const choice V1_OUTPUTS[] = {{"many_to_one", RNX_READOUT_LAST},
@@ -1170,10 +1235,32 @@ static rnx_status for_each_param(const rnx_layer *layers, int n, int head_names,
 /* Checks that the file has each visited tensor with its shape, marking it in `seen`. */
 typedef struct tensor_check {
     const rnx_file *file;
-    unsigned char *seen; /* (ntensors), by index in file->tensors */
+    unsigned char *seen;   /* (ntensors), by index in file->tensors */
+    const char *precision; /* the file's metadata precision, or NULL (version 1: ignored) */
     char *message;
     size_t message_size;
 } tensor_check;
+
+/* I8 tensor t: a recurrent weight_ih or weight_hh of a file at precision int8, with its scales,
+ * which it marks in `seen`. */
+static rnx_status check_i8(tensor_check *c, const rnx_tensor_info *t) {
+    int precision = RNX_PRECISION_FP32;
+    if (strncmp(t->name, PARAM_KINDS[0], strlen(PARAM_KINDS[0])) &&
+        strncmp(t->name, PARAM_KINDS[1], strlen(PARAM_KINDS[1])))
+        return fail(c->message, c->message_size, RNX_ERR_FILE_DTYPE,
+                    "tensor '%s': dtype I8 is for the recurrent weights (%s_l*, %s_l*) only",
+                    t->name, PARAM_KINDS[0], PARAM_KINDS[1]);
+    if (!c->precision || !text_choice(c->precision, PRECISIONS, &precision) ||
+        precision != RNX_PRECISION_INT8)
+        return fail(c->message, c->message_size, RNX_ERR_FILE_DTYPE,
+                    "tensor '%s': dtype I8 needs metadata precision 'int8', got %s" NAME_FMT
+                    "%s", t->name, c->precision ? "'" : "none", c->precision ? c->precision : "",
+                    c->precision ? "'" : "");
+    const rnx_tensor_info *scale;
+    const rnx_status s = i8_scales(c->file, t, &scale, c->message, c->message_size);
+    if (s == RNX_OK) c->seen[scale - c->file->tensors] = 1;
+    return s;
+}
 
 static rnx_status check_param(void *context, const char *name, const uint64_t *shape, int ndim) {
     tensor_check *c = context;
@@ -1187,7 +1274,7 @@ static rnx_status check_param(void *context, const char *name, const uint64_t *s
                     shape_text(want, sizeof want, shape, ndim),
                     shape_text(have, sizeof have, t->shape, t->ndim));
     c->seen[t - c->file->tensors] = 1;
-    return RNX_OK;
+    return t->dtype == RNX_DTYPE_I8 ? check_i8(c, t) : RNX_OK;
 }
 
 /* The layers of a version 1 or 2 file, checked against its tensors; the version in *version. */
@@ -1212,7 +1299,9 @@ static rnx_status read_model_layers(const rnx_file *f, rnx_layer *layers, int ma
     s = *version == 1 ? read_layers_v1(f, layers, max_layers, n_layers, message, message_size)
                       : read_layers_v2(f, layers, max_layers, n_layers, message, message_size);
     if (s != RNX_OK) return s;
-    tensor_check check = {f, calloc(f->ntensors + 1, 1), message, message_size};
+    tensor_check check = {f, calloc(f->ntensors + 1, 1),
+                          *version >= 2 ? rnx_file_metadata_get(f, "precision") : NULL, message,
+                          message_size};
     if (!check.seen) return RNX_ERR_OUT_OF_MEMORY;
     s = for_each_param(layers, *n_layers, *version == 1, check_param, &check);
     for (size_t i = 0; s == RNX_OK && i < f->ntensors; i++)

@@ -189,6 +189,7 @@ cdef extern from "rnnext.h" nogil:
         RNX_DTYPE_F16
         RNX_DTYPE_BF16
         RNX_DTYPE_F64
+        RNX_DTYPE_I8
 
     ctypedef struct rnx_tensor_info:
         const char *name

@@ -19,30 +19,51 @@ from ._core import PRECISIONS
 from .cells import dense_param_name
 from .model import Model, _choice
 
+# An I8 tensor NAME's row scales are the F32 tensor NAME + SCALE_SUFFIX (see to_bytes).
+SCALE_SUFFIX = ".scale"
+
 
 def to_bytes(model, precision=None):
     """The model as the bytes of an rnnext file (format version 2: the layer list in the
-    metadata, float32 tensors in parameter order). precision (None: the model's): at "bf16" the
-    recurrent weights that bf16 rounds (reference.ROUNDED_PARAMS) are BF16 tensors, rounded,
-    and the metadata says precision "bf16", which load restores."""
+    metadata, float32 tensors in parameter order). precision (None: the model's), which the
+    metadata's "precision" says and load restores: at "bf16" the recurrent weights that bf16
+    rounds (reference.ROUNDED_PARAMS) are BF16 tensors, rounded. At "int8" each recurrent
+    weight_ih and weight_hh NAME is quantized per row as the int8 model quantizes it
+    (reference.quantize_weight): an I8 tensor NAME of its shape holds q, and right after it an
+    F32 tensor NAME + ".scale" of shape (rows,) holds the row scales (the layout of ONNX
+    Runtime's and PyTorch's per-channel quantized weights); load reads NAME as q * scale, which
+    quantizes back to the same q. Such a weight must be finite (ValueError otherwise)."""
     precision = model._call_precision(precision)
     meta = L.to_metadata(model.spec)
     rounded = set()
     if precision != "fp32":
         meta["precision"] = precision
+        # at int8 these are weight_ih and weight_hh: int8 has no projection (weight_hr)
         rounded = reference.rounded_param_names(model.spec)
     header, chunks, offset = {"__metadata__": meta}, [], 0
-    for name in model.param_shapes():
-        values = np.ascontiguousarray(model.params[name], dtype="<f4")
-        if name in rounded:  # a bfloat16 is the top half of the rounded float's bits
-            data, dtype = (reference.bf16_round(values).view("<u4") >> 16).astype("<u2"), "BF16"
-        else:
-            data, dtype = values, "F32"
-        data = data.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(model.params[name].shape),
+
+    def add(name, dtype, array):
+        nonlocal offset
+        data = array.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(array.shape),
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
+
+    for name in model.param_shapes():
+        values = np.ascontiguousarray(model.params[name], dtype="<f4")
+        if name in rounded and precision == "int8":
+            bad = np.count_nonzero(~np.isfinite(values))
+            if bad:
+                raise ValueError(f"model.params[{name!r}]: expected finite weights to store at "
+                                 f"int8 (one scale per row), got {bad} NaN or infinite values")
+            q, scale = reference.quantize_weight(values)
+            add(name, "I8", q.astype("i1"))
+            add(name + SCALE_SUFFIX, "F32", scale.astype("<f4"))
+        elif name in rounded:  # a bfloat16 is the top half of the rounded float's bits
+            add(name, "BF16", (reference.bf16_round(values).view("<u4") >> 16).astype("<u2"))
+        else:
+            add(name, "F32", values)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-(8 + len(text)) % 8)  # the data starts 8-byte aligned, as safetensors does
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
@@ -101,8 +122,10 @@ def load(source, backend="c"):
             spec, renamed = L.from_metadata(meta), {}
         except ValueError as e:
             raise ValueError(f"{what}: {e}") from None
+    # the C parser's checks leave a SCALE_SUFFIX tensor only as an I8 tensor's scales, which
+    # reading that tensor applies
     params = {renamed.get(name, name): table.read(i)
-              for i, (name, *_) in enumerate(table.tensors())}
+              for i, (name, *_) in enumerate(table.tensors()) if not name.endswith(SCALE_SUFFIX)}
     return Model(list(spec.layers), spec.input_size, backend=backend, params=params,
                  precision=precision)
 

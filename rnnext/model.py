@@ -537,7 +537,8 @@ class Model:
 
     def to_bytes(self, precision=None):
         """The model as the bytes of an rnnext (safetensors) file; rnnext.load reads them back.
-        precision: None for the model's; at "bf16" the recurrent weights are stored as BF16."""
+        precision: None for the model's; at "bf16" the recurrent weights are stored as BF16, at
+        "int8" quantized, as I8 with their row scales (see rnnext.io.to_bytes)."""
         from . import io
 
         return io.to_bytes(self, precision)

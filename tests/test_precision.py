@@ -1,8 +1,9 @@
 """Reduced precisions: the compiled core at "bf16" (bfloat16 weights) and "int8" (dynamic
 quantization) against the NumPy reference on the same weights (every ISA, every layer kind the
 precision runs, streams, thread counts); the rounding and quantizers against PyTorch's and ONNX
-Runtime's; the error against fp32 against PyTorch's bf16 autocast and dynamic int8; the trained
-tasks at each precision; and the refusals."""
+Runtime's; the error against fp32 against PyTorch's bf16 autocast and ONNX Runtime's int8; the
+trained tasks at each precision; files at bf16 (BF16 weights) and at int8 (I8 weights with their
+row scales); and the refusals."""
 import numpy as np
 import pytest
 
@@ -433,6 +434,12 @@ def test_pickle_keeps_precision_and_fp32_params(rng):
 FILE_CASE = [c for c in CASES if c[0] == "lstm-proj"][0]
 
 
+def with_precision(data, precision):
+    """The bytes of an rnnext file with metadata precision `precision` (None: no key)."""
+    return with_metadata(data, lambda meta: {k: v for k, v in meta.items() if k != "precision"}
+                         | ({"precision": precision} if precision else {}))
+
+
 def test_bf16_file_holds_bf16_weights_that_safetensors_reads(rng):
     torch = needs_torch()
     from safetensors.torch import load as safetensors_load
@@ -465,10 +472,83 @@ def test_file_precision_is_checked(rng):
     data = model.to_bytes("bf16")
     with pytest.raises(ValueError, match=r"metadata\['precision'\]: expected one of "
                                          r"\('fp32', 'bf16', 'int8'\), got 'int4'"):
-        load(with_metadata(data, lambda meta: {**meta, "precision": "int4"}))
-    # without the key the same BF16 tensors load at fp32 (every dtype is read as float32)
-    plain = load(with_metadata(data, lambda meta: {k: v for k, v in meta.items()
-                                                   if k != "precision"}))
+        load(with_precision(data, "int4"))
+    # without the key the same BF16 tensors load at fp32 (every float dtype is read as float32)
+    plain = load(with_precision(data, None))
     assert plain.precision == "fp32"
     np.testing.assert_array_equal(plain.params["weight_hh_l1"],
                                   reference.bf16_round(model.params["weight_hh_l1"]))
+
+
+# int8 files: the cases whose layers int8 runs
+INT8_FILE_CASES = [c for c in CASES if c[0] in ("lstm-stack", "gru-bi-last-dense",
+                                               "rnn-relu-bi-sum-mean", "embedding-folded",
+                                               "masking")]
+
+
+def test_int8_file_holds_int8_weights_and_row_scales_that_safetensors_reads(rng):
+    st_numpy = pytest.importorskip("safetensors.numpy",
+                                   reason="the file's safetensors layout is read by safetensors")
+    model, _ = make_case(INT8_FILE_CASES[1], rng)  # gru-bi-last-dense
+    model.precision = "int8"
+    data = model.to_bytes()  # the model's precision, int8
+    tensors = st_numpy.load(data)
+    quantized = reference.rounded_param_names(model.spec)
+    assert quantized == {"weight_ih_l0", "weight_hh_l0", "weight_ih_l0_reverse",
+                         "weight_hh_l0_reverse"}
+    assert tensors.keys() == model.params.keys() | {n + ".scale" for n in quantized}
+    for name, value in model.params.items():
+        if name in quantized:
+            q, scale = reference.quantize_weight(value)
+            assert tensors[name].dtype == np.int8 and tensors[name].shape == value.shape
+            np.testing.assert_array_equal(tensors[name], q)
+            assert tensors[name + ".scale"].dtype == np.float32
+            np.testing.assert_array_equal(tensors[name + ".scale"], scale)
+        else:
+            assert tensors[name].dtype == np.float32, name
+            np.testing.assert_array_equal(tensors[name], value)
+    names = [name for name, *_ in _core.TensorFile(data).tensors()]  # in the file's order
+    for name in quantized:
+        assert names[names.index(name) + 1] == name + ".scale"
+    assert _core.TensorFile(data).metadata()["precision"] == "int8"
+    # 3 of each weight's 4 bytes saved, less 4 bytes a row for the scales and their entries
+    weights = sum(model.params[n].size for n in quantized)
+    rows = sum(model.params[n].shape[0] for n in quantized)
+    saved = len(model.to_bytes("fp32")) - len(data)
+    assert saved >= 3 * weights - 4 * rows - 100 * len(quantized)
+
+
+@pytest.mark.parametrize("case", INT8_FILE_CASES, ids=[c[0] for c in INT8_FILE_CASES])
+def test_int8_file_loads_the_weights_it_quantized(case, rng):
+    model, x = make_case(case, rng)
+    data = model.to_bytes("int8")
+    loaded = load(data)
+    assert loaded.precision == "int8"
+    for name, value in model.params.items():
+        if name in reference.rounded_param_names(model.spec):
+            q, scale = reference.quantize_weight(value)
+            np.testing.assert_array_equal(loaded.params[name], q * scale[:, None])
+            # quantized again, as the int8 model does: the same integers
+            np.testing.assert_array_equal(reference.quantize_weight(loaded.params[name])[0], q)
+        else:
+            np.testing.assert_array_equal(loaded.params[name], value)
+    for backend in ("c", "numpy"):
+        np.testing.assert_allclose(loaded.predict(x, backend=backend),
+                                   model.predict(x, backend=backend, precision="int8"),
+                                   rtol=0, atol=1e-6, err_msg=backend)
+
+
+def test_int8_file_needs_finite_weights_and_its_precision(rng):
+    model, _ = make_case(INT8_FILE_CASES[0], rng)  # lstm-stack
+    model.params["weight_hh_l1"][3, [0, 5]] = [np.nan, np.inf]
+    with pytest.raises(ValueError, match=r"model.params\['weight_hh_l1'\]: expected finite "
+                                         r"weights to store at int8 \(one scale per row\), got 2 "
+                                         r"NaN or infinite values"):
+        model.to_bytes("int8")
+    model, _ = make_case(INT8_FILE_CASES[0], rng)
+    data = model.to_bytes("int8")
+    # I8 tensors are for a file at precision int8 only: other keys, or none, are refused
+    for precision, got in (("fp32", "'fp32'"), ("bf16", "'bf16'"), (None, "none")):
+        with pytest.raises(ValueError, match=f"tensor 'weight_ih_l0': dtype I8 needs metadata "
+                                             f"precision 'int8', got {got}"):
+            load(with_precision(data, precision))

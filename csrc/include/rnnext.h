@@ -467,15 +467,22 @@ RNX_API rnx_status rnx_stream_state(const rnx_stream *stream, float *h, float *c
  *              input_forget "0" | "1"
  *   readout    mode sequence | last | final | mean | max
  *   dense      units, activation none | relu | tanh | sigmoid | softmax
- * Optionally precision fp32 | bf16 (rnx_precision; fp32 by default): the precision
+ * Optionally precision fp32 | bf16 | int8 (rnx_precision; fp32 by default): the precision
  * rnx_model_load builds the model at (a bf16 file's writer stores the recurrent weights as BF16
- * tensors; tensors of any rnx_dtype are read either way, and rounded to bfloat16 at bf16).
+ * tensors; tensors of any float rnx_dtype are read either way, and rounded to bfloat16 at bf16).
+ * At int8 a recurrent weight_ih or weight_hh may be stored quantized, as an I8 tensor of its
+ * shape holding q_w (RNX_PRECISION_INT8), with its row scales s_w in an F32 tensor of the same
+ * name plus ".scale" and shape (rows), each finite and > 0; it reads as q_w * s_w row by row, which
+ * rnx_model_create_precision quantizes back to the same q_w. An I8 tensor anywhere else, or in a
+ * file of another precision, is refused with RNX_ERR_FILE_DTYPE, as is a scale tensor not F32; a
+ * missing scale tensor, one of another shape or with a scale not finite and > 0 with
+ * RNX_ERR_FILE_MODEL.
  * Other "layer{i}.*" keys are refused; other keys are ignored. Its tensors are the parameters of
  * rnx_model_create's params, with their names and shapes: embedding.weight (V, E); per recurrent
  * layer k and direction (suffix "_reverse" for the reverse one) weight_ih_l{k} (G*H, I_k),
  * weight_hh_l{k} (G*H, S), bias_ih_l{k}, bias_hh_l{k} (G*H), weight_hr_l{k} (P, H) with a
  * projection, weight_peephole_l{k} (3, H) with peepholes; per dense layer j dense{j}.weight
- * (O, F) and dense{j}.bias (O); and nothing else.
+ * (O, F) and dense{j}.bias (O); and nothing else but the scales of I8 tensors.
  * Format version 1 (still read): format "rnnext", format_version "1", cell "rnn" | "lstm" | "gru",
  *   nonlinearity "tanh" | "relu" (optional, "tanh" by default; "relu" for "rnn" only),
  *   linear_before_reset "1" | "0" (optional, "1" by default; "gru" only: "0" is
@@ -504,10 +511,13 @@ typedef enum rnx_dtype {
     RNX_DTYPE_F32 = 0,  /* "F32" */
     RNX_DTYPE_F16 = 1,  /* "F16", IEEE half */
     RNX_DTYPE_BF16 = 2, /* "BF16" */
-    RNX_DTYPE_F64 = 3   /* "F64", rounded to float32 when read */
+    RNX_DTYPE_F64 = 3,  /* "F64", rounded to float32 when read */
+    RNX_DTYPE_I8 = 4    /* "I8", signed: quantized values q, read as q * scale with the scale of
+                           their row (the first dimension; one row for a scalar) from the F32
+                           tensor of the same name plus ".scale", of shape (rows) */
 } rnx_dtype;
 
-/* "F32", "F16", "BF16", "F64"; "unknown" for other values. */
+/* "F32", "F16", "BF16", "F64", "I8"; "unknown" for other values. */
 RNX_API const char *rnx_dtype_name(rnx_dtype dtype);
 
 /* One tensor of a parsed file. */
@@ -550,16 +560,20 @@ RNX_API rnx_status rnx_file_metadata(const rnx_file *file, size_t index, const c
 RNX_API const char *rnx_file_metadata_get(const rnx_file *file, const char *key);
 
 /* Reads `tensor` (one of `file`'s) as float32 into out, which holds `count` floats: count must
- * be the tensor's number of elements (RNX_ERR_BAD_ARGUMENT otherwise). */
+ * be the tensor's number of elements (RNX_ERR_BAD_ARGUMENT otherwise). An I8 tensor needs its
+ * scales (rnx_dtype): without the tensor RNX_ERR_FILE_MODEL, not F32 RNX_ERR_FILE_DTYPE, of
+ * another shape or with a scale not finite and > 0 RNX_ERR_FILE_MODEL. */
 RNX_API rnx_status rnx_file_read_f32(const rnx_file *file, const rnx_tensor_info *tensor,
                                      float *out, size_t count);
 
 /* The layers of the model file `file` (format version 1 or 2), from its metadata, checked
- * against its tensors: exactly the expected names, each with the expected shape.
+ * against its tensors: exactly the expected names, each with the expected shape, and I8
+ * tensors only where the format allows them, with their scales (see "Files" above).
  * layers[0 .. *n_layers) get them; max_layers is the room in `layers` (RNX_MAX_LAYERS always
  * suffices; a file with more layers than the room: RNX_ERR_BAD_ARGUMENT). A newer format version
- * than RNX_FILE_FORMAT_VERSION is RNX_ERR_FILE_VERSION; other faults RNX_ERR_FILE_MODEL, with a
- * message that names the metadata key or the tensor. */
+ * than RNX_FILE_FORMAT_VERSION is RNX_ERR_FILE_VERSION; a misplaced I8 tensor or a scale
+ * tensor not F32 RNX_ERR_FILE_DTYPE; other faults RNX_ERR_FILE_MODEL, with a message that names
+ * the metadata key or the tensor. */
 RNX_API rnx_status rnx_file_model_layers(const rnx_file *file, rnx_layer *layers, int max_layers,
                                          int *n_layers, char *message, size_t message_size);
 

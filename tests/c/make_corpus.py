@@ -1,9 +1,10 @@
 """Writes tests/c/corpus/: the seed corpus of the fuzz target tests/c/fuzz_loader.c, which the C
 test runner also loads (tests/c/runner/test_files.c: each valid_* file must load and run, each
 broken_* file must be refused with a message). Small models of several layer kinds saved by
-rnnext.io, a format-version-1 file, one with F16, BF16 and F64 tensors, and files that break one
-rule each. The output is the same on every run, so the committed corpus can be remade. Inputs
-the fuzzer found (found_*, committed as it wrote them) are left alone:
+rnnext.io (one at int8: I8 weights with their row scales), a format-version-1 file, one with
+F16, BF16 and F64 tensors, and files that break one rule each. The output is the same on every
+run, so the committed corpus can be remade. Inputs the fuzzer found (found_*, committed as it
+wrote them) are left alone:
 
     PYTHONPATH=. python tests/c/make_corpus.py   (rnnext built in place; or installed)
 """
@@ -39,6 +40,8 @@ def valid_models():
              L.Readout("final"), L.Dense(1, "sigmoid")], 2, seed=6),
         "masking_gru_last": Model([L.Masking(-1.0), L.GRU(3), L.Readout("last"), L.Dense(2)], 2,
                                   seed=7),
+        "int8_lstm_bidirectional_gru": Model([L.LSTM(3, direction="bidirectional"), L.GRU(2)],
+                                             2, seed=8, precision="int8"),
     }
 
 
@@ -96,7 +99,7 @@ def broken_files(base):
     header, data = split(base)
     meta, arrays = header["__metadata__"], tensors(header, data)
     first = next(k for k in header if k != "__metadata__")
-    bad_dtype = dict(header, **{first: dict(header[first], dtype="I8")})
+    bad_dtype = dict(header, **{first: dict(header[first], dtype="I32")})
     overlap = dict(header, **{first: dict(header[first], data_offsets=[
         header[first]["data_offsets"][0], header[first]["data_offsets"][1] + 4])})
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -114,6 +117,14 @@ def broken_files(base):
     }
 
 
+def zero_scale(base):
+    """`base` (an int8 file) with the first row scale of its first I8 tensor set to 0."""
+    header, data = split(base)
+    name = next(k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "I8")
+    begin = header[name + ".scale"]["data_offsets"][0]
+    return join(header, data[:begin] + bytes(4) + data[begin + 4:])
+
+
 def corpus():
     """{file name: bytes} of the whole corpus."""
     files = {f"valid_{name}.rnx": to_bytes(model) for name, model in valid_models().items()}
@@ -127,6 +138,7 @@ def corpus():
     header, data = split(files["valid_masking_gru_last.rnx"])
     files["broken_mask_value_nan.rnx"] = encode(
         dict(header["__metadata__"], **{"layer0.mask_value": "nan"}), tensors(header, data))
+    files["broken_int8_scale_zero.rnx"] = zero_scale(files["valid_int8_lstm_bidirectional_gru.rnx"])
     return files
 
 

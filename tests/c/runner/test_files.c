@@ -2,6 +2,7 @@
  * against rnx_model_create, files that break each rule, and the committed corpus (files saved
  * by Python, tests/c/make_corpus.py). */
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,18 @@ static rnx_status load_copy(const unsigned char *data, size_t size, char *messag
     free(copy);
     if (s != RNX_OK) CHECK(m == NULL && message[0] != '\0');
     rnx_model_free(s == RNX_OK ? m : NULL);
+    return s;
+}
+
+/* The status of rnx_file_parse, then rnx_file_model_layers: what a file's checks find without
+ * building the model. */
+static rnx_status layers_status(const unsigned char *data, size_t size) {
+    rnx_file *f = NULL;
+    static rnx_layer layers[RNX_MAX_LAYERS];
+    int n = 0;
+    rnx_status s = rnx_file_parse(&f, data, size, NULL, 0);
+    if (s == RNX_OK) s = rnx_file_model_layers(f, layers, RNX_MAX_LAYERS, &n, NULL, 0);
+    rnx_file_free(f);
     return s;
 }
 
@@ -184,10 +197,9 @@ static void file_load_matches_create(void) {
     free(x);
 }
 
-/* A version-2 GRU file (I 3, H 5) whose weights are BF16 tensors holding `bits`, with metadata
- * precision `precision` (NULL: no key). */
-static unsigned char *gru_file_bf16(const uint16_t *bits, const float *biases,
-                                    const char *precision, size_t *size) {
+/* A builder of a version-2 GRU file (I 3, H 5) with its metadata, and precision `precision`
+ * (NULL: no key); no tensors yet. */
+static file_builder *gru_builder(const char *precision) {
     static const char *const keys[][2] = {
         {"format", "rnnext"}, {"format_version", "2"}, {"layers", "1"}, {"input_size", "3"},
         {"layer0.type", "gru"}, {"layer0.units", "5"}, {"layer0.direction", "forward"},
@@ -198,6 +210,13 @@ static unsigned char *gru_file_bf16(const uint16_t *bits, const float *biases,
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
         builder_meta(fb, keys[k][0], keys[k][1]);
     if (precision) builder_meta(fb, "precision", precision);
+    return fb;
+}
+
+/* gru_builder's file whose weights are BF16 tensors holding `bits`. */
+static unsigned char *gru_file_bf16(const uint16_t *bits, const float *biases,
+                                    const char *precision, size_t *size) {
+    file_builder *fb = gru_builder(precision);
     const uint64_t ih[2] = {15, 3}, hh[2] = {15, 5}, b[1] = {15};
     builder_tensor(fb, "weight_ih_l0", "BF16", 2, ih, bits, 45 * 2);
     builder_tensor(fb, "weight_hh_l0", "BF16", 2, hh, bits + 45, 75 * 2);
@@ -206,9 +225,9 @@ static unsigned char *gru_file_bf16(const uint16_t *bits, const float *biases,
     return builder_finish(fb, size);
 }
 
-/* The metadata key precision: "bf16" loads a bf16 model, which runs as rnx_model_create_precision
- * builds it from the same weights, bit for bit; no key loads at fp32; another value is refused,
- * naming the key and the choices. */
+/* The metadata key precision: "bf16" and "int8" load a model of that precision, which runs as
+ * rnx_model_create_precision builds it from the same weights, bit for bit; no key loads at fp32;
+ * another value is refused, naming the key and the choices. */
 static void file_precision(void) {
     enum { B = 2, T = 4, I = 3, H = 5, W = 45 + 75 };
     uint64_t seed = 17;
@@ -224,15 +243,16 @@ static void file_precision(void) {
     }
     float *x = random_floats(B * T * I, &seed, 1.0f);
     const rnx_layer gru = rnx_recurrent_layer(RNX_CELL_GRU, I, H, RNX_DIRECTION_FORWARD);
-    const char *precisions[] = {"bf16", NULL};
-    for (int p = 0; p < 2; p++) {
+    const char *precisions[] = {"bf16", "int8", NULL};
+    const int codes[] = {RNX_PRECISION_BF16, RNX_PRECISION_INT8, RNX_PRECISION_FP32};
+    for (int p = 0; p < 3; p++) {
         size_t size;
         unsigned char *data = gru_file_bf16(bits, params + W, precisions[p], &size);
         rnx_model *loaded = NULL, *created = NULL;
         char message[256];
         CHECK_STATUS(rnx_model_load(&loaded, data, size, RNX_ISA_AUTO, message, sizeof message),
                      RNX_OK);
-        const int want = precisions[p] ? RNX_PRECISION_BF16 : RNX_PRECISION_FP32;
+        const int want = codes[p];
         CHECK_STATUS(rnx_model_create_precision(&created, &gru, 1, RNX_ISA_AUTO, want, params),
                      RNX_OK);
         if (loaded && created) {
@@ -247,13 +267,161 @@ static void file_precision(void) {
         free(data);
     }
     size_t size;
-    unsigned char *data = gru_file_bf16(bits, params + W, "int8", &size);
+    unsigned char *data = gru_file_bf16(bits, params + W, "int4", &size);
     rnx_model *m = NULL;
     char message[256];
     CHECK_STATUS(rnx_model_load(&m, data, size, RNX_ISA_AUTO, message, sizeof message),
                  RNX_ERR_FILE_MODEL);
-    CHECK(m == NULL && !strcmp(message, "metadata: 'precision' is 'int8', expected 'fp32' or "
-                                        "'bf16'"));
+    CHECK(m == NULL && !strcmp(message, "metadata: 'precision' is 'int4', expected 'fp32', "
+                                        "'bf16' or 'int8'"));
+    free(data);
+    free(x);
+}
+
+/* What int8_gru_file breaks: nothing, or one rule of the I8 tensors and their scales. */
+enum int8_fault {
+    INT8_VALID,
+    INT8_NO_SCALE,      /* weight_ih_l0 without weight_ih_l0.scale */
+    INT8_SCALE_LENGTH,  /* its scale of shape (14) */
+    INT8_SCALE_2D,      /* of shape (15, 1) */
+    INT8_SCALE_F16,     /* of dtype F16 */
+    INT8_SCALE_VALUE,   /* with entry 4 set to `bad` */
+    INT8_BIAS,          /* bias_ih_l0 stored as I8 with a scale */
+    INT8_SCALE_OF_F32,  /* weight_ih_l0 stored as F32 (dequantized) with a scale */
+};
+
+/* gru_builder's file whose weights weight_ih_l0 (15, 3) and weight_hh_l0 (15, 5) are I8 tensors
+ * holding q (45 then 75 values), each with its scale tensor right after it (scales: 15 then
+ * 15), and `params` the float32 parameters (the dequantized weights, then the biases); `fault`
+ * breaks one rule. */
+static unsigned char *int8_gru_file(const int8_t *q, const float *scales, const float *params,
+                                    const char *precision, enum int8_fault fault, float bad,
+                                    size_t *size) {
+    file_builder *fb = gru_builder(precision);
+    const uint64_t ih[2] = {15, 3}, hh[2] = {15, 5}, rows[2] = {15, 1}, shorter[1] = {14};
+    float bent[15];
+    memcpy(bent, scales, sizeof bent);
+    bent[4] = bad;
+    if (fault == INT8_SCALE_OF_F32) builder_f32(fb, "weight_ih_l0", 2, ih, params);
+    else builder_tensor(fb, "weight_ih_l0", "I8", 2, ih, q, 45);
+    if (fault == INT8_SCALE_LENGTH) builder_f32(fb, "weight_ih_l0.scale", 1, shorter, scales);
+    if (fault == INT8_SCALE_2D) builder_f32(fb, "weight_ih_l0.scale", 2, rows, scales);
+    if (fault == INT8_SCALE_F16)
+        builder_tensor(fb, "weight_ih_l0.scale", "F16", 1, rows, scales, 30);
+    if (fault == INT8_SCALE_VALUE) builder_f32(fb, "weight_ih_l0.scale", 1, rows, bent);
+    if (fault == INT8_VALID || fault == INT8_BIAS || fault == INT8_SCALE_OF_F32)
+        builder_f32(fb, "weight_ih_l0.scale", 1, rows, scales);
+    builder_tensor(fb, "weight_hh_l0", "I8", 2, hh, q + 45, 75);
+    builder_f32(fb, "weight_hh_l0.scale", 1, rows, scales + 15);
+    if (fault == INT8_BIAS) {
+        builder_tensor(fb, "bias_ih_l0", "I8", 1, rows, q, 15);
+        builder_f32(fb, "bias_ih_l0.scale", 1, rows, scales);
+    } else {
+        builder_f32(fb, "bias_ih_l0", 1, rows, params + 120);
+    }
+    builder_f32(fb, "bias_hh_l0", 1, rows, params + 135);
+    return builder_finish(fb, size);
+}
+
+/* A file at precision int8 with I8 weights and their scales: the weights read as q * scale row
+ * by row, and the model loads and runs as rnx_model_create_precision builds it at int8 from
+ * those floats, bit for bit. Each broken rule is refused by rnx_model_load and by
+ * rnx_file_model_layers alike, with the status of rnnext.h's "Files" and a message that names
+ * the tensor; reading an I8 tensor without its scales is refused too. */
+static void file_int8(void) {
+    enum { B = 2, T = 4, I = 3, H = 5, W = 45 + 75 };
+    uint64_t seed = 23;
+    int8_t q[W];
+    float scales[30], params[W + 30], y1[B * T * H], y2[B * T * H];
+    fill_uniform(params + W, 30, &seed, 0.5f);
+    for (int r = 0; r < 30; r++) {
+        scales[r] = (1.0f + (float)random_below(&seed, 100)) / 4096.0f;
+        const int columns = r < 15 ? I : H, first = r < 15 ? r * I : 45 + (r - 15) * H;
+        for (int j = 0; j < columns; j++) {
+            /* each row reaches +-127, as a quantized row does */
+            q[first + j] = (int8_t)(j == r % columns ? (r % 2 ? 127 : -127)
+                                                     : random_below(&seed, 255) - 127);
+            params[first + j] = (float)q[first + j] * scales[r];
+        }
+    }
+    float *x = random_floats(B * T * I, &seed, 1.0f);
+    const rnx_layer gru = rnx_recurrent_layer(RNX_CELL_GRU, I, H, RNX_DIRECTION_FORWARD);
+    size_t size;
+    unsigned char *data = int8_gru_file(q, scales, params, "int8", INT8_VALID, 0, &size);
+    rnx_model *loaded = NULL, *created = NULL;
+    rnx_file *f = NULL;
+    char message[256];
+    float read[75];
+    CHECK_STATUS(rnx_file_parse(&f, data, size, message, sizeof message), RNX_OK);
+    if (f) {
+        const rnx_tensor_info *hh = rnx_file_find(f, "weight_hh_l0");
+        CHECK(hh != NULL && hh->dtype == RNX_DTYPE_I8 && hh->nbytes == 75 &&
+              !strcmp(rnx_dtype_name(hh->dtype), "I8"));
+        CHECK_STATUS(rnx_file_read_f32(f, hh, read, 75), RNX_OK);
+        CHECK(!memcmp(read, params + 45, sizeof read));
+        CHECK_STATUS(rnx_file_read_f32(f, rnx_file_find(f, "weight_hh_l0.scale"), read, 15),
+                     RNX_OK);
+        CHECK(!memcmp(read, scales + 15, 15 * sizeof(float)));
+        CHECK_STATUS(rnx_file_read_f32(f, hh, read, 74), RNX_ERR_BAD_ARGUMENT);
+    }
+    rnx_file_free(f);
+    CHECK_STATUS(rnx_model_load(&loaded, data, size, RNX_ISA_AUTO, message, sizeof message),
+                 RNX_OK);
+    CHECK_STATUS(rnx_model_create_precision(&created, &gru, 1, RNX_ISA_AUTO, RNX_PRECISION_INT8,
+                                            params),
+                 RNX_OK);
+    if (loaded && created) {
+        CHECK(rnx_model_get_info(loaded).precision == RNX_PRECISION_INT8);
+        CHECK_STATUS(rnx_forward(created, y1, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T,
+                                 1), RNX_OK);
+        CHECK_STATUS(rnx_forward(loaded, y2, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T,
+                                 1), RNX_OK);
+        CHECK(!memcmp(y1, y2, sizeof y1));
+    }
+    rnx_model_free(loaded), rnx_model_free(created);
+    free(data);
+
+    static const struct {
+        const char *precision;
+        enum int8_fault fault;
+        float bad;
+        rnx_status status;
+        const char *named; /* what the message must name */
+    } faults[] = {
+        {"int8", INT8_NO_SCALE, 0, RNX_ERR_FILE_MODEL, "'weight_ih_l0.scale', which is missing"},
+        {"int8", INT8_SCALE_LENGTH, 0, RNX_ERR_FILE_MODEL, "'weight_ih_l0.scale': expected shape"},
+        {"int8", INT8_SCALE_2D, 0, RNX_ERR_FILE_MODEL, "'weight_ih_l0.scale': expected shape"},
+        {"int8", INT8_SCALE_F16, 0, RNX_ERR_FILE_DTYPE, "'weight_ih_l0.scale': dtype F16"},
+        {"int8", INT8_SCALE_VALUE, 0.0f, RNX_ERR_FILE_MODEL, "'weight_ih_l0.scale': entry 4"},
+        {"int8", INT8_SCALE_VALUE, -0.5f, RNX_ERR_FILE_MODEL, "'weight_ih_l0.scale': entry 4"},
+        {"int8", INT8_SCALE_VALUE, NAN, RNX_ERR_FILE_MODEL, "'weight_ih_l0.scale': entry 4"},
+        {"int8", INT8_SCALE_VALUE, INFINITY, RNX_ERR_FILE_MODEL, "'weight_ih_l0.scale': entry 4"},
+        {"int8", INT8_BIAS, 0, RNX_ERR_FILE_DTYPE, "'bias_ih_l0': dtype I8"},
+        {"int8", INT8_SCALE_OF_F32, 0, RNX_ERR_FILE_MODEL,
+         "unexpected tensor 'weight_ih_l0.scale'"},
+        {"fp32", INT8_VALID, 0, RNX_ERR_FILE_DTYPE, "precision 'int8', got 'fp32'"},
+        {"bf16", INT8_VALID, 0, RNX_ERR_FILE_DTYPE, "precision 'int8', got 'bf16'"},
+        {NULL, INT8_VALID, 0, RNX_ERR_FILE_DTYPE, "precision 'int8', got none"},
+    };
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+        data = int8_gru_file(q, scales, params, faults[i].precision, faults[i].fault,
+                             faults[i].bad, &size);
+        CHECK_STATUS(load_copy(data, size, message, sizeof message), faults[i].status);
+        CHECK_STATUS(layers_status(data, size), faults[i].status);
+        if (!strstr(message, faults[i].named)) {
+            printf("  int8 file %zu: message \"%s\" does not name %s\n", i, message,
+                   faults[i].named);
+            CHECK(strstr(message, faults[i].named) != NULL);
+        }
+        free(data);
+    }
+    /* a valid safetensors file whose I8 tensor has no scales: its table, but not its values */
+    data = int8_gru_file(q, scales, params, "int8", INT8_NO_SCALE, 0, &size);
+    f = NULL;
+    CHECK_STATUS(rnx_file_parse(&f, data, size, message, sizeof message), RNX_OK);
+    if (f) CHECK_STATUS(rnx_file_read_f32(f, rnx_file_find(f, "weight_ih_l0"), read, 45),
+                        RNX_ERR_FILE_MODEL);
+    rnx_file_free(f);
     free(data);
     free(x);
 }
@@ -365,18 +533,6 @@ static unsigned char *read_file(const char *path, size_t *size) {
     return data;
 }
 
-/* The status of rnx_file_parse, then rnx_file_model_layers: what a file's checks find without
- * building the model. */
-static rnx_status layers_status(const unsigned char *data, size_t size) {
-    rnx_file *f = NULL;
-    static rnx_layer layers[RNX_MAX_LAYERS];
-    int n = 0;
-    rnx_status s = rnx_file_parse(&f, data, size, NULL, 0);
-    if (s == RNX_OK) s = rnx_file_model_layers(f, layers, RNX_MAX_LAYERS, &n, NULL, 0);
-    rnx_file_free(f);
-    return s;
-}
-
 /* Each valid_* file of the corpus loads and runs (finite outputs, a stream equal to forward
  * where it can stream); each broken_* file is refused with a message, and with the same status
  * by the file's own checks (rnx_file_model_layers accepts no list that the core refuses); an
@@ -458,6 +614,7 @@ const test_case file_tests[] = {
     TEST(file_load_matches_create),
     TEST(file_errors),
     TEST(file_precision),
+    TEST(file_int8),
 };
 const size_t file_test_count = sizeof file_tests / sizeof file_tests[0];
 const test_case corpus_test = TEST(corpus_files);
