@@ -144,15 +144,21 @@ RNX_INLINE void accumulate_q8(vf acc[2][RNX_MR][4], const rnx_qrow *qa, const rn
     const size_t panel_stride = groups * ldw; /* in groups of 4 bytes, one per int32 lane */
     const int32_t *w32 = (const int32_t *)(const void *)w->w + (size_t)p * panel_stride;
     vi sum[2][RNX_MR][4];
+#pragma GCC unroll 2
     for (int q = 0; q < NP; q++)
+#pragma GCC unroll 8
         for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
             for (int j = 0; j < NV; j++) sum[q][r][j] = (vi){0};
     for (size_t g0 = 0; g0 < groups; g0 += RNX_Q8_EXACT_GROUPS) {
         const size_t g1 = groups - g0 < RNX_Q8_EXACT_GROUPS ? groups : g0 + RNX_Q8_EXACT_GROUPS;
 #if !RNX_VNNI
         vf part[2][RNX_MR][4];
+#pragma GCC unroll 2
         for (int q = 0; q < NP; q++)
+#pragma GCC unroll 8
             for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
                 for (int j = 0; j < NV; j++) part[q][r][j] = vsplat(0.0f);
 #endif
         for (size_t g = g0; g < g1; g++) {
@@ -179,30 +185,40 @@ RNX_INLINE void accumulate_q8(vf acc[2][RNX_MR][4], const rnx_qrow *qa, const rn
 #pragma GCC unroll 4
             for (int i = 0; i < 4; i++) {
                 vf wf[2][4]; /* byte i of each lane, sign-extended */
+#pragma GCC unroll 2
                 for (int q = 0; q < NP; q++)
+#pragma GCC unroll 4
                     for (int j = 0; j < NV; j++)
                         wf[q][j] = __builtin_convertvector((wv[q][j] << (24 - 8 * i)) >> 24, vf);
 #pragma GCC unroll 8
                 for (int r = 0; r < NR; r++) {
                     const vf ar = vsplat((float)qa[r].q[4 * g + i]);
+#pragma GCC unroll 2
                     for (int q = 0; q < NP; q++)
+#pragma GCC unroll 4
                         for (int j = 0; j < NV; j++) part[q][r][j] += ar * wf[q][j];
                 }
             }
 #endif
         }
 #if !RNX_VNNI
+#pragma GCC unroll 2
         for (int q = 0; q < NP; q++)
+#pragma GCC unroll 8
             for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
                 for (int j = 0; j < NV; j++)
                     sum[q][r][j] += __builtin_convertvector(part[q][r][j], vi);
 #endif
     }
+#pragma GCC unroll 2
     for (int q = 0; q < NP; q++)
+#pragma GCC unroll 4
         for (int j = 0; j < NV; j++) {
             const size_t col = (size_t)(p + q) * ldw + j * RNX_VW;
             const vi wsum = *(const vi *)(w->sum + col);
             const vf ws = vload(w->scale + col);
+#pragma GCC unroll 8
             for (int r = 0; r < NR; r++) {
                 const vi exact = sum[q][r][j] - qa[r].zero * wsum;
                 acc[q][r][j] += __builtin_convertvector(exact, vf) * (qa[r].scale * ws);
@@ -220,14 +236,14 @@ RNX_INLINE void accumulate_q8(vf acc[2][RNX_MR][4], const rnx_qrow *qa, const rn
 
 RNX_INLINE void project_panels(float *const *out, const float *const *a, const rnx_qrow *qa,
                                const rnx_packed *w, int p, const int NP, const int NR,
-                               const int NV) {
+                               const int NV, const int Q8) {
     const int panel = NV * RNX_VW;
     const size_t stride = (size_t)w->in_size * panel;
     vf acc[2][RNX_MR][4];
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++) acc[q][r][j] = vload(w->bx + (size_t)(p + q) * panel + j * RNX_VW);
-    if (w->x8.w)
+    if (Q8)
         accumulate_q8(acc, qa, &w->x8, p, w->in_size, NV, NP, NR, NV);
     else
         accumulate_packed(acc, a, w->wx, w->wx16, p * stride, stride, w->in_size, panel, NP, NR,
@@ -239,11 +255,12 @@ RNX_INLINE void project_panels(float *const *out, const float *const *a, const r
 }
 
 RNX_INLINE void project_tile(float *const *out, const float *const *a, const rnx_qrow *qa,
-                             const rnx_packed *w, int p0, int p1, const int NR, const int NV) {
+                             const rnx_packed *w, int p0, int p1, const int NR, const int NV,
+                             const int Q8) {
     int p = p0;
     if (RNX_PAIR_PANELS(NR, NV))
-        for (; p + 1 < p1; p += 2) project_panels(out, a, qa, w, p, 2, NR, NV);
-    for (; p < p1; p++) project_panels(out, a, qa, w, p, 1, NR, NV);
+        for (; p + 1 < p1; p += 2) project_panels(out, a, qa, w, p, 2, NR, NV, Q8);
+    for (; p < p1; p++) project_panels(out, a, qa, w, p, 1, NR, NV, Q8);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -263,7 +280,7 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
                             const float *const *h_in, const rnx_qrow *qh, const float *const *xp,
                             const unsigned char *active, float *const *tape,
                             const rnx_packed *w, int H, int npanels, int p, const int NP,
-                            const int NR, const int NV, const int TAPE) {
+                            const int NR, const int NV, const int TAPE, const int Q8) {
     const int panel = NV * RNX_VW;
     const int units = NV == 4 && cell != RNX_CELL_LSTM ? NV * RNX_VW : RNX_VW;
     const size_t stride = (size_t)H * panel;
@@ -276,7 +293,7 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
                                    : vload(xp[r] + (size_t)(p + q) * panel + j * RNX_VW);
     /* the GRU with the reset before the product takes only r and z here, n in gru_n_pass */
     const int nv_here = cell == RNX_CELL_GRU_RESET_BEFORE ? 2 : NV;
-    if (!TAPE && w->h8.w) /* training runs at fp32 only */
+    if (Q8)
         accumulate_q8(acc, qh, &w->h8, p, H, NV, NP, NR, nv_here);
     else
         accumulate_packed(acc, h_in, w->wh, w->wh16, p * stride, stride, H, panel, NP, NR,
@@ -349,15 +366,15 @@ RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
                           const float *const *h_in, const rnx_qrow *qh, const float *const *xp,
                           const unsigned char *active, float *const *tape, const rnx_packed *w,
                           int H, int npanels, int p0, int p1, const int NR, const int NV,
-                          const int TAPE) {
+                          const int TAPE, const int Q8) {
     int p = p0;
     if (RNX_PAIR_PANELS(NR, NV))
         for (; p + 1 < p1; p += 2)
             step_panels(cell, h_out, c, h_in, qh, xp, active, tape, w, H, npanels, p, 2, NR, NV,
-                        TAPE);
+                        TAPE, Q8);
     for (; p < p1; p++)
         step_panels(cell, h_out, c, h_in, qh, xp, active, tape, w, H, npanels, p, 1, NR, NV,
-                    TAPE);
+                    TAPE, Q8);
     if (cell != RNX_CELL_GRU_RESET_BEFORE) return;
     const float *const *rh = (const float *const *)c;
     p = p0;
@@ -391,8 +408,10 @@ RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
 static void RNX_K(project)(float *const *out, const float *const *a, const rnx_qrow *qa,
                            const rnx_packed *w, int nv, int p0, int p1, int nrows) {
 #define RNX_PROJECT(NR)                                                                           \
-    if (nv == 3) project_tile(out, a, qa, w, p0, p1, NR, 3);                                      \
-    else project_tile(out, a, qa, w, p0, p1, NR, 4)
+    if (w->x8.w && nv == 3) project_tile(out, a, qa, w, p0, p1, NR, 3, 1);                        \
+    else if (w->x8.w) project_tile(out, a, qa, w, p0, p1, NR, 4, 1);                              \
+    else if (nv == 3) project_tile(out, a, qa, w, p0, p1, NR, 3, 0);                              \
+    else project_tile(out, a, qa, w, p0, p1, NR, 4, 0)
     RNX_ROWS_SWITCH(RNX_PROJECT)
 #undef RNX_PROJECT
 }
@@ -400,18 +419,27 @@ static void RNX_K(project)(float *const *out, const float *const *a, const rnx_q
 static void RNX_K(step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
                         const rnx_qrow *qh, const float *const *xp, const unsigned char *active,
                         const rnx_packed *w, int H, int p0, int p1, int nrows) {
-#define RNX_STEP(NR)                                                                              \
+#define RNX_STEP_AT(NR, Q8)                                                                       \
     switch (cell) {                                                                               \
-    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
-    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0); break;   \
-    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
+    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0, Q8); break; \
+    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0, Q8); break;   \
+    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0, Q8); break; \
     case RNX_CELL_GRU_RESET_BEFORE:                                                               \
-        step_tile(RNX_CELL_GRU_RESET_BEFORE, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0); \
+        step_tile(RNX_CELL_GRU_RESET_BEFORE, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 3, 0, 0); \
         break;                                                                                    \
-    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0); break; \
+    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, qh, xp, active, NULL, w, H, 0, p0, p1, NR, 4, 0, Q8); break; \
+    }
+    /* int8 and float weights in separate code: inlined into one, the float product lost its
+     * registers (measured: LSTM B=64 H=512 fp32 1.5x slower) */
+#define RNX_STEP(NR)                                                                              \
+    if (w->h8.w) {                                                                                \
+        RNX_STEP_AT(NR, 1)                                                                        \
+    } else {                                                                                      \
+        RNX_STEP_AT(NR, 0)                                                                        \
     }
     RNX_ROWS_SWITCH(RNX_STEP)
 #undef RNX_STEP
+#undef RNX_STEP_AT
 }
 
 /* step in training mode: the same step, which also stores each active row's gates in tape[r]
@@ -423,10 +451,10 @@ static void RNX_K(step_train)(int cell, float *const *h_out, float *const *c,
                               const rnx_packed *w, int H, int npanels, int nrows) {
 #define RNX_STEP(NR)                                                                              \
     switch (cell) {                                                                               \
-    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
-    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 3, 1); break;   \
-    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
-    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1); break; \
+    case RNX_CELL_LSTM: step_tile(RNX_CELL_LSTM, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1, 0); break; \
+    case RNX_CELL_GRU: step_tile(RNX_CELL_GRU, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 3, 1, 0); break;   \
+    case RNX_CELL_RNN_TANH: step_tile(RNX_CELL_RNN_TANH, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1, 0); break; \
+    default: step_tile(RNX_CELL_RNN_RELU, h_out, c, h_in, NULL, xp, active, tape, w, H, npanels, 0, npanels, NR, 4, 1, 0); break; \
     }
     RNX_ROWS_SWITCH(RNX_STEP)
 #undef RNX_STEP
