@@ -144,21 +144,15 @@ RNX_INLINE void accumulate_q8(vf acc[2][RNX_MR][4], const rnx_qrow *qa, const rn
     const size_t panel_stride = groups * ldw; /* in groups of 4 bytes, one per int32 lane */
     const int32_t *w32 = (const int32_t *)(const void *)w->w + (size_t)p * panel_stride;
     vi sum[2][RNX_MR][4];
-#pragma GCC unroll 2
     for (int q = 0; q < NP; q++)
-#pragma GCC unroll 8
         for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
             for (int j = 0; j < NV; j++) sum[q][r][j] = (vi){0};
     for (size_t g0 = 0; g0 < groups; g0 += RNX_Q8_EXACT_GROUPS) {
         const size_t g1 = groups - g0 < RNX_Q8_EXACT_GROUPS ? groups : g0 + RNX_Q8_EXACT_GROUPS;
 #if !RNX_VNNI
         vf part[2][RNX_MR][4];
-#pragma GCC unroll 2
         for (int q = 0; q < NP; q++)
-#pragma GCC unroll 8
             for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
                 for (int j = 0; j < NV; j++) part[q][r][j] = vsplat(0.0f);
 #endif
         for (size_t g = g0; g < g1; g++) {
