@@ -160,6 +160,8 @@ typedef struct rnx_block {
     int units_per_panel;    /* U (0 for a plain block) */
     int hidden_padded;      /* Hp = npanels * U: a state row (a plain block: max(S, H)) */
     int npanels;            /* (0 for a plain block) */
+    int block_x, block_h;   /* panels per block of the input and the recurrent product (model.c's
+                               panel_block: a block's weights stay in L2) */
     rnx_packed packed[2];   /* (D): forward, then reverse (a reverse-only layer: its one) */
     const rnx_general *general; /* (D): each direction's plain path (general.h), or NULL for the
                                    packed kernels; set whenever rnx_general_needed(layer, 1),
@@ -221,6 +223,13 @@ typedef struct rnx_seq_view {
 typedef struct rnx_team {
     int id, size;
 } rnx_team;
+
+/* A member's share [*i0, *i1) of n items split evenly over its team (a thread alone: all of them,
+ * without the divisions, which a stream step would otherwise pay on every call). */
+static inline void rnx_team_part(int n, rnx_team team, int *i0, int *i1) {
+    *i0 = team.size == 1 ? 0 : (int)((long long)n * team.id / team.size);
+    *i1 = team.size == 1 ? n : (int)((long long)n * (team.id + 1) / team.size);
+}
 
 /* Where the team's members wait for each other (nothing for a thread alone). */
 static inline void rnx_team_barrier(rnx_team team) {
@@ -310,8 +319,7 @@ typedef struct rnx_record {
 /* The rows [r0, r1) of the slice that team member `team.id` takes in row-wise work (merges,
  * readouts). */
 static inline void rnx_team_rows(const rnx_workspace *ws, rnx_team team, int *r0, int *r1) {
-    *r0 = (int)((long long)ws->Bs * team.id / team.size);
-    *r1 = (int)((long long)ws->Bs * (team.id + 1) / team.size);
+    rnx_team_part(ws->Bs, team, r0, r1);
 }
 
 rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T,
