@@ -1,7 +1,9 @@
 """Streaming latency against RTNeural: one LSTM or GRU layer at batch 1, one step per call, in ns
-per step, rnnext's C API stream and RTNeural's compile-time Eigen layers side by side in one run.
+per step, rnnext's C API stream (fp32, and bf16 and int8 weights) and RTNeural's compile-time
+Eigen layers (fp32) side by side in one run.
 
     python bench/bench_rtneural.py [--rtneural PATH] [--sizes 1x32 16x64 64x256]
+                                   [--precisions fp32 bf16 int8]
 
 RTNeural is header-only C++: point --rtneural at a checkout (default: $RTNEURAL_DIR, else a
 checkout named RTNeural or rtneural beside this repository). Eigen comes from its modules/Eigen
@@ -10,12 +12,17 @@ submodule, else /usr/include/eigen3 (Debian: apt-get install libeigen3-dev), or 
 The script builds rnnext's static library with csrc/Makefile (its usual flags, no -march=native:
 the kernels are chosen at run time from CPUID) and bench/rtneural_stream.cpp with RTNeural's
 LSTMLayerT / GRULayerT (Eigen backend, -O3 -march=native, the sizes fixed at compile time), then
-runs it. On the same random weights (PyTorch's layout and initialisation, permuted into RTNeural's
-Keras gate order), both must agree within 1e-5 at every one of --check-steps steps before
-anything is timed. Timing interleaves the two run by run (the order alternating) in blocks of
---repeats runs each; each figure is the median over blocks of each block's median run. The
-ratio is RTNeural's ns / rnnext's ns: above 1, rnnext's step is faster. Writes
-bench/results/rtneural.md and .json (or --out, --name).
+runs it. rnnext's stream runs in fp32 and at each reduced precision of --precisions
+(rnx_model_create_precision: bf16 = weights rounded to bfloat16, fp32 maths; int8 = per-row
+symmetric int8 weights, dynamically quantized uint8 inputs, exact int32 sums). On the same random
+weights (PyTorch's layout and initialisation, permuted into RTNeural's Keras gate order) and the
+same inputs, rnnext's fp32 must agree with RTNeural within 1e-5 at every one of --check-steps
+steps before anything is timed, and bf16 and int8 within anchors.REDUCED_PRECISION_BOUND (5e-2:
+beyond it the path is broken, not rounded); the report gives each one's max abs diff. Timing
+interleaves the engines run by run (the order rotating) in blocks of --repeats runs each; each
+figure is the median over blocks of each block's median run. A ratio is RTNeural's ns / rnnext's
+ns: above 1, rnnext's step is faster. RTNeural runs fp32 only, so only the first ratio compares
+the same precision. Writes bench/results/rtneural.md and .json (or --out, --name).
 """
 import argparse
 import datetime
@@ -26,12 +33,17 @@ import re
 import subprocess
 import sys
 
+from anchors import PRECISIONS, REDUCED_PRECISION_BOUND
 from common import cpu_model, write_report
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 SOURCE = os.path.join(BENCH, "rtneural_stream.cpp")
 DEFAULT_SIZES = ("1x32", "16x64", "64x256")
+# what each reduced precision of rnnext's weights does, for the report
+PRECISION_NOTES = {"bf16": "weights rounded to bfloat16, fp32 maths",
+                   "int8": "per-row symmetric int8 weights, dynamically quantized uint8 inputs, "
+                           "exact int32 sums"}
 SYSTEM_EIGEN = "/usr/include/eigen3"
 # the CPU flags that decide what -march=native gives Eigen and which kernels rnnext picks
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -59,6 +71,8 @@ def parse_args(argv):
                    f"modules/Eigen, else {SYSTEM_EIGEN})")
     p.add_argument("--sizes", nargs="+", type=size, default=[size(t) for t in DEFAULT_SIZES],
                    metavar="IxH", help="input x hidden sizes (default: %(default)s)")
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                   help="rnnext's precisions to time; fp32 is always timed (default: all)")
     p.add_argument("--blocks", type=int, default=31, help="interleaved blocks (31)")
     p.add_argument("--repeats", type=int, default=7, help="timed runs per engine a block (7)")
     p.add_argument("--steps", type=int, default=256, help="steps per timed run (256)")
@@ -75,6 +89,17 @@ def parse_args(argv):
             p.error(f"--{name.replace('_', '-')}: expected a positive count, "
                     f"got {getattr(args, name)}")
     return args
+
+
+def timed_precisions(asked):
+    """fp32, then the reduced precisions asked for, in PRECISIONS' order."""
+    return ["fp32"] + [p for p in PRECISIONS[1:] if p in asked]
+
+
+def key_suffix(precision):
+    """What the JSON keys of a precision's figures add to fp32's: rnnext_ns, rnnext_bf16_ns,
+    max_abs_diff, max_abs_diff_bf16, ..."""
+    return "" if precision == "fp32" else f"_{precision}"
 
 
 def is_rtneural(path):
@@ -157,25 +182,45 @@ def compiler_version(command):
 
 
 def report_text(points, info):
+    precisions = info["precisions"]
+    reduced = precisions[1:]
+    suffixes = [key_suffix(precision) for precision in precisions]
+    header = (["cell", "I -> H", "RTNeural ns/step"]
+              + [f"rnnext {precision} ns/step" for precision in precisions]
+              + ["RTNeural / rnnext (both fp32)"]
+              + [f"RTNeural fp32 / rnnext {precision}" for precision in reduced]
+              + [f"max abs diff {precision}" for precision in precisions])
     lines = [f"# Streaming at batch 1: rnnext against RTNeural ({info['date']})", "",
              f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs; "
              f"{' '.join(info['simd_flags']) or 'none of ' + ', '.join(SIMD_FLAGS)}); load average "
              f"{info['load_before'][0]:.2f} before, {info['load_after'][0]:.2f} after; "
              f"{info['compiler']}; RTNeural {info['rtneural_commit']}.", "",
-             "| cell | I -> H | RTNeural ns/step | rnnext ns/step | RTNeural / rnnext "
-             "| max abs diff |",
-             "|---|---|--:|--:|--:|--:|"]
+             "| " + " | ".join(header) + " |", "|---|---|" + "--:|" * (len(header) - 2)]
     for p in points:
-        lines.append(f"| {p['cell']} | {p['input_size']} -> {p['hidden_size']} "
-                     f"| {p['rtneural_ns']:.0f} | {p['rnnext_ns']:.0f} "
-                     f"| {p['rtneural_ns'] / p['rnnext_ns']:.2f} | {p['max_abs_diff']:.1e} |")
+        row = ([p["cell"], f"{p['input_size']} -> {p['hidden_size']}", f"{p['rtneural_ns']:.0f}"]
+               + [f"{p[f'rnnext{suffix}_ns']:.0f}" for suffix in suffixes]
+               + [f"{p['rtneural_ns'] / p[f'rnnext{suffix}_ns']:.2f}" for suffix in suffixes]
+               + [f"{p[f'max_abs_diff{suffix}']:.1e}" for suffix in suffixes])
+        lines.append("| " + " | ".join(row) + " |")
     isas = sorted({p["rnnext_isa"] for p in points})
+    if reduced:
+        notes = "; ".join(f"{precision}: {PRECISION_NOTES[precision]}" for precision in reduced)
+        bounds = ", ".join(f"{precision} within {info['reduced_precision_bound'][precision]:g}"
+                           for precision in reduced)
+        precision_text = (
+            f"RTNeural runs fp32 only, so the first ratio compares the same precision and the "
+            f"{' and '.join(reduced)} ratios compare rnnext at a reduced precision ({notes}) "
+            f"with RTNeural's fp32, some accuracy traded for speed; each max abs diff is from "
+            f"RTNeural's fp32 outputs. ")
+        check_text = f"fp32 within 1e-5, {bounds}"
+    else:
+        precision_text, check_text = "", "within 1e-5"
     lines += ["", "RTNeural: LSTMLayerT / GRULayerT, Eigen backend, -O3 -march=native. rnnext: "
               "rnx_stream_step from librnnext.a built by csrc/Makefile without -march=native "
-              f"(kernels chosen at run time: {', '.join(isas)}). One thread, batch 1, fp32. "
-              f"Medians over {info['blocks']} blocks of {info['repeats']} runs of "
-              f"{info['steps']} steps, the engines alternating run by run; outputs agreed "
-              f"within the max abs diff shown over {info['check_steps']} steps before timing. "
+              f"(kernels chosen at run time: {', '.join(isas)}). One thread, batch 1. "
+              f"{precision_text}Medians over {info['blocks']} blocks of {info['repeats']} runs "
+              f"of {info['steps']} steps, the engines' order rotating run by run; outputs agreed "
+              f"with RTNeural's ({check_text}) over {info['check_steps']} steps before timing. "
               "Ratio above 1: rnnext is faster.", ""]
     return "\n".join(lines)
 
@@ -188,9 +233,12 @@ def main(argv=None):
             raise ValueError("no RTNeural checkout: pass --rtneural PATH or set RTNEURAL_DIR")
         eigen = find_eigen(rtneural, args.eigen)
         program, command = build(rtneural, eigen, args.sizes, args.build)
+        precisions = timed_precisions(args.precisions)
+        bounds = {precision: REDUCED_PRECISION_BOUND[precision] for precision in precisions[1:]}
         load_before = os.getloadavg()
         output = run([program, str(args.blocks), str(args.repeats), str(args.steps),
-                      str(args.check_steps)])
+                      str(args.check_steps),
+                      *(f"{precision}={bound}" for precision, bound in bounds.items())])
         load_after = os.getloadavg()
     except (ValueError, RuntimeError) as e:
         print(f"bench_rtneural: {e}", file=sys.stderr)
@@ -203,7 +251,8 @@ def main(argv=None):
             "compiler": compiler_version(command), "compile_command": command,
             "rtneural": rtneural, "rtneural_commit": git_commit(rtneural), "eigen": eigen,
             "blocks": args.blocks, "repeats": args.repeats, "steps": args.steps,
-            "check_steps": args.check_steps}
+            "check_steps": args.check_steps, "precisions": precisions,
+            "reduced_precision_bound": bounds}
     write_report(args.out, args.name, report_text(points, info),
                  {"machine": info, "points": points})
     return 0

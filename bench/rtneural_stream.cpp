@@ -1,17 +1,20 @@
 // rtneural_stream: the per-step latency of one recurrent layer streamed at batch 1, RTNeural's
 // compile-time Eigen layers (LSTMLayerT, GRULayerT) against rnnext's C API stream
-// (rnx_stream_step), on the same random weights, in one process. bench/bench_rtneural.py builds
-// it (RTNeural with -O3 -march=native, rnnext's static library as its Makefile builds it, without
-// -march=native: its kernels are chosen at run time) and runs it.
-//   rtneural_stream BLOCKS REPEATS STEPS CHECK_STEPS
-// For each cell (lstm, gru) and each (I, H) of STREAM_SIZES (a list of SIZE(I, H), fixed at
-// compile time as RTNeural's layers are): first both run CHECK_STEPS steps from zero states on
-// the same inputs and their outputs must agree within 1e-5 at every step; then BLOCKS blocks
-// are timed. A block is REPEATS rounds, in each of which both engines (the order alternating)
-// make a timed run of STEPS steps, so that a change of load hits both alike; an engine's
-// figure for the block is its median run in ns per step, for the point the median over
-// blocks. Prints one JSON object per point, one a line; on any failure prints why
-// on stderr and exits 1.
+// (rnx_stream_step) in fp32 and at each reduced precision asked for, on the same random weights,
+// in one process. bench/bench_rtneural.py builds it (RTNeural with -O3 -march=native, rnnext's
+// static library as its Makefile builds it, without -march=native: its kernels are chosen at run
+// time) and runs it.
+//   rtneural_stream BLOCKS REPEATS STEPS CHECK_STEPS [PRECISION=BOUND ...]
+// PRECISION is bf16 or int8 (rnx_model_create_precision), BOUND the largest max abs diff from
+// RTNeural's fp32 outputs that its rounding may give. For each cell (lstm, gru) and each (I, H)
+// of STREAM_SIZES (a list of SIZE(I, H), fixed at compile time as RTNeural's layers are): first
+// every engine runs CHECK_STEPS steps from zero states on the same inputs; rnnext's fp32 outputs
+// must agree with RTNeural's within 1e-5 at every step, each reduced precision's within its
+// BOUND. Then BLOCKS blocks are timed. A block is REPEATS rounds, in each of which every engine
+// (RTNeural, then rnnext at each precision, the order rotating) makes a timed run of STEPS
+// steps, so that a change of load hits all alike; an engine's figure for the block is its median
+// run in ns per step, for the point the median over blocks. Prints one JSON object per point,
+// one a line; on any failure prints why on stderr and exits 1.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -33,6 +36,7 @@
 
 namespace {
 
+// The most rnnext's fp32 outputs may differ from RTNeural's.
 constexpr double kTolerance = 1e-5;
 
 using Clock = std::chrono::steady_clock;
@@ -44,8 +48,19 @@ void check(rnx_status status, const std::string &what) {
     if (status != RNX_OK) throw std::runtime_error(what + ": " + rnx_status_string(status));
 }
 
+// A precision of rnnext's weights and the largest max abs diff from RTNeural's outputs allowed.
+struct Precision {
+    std::string name; // fp32, bf16 or int8
+    rnx_precision value;
+    double bound;
+
+    // What the JSON keys of its figures add to fp32's: rnnext_ns, rnnext_bf16_ns, ...
+    std::string key_suffix() const { return value == RNX_PRECISION_FP32 ? "" : "_" + name; }
+};
+
 struct Options {
     int blocks, repeats, steps, check_steps;
+    std::vector<Precision> precisions; // fp32 first
 };
 
 // One layer's weights in PyTorch's layout (rnnext's): G gates of H rows each.
@@ -119,19 +134,20 @@ void load(RTNeural::GRULayerT<float, I, H> &layer, const Weights &w) {
     layer.setBVals({keras_bias(w.b_ih, H, kGruSlots), keras_bias(w.b_hh, H, kGruSlots)});
 }
 
-// rnnext's model of the one layer, its stream at batch 1 and the output it writes.
+// rnnext's model of the one layer at a precision, its stream at batch 1 and the output it writes.
 struct RnnextLayer {
     Model model{nullptr, rnx_model_free};
     Stream stream{nullptr, rnx_stream_free};
     std::vector<float> y;
 
-    RnnextLayer(rnx_cell cell, const Weights &w) : y(w.H) {
+    RnnextLayer(rnx_cell cell, const Weights &w, rnx_precision precision) : y(w.H) {
         const rnx_layer layer = rnx_recurrent_layer(cell, w.I, w.H, RNX_DIRECTION_FORWARD);
         std::vector<float> params;
         for (const auto *part : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh})
             params.insert(params.end(), part->begin(), part->end());
         rnx_model *m = nullptr;
-        check(rnx_model_create(&m, &layer, 1, RNX_ISA_AUTO, params.data()), "rnx_model_create");
+        check(rnx_model_create_precision(&m, &layer, 1, RNX_ISA_AUTO, precision, params.data()),
+              "rnx_model_create_precision");
         model.reset(m);
         rnx_stream *s = nullptr;
         check(rnx_stream_create(&s, model.get(), 1), "rnx_stream_create");
@@ -145,8 +161,14 @@ double median(std::vector<double> values) {
     return values[mid];
 }
 
-void print_list(const char *key, const std::vector<double> &values) {
-    std::printf(", \"%s\": [", key);
+std::string number(double value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3g", value);
+    return text;
+}
+
+void print_list(const std::string &key, const std::vector<double> &values) {
+    std::printf(", \"%s\": [", key.c_str());
     for (size_t k = 0; k < values.size(); ++k) std::printf("%s%.1f", k ? ", " : "", values[k]);
     std::printf("]");
 }
@@ -160,7 +182,10 @@ void run_point(const char *cell_name, rnx_cell cell, int G, const Options &opt,
     // Its fixed-size weights are too large for the stack at H = 256.
     auto rtneural = std::make_unique<Layer>();
     load(*rtneural, weights);
-    RnnextLayer rnnext(cell, weights);
+    // rnnext[p] runs at opt.precisions[p]
+    std::vector<RnnextLayer> rnnext;
+    for (const Precision &precision : opt.precisions)
+        rnnext.emplace_back(cell, weights, precision.value);
 
     std::normal_distribution<float> normal;
     std::vector<Input, Eigen::aligned_allocator<Input>> xs(opt.check_steps);
@@ -168,23 +193,36 @@ void run_point(const char *cell_name, rnx_cell cell, int G, const Options &opt,
         for (int i = 0; i < I; ++i) x(i) = normal(rng);
 
     rtneural->reset();
-    check(rnx_stream_reset(rnnext.stream.get(), nullptr, nullptr), "rnx_stream_reset");
-    double max_diff = 0;
+    for (RnnextLayer &layer : rnnext)
+        check(rnx_stream_reset(layer.stream.get(), nullptr, nullptr), "rnx_stream_reset");
+    std::vector<double> max_diff(rnnext.size(), 0.0);
     for (int t = 0; t < opt.check_steps; ++t) {
         rtneural->forward(xs[t]);
-        check(rnx_stream_step(rnnext.stream.get(), rnnext.y.data(), xs[t].data(), nullptr),
-              "rnx_stream_step");
-        for (int k = 0; k < H; ++k)
-            max_diff = std::max(max_diff, double(std::fabs(rtneural->outs(k) - rnnext.y[k])));
+        for (size_t p = 0; p < rnnext.size(); ++p) {
+            check(rnx_stream_step(rnnext[p].stream.get(), rnnext[p].y.data(), xs[t].data(),
+                                  nullptr),
+                  "rnx_stream_step");
+            for (int k = 0; k < H; ++k)
+                max_diff[p] = std::max(max_diff[p],
+                                       double(std::fabs(rtneural->outs(k) - rnnext[p].y[k])));
+        }
     }
-    if (!(max_diff <= kTolerance))
-        throw std::runtime_error(std::string(cell_name) + " " + std::to_string(I) + "->" +
-                                 std::to_string(H) + ": RTNeural and rnnext differ by " +
-                                 std::to_string(max_diff) + " over " +
-                                 std::to_string(opt.check_steps) + " steps (tolerance 1e-5)");
+    for (size_t p = 0; p < rnnext.size(); ++p) {
+        const Precision &precision = opt.precisions[p];
+        if (!(max_diff[p] <= precision.bound))
+            throw std::runtime_error(
+                std::string(cell_name) + " " + std::to_string(I) + "->" + std::to_string(H) +
+                ": rnnext " + precision.name + " and RTNeural differ by " + number(max_diff[p]) +
+                " over " + std::to_string(opt.check_steps) + " steps, beyond the bound " +
+                number(precision.bound) +
+                (precision.value == RNX_PRECISION_FP32
+                     ? std::string()
+                     : " that rounding to " + precision.name + " stays within: a broken path"));
+    }
 
-    // A timed run of opt.steps steps on engine 0 (RTNeural) or 1 (rnnext), in ns per step. The
-    // inputs cycle through xs; the output read at the end keeps the work observable.
+    // A timed run of opt.steps steps on engine 0 (RTNeural) or 1 + p (rnnext[p]), in ns per
+    // step. The inputs cycle through xs; the output read at the end keeps the work observable.
+    const int engines = 1 + int(rnnext.size());
     int failed_steps = 0;
     volatile float sink = 0;
     auto timed_run = [&](int engine) {
@@ -192,39 +230,43 @@ void run_point(const char *cell_name, rnx_cell cell, int G, const Options &opt,
         if (engine == 0) {
             for (int s = 0; s < opt.steps; ++s) rtneural->forward(xs[s % opt.check_steps]);
         } else {
+            RnnextLayer &layer = rnnext[engine - 1];
             for (int s = 0; s < opt.steps; ++s)
-                failed_steps += rnx_stream_step(rnnext.stream.get(), rnnext.y.data(),
+                failed_steps += rnx_stream_step(layer.stream.get(), layer.y.data(),
                                                 xs[s % opt.check_steps].data(), nullptr) != RNX_OK;
         }
         const Clock::time_point end = Clock::now();
-        sink = sink + (engine == 0 ? rtneural->outs(0) : rnnext.y[0]);
+        sink = sink + (engine == 0 ? rtneural->outs(0) : rnnext[engine - 1].y[0]);
         return std::chrono::duration<double, std::nano>(end - start).count() / opt.steps;
     };
-    timed_run(0);
-    timed_run(1);
-    std::vector<double> block_medians[2];
-    std::vector<double> runs[2] = {std::vector<double>(opt.repeats),
-                                   std::vector<double>(opt.repeats)};
+    for (int engine = 0; engine < engines; ++engine) timed_run(engine);
+    std::vector<std::vector<double>> block_medians(engines);
+    std::vector<std::vector<double>> runs(engines, std::vector<double>(opt.repeats));
     for (int block = 0; block < opt.blocks; ++block) {
         for (int r = 0; r < opt.repeats; ++r)
-            for (int turn = 0; turn < 2; ++turn) {
-                const int engine = (block + r + turn) % 2;
+            for (int turn = 0; turn < engines; ++turn) {
+                const int engine = (block + r + turn) % engines;
                 runs[engine][r] = timed_run(engine);
             }
-        for (int engine = 0; engine < 2; ++engine)
+        for (int engine = 0; engine < engines; ++engine)
             block_medians[engine].push_back(median(runs[engine]));
     }
     if (failed_steps) throw std::runtime_error("rnx_stream_step failed while timed");
 
-    const rnx_model_info info = rnx_model_get_info(rnnext.model.get());
+    const rnx_model_info info = rnx_model_get_info(rnnext[0].model.get());
     std::printf("{\"cell\": \"%s\", \"input_size\": %d, \"hidden_size\": %d, "
-                "\"max_abs_diff\": %.3g, \"check_steps\": %d, \"rnnext_isa\": \"%s\", "
-                "\"rtneural_ns\": %.1f, \"rnnext_ns\": %.1f",
-                cell_name, I, H, max_diff, opt.check_steps,
-                rnx_isa_name(static_cast<rnx_isa>(info.isa)), median(block_medians[0]),
-                median(block_medians[1]));
+                "\"check_steps\": %d, \"rnnext_isa\": \"%s\", \"rtneural_ns\": %.1f",
+                cell_name, I, H, opt.check_steps, rnx_isa_name(static_cast<rnx_isa>(info.isa)),
+                median(block_medians[0]));
+    for (size_t p = 0; p < rnnext.size(); ++p) {
+        const std::string suffix = opt.precisions[p].key_suffix();
+        std::printf(", \"rnnext%s_ns\": %.1f, \"max_abs_diff%s\": %.3g", suffix.c_str(),
+                    median(block_medians[1 + p]), suffix.c_str(), max_diff[p]);
+    }
     print_list("rtneural_block_ns", block_medians[0]);
-    print_list("rnnext_block_ns", block_medians[1]);
+    for (size_t p = 0; p < rnnext.size(); ++p)
+        print_list("rnnext" + opt.precisions[p].key_suffix() + "_block_ns",
+                   block_medians[1 + p]);
     std::printf("}\n");
     std::fflush(stdout);
 }
@@ -238,16 +280,41 @@ int positive_argument(const char *text, const char *name) {
     return int(value);
 }
 
+// A reduced precision to time, from PRECISION=BOUND.
+Precision reduced_precision(const std::string &text) {
+    const size_t equals = text.find('=');
+    const std::string name = text.substr(0, equals);
+    const rnx_precision value = name == "bf16"   ? RNX_PRECISION_BF16
+                                : name == "int8" ? RNX_PRECISION_INT8
+                                                 : RNX_PRECISION_FP32;
+    char *end = nullptr;
+    const double bound =
+        equals == std::string::npos ? 0 : std::strtod(text.c_str() + equals + 1, &end);
+    if (value == RNX_PRECISION_FP32 || !(bound > 0) || *end != '\0')
+        throw std::runtime_error("expected PRECISION=BOUND with PRECISION bf16 or int8 and a "
+                                 "positive BOUND, got '" + text + "'");
+    return {name, value, bound};
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
     try {
-        if (argc != 5)
-            throw std::runtime_error("usage: rtneural_stream BLOCKS REPEATS STEPS CHECK_STEPS");
-        const Options opt{positive_argument(argv[1], "BLOCKS"),
-                          positive_argument(argv[2], "REPEATS"),
-                          positive_argument(argv[3], "STEPS"),
-                          positive_argument(argv[4], "CHECK_STEPS")};
+        if (argc < 5)
+            throw std::runtime_error("usage: rtneural_stream BLOCKS REPEATS STEPS CHECK_STEPS "
+                                     "[PRECISION=BOUND ...]");
+        Options opt{positive_argument(argv[1], "BLOCKS"),
+                    positive_argument(argv[2], "REPEATS"),
+                    positive_argument(argv[3], "STEPS"),
+                    positive_argument(argv[4], "CHECK_STEPS"),
+                    {{"fp32", RNX_PRECISION_FP32, kTolerance}}};
+        for (int k = 5; k < argc; ++k) {
+            const Precision precision = reduced_precision(argv[k]);
+            for (const Precision &earlier : opt.precisions)
+                if (earlier.name == precision.name)
+                    throw std::runtime_error(precision.name + " given twice");
+            opt.precisions.push_back(precision);
+        }
         std::mt19937 rng(20261203);
 #define SIZE(I, H)                                                                         \
     run_point<RTNeural::LSTMLayerT<float, I, H>, I, H>("lstm", RNX_CELL_LSTM, 4, opt, rng); \

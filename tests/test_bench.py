@@ -3,8 +3,9 @@ library changes: the training benchmark's (rnnext's loss and gradients against t
 on the point's weights, both backends, before anything is timed), the forward benchmark's
 (every backend against torch's fp32 output; rnnext's bf16 and int8 and the anchors at reduced
 precision within their bound and marked wrong beyond it) and the RTNeural stream benchmark's
-(RTNeural's outputs against rnnext's stream on the same weights). Their timings are not looked at
-here: speed is measured by running bench/ on a quiet machine, never asserted in a test."""
+(RTNeural's outputs against rnnext's stream on the same weights, in fp32 and at bf16 and int8
+within their bound). Their timings are not looked at here: speed is measured by running bench/ on
+a quiet machine, never asserted in a test."""
 import importlib
 import importlib.util
 import json
@@ -159,11 +160,16 @@ def run_bench_rtneural(monkeypatch):
     return runpy.run_path(str(BENCH / "bench_rtneural.py"), run_name="bench_rtneural")
 
 
-def test_bench_rtneural_checks_rtneural_against_the_stream_before_timing(tmp_path, monkeypatch):
-    """The program times nothing unless RTNeural's LSTMLayerT / GRULayerT and rnx_stream_step,
-    on the same weights, agree within 1e-5 at each of 1000 steps (it exits non-zero otherwise);
-    the report holds both cells. Skips without an RTNeural checkout (RTNEURAL_DIR, or beside the
-    repository), Eigen, make or a C++ compiler."""
+@pytest.fixture(scope="module")
+def rtneural_build(tmp_path_factory):
+    """The RTNeural tests' one build directory, so that make builds rnnext's library once."""
+    return tmp_path_factory.mktemp("rtneural_build")
+
+
+def run_rtneural_smoke(monkeypatch, tmp_path, build, argv):
+    """(the JSON report, the Markdown) of bench_rtneural.py at 1x32 with 2 blocks of 2 runs of 8
+    steps, built in `build`, and `argv`. Skips without an RTNeural checkout (RTNEURAL_DIR, or
+    beside the repository), Eigen, make or a C++ compiler."""
     if shutil.which("make") is None or shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("needs make and a C++ compiler")
     bench = run_bench_rtneural(monkeypatch)
@@ -175,15 +181,47 @@ def test_bench_rtneural_checks_rtneural_against_the_stream_before_timing(tmp_pat
     except ValueError as e:
         pytest.skip(str(e))
     assert bench["main"](["--sizes", "1x32", "--blocks", "2", "--repeats", "2", "--steps", "8",
-                          "--build", str(tmp_path / "build"), "--out", str(tmp_path),
-                          "--name", "smoke"]) == 0
-    points = json.loads((tmp_path / "smoke.json").read_text())["points"]
+                          "--build", str(build), "--out", str(tmp_path),
+                          "--name", "smoke", *argv]) == 0
+    return json.loads((tmp_path / "smoke.json").read_text()), (tmp_path / "smoke.md").read_text()
+
+
+def test_bench_rtneural_checks_rtneural_against_the_stream_before_timing(tmp_path, monkeypatch,
+                                                                         rtneural_build):
+    """The program times nothing unless RTNeural's LSTMLayerT / GRULayerT and rnx_stream_step,
+    on the same weights, agree within 1e-5 at each of 1000 steps, and the stream's bf16 and int8
+    within 5e-2 (it exits non-zero otherwise); the report holds both cells, each engine's times
+    and each precision's max abs diff."""
+    report, text = run_rtneural_smoke(monkeypatch, tmp_path, rtneural_build, [])
+    points = report["points"]
+    assert report["machine"]["precisions"] == ["fp32", "bf16", "int8"]
     assert [(p["cell"], p["input_size"], p["hidden_size"]) for p in points] == [
         ("lstm", 1, 32), ("gru", 1, 32)]
     for p in points:
         assert p["check_steps"] == 1000 and 0 < p["max_abs_diff"] <= 1e-5
-        assert len(p["rtneural_block_ns"]) == len(p["rnnext_block_ns"]) == 2
-    rows = re.findall(r"^\| (\w+) \| 1 -> 32 \|", (tmp_path / "smoke.md").read_text(), re.M)
+        for engine in ("rtneural", "rnnext", "rnnext_bf16", "rnnext_int8"):
+            assert p[f"{engine}_ns"] > 0 and len(p[f"{engine}_block_ns"]) == 2, (p, engine)
+            assert all(ns > 0 for ns in p[f"{engine}_block_ns"]), (p, engine)
+        for precision in ("bf16", "int8"):
+            # really reduced (beyond fp32's tolerance), and within the bound
+            assert 1e-5 < p[f"max_abs_diff_{precision}"] <= 5e-2, (p, precision)
+    assert ("| RTNeural / rnnext (both fp32) | RTNeural fp32 / rnnext bf16 "
+            "| RTNeural fp32 / rnnext int8 |") in text
+    rows = re.findall(r"^\| (\w+) \| 1 -> 32 \|(?: [^|]+ \|){10}$", text, re.M)
+    assert rows == ["lstm", "gru"]
+
+
+def test_bench_rtneural_times_fp32_and_the_precisions_asked_for(tmp_path, monkeypatch,
+                                                                rtneural_build):
+    report, text = run_rtneural_smoke(monkeypatch, tmp_path, rtneural_build,
+                                      ["--precisions", "int8"])
+    assert report["machine"]["precisions"] == ["fp32", "int8"]
+    for p in report["points"]:
+        assert p["rnnext_ns"] > 0 and p["rnnext_int8_ns"] > 0
+        assert 1e-5 < p["max_abs_diff_int8"] <= 5e-2
+        assert not [key for key in p if "bf16" in key]
+    assert "rnnext bf16" not in text
+    rows = re.findall(r"^\| (\w+) \| 1 -> 32 \|(?: [^|]+ \|){7}$", text, re.M)
     assert rows == ["lstm", "gru"]
 
 
