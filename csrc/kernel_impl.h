@@ -73,32 +73,35 @@ RNX_INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
  * tile's shape, so results do not depend on how rows are grouped (or on the thread count).
  * AS, the stride of a row's elements, is 1 except in the training kernels' weight gradients,
  * which read states in place. The weights are float32 (w), or with BF16 (a constant) bfloat16
- * (w16) at the same element offsets, widened as they are loaded ("convert in registers": every
- * instruction set runs them); everything after the load is the same float32 arithmetic.
+ * pairs (w32, layout: rnx_packed's wx16; panel_stride and ldw then count pairs), widened as they
+ * are loaded ("convert in registers": every instruction set runs them); everything after the
+ * load is the same float32 arithmetic, so the sums are the float32 product's, in its order.
  * ------------------------------------------------------------------------------------------- */
 
-/* bfloat16 lanes (RNX_VW of them) widened to float32 in registers: a bfloat16 is the top half of
- * a float's bits. */
-typedef uint16_t vh __attribute__((vector_size(RNX_VW * 2), may_alias));
-typedef uint32_t vu __attribute__((vector_size(RNX_VW * 4)));
-RNX_INLINE vf vload_bf16(const uint16_t *p) {
-    return (vf)(__builtin_convertvector(*(const vh *)p, vu) << 16);
+/* k's float32 vector from a vector of bfloat16 pairs: a 32-bit lane holds one column's weights of
+ * an even k (low half) and k+1 (high half), and a bfloat16 is the top half of a float's bits, so
+ * a shift or a mask widens a whole vector, without lane shuffles. */
+typedef uint32_t vu __attribute__((vector_size(RNX_VW * 4), may_alias));
+RNX_INLINE vf vload_bf16(const uint32_t *pairs, int odd) {
+    const vu v = *(const vu *)pairs;
+    return odd ? (vf)(v & ((vu){0} + 0xffff0000u)) : (vf)(v << 16);
 }
 
 RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const ptrdiff_t AS,
-                           const float *w, const uint16_t *w16, const int BF16,
+                           const float *w, const uint32_t *w32, const int BF16,
                            size_t panel_stride, int K, int ldw, const int NP, const int NR,
                            const int NV) {
     for (int k = 0; k < K; k++) {
-        /* the weights of step k in registers, reused by every row: one load per vector */
-        const size_t wk = (size_t)k * ldw;
+        /* the weights of step k in registers, reused by every row: one load per vector (a pair's
+         * vector is loaded once for each of its k, from L1) */
+        const size_t wk = (size_t)(BF16 ? k / 2 : k) * ldw;
         vf wv[2][4];
 #pragma GCC unroll 2
         for (int q = 0; q < NP; q++)
 #pragma GCC unroll 4
             for (int j = 0; j < NV; j++) {
                 const size_t at = wk + q * panel_stride + j * RNX_VW;
-                wv[q][j] = BF16 ? vload_bf16(w16 + at) : vload(w + at);
+                wv[q][j] = BF16 ? vload_bf16(w32 + at, k % 2) : vload(w + at);
             }
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
@@ -111,14 +114,22 @@ RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const pt
     }
 }
 
-/* The product with a packed weight (w16 at bf16, else w) from element offset `at`. */
+/* The product with vectors j0 .. j0+NV of panels p .. p+NP of a packed weight over K inputs (nv
+ * vectors a panel): bfloat16 (w16) at bf16, else float32 (w). */
 RNX_INLINE void accumulate_packed(vf acc[2][RNX_MR][4], const float *const *a, const float *w,
-                                  const uint16_t *w16, size_t at, size_t panel_stride, int K,
-                                  int ldw, const int NP, const int NR, const int NV) {
-    if (w16)
-        accumulate(acc, a, 1, NULL, w16 + at, 1, panel_stride, K, ldw, NP, NR, NV);
-    else
-        accumulate(acc, a, 1, w + at, NULL, 0, panel_stride, K, ldw, NP, NR, NV);
+                                  const uint16_t *w16, int p, int j0, int K, int nv,
+                                  const int NP, const int NR, const int NV) {
+    const int ldw = nv * RNX_VW;
+    if (w16) { /* in 32-bit lanes of k pairs */
+        const size_t panel_stride = RNX_K2(K) / 2 * ldw;
+        const uint32_t *w32 = (const uint32_t *)(const void *)w16;
+        accumulate(acc, a, 1, NULL, w32 + p * panel_stride + j0 * RNX_VW, 1, panel_stride, K, ldw,
+                   NP, NR, NV);
+    } else {
+        const size_t panel_stride = (size_t)K * ldw;
+        accumulate(acc, a, 1, w + p * panel_stride + j0 * RNX_VW, NULL, 0, panel_stride, K, ldw,
+                   NP, NR, NV);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -232,7 +243,6 @@ RNX_INLINE void project_panels(float *const *out, const float *const *a, const r
                                const rnx_packed *w, int p, const int NP, const int NR,
                                const int NV, const int Q8) {
     const int panel = NV * RNX_VW;
-    const size_t stride = (size_t)w->in_size * panel;
     vf acc[2][RNX_MR][4];
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
@@ -240,8 +250,7 @@ RNX_INLINE void project_panels(float *const *out, const float *const *a, const r
     if (Q8)
         accumulate_q8(acc, qa, &w->x8, p, w->in_size, NV, NP, NR, NV);
     else
-        accumulate_packed(acc, a, w->wx, w->wx16, p * stride, stride, w->in_size, panel, NP, NR,
-                          NV);
+        accumulate_packed(acc, a, w->wx, w->wx16, p, 0, w->in_size, NV, NP, NR, NV);
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++)
@@ -277,7 +286,6 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
                             const int NR, const int NV, const int TAPE, const int Q8) {
     const int panel = NV * RNX_VW;
     const int units = NV == 4 && cell != RNX_CELL_LSTM ? NV * RNX_VW : RNX_VW;
-    const size_t stride = (size_t)H * panel;
     vf acc[2][RNX_MR][4];
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
@@ -290,8 +298,7 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
     if (Q8)
         accumulate_q8(acc, qh, &w->h8, p, H, NV, NP, NR, nv_here);
     else
-        accumulate_packed(acc, h_in, w->wh, w->wh16, p * stride, stride, H, panel, NP, NR,
-                          nv_here);
+        accumulate_packed(acc, h_in, w->wh, w->wh16, p, 0, H, NV, NP, NR, nv_here);
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * units;
         for (int r = 0; r < NR; r++) {
@@ -339,12 +346,10 @@ RNX_INLINE void gru_n_panels(float *const *h_out, const float *const *rh, const 
                              const float *const *xp, const unsigned char *active,
                              const rnx_packed *w, int H, int p, const int NP, const int NR) {
     const int panel = 3 * RNX_VW;
-    const size_t stride = (size_t)H * panel;
     vf acc[2][RNX_MR][4];
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++) acc[q][r][0] = vload(w->bhn + (size_t)(p + q) * RNX_VW);
-    accumulate_packed(acc, rh, w->wh, w->wh16, p * stride + 2 * RNX_VW, stride, H, panel, NP, NR,
-                      1);
+    accumulate_packed(acc, rh, w->wh, w->wh16, p, 2, H, 3, NP, NR, 1);
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * RNX_VW;
         for (int r = 0; r < NR; r++) {

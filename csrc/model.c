@@ -290,20 +290,23 @@ static void round_weights_bf16(const rnx_general *g) {
         }
 }
 
-/* dst (npanels, K, nv, vw) from a PyTorch weight src (G*H, K): float32 into dst, or bfloat16
- * into dst16 when dst is NULL. */
+/* A PyTorch weight src (G*H, K) packed: float32 into dst (npanels, K, nv, vw), or when dst is
+ * NULL bfloat16 into dst16 (npanels, K2/2, nv, vw, 2), each pair of k side by side (rnx_packed). */
 static void pack_weight(const rnx_block *b, float *dst, uint16_t *dst16, const float *src,
                         size_t K) {
-    const int H = b->hidden_size, vw = b->kernels->vw;
+    const int H = b->hidden_size, vw = b->kernels->vw, nv = b->nv;
+    const size_t K2 = RNX_K2(K);
     for (int p = 0; p < b->npanels; p++)
-        for (size_t k = 0; k < K; k++)
-            for (int j = 0; j < b->nv; j++)
+        for (size_t k = 0; k < (dst ? K : K2); k++)
+            for (int j = 0; j < nv; j++)
                 for (int v = 0; v < vw; v++) {
                     int gate, unit;
                     rnx_panel_slot(b, p, j, v, &gate, &unit);
-                    const float v = unit < H ? src[((size_t)gate * H + unit) * K + k] : 0.0f;
-                    if (dst) *dst++ = v;
-                    else *dst16++ = rnx_bf16_from_float(v);
+                    const float x = unit < H && k < K ? src[((size_t)gate * H + unit) * K + k]
+                                                      : 0.0f;
+                    const size_t pair = ((size_t)p * K2 / 2 + k / 2) * nv + j;
+                    if (dst) *dst++ = x;
+                    else dst16[(pair * vw + v) * 2 + k % 2] = rnx_bf16_from_float(x);
                 }
 }
 
@@ -428,8 +431,10 @@ static void storage_layout(rnx_arena *a, void *what) {
                     q8[i]->sum = rnx_arena_take(a, panels, sizeof(int32_t));
                 }
             } else {
-                void *wx = rnx_arena_take(a, panels * (size_t)b->input_size, weight_bytes);
-                void *wh = rnx_arena_take(a, panels * (size_t)b->hidden_size, weight_bytes);
+                const size_t kx = bf16 ? RNX_K2(b->input_size) : (size_t)b->input_size;
+                const size_t kh = bf16 ? RNX_K2(b->hidden_size) : (size_t)b->hidden_size;
+                void *wx = rnx_arena_take(a, panels * kx, weight_bytes);
+                void *wh = rnx_arena_take(a, panels * kh, weight_bytes);
                 w->wx = bf16 ? NULL : wx;
                 w->wh = bf16 ? NULL : wh;
                 w->wx16 = bf16 ? wx : NULL;

@@ -33,15 +33,18 @@ typedef struct rnx_qrow {
     int32_t zero;
 } rnx_qrow;
 
-/* K rounded up to the int8 weights' groups of 4. */
+/* K rounded up to the int8 weights' groups of 4, and to the bfloat16 weights' pairs. */
 #define RNX_K4(K) (((size_t)(K) + 3) / 4 * 4)
+#define RNX_K2(K) (((size_t)(K) + 1) / 2 * 2)
 
 typedef struct rnx_packed {
     int in_size;   /* K of the input product: I for layer 0, D*H above */
     float *wx;     /* (npanels, in_size, nv, vw): weight_ih; NULL at bf16 and int8 */
     float *wh;     /* (npanels, H, nv, vw): weight_hh; NULL at bf16 and int8 */
-    uint16_t *wx16; /* RNX_PRECISION_BF16: wx as bfloat16 bits (the top half of a float32); */
-    uint16_t *wh16; /* wh the same; both NULL at fp32 */
+    uint16_t *wx16; /* RNX_PRECISION_BF16: (npanels, K2/2, nv, vw, 2) bfloat16 bits (the top
+                       half of a float32) of weight_ih, K rounded up to even (RNX_K2) with zeros,
+                       the weights of k and k+1 of a column side by side; */
+    uint16_t *wh16; /* weight_hh the same; both NULL at fp32 and int8 */
     rnx_q8 x8, h8; /* RNX_PRECISION_INT8: weight_ih and weight_hh quantized; w NULL otherwise */
     float *bx;     /* (npanels, nv, vw): bias_ih + bias_hh (GRU's n gate: bias_in alone) */
     float *bhn;    /* (npanels, vw): the GRUs' bias_hn, kept out of bx; NULL for other cells */
