@@ -20,6 +20,11 @@
  * and 0.5x under load, GRU H=128 (24K) 1.5x, LSTM H=256 (64K) 2.1x. */
 #define RNX_TEAM_MIN_MACS (16 * 1024)
 
+/* Panels are taken in blocks whose weights stay in L2 (1 MB on Zen 4, 2 MB on Sapphire Rapids)
+ * while every row tile of the batch uses them; without blocks a large W_hh (LSTM H=512: 4 MB)
+ * would stream from L3 once per row tile. */
+#define RNX_PANEL_BLOCK_BYTES (256 * 1024)
+
 static float *view_row(rnx_seq_view v, int r, int t) {
     return v.base + r * v.row_stride + (ptrdiff_t)(t - v.t_origin) * v.t_stride;
 }
@@ -161,6 +166,15 @@ void rnx_store_states(const rnx_model *m, const rnx_workspace *ws, float *h, flo
     }
 }
 
+/* Panels per block for a product over K inputs. int8 weights take one block: each row tile's
+ * inputs are then quantized once (the weights are a quarter of float32's bytes). */
+static int panel_block(const rnx_block *b, int K) {
+    if (b->packed[0].x8.w) return b->npanels;
+    const size_t per_panel = (size_t)K * b->nv * b->kernels->vw * sizeof(float);
+    const size_t n = RNX_PANEL_BLOCK_BYTES / per_panel;
+    return n < 1 ? 1 : n > (size_t)b->npanels ? b->npanels : (int)n;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * One block and direction over the steps [t0, t1), `before` steps after the states were loaded
  * ------------------------------------------------------------------------------------------- */
@@ -187,15 +201,6 @@ static float *xp_row(const rnx_workspace *ws, const rnx_record *rec, int reverse
     return ws->xp + ((size_t)(t - t0) * ws->Bs + r) * ws->xp_width;
 }
 
-/* The (step, row) pair after (t, r), pairs taken step by step and row by row within a step (the
- * order of a chunk's projections). */
-static void next_pair(int *r, int *t, int Bs) {
-    if (++*r == Bs) {
-        *r = 0;
-        ++*t;
-    }
-}
-
 /* The input projections of the chunk's (step, row) pairs for this thread's panels [p0, p1):
  * block 0 of an embedding model reads token rows (or copies folded ones), others `in`. */
 static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_record *rec, int k,
@@ -211,7 +216,8 @@ static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_recor
     rnx_qrow qa[RNX_MAX_MR];
     if (tokens && m->fold[d]) {
         const size_t panel = (size_t)b->nv * kn->vw, fw = (size_t)rnx_xp_width(b);
-        for (int q = 0, r = 0, t = t0; q < nq; q++, next_pair(&r, &t, Bs)) {
+        for (int q = 0; q < nq; q++) {
+            const int r = q % Bs, t = t0 + q / Bs;
             const int32_t id = ws->ids[(size_t)r * ws->steps + t];
             memcpy(xp_row(ws, rec, reverse, t0, t, r) + p0 * panel,
                    m->fold[d] + id * fw + p0 * panel, (size_t)(p1 - p0) * panel * sizeof(float));
@@ -219,11 +225,12 @@ static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_recor
         return;
     }
     /* the plain path has no panels: one pass over all its rows */
-    const int px = on_plain ? 1 : b->block_x, c_end = on_plain ? p0 + 1 : p1;
+    const int px = on_plain ? 1 : panel_block(b, w->in_size), c_end = on_plain ? p0 + 1 : p1;
     for (int c0 = p0; c0 < c_end; c0 += px)
-        for (int q0 = 0, r = 0, t = t0; q0 < nq; q0 += mr) {
+        for (int q0 = 0; q0 < nq; q0 += mr) {
             const int nr = nq - q0 < mr ? nq - q0 : mr;
-            for (int i = 0; i < nr; i++, next_pair(&r, &t, Bs)) {
+            for (int i = 0; i < nr; i++) {
+                const int q = q0 + i, r = q % Bs, t = t0 + q / Bs;
                 a[i] = tokens ? m->embedding + (size_t)ws->ids[(size_t)r * ws->steps + t] * m->embed_dim
                               : view_row(in, r, t);
                 o[i] = xp_row(ws, rec, reverse, t0, t, r);
@@ -266,7 +273,7 @@ void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, 
      * place on the next h buffer (it leaves inactive rows as they are, so those keep the copy
      * of the current state). */
     const int one_pass = on_plain || rec;
-    const int ph = one_pass ? 1 : b->cell == RNX_CELL_GRU_RESET_BEFORE ? p1 - p0 : b->block_h;
+    const int ph = one_pass ? 1 : b->cell == RNX_CELL_GRU_RESET_BEFORE ? p1 - p0 : panel_block(b, H);
     const int c_end = one_pass ? p0 + 1 : p1;
     float *cell = rnx_state_buffer(m, ws, k, d, 2);
     int cur = ws->parity ^ (before & 1);

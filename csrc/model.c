@@ -304,9 +304,12 @@ static void pack_weight(const rnx_block *b, float *dst, uint16_t *dst16, const f
                     rnx_panel_slot(b, p, j, v, &gate, &unit);
                     const float x = unit < H && k < K ? src[((size_t)gate * H + unit) * K + k]
                                                       : 0.0f;
-                    const size_t pair = ((size_t)p * K2 / 2 + k / 2) * nv + j;
-                    if (dst) *dst++ = x;
-                    else dst16[(pair * vw + v) * 2 + k % 2] = rnx_bf16_from_float(x);
+                    if (dst) {
+                        *dst++ = x;
+                    } else {
+                        const size_t pair = ((size_t)p * K2 / 2 + k / 2) * nv + j;
+                        dst16[(pair * vw + v) * 2 + k % 2] = rnx_bf16_from_float(x);
+                    }
                 }
 }
 
@@ -360,23 +363,8 @@ static void pack_biases(const rnx_block *b, rnx_packed *w, const float *b_ih, co
             }
 }
 
-/* Panels are taken in blocks whose weights stay in L2 (1 MB on Zen 4, 2 MB on Sapphire Rapids)
- * while every row tile of the batch uses them; without blocks a large W_hh (LSTM H=512: 4 MB)
- * would stream from L3 once per row tile. */
-#define RNX_PANEL_BLOCK_BYTES (256 * 1024)
-
-/* Panels per block for a product over K inputs. int8 weights take one block: each row tile's
- * inputs are then quantized once (the weights are a quarter of float32's bytes). */
-static int panel_block(const rnx_block *b, int K, int precision) {
-    if (precision == RNX_PRECISION_INT8) return b->npanels;
-    const size_t per_panel = (size_t)K * b->nv * b->kernels->vw * sizeof(float);
-    const size_t n = RNX_PANEL_BLOCK_BYTES / per_panel;
-    return n < 1 ? 1 : n > (size_t)b->npanels ? b->npanels : (int)n;
-}
-
 /* A block's sizes and packing geometry from its layer. */
-static void plan_block(rnx_block *b, const rnx_layer *l, const rnx_kernels *kernels,
-                       int precision) {
+static void plan_block(rnx_block *b, const rnx_layer *l, const rnx_kernels *kernels) {
     b->layer = l;
     b->cell = l->cell;
     b->input_size = l->input_size;
@@ -397,8 +385,6 @@ static void plan_block(rnx_block *b, const rnx_layer *l, const rnx_kernels *kern
     b->units_per_panel = b->gates == 1 ? 4 * kernels->vw : kernels->vw;
     b->npanels = (b->hidden_size + b->units_per_panel - 1) / b->units_per_panel;
     b->hidden_padded = b->npanels * b->units_per_panel;
-    b->block_x = panel_block(b, b->input_size, precision);
-    b->block_h = panel_block(b, b->hidden_size, precision);
 }
 
 /* Where every array the model owns lives in its one aligned block (model->storage). */
@@ -590,7 +576,7 @@ rnx_status rnx_model_create_precision(rnx_model **out, const rnx_layer *layers, 
             m->masking = 1;
             m->mask_value = l->mask_value;
         } else if (l->kind == RNX_LAYER_RECURRENT) {
-            plan_block(&m->blocks[m->n_blocks++], &m->layers[i], kernels, precision);
+            plan_block(&m->blocks[m->n_blocks++], &m->layers[i], kernels);
         } else if (l->kind == RNX_LAYER_READOUT) {
             m->readout = l->readout;
         } else {

@@ -163,8 +163,6 @@ typedef struct rnx_block {
     int units_per_panel;    /* U (0 for a plain block) */
     int hidden_padded;      /* Hp = npanels * U: a state row (a plain block: max(S, H)) */
     int npanels;            /* (0 for a plain block) */
-    int block_x, block_h;   /* panels per block of the input and the recurrent product (model.c's
-                               panel_block: a block's weights stay in L2) */
     rnx_packed packed[2];   /* (D): forward, then reverse (a reverse-only layer: its one) */
     const rnx_general *general; /* (D): each direction's plain path (general.h), or NULL for the
                                    packed kernels; set whenever rnx_general_needed(layer, 1),
@@ -227,11 +225,10 @@ typedef struct rnx_team {
     int id, size;
 } rnx_team;
 
-/* A member's share [*i0, *i1) of n items split evenly over its team (a thread alone: all of them,
- * without the divisions, which a stream step would otherwise pay on every call). */
+/* A member's share [*i0, *i1) of n items split evenly over its team. */
 static inline void rnx_team_part(int n, rnx_team team, int *i0, int *i1) {
-    *i0 = team.size == 1 ? 0 : (int)((long long)n * team.id / team.size);
-    *i1 = team.size == 1 ? n : (int)((long long)n * (team.id + 1) / team.size);
+    *i0 = (int)((long long)n * team.id / team.size);
+    *i1 = (int)((long long)n * (team.id + 1) / team.size);
 }
 
 /* Where the team's members wait for each other (nothing for a thread alone). */
