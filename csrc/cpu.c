@@ -36,6 +36,7 @@ const char *rnx_isa_name(rnx_isa isa) {
     case RNX_ISA_AVX2: return "avx2";
     case RNX_ISA_AVX512: return "avx512";
     case RNX_ISA_AVX512_VNNI: return "avx512_vnni";
+    case RNX_ISA_AVX512_BF16: return "avx512_bf16";
     }
     return "unknown";
 }
@@ -163,7 +164,10 @@ static int cpu_has(rnx_isa isa) {
     const int avx512 = avx2 && avx512f && avx512dq && (xcr0 & 0xE0) == 0xE0; /* opmask, ZMM */
     if (isa == RNX_ISA_AVX2) return avx2;
     if (isa == RNX_ISA_AVX512) return avx512;
-    if (isa == RNX_ISA_AVX512_VNNI) return avx512 && avx512bw && vnni;
+    const int with_vnni = avx512 && avx512bw && vnni;
+    if (isa == RNX_ISA_AVX512_VNNI) return with_vnni;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    if (isa == RNX_ISA_AVX512_BF16) return with_vnni && ((a >> 5) & 1);
     return 0;
 }
 #endif
@@ -174,7 +178,8 @@ int rnx_isa_supported(rnx_isa isa) {
 #if defined(RNX_X86_KERNELS)
     case RNX_ISA_AVX2:
     case RNX_ISA_AVX512:
-    case RNX_ISA_AVX512_VNNI: return cpu_has(isa);
+    case RNX_ISA_AVX512_VNNI:
+    case RNX_ISA_AVX512_BF16: return cpu_has(isa);
 #endif
     default: return 0;
     }
@@ -188,6 +193,7 @@ const rnx_kernels *rnx_kernels_for(rnx_isa isa) {
     case RNX_ISA_AVX2: return &rnx_kernels_avx2;
     case RNX_ISA_AVX512: return &rnx_kernels_avx512;
     case RNX_ISA_AVX512_VNNI: return &rnx_kernels_avx512_vnni;
+    case RNX_ISA_AVX512_BF16: return &rnx_kernels_avx512_bf16;
 #endif
     default: return NULL;
     }
@@ -197,12 +203,12 @@ const rnx_kernels *rnx_kernels_for(rnx_isa isa) {
 static rnx_isa choose_isa(void) {
     const char *forced = getenv("RNNEXT_ISA");
     if (forced && *forced) {
-        for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512_VNNI; isa++)
+        for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512_BF16; isa++)
             if (strcmp(forced, rnx_isa_name((rnx_isa)isa)) == 0)
                 return rnx_isa_supported((rnx_isa)isa) ? (rnx_isa)isa : RNX_ISA_AUTO;
         return RNX_ISA_AUTO;
     }
-    for (int isa = RNX_ISA_AVX512_VNNI; isa > RNX_ISA_SCALAR; isa--)
+    for (int isa = RNX_ISA_AVX512_BF16; isa > RNX_ISA_SCALAR; isa--)
         if (rnx_isa_supported((rnx_isa)isa)) return (rnx_isa)isa;
     return RNX_ISA_SCALAR;
 }

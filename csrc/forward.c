@@ -74,9 +74,11 @@ static void workspace_layout(rnx_arena *a, void *what) {
     ws->scratch = rnx_arena_take(a, (size_t)ws->team_max * 2 * m->dense_width, sizeof(float));
     ws->len = rnx_arena_take(a, Bs, sizeof(int32_t));
     ws->plain_scratch = p->plain ? rnx_arena_take(a, p->plain, sizeof(float)) : NULL;
-    ws->q8 = ws->q8_width ? rnx_arena_take(a, (size_t)ws->team_max * m->kernels->mr,
-                                           ws->q8_width)
-                          : NULL;
+    const size_t prepared_rows = (size_t)ws->team_max * (m->kernels->mr + Bs);
+    ws->prepared = ws->prepared_width ? rnx_arena_take(a, prepared_rows, ws->prepared_width) : NULL;
+    ws->prepared_h = ws->prepared_width ? rnx_arena_take(a, (size_t)ws->team_max * Bs,
+                                                         sizeof(rnx_qrow))
+                                        : NULL;
 }
 
 rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, int T,
@@ -95,11 +97,11 @@ rnx_status rnx_workspace_create(rnx_workspace *ws, const rnx_model *m, int Bs, i
         if (b->width > width) width = b->width;
         if (b->state_size > state) state = b->state_size;
         merged |= b->directions == 2 && b->merge != RNX_MERGE_CONCAT;
-        if (m->info.precision == RNX_PRECISION_INT8) {
-            const size_t K4 = RNX_K4(b->input_size > b->hidden_size ? b->input_size
-                                                                     : b->hidden_size);
-            if (K4 > ws->q8_width) ws->q8_width = K4;
-        }
+        const int K = b->input_size > b->hidden_size ? b->input_size : b->hidden_size;
+        const size_t row = m->info.precision == RNX_PRECISION_INT8   ? RNX_Q8_BYTES(K)
+                           : m->info.precision == RNX_PRECISION_BF16 ? RNX_BF16_BYTES(K)
+                                                                     : 0;
+        if (row > ws->prepared_width) ws->prepared_width = row;
     }
     /* the packed kernels store whole aligned vectors into each xp row: a plain block's G*H
      * (any number) must not make the row stride unaligned for the packed blocks after it */
@@ -170,7 +172,8 @@ void rnx_store_states(const rnx_model *m, const rnx_workspace *ws, float *h, flo
  * inputs are then quantized once (the weights are a quarter of float32's bytes). */
 static int panel_block(const rnx_block *b, int K) {
     if (b->packed[0].x8.w) return b->npanels;
-    const size_t per_panel = (size_t)K * b->nv * b->kernels->vw * sizeof(float);
+    const size_t bytes = b->packed[0].wx16 ? sizeof(uint16_t) : sizeof(float);
+    const size_t per_panel = (size_t)K * b->nv * b->kernels->vw * bytes;
     const size_t n = RNX_PANEL_BLOCK_BYTES / per_panel;
     return n < 1 ? 1 : n > (size_t)b->npanels ? b->npanels : (int)n;
 }
@@ -205,7 +208,7 @@ static float *xp_row(const rnx_workspace *ws, const rnx_record *rec, int reverse
  * block 0 of an embedding model reads token rows (or copies folded ones), others `in`. */
 static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_record *rec, int k,
                           int d, int reverse, int on_plain, int t0, int t1, int p0, int p1,
-                          rnx_seq_view in, uint8_t *q8) {
+                          rnx_seq_view in, uint8_t *prepared) {
     const rnx_block *b = &m->blocks[k];
     const rnx_kernels *kn = b->kernels;
     const rnx_packed *w = &b->packed[d];
@@ -234,9 +237,11 @@ static void project_chunk(const rnx_model *m, rnx_workspace *ws, const rnx_recor
                 a[i] = tokens ? m->embedding + (size_t)ws->ids[(size_t)r * ws->steps + t] * m->embed_dim
                               : view_row(in, r, t);
                 o[i] = xp_row(ws, rec, reverse, t0, t, r);
-                if (w->x8.w) kn->quantize(&qa[i], q8 + i * ws->q8_width, a[i], w->in_size);
+                if (w->x8.w || w->wx16)
+                    kn->prepare(&qa[i], prepared + i * ws->prepared_width, a[i], w->in_size,
+                                m->info.precision);
             }
-            if (on_plain) rnx_general_project(&b->general[d], o, a, nr);
+            if (on_plain) rnx_general_project(&b->general[d], o, a, ws->plain_scratch, nr);
             else kn->project(o, a, qa, w, b->nv, c0, c0 + px < p1 ? c0 + px : p1, nr);
         }
 }
@@ -263,10 +268,13 @@ void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, 
     const int u1 = on_plain ? b->state_size
                             : p1 * b->units_per_panel < H ? p1 * b->units_per_panel : H;
 
-    /* this thread's quantized rows of an int8 product */
-    uint8_t *q8 = ws->q8 ? ws->q8 + (size_t)team.id * mr * ws->q8_width : NULL;
-    rnx_qrow qh[RNX_MAX_MR];
-    project_chunk(m, ws, rec, k, d, reverse, on_plain, t0, t1, p0, p1, in, q8);
+    /* this thread's rows prepared for an int8 or bf16 product: a tile's inputs, then each
+     * row's state, prepared once a step for all the step's blocks of panels */
+    const size_t width = ws->prepared_width;
+    uint8_t *prepared = ws->prepared ? ws->prepared + (size_t)team.id * (mr + Bs) * width : NULL;
+    rnx_qrow *qh = ws->prepared_h ? ws->prepared_h + (size_t)team.id * Bs : NULL;
+    const int reduced = w->h8.w || w->wh16;
+    project_chunk(m, ws, rec, k, d, reverse, on_plain, t0, t1, p0, p1, in, prepared);
 
     /* the GRU with the reset before the product needs r*h of all its panels before any n; the
      * plain path and the training kernel take all panels in one pass. The plain path steps in
@@ -281,6 +289,9 @@ void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, 
         const int t = reverse ? t1 - 1 - s : t0 + s, slot = rec ? record_step(rec, reverse, t) : 0;
         float *h_cur = rnx_state_buffer(m, ws, k, d, cur);
         float *h_next = rnx_state_buffer(m, ws, k, d, cur ^ 1);
+        for (int r = 0; reduced && r < Bs; r++)
+            kn->prepare(&qh[r], prepared + (mr + r) * width, h_cur + (size_t)r * Hp, H,
+                        m->info.precision);
         for (int c0 = p0; c0 < c_end; c0 += ph)
             for (int r0 = 0; r0 < Bs; r0 += mr) {
                 const int nr = Bs - r0 < mr ? Bs - r0 : mr;
@@ -293,7 +304,6 @@ void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, 
                     xp[i] = x_rows[i];
                     active[i] = (unsigned char)rnx_step_active(m, ws, r, t);
                     if (on_plain) memcpy(o[i], h_in[i], (size_t)b->state_size * sizeof(float));
-                    if (w->h8.w) kn->quantize(&qh[i], q8 + i * ws->q8_width, h_in[i], H);
                 }
                 if (on_plain)
                     rnx_general_step(&b->general[d], o, c, xp, active, rec ? x_rows : NULL,
@@ -301,7 +311,7 @@ void rnx_run_chunk(const rnx_model *m, rnx_workspace *ws, rnx_team team, int k, 
                 else if (rec)
                     kn->step_train(b->cell, o, c, h_in, xp, active, x_rows, w, H, b->npanels, nr);
                 else
-                    kn->step(b->cell, o, c, h_in, qh, xp, active, w, H, c0,
+                    kn->step(b->cell, o, c, h_in, reduced ? qh + r0 : NULL, xp, active, w, H, c0,
                              c0 + ph < p1 ? c0 + ph : p1, nr);
                 if (rec && lstm)
                     for (int i = 0; i < nr; i++) {

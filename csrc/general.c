@@ -237,10 +237,15 @@ size_t rnx_general_tape_width(const rnx_general *g) {
     }
 }
 
-/* the gates' sums (G*H), the state before the step or its gradient (S), and one H more (r*h,
- * h_full, dLoss/dh_full) */
+/* the gates' sums (G*H), the state before the step or its gradient (S), one H more (r*h,
+ * h_full, dLoss/dh_full), and a product's input rounded to bfloat16 (at most I or H) */
 size_t rnx_general_scratch_size(const rnx_general *g) {
-    return (size_t)g->G * g->H + (size_t)g->S + (size_t)g->H;
+    return (size_t)g->G * g->H + (size_t)g->S + (size_t)g->H + (size_t)(g->I > g->H ? g->I : g->H);
+}
+
+/* Where a product reads its input: the scratch's last part */
+static float *rounding_buffer(const rnx_general *g, float *scratch) {
+    return scratch + (size_t)g->G * g->H + (size_t)g->S + (size_t)g->H;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -250,6 +255,16 @@ size_t rnx_general_scratch_size(const rnx_general *g) {
 /* Partial sums of a dot product: one running sum would not vectorise (the compiler may not
  * reorder float additions), eight independent ones do, in an order fixed by k alone. */
 #define RNX_LANES 8
+
+/* v (k floats) as a product reads it: at bf16 rounded to bfloat16 into buf, else v itself */
+static const float *product_input(const rnx_general *g, const float *v, int k, float *buf) {
+    if (!g->bf16) return v;
+    for (int i = 0; i < k; i++) {
+        const uint32_t bits = (uint32_t)rnx_bf16_from_float(v[i]) << 16;
+        memcpy(&buf[i], &bits, sizeof bits);
+    }
+    return buf;
+}
 
 /* out[j] = init[j] + W[j, :] v for j < n, W (n, k); init NULL: zeros */
 static void matvec(float *out, const float *init, const float *w, const float *v, int n, int k) {
@@ -291,13 +306,15 @@ static float gate(const rnx_general *g, int k, float a, float *slope) {
  * ------------------------------------------------------------------------------------------- */
 
 void rnx_general_project(const rnx_general *g, float *const *xp, const float *const *x,
-                         int nrows) {
-    for (int r = 0; r < nrows; r++) matvec(xp[r], g->w.b_ih, g->w.w_ih, x[r], g->G * g->H, g->I);
+                         float *scratch, int nrows) {
+    float *buf = rounding_buffer(g, scratch);
+    for (int r = 0; r < nrows; r++)
+        matvec(xp[r], g->w.b_ih, g->w.w_ih, product_input(g, x[r], g->I, buf), g->G * g->H, g->I);
 }
 
 /* One LSTM row: a (4H) holds xp + W_hh h + b_hh and becomes the tape's pre-activations. */
 static void lstm_step(const rnx_general *g, float *h, float *c, float *a, float *h_full,
-                      float *tape) {
+                      float *tape, float *buf) {
     const int H = g->H;
     const float *peep = g->w.peephole;
     for (int u = 0; u < H; u++) {
@@ -318,20 +335,22 @@ static void lstm_step(const rnx_general *g, float *h, float *c, float *a, float 
         memcpy(tape + 4 * H, c, (size_t)H * sizeof(float));
         if (g->P) memcpy(tape + 5 * H, h_full, (size_t)H * sizeof(float));
     }
-    if (g->P) matvec(h, NULL, g->w.w_hr, h_full, g->P, H);
+    if (g->P) matvec(h, NULL, g->w.w_hr, product_input(g, h_full, H, buf), g->P, H);
     else memcpy(h, h_full, (size_t)H * sizeof(float));
 }
 
 /* One GRU row (either reset): a (3H) holds xp, h the state before the step (H). */
-static void gru_step(const rnx_general *g, float *h, float *a, float *hh, float *tape) {
+static void gru_step(const rnx_general *g, float *h, float *a, float *hh, float *tape,
+                     float *buf) {
     const int H = g->H;
     const float *w_hn = g->w.w_hh + (size_t)2 * H * H, *b_hn = g->w.b_hh + 2 * H;
+    const float *h_in = product_input(g, h, H, buf);
     /* r and z: their rows of W_hh h + b_hh */
-    matvec(hh, g->w.b_hh, g->w.w_hh, h, 2 * H, H);
+    matvec(hh, g->w.b_hh, g->w.w_hh, h_in, 2 * H, H);
     for (int j = 0; j < 2 * H; j++) a[j] += hh[j];
     float *rh = hh; /* r*h (reset before) or W_hn h + b_hn (reset after), H floats */
     if (g->cell == RNX_CELL_GRU) {
-        matvec(rh, b_hn, w_hn, h, H, H);
+        matvec(rh, b_hn, w_hn, h_in, H, H);
         if (tape) memcpy(tape + 3 * H, rh, (size_t)H * sizeof(float));
         for (int u = 0; u < H; u++) a[2 * H + u] += gate(g, 0, a[u], NULL) * rh[u];
     } else {
@@ -340,7 +359,7 @@ static void gru_step(const rnx_general *g, float *h, float *a, float *hh, float 
             if (tape) tape[3 * H + u] = r;
             rh[u] = r * h[u];
         }
-        matvec(a + 2 * H, a + 2 * H, w_hn, rh, H, H);
+        matvec(a + 2 * H, a + 2 * H, w_hn, product_input(g, rh, H, buf), H, H);
         for (int u = 0; u < H; u++) a[2 * H + u] += b_hn[u];
     }
     if (tape) memcpy(tape, a, (size_t)3 * H * sizeof(float));
@@ -354,20 +373,20 @@ void rnx_general_step(const rnx_general *g, float *const *h, float *const *c,
                       const float *const *xp, const unsigned char *active, float *const *tape,
                       float *scratch, int nrows) {
     const int GH = g->G * g->H;
-    float *a = scratch, *extra = scratch + GH;
+    float *a = scratch, *extra = scratch + GH, *buf = rounding_buffer(g, scratch);
     for (int r = 0; r < nrows; r++) {
         if (!active[r]) continue;
         float *t = tape ? tape[r] : NULL;
         if (g->cell == RNX_CELL_GRU || g->cell == RNX_CELL_GRU_RESET_BEFORE) {
             memcpy(a, xp[r], (size_t)GH * sizeof(float));
-            gru_step(g, h[r], a, extra, t);
+            gru_step(g, h[r], a, extra, t, buf);
             continue;
         }
         /* LSTM and RNN: every gate row sees W_hh h + b_hh */
-        matvec(a, g->w.b_hh, g->w.w_hh, h[r], GH, g->S);
+        matvec(a, g->w.b_hh, g->w.w_hh, product_input(g, h[r], g->S, buf), GH, g->S);
         for (int j = 0; j < GH; j++) a[j] += xp[r][j];
         if (g->cell == RNX_CELL_LSTM) {
-            lstm_step(g, h[r], c[r], a, extra, t);
+            lstm_step(g, h[r], c[r], a, extra, t, buf);
             continue;
         }
         if (t) memcpy(t, a, (size_t)GH * sizeof(float));

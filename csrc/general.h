@@ -53,6 +53,7 @@ typedef struct rnx_general {
     float clip;          /* 0: none */
     int act[3];          /* LSTM f, g, h; GRU f, g; RNN f */
     float alpha[3], beta[3];
+    int bf16;            /* 1: the products round their inputs to bfloat16 (RNX_PRECISION_BF16) */
     rnx_general_params w;
 } rnx_general;
 
@@ -80,7 +81,7 @@ size_t rnx_general_scratch_size(const rnx_general *g);
 
 /* xp[r] (G*H) = W_ih x[r] + b_ih for r < nrows: the input side of a chunk of (step, row) pairs. */
 void rnx_general_project(const rnx_general *g, float *const *xp, const float *const *x,
-                         int nrows);
+                         float *scratch, int nrows);
 
 /* One time step of nrows rows: h[r] (S floats) and, for the LSTM, c[r] (H) become the states
  * after the step, in place; xp[r] is the row rnx_general_project wrote for it. Rows with

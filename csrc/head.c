@@ -1,6 +1,7 @@
 /* head.c: what surrounds the recurrent layers: the embedding (token lookup, and its fold into
  * the first layer's input product), the readout and the dense layers. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "rnx_internal.h"
 
@@ -30,21 +31,31 @@ size_t rnx_fold_floats(const rnx_model *m) {
     return n;
 }
 
-/* With the kernels' own product, so a folded row is bitwise the projection it replaces. */
-void rnx_fold_embedding(const rnx_model *m, float *fold, int d) {
+/* With the kernels' own product, so a folded row is bitwise the projection it replaces (at bf16
+ * on embedding rows rounded as the product rounds its inputs, in a buffer of mr rows). */
+rnx_status rnx_fold_embedding(const rnx_model *m, float *fold, int d) {
     const rnx_block *b = &m->blocks[0];
     const rnx_kernels *k = b->kernels;
     const size_t width = (size_t)b->npanels * b->nv * k->vw;
+    const int bf16 = m->info.precision == RNX_PRECISION_BF16;
+    const size_t row_bytes = RNX_BF16_BYTES(m->embed_dim);
+    uint8_t *rows = bf16 ? malloc((size_t)k->mr * row_bytes) : NULL;
+    if (bf16 && !rows) return RNX_ERR_OUT_OF_MEMORY;
     const float *a[RNX_MAX_MR];
     float *out[RNX_MAX_MR];
+    rnx_qrow qa[RNX_MAX_MR];
     for (int v0 = 0; v0 < m->vocab_size; v0 += k->mr) {
         const int nr = m->vocab_size - v0 < k->mr ? m->vocab_size - v0 : k->mr;
         for (int i = 0; i < nr; i++) {
             a[i] = m->embedding + (size_t)(v0 + i) * m->embed_dim;
             out[i] = fold + (size_t)(v0 + i) * width;
+            if (bf16)
+                k->prepare(&qa[i], rows + i * row_bytes, a[i], m->embed_dim, RNX_PRECISION_BF16);
         }
-        k->project(out, a, NULL, &b->packed[d], b->nv, 0, b->npanels, nr);
+        k->project(out, a, bf16 ? qa : NULL, &b->packed[d], b->nv, 0, b->npanels, nr);
     }
+    free(rows);
+    return RNX_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -12,6 +12,14 @@
 #define RNX_K(name) RNX_CAT(name, RNX_SUFFIX)
 #define RNX_INLINE static inline __attribute__((always_inline))
 
+/* bf16 products by vdpbf16ps (RNX_ISA_AVX512_BF16), else by FMAs in registers */
+#if defined(__AVX512BF16__) && RNX_VW == 16
+#include <immintrin.h>
+#define RNX_DPBF16 1
+#else
+#define RNX_DPBF16 0
+#endif
+
 typedef float vf __attribute__((vector_size(RNX_VW * 4), may_alias));
 typedef int32_t vi __attribute__((vector_size(RNX_VW * 4), may_alias));
 
@@ -74,8 +82,10 @@ RNX_INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
  * AS, the stride of a row's elements, is 1 except in the training kernels' weight gradients,
  * which read states in place. The weights are float32 (w), or with BF16 (a constant) bfloat16
  * pairs (w32, layout: rnx_packed's wx16; panel_stride and ldw then count pairs), widened as they
- * are loaded ("convert in registers": every instruction set runs them); everything after the
- * load is the same float32 arithmetic, so the sums are the float32 product's, in its order.
+ * are loaded ("convert in registers": every instruction set runs them). A bf16 product reads
+ * its inputs rounded to bfloat16 (round_bf16, K2 of them) and takes each pair of k as
+ * vdpbf16ps does, k+1 before k, one FMA each: where that instruction is missing, the same sums
+ * in the same order.
  * ------------------------------------------------------------------------------------------- */
 
 /* k's float32 vector from a vector of bfloat16 pairs: a 32-bit lane holds one column's weights of
@@ -87,11 +97,40 @@ RNX_INLINE vf vload_bf16(const uint32_t *pairs, int odd) {
     return odd ? (vf)(v & ((vu){0} + 0xffff0000u)) : (vf)(v << 16);
 }
 
+/* a's K floats rounded to bfloat16 for a bf16 product (nearest, ties to even; NaN stays NaN, as
+ * rnx_bf16_from_float), RNX_K2(K) of them (a zero past K), into buf as that product reads them:
+ * bfloat16 pairs for vdpbf16ps, else floats; out->q is buf. buf may be a itself (each block is
+ * read before its narrower result is written). */
+RNX_INLINE void round_bf16(rnx_qrow *out, uint8_t *buf, const float *a, int K) {
+    const size_t K2 = RNX_K2(K);
+    const vu one = (vu){0} + 1u, top = (vu){0} + 0xffff0000u;
+    for (size_t k = 0; k < K2; k += RNX_VW) {
+        vu bits = (vu){0}; /* whole vectors by a plain load, the last one's part past K zero */
+        if ((size_t)K - k >= RNX_VW) memcpy(&bits, a + k, sizeof bits);
+        else memcpy(&bits, a + k, ((size_t)K - k) * sizeof(float));
+        const vi nan = (vi)(bits & 0x7fffffffu) > (vi){0} + 0x7f800000;
+        const vu even = (bits + 0x7fffu + ((bits >> 16) & one)) & top;
+        const vu r = (vu)(((vi)(bits | 0x00400000u) & nan) | ((vi)even & ~nan)) & top;
+        const size_t m = K2 - k < RNX_VW ? K2 - k : RNX_VW;
+#if RNX_DPBF16
+        typedef uint16_t vh __attribute__((vector_size(RNX_VW * 2), may_alias));
+        const vh half = __builtin_convertvector(r >> 16, vh);
+        if (m == RNX_VW) memcpy(buf + 2 * k, &half, sizeof half);
+        else memcpy(buf + 2 * k, &half, m * sizeof(uint16_t));
+#else
+        if (m == RNX_VW) memcpy(buf + 4 * k, &r, sizeof r);
+        else memcpy(buf + 4 * k, &r, m * sizeof(float));
+#endif
+    }
+    *out = (rnx_qrow){buf, 1.0f, 0};
+}
+
 RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const ptrdiff_t AS,
                            const float *w, const uint32_t *w32, const int BF16,
                            size_t panel_stride, int K, int ldw, const int NP, const int NR,
                            const int NV) {
-    for (int k = 0; k < K; k++) {
+    for (int kk = 0; kk < K; kk++) {
+        const int k = BF16 ? kk ^ 1 : kk;
         /* the weights of step k in registers, reused by every row: one load per vector (a pair's
          * vector is loaded once for each of its k, from L1) */
         const size_t wk = (size_t)(BF16 ? k / 2 : k) * ldw;
@@ -114,17 +153,54 @@ RNX_INLINE void accumulate(vf acc[2][RNX_MR][4], const float *const *a, const pt
     }
 }
 
-/* The product with vectors j0 .. j0+NV of panels p .. p+NP of a packed weight over K inputs (nv
- * vectors a panel): bfloat16 (w16) at bf16, else float32 (w). */
-RNX_INLINE void accumulate_packed(vf acc[2][RNX_MR][4], const float *const *a, const float *w,
-                                  const uint16_t *w16, int p, int j0, int K, int nv,
+#if RNX_DPBF16
+/* The bf16 product by vdpbf16ps: rows[r].q holds row r's inputs as bfloat16 pairs (round_bf16);
+ * w32, panel_stride and ldw as accumulate's at BF16, over `pairs` pairs of k. */
+RNX_INLINE void accumulate_dpbf16(vf acc[2][RNX_MR][4], const rnx_qrow *rows,
+                                  const uint32_t *w32, size_t panel_stride, int pairs, int ldw,
                                   const int NP, const int NR, const int NV) {
+    for (int k = 0; k < pairs; k++) {
+        __m512i wv[2][4];
+#pragma GCC unroll 2
+        for (int q = 0; q < NP; q++)
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++)
+                wv[q][j] = *(const __m512i *)(w32 + (size_t)k * ldw + q * panel_stride +
+                                              j * RNX_VW);
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            int32_t pair;
+            memcpy(&pair, rows[r].q + 4 * (size_t)k, sizeof pair);
+            const __m512bh ar = (__m512bh)_mm512_set1_epi32(pair);
+#pragma GCC unroll 2
+            for (int q = 0; q < NP; q++)
+#pragma GCC unroll 4
+                for (int j = 0; j < NV; j++)
+                    acc[q][r][j] = (vf)_mm512_dpbf16_ps((__m512)acc[q][r][j], ar,
+                                                        (__m512bh)wv[q][j]);
+        }
+    }
+}
+#endif
+
+/* The product with vectors j0 .. j0+NV of panels p .. p+NP of a packed weight over K inputs (nv
+ * vectors a panel): bfloat16 (w16) on the rows a round_bf16 prepared (rows), else float32 (w) on
+ * a. */
+RNX_INLINE void accumulate_packed(vf acc[2][RNX_MR][4], const float *const *a,
+                                  const rnx_qrow *rows, const float *w, const uint16_t *w16,
+                                  int p, int j0, int K, int nv, const int NP, const int NR,
+                                  const int NV) {
     const int ldw = nv * RNX_VW;
     if (w16) { /* in 32-bit lanes of k pairs */
-        const size_t panel_stride = RNX_K2(K) / 2 * ldw;
-        const uint32_t *w32 = (const uint32_t *)(const void *)w16;
-        accumulate(acc, a, 1, NULL, w32 + p * panel_stride + j0 * RNX_VW, 1, panel_stride, K, ldw,
-                   NP, NR, NV);
+        const size_t K2 = RNX_K2(K), panel_stride = K2 / 2 * ldw;
+        const uint32_t *w32 = (const uint32_t *)(const void *)w16 + p * panel_stride + j0 * RNX_VW;
+#if RNX_DPBF16
+        accumulate_dpbf16(acc, rows, w32, panel_stride, (int)K2 / 2, ldw, NP, NR, NV);
+#else
+        const float *rounded[RNX_MR];
+        for (int r = 0; r < NR; r++) rounded[r] = (const float *)(const void *)rows[r].q;
+        accumulate(acc, rounded, 1, NULL, w32, 1, panel_stride, (int)K2, ldw, NP, NR, NV);
+#endif
     } else {
         const size_t panel_stride = (size_t)K * ldw;
         accumulate(acc, a, 1, w + p * panel_stride + j0 * RNX_VW, NULL, 0, panel_stride, K, ldw,
@@ -250,7 +326,7 @@ RNX_INLINE void project_panels(float *const *out, const float *const *a, const r
     if (Q8)
         accumulate_q8(acc, qa, &w->x8, p, w->in_size, NV, NP, NR, NV);
     else
-        accumulate_packed(acc, a, w->wx, w->wx16, p, 0, w->in_size, NV, NP, NR, NV);
+        accumulate_packed(acc, a, qa, w->wx, w->wx16, p, 0, w->in_size, NV, NP, NR, NV);
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++)
             for (int j = 0; j < NV; j++)
@@ -298,7 +374,8 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
     if (Q8)
         accumulate_q8(acc, qh, &w->h8, p, H, NV, NP, NR, nv_here);
     else
-        accumulate_packed(acc, h_in, w->wh, w->wh16, p, 0, H, NV, NP, NR, nv_here);
+        accumulate_packed(acc, h_in, qh, w->wh, TAPE ? NULL : w->wh16, p, 0, H, NV, NP, NR,
+                          nv_here); /* training is float32 only */
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * units;
         for (int r = 0; r < NR; r++) {
@@ -342,14 +419,15 @@ RNX_INLINE void step_panels(const int cell, float *const *h_out, float *const *c
 
 /* The second pass of RNX_CELL_GRU_RESET_BEFORE, once r*h is complete for every unit:
  * n = tanh(xn + W_hn (r*h) + b_hn), h' = n + z*(h - n) with z read back from h_out. */
-RNX_INLINE void gru_n_panels(float *const *h_out, const float *const *rh, const float *const *h_in,
-                             const float *const *xp, const unsigned char *active,
-                             const rnx_packed *w, int H, int p, const int NP, const int NR) {
+RNX_INLINE void gru_n_panels(float *const *h_out, const float *const *rh, const rnx_qrow *rh16,
+                             const float *const *h_in, const float *const *xp,
+                             const unsigned char *active, const rnx_packed *w, int H, int p,
+                             const int NP, const int NR) {
     const int panel = 3 * RNX_VW;
     vf acc[2][RNX_MR][4];
     for (int q = 0; q < NP; q++)
         for (int r = 0; r < NR; r++) acc[q][r][0] = vload(w->bhn + (size_t)(p + q) * RNX_VW);
-    accumulate_packed(acc, rh, w->wh, w->wh16, p, 2, H, 3, NP, NR, 1);
+    accumulate_packed(acc, rh, rh16, w->wh, w->wh16, p, 2, H, 3, NP, NR, 1);
     for (int q = 0; q < NP; q++) {
         const size_t xoff = (size_t)(p + q) * panel, u0 = (size_t)(p + q) * RNX_VW;
         for (int r = 0; r < NR; r++) {
@@ -376,10 +454,14 @@ RNX_INLINE void step_tile(const int cell, float *const *h_out, float *const *c,
                     TAPE, Q8);
     if (cell != RNX_CELL_GRU_RESET_BEFORE) return;
     const float *const *rh = (const float *const *)c;
+    /* at bf16, r*h rounded in place (the panels are all this thread's: forward.c) */
+    rnx_qrow rh16[RNX_MR] = {{0}};
+    for (int r = 0; w->wh16 && r < NR; r++) round_bf16(&rh16[r], (uint8_t *)c[r], c[r], H);
     p = p0;
     if (RNX_PAIR_PANELS(NR, 1))
-        for (; p + 1 < p1; p += 2) gru_n_panels(h_out, rh, h_in, xp, active, w, H, p, 2, NR);
-    for (; p < p1; p++) gru_n_panels(h_out, rh, h_in, xp, active, w, H, p, 1, NR);
+        for (; p + 1 < p1; p += 2)
+            gru_n_panels(h_out, rh, rh16, h_in, xp, active, w, H, p, 2, NR);
+    for (; p < p1; p++) gru_n_panels(h_out, rh, rh16, h_in, xp, active, w, H, p, 1, NR);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -472,7 +554,7 @@ static void RNX_K(activate)(rnx_function f, float *out, const float *in, size_t 
 
 /* a's K floats quantized for an int8 product (rnx_precision's int8; rnx_qrow). Rounding adds and
  * takes away 1.5 * 2^23, which leaves |v| < 2^22 rounded to the nearest integer, ties to even. */
-static void RNX_K(quantize)(rnx_qrow *out, uint8_t *q, const float *a, int K) {
+RNX_INLINE void quantize(rnx_qrow *out, uint8_t *q, const float *a, int K) {
     typedef uint8_t vq __attribute__((vector_size(RNX_VW), may_alias));
     vf lo = vsplat(0.0f), hi = vsplat(0.0f);
     vi bad = (vi){0};
@@ -515,11 +597,16 @@ static void RNX_K(quantize)(rnx_qrow *out, uint8_t *q, const float *a, int K) {
     *out = (rnx_qrow){q, scale, (int32_t)zero};
 }
 
+static void RNX_K(prepare)(rnx_qrow *out, uint8_t *buf, const float *a, int K, int precision) {
+    if (precision == RNX_PRECISION_INT8) quantize(out, buf, a, K);
+    else round_bf16(out, buf, a, K);
+}
+
 /* The training kernels (backward pass) share this file's vector maths and products. */
 #include "kernel_train_impl.h"
 
 const rnx_kernels RNX_K(rnx_kernels) = {
     .isa = RNX_ISA_ID, .vw = RNX_VW, .mr = RNX_MR, .project = RNX_K(project), .step = RNX_K(step),
-    .activate = RNX_K(activate), .quantize = RNX_K(quantize), .step_train = RNX_K(step_train),
+    .activate = RNX_K(activate), .prepare = RNX_K(prepare), .step_train = RNX_K(step_train),
     .matmul = RNX_K(matmul), .cell_grads = RNX_K(cell_grads),
 };

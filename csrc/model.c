@@ -462,7 +462,8 @@ static void load_params(rnx_model *m, const float *src) {
                 float *copy = g->w.w_ih;
                 memcpy(copy, src, count * sizeof(float));
                 rnx_general_init(g, b->layer, copy);
-                if (m->info.precision == RNX_PRECISION_BF16) round_weights_bf16(g);
+                g->bf16 = m->info.precision == RNX_PRECISION_BF16;
+                if (g->bf16) round_weights_bf16(g);
             }
             if (b->plain) continue;
             const float *w_ih = src, *w_hh = w_ih + GH * K, *b_ih = w_hh + GH * H;
@@ -533,7 +534,7 @@ rnx_status rnx_model_create_precision(rnx_model **out, const rnx_layer *layers, 
     rnx_status s = check_list(layers, n_layers, &embedding_params, &recurrent_params, &total);
     if (s != RNX_OK) return s;
     if (!params) return RNX_ERR_NULL_ARGUMENT;
-    if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX512_VNNI) return RNX_ERR_BAD_CONFIG;
+    if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX512_BF16) return RNX_ERR_BAD_CONFIG;
     if (precision < RNX_PRECISION_FP32 || precision > RNX_PRECISION_INT8) return RNX_ERR_BAD_CONFIG;
     for (int i = 0; i < n_layers && precision == RNX_PRECISION_INT8; i++)
         if (layers[i].kind == RNX_LAYER_RECURRENT &&
@@ -593,7 +594,10 @@ rnx_status rnx_model_create_precision(rnx_model **out, const rnx_layer *layers, 
     }
     load_params(m, params);
     for (int d = 0; d < m->blocks[0].directions && m->fold[d]; d++)
-        rnx_fold_embedding(m, (float *)m->fold[d], d);
+        if ((s = rnx_fold_embedding(m, (float *)m->fold[d], d)) != RNX_OK) {
+            rnx_model_free(m);
+            return s;
+        }
     fill_info(m, n_layers);
     *out = m;
     return RNX_OK;

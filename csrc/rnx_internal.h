@@ -25,8 +25,10 @@ typedef struct rnx_q8 {
     int32_t *sum;   /* (npanels, nv, vw): sum over k of q_w */
 } rnx_q8;
 
-/* An input row quantized for one product (rnx_kernels.quantize): RNX_K4(K) bytes q (those past
- * K meet zero weights), its scale s_a and zero point z. */
+/* An input row prepared for one product at a reduced precision (rnx_kernels.prepare): at int8
+ * RNX_K4(K) quantized bytes q (those past K meet zero weights), its scale s_a and zero point z;
+ * at bf16 the row rounded to bfloat16 in the layout the kernels' product reads (RNX_BF16_BYTES
+ * at most; scale 1, zero 0). */
 typedef struct rnx_qrow {
     const uint8_t *q;
     float scale;
@@ -36,6 +38,9 @@ typedef struct rnx_qrow {
 /* K rounded up to the int8 weights' groups of 4, and to the bfloat16 weights' pairs. */
 #define RNX_K4(K) (((size_t)(K) + 3) / 4 * 4)
 #define RNX_K2(K) (((size_t)(K) + 1) / 2 * 2)
+/* The bytes of a row of K inputs prepared for a product (rnx_qrow) at int8, and at bf16. */
+#define RNX_Q8_BYTES(K) RNX_K4(K)
+#define RNX_BF16_BYTES(K) (RNX_K2(K) * sizeof(float))
 
 typedef struct rnx_packed {
     int in_size;   /* K of the input product: I for layer 0, D*H above */
@@ -57,20 +62,21 @@ typedef struct rnx_kernels {
     int mr; /* rows per full tile */
     /* out[r] = bx + W_x a[r] for r < nrows and the panels [p0, p1); a[r] has w->in_size floats,
      * out[r] is a whole row of npanels*nv*vw floats in the panel layout. At int8 the product
-     * reads qa[r], a[r] quantized (NULL at other precisions). */
+     * and bf16 the product reads qa[r], a[r] prepared (NULL at fp32). */
     void (*project)(float *const *out, const float *const *a, const rnx_qrow *qa,
                     const rnx_packed *w, int nv, int p0, int p1, int nrows);
     /* One time step of `cell` for nrows rows and the panels [p0, p1): gates = xp[r] + W_h h_in[r] (+ bias_hn), then the
      * cell's state update, written to h_out[r] (and c[r] in place for the LSTM). Rows with
      * active[r] == 0 keep their state: h_out[r] = h_in[r], c[r] unchanged. All rows are Hp
      * floats; xp[r] is the row written by project for this step. RNX_CELL_GRU_RESET_BEFORE uses
-     * c[r] as scratch for r*h. At int8 the product reads qh[r], h_in[r] quantized (NULL at
-     * other precisions). */
+     * c[r] as scratch for r*h. At int8 and bf16 the product reads qh[r], h_in[r] prepared
+     * (NULL at fp32). */
     void (*step)(int cell, float *const *h_out, float *const *c, const float *const *h_in,
                  const rnx_qrow *qh, const float *const *xp, const unsigned char *active,
                  const rnx_packed *w, int H, int p0, int p1, int nrows);
-    /* a (K floats) quantized for an int8 product into q (RNX_K4(K) bytes); see rnx_qrow */
-    void (*quantize)(rnx_qrow *out, uint8_t *q, const float *a, int K);
+    /* a (K floats) prepared for a product at `precision` (int8: quantized, bf16: rounded) into
+     * buf (RNX_Q8_BYTES(K) or RNX_BF16_BYTES(K) bytes, 4-byte aligned); see rnx_qrow */
+    void (*prepare)(rnx_qrow *out, uint8_t *buf, const float *a, int K, int precision);
     /* out[i] = f(in[i]) for i < n with the kernels' vector maths (rnx_activation) */
     void (*activate)(rnx_function f, float *out, const float *in, size_t n);
     /* Training. step over all npanels panels that also stores the active rows' gates in tape[r]
@@ -98,6 +104,7 @@ extern const rnx_kernels rnx_kernels_scalar;
 extern const rnx_kernels rnx_kernels_avx2;
 extern const rnx_kernels rnx_kernels_avx512;
 extern const rnx_kernels rnx_kernels_avx512_vnni;
+extern const rnx_kernels rnx_kernels_avx512_bf16;
 #endif
 
 /* x rounded to bfloat16 (nearest, ties to even; NaN stays NaN): the top 16 bits of a float. */
@@ -262,8 +269,11 @@ typedef struct rnx_workspace {
     float *scratch; /* (team_max, 2, dense_width): the dense layers' rows */
     float *plain_scratch; /* the plain path's scratch (rnx_general_scratch_size), or NULL */
     int32_t *len;   /* (Bs): valid steps of each row */
-    uint8_t *q8;    /* int8 models: (team_max, mr, q8_width) quantized rows of one tile; or NULL */
-    size_t q8_width; /* the largest RNX_K4(K) of the model's int8 products */
+    uint8_t *prepared; /* int8 and bf16 models: (team_max, mr + Bs, prepared_width) rows
+                          prepared for their products: a tile's inputs, then a step's states;
+                          or NULL */
+    rnx_qrow *prepared_h; /* (team_max, Bs): the states' prepared rows, or NULL */
+    size_t prepared_width; /* the most bytes a row of the model's products takes prepared */
     /* the call's inputs for rows b0 .. b0+Bs, row r of step t at [r * steps + t] */
     const int32_t *ids;  /* token ids, or NULL for float x */
     const float *x;      /* float x (row r of step t at [(r * steps + t) * I]) for a masking
@@ -358,7 +368,7 @@ void rnx_run_blocks(const rnx_model *m, rnx_workspace *ws, rnx_team team, rnx_se
 /* RNX_ERR_BAD_ARGUMENT when any of the n ids is outside [0, V). */
 rnx_status rnx_check_ids(const rnx_model *m, const int32_t *ids, size_t n);
 /* Each token's input projection for direction d of block 0 into m->fold[d] (model creation). */
-void rnx_fold_embedding(const rnx_model *m, float *fold, int d);
+rnx_status rnx_fold_embedding(const rnx_model *m, float *fold, int d);
 /* The floats of the fold tables, or 0 when the model is not folded (over the bound or not
  * packed). */
 size_t rnx_fold_floats(const rnx_model *m);

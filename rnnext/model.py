@@ -18,15 +18,17 @@ Precision: "fp32" (the default), "bf16" or "int8", per model and per call (forwa
 stream).
 At "bf16" the recurrent layers' weight_ih, weight_hh and weight_hr are rounded to bfloat16
 (nearest, ties to even; reference.bf16_round) and the compiled core keeps them as 16-bit values
-(half the bytes a step reads); every product still accumulates in float32, and biases,
-peepholes, gates, states, the embedding and the dense layers stay float32. So a bf16 result is
-the float32 maths on the rounded weights: the "numpy" backend at "bf16" runs exactly that
-(reference.at_precision). At "int8" (dynamic quantization; rnnext.h's RNX_PRECISION_INT8) each
-row of weight_ih and weight_hh is quantized symmetrically to int8 once, each input of each
-product (a step's x or h, per sequence) to uint8 with its own scale and zero point when it is
-used, and the products are summed exactly in integers; the "numpy" backend computes the same
-integers (reference.Int8Weight). int8 runs the packed kernels' cells only (layers.int8_unsupported
-says why a layer is refused). Training (fit, loss_and_grads) and evaluate run in fp32 only.
+(half the bytes a step reads); each input of each product with them (a step's x, h or r*h) is
+rounded the same way when it is used, as PyTorch's bf16 autocast and the CPUs' bfloat16 products
+(vdpbf16ps, AMX) do, and every product accumulates in float32; biases, peepholes, gates,
+states, the embedding and the dense layers stay float32. The "numpy" backend at "bf16" runs the
+same maths (reference.Bf16Weight).
+At "int8" (dynamic quantization; rnnext.h's RNX_PRECISION_INT8) each row of weight_ih and
+weight_hh is quantized symmetrically to int8 once, each input of each product (a step's x or h,
+per sequence) to uint8 with its own scale and zero point when it is used, and the products
+are summed exactly in integers; the "numpy" backend computes the same integers
+(reference.Int8Weight). int8 runs the packed kernels' cells only (layers.int8_unsupported says
+why a layer is refused). Training (fit, loss_and_grads) and evaluate run in fp32 only.
 
 NaN and inf in x are not checked: they flow through the maths as IEEE arithmetic says, on both
 backends, and reach only the outputs and states of the sequences that hold them, from that step

@@ -409,16 +409,14 @@ def bf16_round(a):
 
 def at_precision(spec, params, precision):
     """params as the compiled core at `precision` ("fp32", "bf16" or "int8") holds them: for bf16
-    the recurrent layers' ROUNDED_PARAMS rounded by bf16_round (in the params' dtype); for int8
-    their weight_ih and weight_hh as Int8Weight; the rest as given. fp32 returns params
-    itself."""
+    the recurrent layers' ROUNDED_PARAMS as Bf16Weight; for int8 their weight_ih and weight_hh as
+    Int8Weight; the rest as given. fp32 returns params itself."""
     if precision == "fp32":
         return params
     names = rounded_param_names(spec)
     if precision == "int8":
         return {k: Int8Weight(v) if k in names else v for k, v in params.items()}
-    return {k: bf16_round(v).astype(np.asarray(v).dtype) if k in names else v
-            for k, v in params.items()}
+    return {k: Bf16Weight(v) if k in names else v for k, v in params.items()}
 
 
 def _rint(a):
@@ -483,6 +481,31 @@ class Int8Weight:
             zero.astype(np.float64)[:, None] * self.sums[None, :]
         out = exact.astype(np.float32) * (scale[:, None] * self.scale[None, :])
         return out.reshape(*a.shape[:-1], -1).astype(a.dtype, copy=False)
+
+
+class Bf16Weight:
+    """A recurrent weight at bf16: `a @ weight.T` is the product of rnnext.h's RNX_PRECISION_BF16
+    (the weight rounded by bf16_round, each row of a rounded the same way when it is used, the
+    products summed in the params' dtype, in NumPy's order rather than the kernels' pairs), and
+    weight[rows] the rows' weight, so the reference's maths reads it as a float weight."""
+
+    __array_ufunc__ = None  # NumPy then hands `a @ weight.T` to _Transposed.__rmatmul__
+
+    def __init__(self, w):
+        self.dtype = np.asarray(w).dtype
+        self.w = bf16_round(w).astype(self.dtype)
+
+    @property
+    def T(self):
+        return _Transposed(self)
+
+    def __getitem__(self, rows):
+        return Bf16Weight(self.w[rows])  # bf16_round leaves bfloat16 values as they are
+
+    def product(self, a):
+        """a (..., K) times the weight's transpose: (..., G*H) in a's dtype."""
+        a = np.asarray(a)
+        return (bf16_round(a).astype(a.dtype) @ self.w.T).astype(a.dtype, copy=False)
 
 
 class _Transposed:

@@ -48,7 +48,7 @@ CELL_ARGS = {
     "gru_reset_before": {"cell": "gru", "linear_before_reset": False},
 }
 CELLS = list(CELL_ARGS)
-ISAS = ["scalar", "avx2", "avx512", "avx512_vnni"]
+ISAS = ["scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16"]
 
 
 def require_isa(isa):

@@ -123,7 +123,8 @@ class General:
         xp = np.zeros((B, self.G * self.H), np.float32)
         for t in range(T):
             xt = np.ascontiguousarray(self.x[:, t])
-            lib.rnx_general_project(self.g, rows(xp), rows(xt), B)
+            lib.rnx_general_project(self.g, rows(xp), rows(xt),
+                                    self.scratch.ctypes.data_as(ctypes.c_void_p), B)
             self.h_hist[t], self.c_hist[t] = h, c
             active = np.ascontiguousarray(self.active[:, t])
             lib.rnx_general_step(self.g, rows(h), rows(c), rows(xp),

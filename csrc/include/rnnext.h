@@ -101,14 +101,16 @@ typedef enum rnx_cell {
 
 /* Instruction sets of the compute kernels. RNX_ISA_AUTO takes the one chosen at start-up: the
  * best the CPU and OS support, or the one named by the environment variable RNNEXT_ISA
- * (scalar, avx2, avx512 or avx512_vnni). RNX_ISA_SCALAR is portable C (the compiler maps its
- * 4-wide generic vectors onto the baseline instruction set) and defines correctness. */
+ * (scalar, avx2, avx512, avx512_vnni or avx512_bf16). RNX_ISA_SCALAR is portable C (the
+ * compiler maps its 4-wide generic vectors onto the baseline instruction set) and defines
+ * correctness. */
 typedef enum rnx_isa {
     RNX_ISA_AUTO = 0,
     RNX_ISA_SCALAR = 1,
     RNX_ISA_AVX2 = 2,       /* AVX2 + FMA, 8 lanes */
     RNX_ISA_AVX512 = 3,     /* AVX-512F and DQ, 16 lanes */
-    RNX_ISA_AVX512_VNNI = 4 /* RNX_ISA_AVX512 with AVX-512BW and VNNI: int8 products by vpdpbusd */
+    RNX_ISA_AVX512_VNNI = 4, /* RNX_ISA_AVX512 with AVX-512BW and VNNI: int8 products by vpdpbusd */
+    RNX_ISA_AVX512_BF16 = 5  /* RNX_ISA_AVX512_VNNI with AVX512-BF16: bf16 products by vdpbf16ps */
 } rnx_isa;
 
 /* The instruction set that RNX_ISA_AUTO resolves to in this process. If RNNEXT_ISA names an
@@ -301,12 +303,19 @@ RNX_API rnx_status rnx_model_create(rnx_model **out, const rnx_layer *layers, in
  *   RNX_PRECISION_BF16  the recurrent layers' weight_ih, weight_hh and weight_hr rounded to
  *                       bfloat16 (round to nearest, ties to even; NaN stays NaN, +-inf stay
  *                       infinite) and kept as 16-bit values: half the bytes a step reads. Each
- *                       product widens them back to float32 in registers and accumulates in
- *                       float32, so the result is the float32 model's maths on the rounded
- *                       weights. Biases, peepholes, gates, states, the embedding and the dense
- *                       layers stay float32. Layers on the plain path (see above) hold their
- *                       rounded weights as float32. Inference only: rnx_tape_create refuses
- *                       such a model (RNX_ERR_BAD_ARGUMENT).
+ *                       input of each product with them (a step's x, h or r*h, per batch row) is
+ *                       rounded to bfloat16 the same way when it is used, as PyTorch's bf16
+ *                       autocast and the hardware's bfloat16 products do; the products are
+ *                       summed in float32, over each pair of inputs (k even, k+1) as
+ *                       vdpbf16ps does: the k+1 term added first, then the k term, each by one
+ *                       fused multiply-add. RNX_ISA_AVX512_BF16 takes vdpbf16ps; the other
+ *                       instruction sets with FMA compute the same sums in the same order, so
+ *                       they give the same bits (except for a weight or input below 2^-126 in
+ *                       magnitude, which vdpbf16ps takes as zero). Biases, peepholes, gates,
+ *                       states, the embedding and the dense layers stay float32. Layers on the
+ *                       plain path (see above) hold their rounded weights as float32 and round
+ *                       the inputs of their products alike. Inference only: rnx_tape_create
+ *                       refuses such a model (RNX_ERR_BAD_ARGUMENT).
  *   RNX_PRECISION_INT8  dynamic quantization, with the semantics of ONNX Runtime's
  *                       DynamicQuantizeLSTM at a finer grain. Each row of weight_ih and
  *                       weight_hh (one gate of one unit) is quantized symmetrically once:

@@ -15,8 +15,8 @@ static void version_and_names(void) {
             CHECK(strcmp(text, rnx_status_string((rnx_status)other)) != 0);
     }
     CHECK(rnx_status_string((rnx_status)-1) != NULL);
-    const char *isa_names[] = {"auto", "scalar", "avx2", "avx512", "avx512_vnni"};
-    for (int isa = RNX_ISA_AUTO; isa <= RNX_ISA_AVX512_VNNI; isa++)
+    const char *isa_names[] = {"auto", "scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16"};
+    for (int isa = RNX_ISA_AUTO; isa <= RNX_ISA_AVX512_BF16; isa++)
         CHECK(strcmp(rnx_isa_name((rnx_isa)isa), isa_names[isa]) == 0);
     CHECK(strcmp(rnx_isa_name((rnx_isa)42), "unknown") == 0);
     const char *dtype_names[] = {"F32", "F16", "BF16", "F64"};
@@ -52,7 +52,7 @@ static void isa_selection(void) {
     }
     CHECK(rnx_isa_supported(RNX_ISA_SCALAR) && !rnx_isa_supported(RNX_ISA_AUTO));
     CHECK(!rnx_isa_supported((rnx_isa)7));
-    for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512_VNNI; isa++) {
+    for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512_BF16; isa++) {
         m = NULL;
         const rnx_status s = rnx_model_create(&m, &layer, 1, isa, params);
         CHECK_STATUS(s, rnx_isa_supported((rnx_isa)isa) ? RNX_OK : RNX_ERR_ISA_UNAVAILABLE);
@@ -70,7 +70,7 @@ static void activation_accuracy(void) {
     static float in[N + 3], out[N + 3];
     for (int i = 0; i < N; i++) in[i] = -20.0f + 40.0f * (float)i / (N - 1);
     in[N] = INFINITY, in[N + 1] = -INFINITY, in[N + 2] = NAN;
-    rnx_isa isas[RNX_ISA_AVX512_VNNI];
+    rnx_isa isas[RNX_ISA_AVX512_BF16];
     const int n_isas = supported_isas(isas);
     for (int k = 0; k < n_isas; k++) {
         for (int fn = RNX_FN_SIGMOID; fn <= RNX_FN_TANH; fn++) {
@@ -152,7 +152,7 @@ static void model_creation_errors(void) {
     m = not_null;
     CHECK_STATUS(rnx_model_create(&m, good, 2, RNX_ISA_SCALAR, NULL), RNX_ERR_NULL_ARGUMENT);
     CHECK(m == NULL);
-    const int bad_isas[] = {-1, RNX_ISA_AVX512_VNNI + 1};
+    const int bad_isas[] = {-1, RNX_ISA_AVX512_BF16 + 1};
     for (int i = 0; i < 2; i++) {
         m = not_null;
         CHECK_STATUS(rnx_model_create(&m, good, 2, bad_isas[i], params), RNX_ERR_BAD_CONFIG);
@@ -307,13 +307,14 @@ static void check_stream_steps(rnx_model *model, const float *x, const float *y,
     free(step_y);
 }
 
-/* rnx_model_create_precision at bf16, on every ISA: with weights that bfloat16 holds exactly
- * (multiples of 2^-8 below 1: 8 significant bits) the result is the float32 model's, bit for
- * bit (the same products in the same order); a weight moved by less than half a bfloat16 step
- * changes the float32 result but not the bf16 one (it rounds back). Packed kernels (GRU, RNN),
- * the plain path (LSTM proj_size: weight_hr too), streams; training refused. */
+/* rnx_model_create_precision at bf16, on every ISA: a weight or an input moved by less than half
+ * a bfloat16 step changes the float32 result but not the bf16 one (each rounds back before its
+ * product); the result is near float32's but not equal to it (the inputs are rounded); every
+ * thread count and every ISA with FMA gives the same bits (rnnext.h: the sums of vdpbf16ps).
+ * Packed kernels (GRU, RNN), the plain path (LSTM proj_size: weight_hr too), streams; training
+ * refused. */
 static void model_precision_bf16(void) {
-    enum { B = 3, T = 7, I = 5, H = 19 };
+    enum { B = 3, T = 7, I = 5, H = 19, N = B * T * 2 };
     rnx_layer list[4] = {rnx_recurrent_layer(RNX_CELL_LSTM, I, H, RNX_DIRECTION_FORWARD),
                          rnx_recurrent_layer(RNX_CELL_GRU, 6, H, RNX_DIRECTION_FORWARD),
                          rnx_recurrent_layer(RNX_CELL_RNN_TANH, H, 9, RNX_DIRECTION_FORWARD),
@@ -325,38 +326,58 @@ static void model_precision_bf16(void) {
     float *params = malloc(count * sizeof *params), *moved = malloc(count * sizeof *params);
     for (size_t i = 0; i < count; i++) params[i] = (float)(random_below(&seed, 256) - 128) / 256;
     /* weight_ih_l1[0][0] (after layer 0's weight_ih, weight_hh, biases, weight_hr): 0.25 and
-     * 0.25 + 2^-12, which is below half of bfloat16's step there (2^-9) */
+     * 0.25 + 2^-12, which is below half of bfloat16's step there (2^-9); x[0][0][0] likewise
+     * 0.5 and 0.5 + 2^-12 (half a step: 2^-8) */
     const size_t at = (size_t)4 * H * (I + 6 + 2) + (size_t)6 * H;
     params[at] = 0.25f;
     memcpy(moved, params, count * sizeof *params);
     moved[at] += 1.0f / 4096;
-    float *x = random_floats(B * T * I, &seed, 1.0f);
-    float want[B * T * 2], got[B * T * 2], moved_fp32[B * T * 2];
-    rnx_isa isas[RNX_ISA_AVX512_VNNI];
+    float *x = random_floats(B * T * I, &seed, 1.0f), x_moved[B * T * I];
+    x[0] = 0.5f;
+    memcpy(x_moved, x, sizeof x_moved);
+    x_moved[0] += 1.0f / 4096;
+    float want[N], got[N], fp32_y[N], fp32_moved[N], fma_y[N];
+    int fma_seen = 0;
+    rnx_isa isas[RNX_ISA_AVX512_BF16];
     const int n_isas = supported_isas(isas);
     for (int k = 0; k < n_isas; k++) {
-        rnx_model *fp32 = NULL, *bf16 = NULL, *bf16_moved = NULL;
+        rnx_model *fp32 = NULL, *bf16 = NULL, *bf16_moved = NULL, *fp32_w = NULL;
         CHECK_STATUS(rnx_model_create(&fp32, list, 4, isas[k], params), RNX_OK);
+        CHECK_STATUS(rnx_model_create(&fp32_w, list, 4, isas[k], moved), RNX_OK);
         CHECK_STATUS(rnx_model_create_precision(&bf16, list, 4, isas[k], RNX_PRECISION_BF16,
                                                 params), RNX_OK);
         CHECK_STATUS(rnx_model_create_precision(&bf16_moved, list, 4, isas[k],
                                                 RNX_PRECISION_BF16, moved), RNX_OK);
-        if (!fp32 || !bf16 || !bf16_moved) return;
+        if (!fp32 || !fp32_w || !bf16 || !bf16_moved) return;
         CHECK(rnx_model_get_info(fp32).precision == RNX_PRECISION_FP32);
         CHECK(rnx_model_get_info(bf16).precision == RNX_PRECISION_BF16);
-        CHECK_STATUS(rnx_forward(fp32, want, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 1),
+        CHECK_STATUS(rnx_forward(fp32, fp32_y, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B,
+                                 T, 1), RNX_OK);
+        CHECK_STATUS(rnx_forward(bf16, want, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 2),
                      RNX_OK);
-        CHECK_STATUS(rnx_forward(bf16, got, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 2),
+        CHECK(memcmp(want, fp32_y, sizeof want) != 0);
+        CHECK_CLOSE(want, fp32_y, N, 0.0f, 5e-2f);
+        CHECK_STATUS(rnx_forward(bf16, got, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B, T, 1),
                      RNX_OK);
         CHECK(memcmp(got, want, sizeof got) == 0);
+        /* the moved weight and the moved input: float32 sees them, bf16 does not */
         CHECK_STATUS(rnx_forward(bf16_moved, got, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B,
                                  T, 1), RNX_OK);
         CHECK(memcmp(got, want, sizeof got) == 0);
-        rnx_model_free(fp32);
-        CHECK_STATUS(rnx_model_create(&fp32, list, 4, isas[k], moved), RNX_OK);
-        CHECK_STATUS(rnx_forward(fp32, moved_fp32, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL, B,
+        CHECK_STATUS(rnx_forward(bf16, got, NULL, NULL, x_moved, NULL, NULL, NULL, NULL, NULL, B,
                                  T, 1), RNX_OK);
-        CHECK(memcmp(moved_fp32, want, sizeof want) != 0);
+        CHECK(memcmp(got, want, sizeof got) == 0);
+        CHECK_STATUS(rnx_forward(fp32_w, fp32_moved, NULL, NULL, x, NULL, NULL, NULL, NULL, NULL,
+                                 B, T, 1), RNX_OK);
+        CHECK(memcmp(fp32_moved, fp32_y, sizeof fp32_y) != 0);
+        CHECK_STATUS(rnx_forward(fp32, fp32_moved, NULL, NULL, x_moved, NULL, NULL, NULL, NULL,
+                                 NULL, B, T, 1), RNX_OK);
+        CHECK(memcmp(fp32_moved, fp32_y, sizeof fp32_y) != 0);
+        if (isas[k] >= RNX_ISA_AVX2) { /* the first ISA with FMA sets the bits of the others */
+            if (!fma_seen) memcpy(fma_y, want, sizeof want);
+            fma_seen = 1;
+            CHECK(memcmp(want, fma_y, sizeof want) == 0);
+        }
         check_stream_steps(bf16, x, want, B, T, I, 2);
         /* training runs in float32 only */
         rnx_tape *tape = NULL;
@@ -367,6 +388,7 @@ static void model_precision_bf16(void) {
                                        T, 1), RNX_ERR_BAD_ARGUMENT);
         rnx_tape_free(tape);
         rnx_model_free(fp32);
+        rnx_model_free(fp32_w);
         rnx_model_free(bf16);
         rnx_model_free(bf16_moved);
     }
@@ -416,7 +438,7 @@ static void model_precision_int8(void) {
         x[i] = (float)(v - 100) / 64;
     }
     float want[B * T * 5], got[B * T * 5], other[B * T * 5];
-    rnx_isa isas[RNX_ISA_AVX512_VNNI];
+    rnx_isa isas[RNX_ISA_AVX512_BF16];
     const int n_isas = supported_isas(isas);
     for (int k = 0; k < n_isas; k++) {
         rnx_model *fp32 = NULL, *int8 = NULL;
