@@ -13,16 +13,17 @@ The script builds rnnext's static library with csrc/Makefile (its usual flags, n
 the kernels are chosen at run time from CPUID) and bench/rtneural_stream.cpp with RTNeural's
 LSTMLayerT / GRULayerT (Eigen backend, -O3 -march=native, the sizes fixed at compile time), then
 runs it. rnnext's stream runs in fp32 and at each reduced precision of --precisions
-(rnx_model_create_precision: bf16 = weights rounded to bfloat16, fp32 maths; int8 = per-row
-symmetric int8 weights, dynamically quantized uint8 inputs, exact int32 sums). On the same random
-weights (PyTorch's layout and initialisation, permuted into RTNeural's Keras gate order) and the
-same inputs, rnnext's fp32 must agree with RTNeural within 1e-5 at every one of --check-steps
-steps before anything is timed, and bf16 and int8 within anchors.REDUCED_PRECISION_BOUND (5e-2:
-beyond it the path is broken, not rounded); the report gives each one's max abs diff. Timing
-interleaves the engines run by run (the order rotating) in blocks of --repeats runs each; each
-figure is the median over blocks of each block's median run. A ratio is RTNeural's ns / rnnext's
-ns: above 1, rnnext's step is faster. RTNeural runs fp32 only, so only the first ratio compares
-the same precision. Writes bench/results/rtneural.md and .json (or --out, --name).
+(rnx_model_create_precision: bf16 = weights and each product's inputs rounded to bfloat16,
+float32 sums; int8 = per-row symmetric int8 weights, dynamically quantized uint8 inputs, exact
+int32 sums). On the same random weights (PyTorch's layout and initialisation, permuted into
+RTNeural's Keras gate order) and the same inputs, rnnext's fp32 must agree with RTNeural within
+1e-5 at every one of --check-steps steps before anything is timed, and bf16 and int8 within
+anchors.REDUCED_PRECISION_BOUND (5e-2: beyond it the path is broken, not rounded); the report
+gives each one's max abs diff. Timing interleaves the engines run by run (the order rotating) in
+blocks of --repeats runs each; each figure is the median over blocks of each block's median run.
+A ratio is RTNeural's ns / rnnext's ns: above 1, rnnext's step is faster. RTNeural runs fp32
+only, so only the first ratio compares the same precision. Writes bench/results/rtneural.md and
+.json (or --out, --name).
 """
 import argparse
 import datetime
@@ -41,7 +42,7 @@ REPO = os.path.dirname(BENCH)
 SOURCE = os.path.join(BENCH, "rtneural_stream.cpp")
 DEFAULT_SIZES = ("1x32", "16x64", "64x256")
 # what each reduced precision of rnnext's weights does, for the report
-PRECISION_NOTES = {"bf16": "weights rounded to bfloat16, fp32 maths",
+PRECISION_NOTES = {"bf16": "weights and each product's inputs rounded to bfloat16, float32 sums",
                    "int8": "per-row symmetric int8 weights, dynamically quantized uint8 inputs, "
                            "exact int32 sums"}
 SYSTEM_EIGEN = "/usr/include/eigen3"
