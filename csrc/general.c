@@ -259,10 +259,7 @@ static float *rounding_buffer(const rnx_general *g, float *scratch) {
 /* v (k floats) as a product reads it: at bf16 rounded to bfloat16 into buf, else v itself */
 static const float *product_input(const rnx_general *g, const float *v, int k, float *buf) {
     if (!g->bf16) return v;
-    for (int i = 0; i < k; i++) {
-        const uint32_t bits = (uint32_t)rnx_bf16_from_float(v[i]) << 16;
-        memcpy(&buf[i], &bits, sizeof bits);
-    }
+    for (int i = 0; i < k; i++) buf[i] = rnx_bf16_value(v[i]);
     return buf;
 }
 

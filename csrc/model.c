@@ -277,6 +277,12 @@ uint16_t rnx_bf16_from_float(float x) {
     return (uint16_t)(bits >> 16);
 }
 
+float rnx_bf16_value(float x) {
+    const uint32_t bits = (uint32_t)rnx_bf16_from_float(x) << 16;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
 /* The floats of a direction's weights (w_ih, w_hh, w_hr) to their bfloat16 values, in place. */
 static void round_weights_bf16(const rnx_general *g) {
     const rnx_general_params *w = &g->w;
@@ -284,10 +290,8 @@ static void round_weights_bf16(const rnx_general *g) {
     float *const arrays[3] = {w->w_ih, w->w_hh, w->w_hr};
     const size_t counts[3] = {GH * g->I, GH * g->S, (size_t)g->P * g->H};
     for (int a = 0; a < 3; a++)
-        for (size_t i = 0; arrays[a] && i < counts[a]; i++) {
-            const uint32_t bits = (uint32_t)rnx_bf16_from_float(arrays[a][i]) << 16;
-            memcpy(&arrays[a][i], &bits, sizeof bits);
-        }
+        for (size_t i = 0; arrays[a] && i < counts[a]; i++)
+            arrays[a][i] = rnx_bf16_value(arrays[a][i]);
 }
 
 /* A PyTorch weight src (G*H, K) packed: float32 into dst (npanels, K, nv, vw), or when dst is

@@ -109,6 +109,8 @@ extern const rnx_kernels rnx_kernels_avx512_bf16;
 
 /* x rounded to bfloat16 (nearest, ties to even; NaN stays NaN): the top 16 bits of a float. */
 uint16_t rnx_bf16_from_float(float x);
+/* x's bfloat16 value as a float (rnx_bf16_from_float's bits widened) */
+float rnx_bf16_value(float x);
 
 /* G, the gates of `cell` (an rnx_cell), or 0 for an unknown cell. */
 int rnx_cell_gates(int cell);
