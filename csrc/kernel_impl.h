@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <string.h>
 #include "rnx_internal.h"
+#if defined(__AVX2__)
+#include <immintrin.h> /* the masked loads, vdpbf16ps and vpdpbusd */
+#endif
 
 #define RNX_CAT2(a, b) a##_##b
 #define RNX_CAT(a, b) RNX_CAT2(a, b)
@@ -14,7 +17,6 @@
 
 /* bf16 products by vdpbf16ps (RNX_ISA_AVX512_BF16), else by FMAs in registers */
 #if defined(__AVX512BF16__) && RNX_VW == 16
-#include <immintrin.h>
 #define RNX_DPBF16 1
 #else
 #define RNX_DPBF16 0
@@ -74,6 +76,50 @@ RNX_INLINE vf vrelu(vf x) { return vselect(x < 0.0f, vsplat(0.0f), x); }
 RNX_INLINE vf vload(const float *p) { return *(const vf *)p; }
 RNX_INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
 
+/* p's first m floats (m <= RNX_VW; p aligned or not), the other lanes zero, reading nothing past
+ * p + m. A masked load where the instruction set has one: a vector read back from a buffer that
+ * was written in smaller pieces waits for those stores (no store forwarding), which at batch 1
+ * cost a stream step more than the product of a small input. */
+RNX_INLINE vf vload_part(const float *p, size_t m) {
+    if (m == RNX_VW) { /* p may be unaligned */
+        vf v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+#if defined(__AVX512F__) && RNX_VW == 16
+    return (vf)_mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1u), p);
+#elif defined(__AVX2__) && RNX_VW == 8
+    const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    return (vf)_mm256_maskload_ps(p, (__m256i)(lane < (int32_t)m));
+#else
+    vf v = vsplat(0.0f);
+    memcpy(&v, p, m * sizeof(float));
+    return v;
+#endif
+}
+
+/* v's lanes rotated down by n (1, 2, 4 or 8, a constant once inlined): lane i takes lane
+ * (i + n) mod RNX_VW, in registers. */
+#define RNX_LANE(i, n) (((i) + (n)) % RNX_VW)
+#define RNX_LANES4(n) RNX_LANE(0, n), RNX_LANE(1, n), RNX_LANE(2, n), RNX_LANE(3, n)
+#if RNX_VW == 4
+#define RNX_ROTATE(v, n) __builtin_shufflevector(v, v, RNX_LANES4(n))
+#elif RNX_VW == 8
+#define RNX_ROTATE(v, n) __builtin_shufflevector(v, v, RNX_LANES4(n), RNX_LANES4(n + 4))
+#else
+#define RNX_ROTATE(v, n)                                                                          \
+    __builtin_shufflevector(v, v, RNX_LANES4(n), RNX_LANES4(n + 4), RNX_LANES4(n + 8),          \
+                            RNX_LANES4(n + 12))
+#endif
+RNX_INLINE vf vrotate(vf v, int n) {
+    switch (n) {
+    case 1: return RNX_ROTATE(v, 1);
+    case 2: return RNX_ROTATE(v, 2);
+    case 4: return RNX_ROTATE(v, 4);
+    default: return RNX_ROTATE(v, 8);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------
  * The product: acc[q][r][j] += sum_k a[r][k*AS] * w[q*panel_stride + k*ldw + j*VW ..] over K, for
  * NP panels, NR rows and NV vectors. NP, NR and NV are constants after inlining, so the
@@ -105,9 +151,8 @@ RNX_INLINE void round_bf16(rnx_qrow *out, uint8_t *buf, const float *a, int K) {
     const size_t K2 = RNX_K2(K);
     const vu one = (vu){0} + 1u, top = (vu){0} + 0xffff0000u;
     for (size_t k = 0; k < K2; k += RNX_VW) {
-        vu bits = (vu){0}; /* whole vectors by a plain load, the last one's part past K zero */
-        if ((size_t)K - k >= RNX_VW) memcpy(&bits, a + k, sizeof bits);
-        else memcpy(&bits, a + k, ((size_t)K - k) * sizeof(float));
+        /* the last vector's part past K zero */
+        const vu bits = (vu)vload_part(a + k, (size_t)K - k < RNX_VW ? (size_t)K - k : RNX_VW);
         const vi nan = (vi)(bits & 0x7fffffffu) > (vi){0} + 0x7f800000;
         const vu even = (bits + 0x7fffu + ((bits >> 16) & one)) & top;
         const vu r = (vu)(((vi)(bits | 0x00400000u) & nan) | ((vi)even & ~nan)) & top;
@@ -219,7 +264,6 @@ RNX_INLINE void accumulate_packed(vf acc[2][RNX_MR][4], const float *const *a,
 
 #define RNX_Q8_EXACT_GROUPS 128
 #if defined(__AVX512VNNI__) && RNX_VW == 16
-#include <immintrin.h>
 #define RNX_VNNI 1
 #else
 #define RNX_VNNI 0
@@ -543,12 +587,9 @@ static void RNX_K(step_train)(int cell, float *const *h_out, float *const *c,
 
 static void RNX_K(activate)(rnx_function f, float *out, const float *in, size_t n) {
     for (size_t i = 0; i < n; i += RNX_VW) {
-        float buf[RNX_VW] __attribute__((aligned(RNX_VW * 4))) = {0};
         const size_t m = n - i < RNX_VW ? n - i : RNX_VW;
-        memcpy(buf, in + i, m * sizeof(float));
-        vf v = vload(buf);
-        vstore(buf, f == RNX_FN_SIGMOID ? vsigmoid(v) : vtanh(v));
-        memcpy(out + i, buf, m * sizeof(float));
+        const vf v = vload_part(in + i, m), a = f == RNX_FN_SIGMOID ? vsigmoid(v) : vtanh(v);
+        memcpy(out + i, &a, m * sizeof(float));
     }
 }
 
@@ -556,25 +597,24 @@ static void RNX_K(activate)(rnx_function f, float *out, const float *in, size_t 
  * takes away 1.5 * 2^23, which leaves |v| < 2^22 rounded to the nearest integer, ties to even. */
 RNX_INLINE void quantize(rnx_qrow *out, uint8_t *q, const float *a, int K) {
     typedef uint8_t vq __attribute__((vector_size(RNX_VW), may_alias));
-    vf lo = vsplat(0.0f), hi = vsplat(0.0f);
-    vi bad = (vi){0};
+    vf lo = vsplat(0.0f), hi = vsplat(0.0f), bad = vsplat(0.0f);
     for (int k = 0; k < K; k += RNX_VW) {
-        float buf[RNX_VW] __attribute__((aligned(RNX_VW * 4))) = {0};
-        memcpy(buf, a + k, (size_t)(K - k < RNX_VW ? K - k : RNX_VW) * sizeof(float));
-        const vf v = vload(buf);
+        const vf v = vload_part(a + k, K - k < RNX_VW ? (size_t)(K - k) : RNX_VW);
         lo = vselect(v < lo, v, lo);
         hi = vselect(v > hi, v, hi);
-        bad |= (v - v) != 0.0f; /* NaN for NaN and +-inf */
+        bad += v - v; /* stays zero, or NaN from a NaN or an infinity on */
     }
-    float low = 0.0f, high = 0.0f;
-    int finite = 1;
-    for (int l = 0; l < RNX_VW; l++) {
-        low = lo[l] < low ? lo[l] : low;
-        high = hi[l] > high ? hi[l] : high;
-        finite &= bad[l] == 0;
+    /* the lanes' least, greatest and sum in lane 0, by halving (log2(RNX_VW) steps) */
+#pragma GCC unroll 4
+    for (int n = RNX_VW / 2; n > 0; n /= 2) {
+        const vf lo2 = vrotate(lo, n), hi2 = vrotate(hi, n);
+        lo = vselect(lo2 < lo, lo2, lo);
+        hi = vselect(hi2 > hi, hi2, hi);
+        bad += vrotate(bad, n);
     }
+    const float low = lo[0], high = hi[0];
     const size_t K4 = RNX_K4(K);
-    if (!finite) { /* NaN outputs, through the scale */
+    if (bad[0] != 0.0f) { /* NaN outputs, through the scale */
         memset(q, 0, K4);
         *out = (rnx_qrow){q, __builtin_nanf(""), 0};
         return;
@@ -586,9 +626,8 @@ RNX_INLINE void quantize(rnx_qrow *out, uint8_t *q, const float *a, int K) {
     zero = zero > 255.0f ? 255.0f : zero;
     const vf s = vsplat(scale), z = vsplat(zero), top = vsplat(255.0f);
     for (size_t k = 0; k < K4; k += RNX_VW) {
-        float buf[RNX_VW] __attribute__((aligned(RNX_VW * 4))) = {0};
-        memcpy(buf, a + k, (K - k < RNX_VW ? K - k : RNX_VW) * sizeof(float));
-        vf v = ((vload(buf) / s + shifter) - shifter) + z;
+        const size_t m = (size_t)K - k < RNX_VW ? (size_t)K - k : RNX_VW;
+        vf v = ((vload_part(a + k, m) / s + shifter) - shifter) + z;
         v = vselect(v < 0.0f, vsplat(0.0f), v);
         v = vselect(v > top, top, v);
         const vq bytes = __builtin_convertvector(__builtin_convertvector(v, vi), vq);

@@ -174,6 +174,32 @@ def test_stream_matches_forward(isa, precision, case, rng):
         assert_f32_close(steps, y_ref, f"{backend} stream")
 
 
+def unaligned(a):
+    """a copied to memory 4 bytes past a 64-byte boundary: misaligned for every vector load."""
+    buf = np.empty(a.size + 32, dtype=a.dtype)
+    start = (-buf.ctypes.data % 64) // a.itemsize + 1
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 64 == 4
+    return out
+
+
+@pytest.mark.parametrize("input_size", [16, 37])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("isa", ISAS)
+def test_inputs_need_no_alignment(isa, precision, input_size, rng):
+    """Whole vectors and a last part of each input row read from misaligned memory by forward
+    and by a stream give what the same rows give from aligned memory."""
+    require_isa(isa)
+    model = at_isa(Model("lstm", input_size, 24, seed=2, precision=precision), isa, precision)
+    x = rng.standard_normal((2, 5, input_size)).astype(np.float32)
+    np.testing.assert_array_equal(model.forward(unaligned(x))[0], model.forward(x)[0])
+    aligned, misaligned = model.stream(2), model.stream(2)
+    for t in range(x.shape[1]):
+        np.testing.assert_array_equal(misaligned.step(unaligned(x[:, t])),
+                                      aligned.step(x[:, t].copy()))
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("B", [1, 13])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
