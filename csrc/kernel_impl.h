@@ -103,13 +103,16 @@ RNX_INLINE vf vload_part(const float *p, size_t m) {
 #define RNX_LANE(i, n) (((i) + (n)) % RNX_VW)
 #define RNX_LANES4(n) RNX_LANE(0, n), RNX_LANE(1, n), RNX_LANE(2, n), RNX_LANE(3, n)
 #if RNX_VW == 4
-#define RNX_ROTATE(v, n) __builtin_shufflevector(v, v, RNX_LANES4(n))
+#define RNX_ROTATION(n) RNX_LANES4(n)
 #elif RNX_VW == 8
-#define RNX_ROTATE(v, n) __builtin_shufflevector(v, v, RNX_LANES4(n), RNX_LANES4(n + 4))
+#define RNX_ROTATION(n) RNX_LANES4(n), RNX_LANES4(n + 4)
 #else
-#define RNX_ROTATE(v, n)                                                                          \
-    __builtin_shufflevector(v, v, RNX_LANES4(n), RNX_LANES4(n + 4), RNX_LANES4(n + 8),          \
-                            RNX_LANES4(n + 12))
+#define RNX_ROTATION(n) RNX_LANES4(n), RNX_LANES4(n + 4), RNX_LANES4(n + 8), RNX_LANES4(n + 12)
+#endif
+#if defined(__clang__) || __GNUC__ >= 12
+#define RNX_ROTATE(v, n) __builtin_shufflevector(v, v, RNX_ROTATION(n))
+#else /* GCC before 12 has only its own builtin */
+#define RNX_ROTATE(v, n) __builtin_shuffle(v, (vi){RNX_ROTATION(n)})
 #endif
 RNX_INLINE vf vrotate(vf v, int n) {
     switch (n) {
