@@ -76,11 +76,12 @@ RNX_INLINE vf vrelu(vf x) { return vselect(x < 0.0f, vsplat(0.0f), x); }
 RNX_INLINE vf vload(const float *p) { return *(const vf *)p; }
 RNX_INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
 
-/* p's first m floats (m <= RNX_VW; p aligned or not), the other lanes zero, reading nothing past
- * p + m. A masked load where the instruction set has one: a vector read back from a buffer that
- * was written in smaller pieces waits for those stores (no store forwarding), which at batch 1
- * cost a stream step more than the product of a small input. */
-RNX_INLINE vf vload_part(const float *p, size_t m) {
+/* A vector of p's first n floats (n >= 1; at most RNX_VW of them are read; p aligned or not), the
+ * other lanes zero, reading nothing past p + n. A masked load where the instruction set has one:
+ * a vector read back from a buffer that was written in smaller pieces waits for those stores (no
+ * store forwarding), which at batch 1 cost a stream step more than the product of a small input. */
+RNX_INLINE vf vload_part(const float *p, size_t n) {
+    const size_t m = n < RNX_VW ? n : RNX_VW;
     if (m == RNX_VW) { /* p may be unaligned */
         vf v;
         memcpy(&v, p, sizeof v);
@@ -155,7 +156,7 @@ RNX_INLINE void round_bf16(rnx_qrow *out, uint8_t *buf, const float *a, int K) {
     const vu one = (vu){0} + 1u, top = (vu){0} + 0xffff0000u;
     for (size_t k = 0; k < K2; k += RNX_VW) {
         /* the last vector's part past K zero */
-        const vu bits = (vu)vload_part(a + k, (size_t)K - k < RNX_VW ? (size_t)K - k : RNX_VW);
+        const vu bits = (vu)vload_part(a + k, (size_t)K - k);
         const vi nan = (vi)(bits & 0x7fffffffu) > (vi){0} + 0x7f800000;
         const vu even = (bits + 0x7fffu + ((bits >> 16) & one)) & top;
         const vu r = (vu)(((vi)(bits | 0x00400000u) & nan) | ((vi)even & ~nan)) & top;
@@ -602,7 +603,7 @@ RNX_INLINE void quantize(rnx_qrow *out, uint8_t *q, const float *a, int K) {
     typedef uint8_t vq __attribute__((vector_size(RNX_VW), may_alias));
     vf lo = vsplat(0.0f), hi = vsplat(0.0f), bad = vsplat(0.0f);
     for (int k = 0; k < K; k += RNX_VW) {
-        const vf v = vload_part(a + k, K - k < RNX_VW ? (size_t)(K - k) : RNX_VW);
+        const vf v = vload_part(a + k, (size_t)(K - k));
         lo = vselect(v < lo, v, lo);
         hi = vselect(v > hi, v, hi);
         bad += v - v; /* stays zero, or NaN from a NaN or an infinity on */
@@ -629,8 +630,7 @@ RNX_INLINE void quantize(rnx_qrow *out, uint8_t *q, const float *a, int K) {
     zero = zero > 255.0f ? 255.0f : zero;
     const vf s = vsplat(scale), z = vsplat(zero), top = vsplat(255.0f);
     for (size_t k = 0; k < K4; k += RNX_VW) {
-        const size_t m = (size_t)K - k < RNX_VW ? (size_t)K - k : RNX_VW;
-        vf v = ((vload_part(a + k, m) / s + shifter) - shifter) + z;
+        vf v = ((vload_part(a + k, (size_t)K - k) / s + shifter) - shifter) + z;
         v = vselect(v < 0.0f, vsplat(0.0f), v);
         v = vselect(v > top, top, v);
         const vq bytes = __builtin_convertvector(__builtin_convertvector(v, vi), vq);

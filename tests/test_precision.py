@@ -189,15 +189,15 @@ def unaligned(a):
 @pytest.mark.parametrize("isa", ISAS)
 def test_inputs_need_no_alignment(isa, precision, input_size, rng):
     """Whole vectors and a last part of each input row read from misaligned memory by forward
-    and by a stream give what the same rows give from aligned memory."""
+    and by a stream give what the same rows give from NumPy's own arrays."""
     require_isa(isa)
     model = at_isa(Model("lstm", input_size, 24, seed=2, precision=precision), isa, precision)
     x = rng.standard_normal((2, 5, input_size)).astype(np.float32)
     np.testing.assert_array_equal(model.forward(unaligned(x))[0], model.forward(x)[0])
-    aligned, misaligned = model.stream(2), model.stream(2)
+    plain, misaligned = model.stream(2), model.stream(2)
     for t in range(x.shape[1]):
         np.testing.assert_array_equal(misaligned.step(unaligned(x[:, t])),
-                                      aligned.step(x[:, t].copy()))
+                                      plain.step(x[:, t].copy()))
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
