@@ -17,8 +17,15 @@
  * recurrent product per step; below it the barrier costs about what the split saves, and more
  * when another process shares the cores. Measured on 2 cores (Zen 4), B=1, T=100, against one
  * thread: LSTM H=32 (2K a thread) 0.74x, LSTM H=64 (8K) 1.33x quiet, RNN H=128 (8K) 1.00x quiet
- * and 0.5x under load, GRU H=128 (24K) 1.5x, LSTM H=256 (64K) 2.1x. */
+ * and 0.5x under load, GRU H=128 (24K) 1.5x, LSTM H=256 (64K) 2.1x. bf16 gains from the same
+ * point (GRU H=128 1.05-1.24x, LSTM H=96 (18K) 1.07x). int8's product (64 multiply-adds an
+ * instruction) is so short that there the split lost up to 32K (medians of interleaved runs, five
+ * to seven rounds over 40 minutes: GRU H=128 (24K) 0.44-0.99x, LSTM H=128 (32K) 0.84-1.09x, RNN
+ * H=256 (32K) 0.46-0.99x, single runs down to 0.36x) and was about even or ahead from 62K (GRU
+ * H=200 (62K) 1.15x, LSTM H=192 (74K) 0.67-1.32x, GRU H=256 (98K) 0.70-1.33x, RNN H=512 (128K)
+ * 1.20x, LSTM H=512 (512K) 2.3x). */
 #define RNX_TEAM_MIN_MACS (16 * 1024)
+#define RNX_TEAM_MIN_MACS_INT8 (48 * 1024)
 
 /* Panels are taken in blocks whose weights stay in L2 (1 MB on Zen 4, 2 MB on Sapphire Rapids)
  * while every row tile of the batch uses them; without blocks a large W_hh (LSTM H=512: 4 MB)
@@ -491,7 +498,9 @@ static int team_threads(const rnx_model *m, int B, int threads) {
             npanels = b->npanels;
         }
     }
-    while (threads > 1 && (macs / threads < RNX_TEAM_MIN_MACS || npanels < threads)) threads--;
+    const long long least = m->info.precision == RNX_PRECISION_INT8 ? RNX_TEAM_MIN_MACS_INT8
+                                                                     : RNX_TEAM_MIN_MACS;
+    while (threads > 1 && (macs / threads < least || npanels < threads)) threads--;
     return threads;
 }
 

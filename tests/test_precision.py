@@ -10,6 +10,7 @@ import pytest
 from conftest import (ISAS, assert_f32_close, assert_forward_matches_reference, flat_core_params,
                       require_isa, state_parts, with_metadata)
 from rnnext import Model, _core, layers as L, load, reference, train
+from rnnext.config import last_call_threads
 from rnnext.layers import GRU, LSTM, RNN, Dense, Embedding, Masking, Readout
 
 
@@ -204,12 +205,16 @@ def test_inputs_need_no_alignment(isa, precision, input_size, rng):
 @pytest.mark.parametrize("B", [1, 13])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_is_identical_for_every_thread_count(cell, B, precision, rng):
-    """Batch slices over threads (B 13) and gate rows split within a step (B 1) alike."""
-    model = Model(cell, 16, 200, num_layers=2, seed=1, precision=precision)
+    """Batch slices over threads (B 13) and gate rows split within a step (B 1) alike. At B=1 a
+    team splits a step from csrc/forward.c's RNX_TEAM_MIN_MACS multiply-adds a thread on (int8:
+    RNX_TEAM_MIN_MACS_INT8, 48K, which every cell reaches on 3 threads from H=384)."""
+    H = 480 if B == 1 and precision == "int8" else 200
+    model = Model(cell, 16, H, num_layers=2, seed=1, precision=precision)
     x = rng.standard_normal((B, 30, 16)).astype(np.float32)
     one = model.forward(x, n_threads=1)
     for n_threads in (2, 3):
         other = model.forward(x, n_threads=n_threads)
+        assert last_call_threads() > 1
         np.testing.assert_array_equal(one[0], other[0])
         for a, b in zip(state_parts(one[1]), state_parts(other[1])):
             np.testing.assert_array_equal(a, b)
