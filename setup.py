@@ -6,9 +6,9 @@ extension's link gets, so that a sanitizer build keeps OpenMP. Where that fails 
 loudly and continues without threads; RNNEXT_NO_OPENMP=1 skips OpenMP on purpose.
 
 Kernels: csrc/kernel_scalar.c is built with the baseline flags. On x86-64, kernel_avx2.c,
-kernel_avx512.c, kernel_avx512_vnni.c and kernel_avx512_bf16.c are built as separate objects with
-their own -m flags (csrc/sources.txt), and the library picks one at run time from CPUID; nothing is built with
--march=native.
+kernel_avx_vnni.c, kernel_avx512.c, kernel_avx512_vnni.c and kernel_avx512_bf16.c are built as
+separate objects with their own -m flags (csrc/sources.txt), and the library picks one at run time
+from CPUID; nothing is built with -march=native.
 
 Compilers: gcc or clang (Linux, macOS: Apple's clang takes OpenMP as `-Xpreprocessor -fopenmp`
 with LLVM's libomp, `-lomp`), and on Windows clang-cl in MSVC's toolchain (`/openmp`, LLVM's

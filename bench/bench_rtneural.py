@@ -47,7 +47,8 @@ PRECISION_NOTES = {"bf16": "weights and each product's inputs rounded to bfloat1
                            "exact int32 sums"}
 SYSTEM_EIGEN = "/usr/include/eigen3"
 # the CPU flags that decide what -march=native gives Eigen and which kernels rnnext picks
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+SIMD_FLAGS = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16",
+              "amx_int8")
 # RTNEURAL_DEFAULT_ALIGNMENT=32 is what RTNeural's CMake option RTNEURAL_USE_AVX sets. Its
 # fixed-size weights at 64->256 (1.3 MB) pass Eigen's 128 KB limit on fixed-size objects, which
 # is lifted (the program allocates the layers on the heap).

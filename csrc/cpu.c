@@ -37,6 +37,7 @@ const char *rnx_isa_name(rnx_isa isa) {
     case RNX_ISA_AVX512: return "avx512";
     case RNX_ISA_AVX512_VNNI: return "avx512_vnni";
     case RNX_ISA_AVX512_BF16: return "avx512_bf16";
+    case RNX_ISA_AVX_VNNI: return "avx_vnni";
     }
     return "unknown";
 }
@@ -168,6 +169,7 @@ static int cpu_has(rnx_isa isa) {
     if (isa == RNX_ISA_AVX512_VNNI) return with_vnni;
     if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
     if (isa == RNX_ISA_AVX512_BF16) return with_vnni && ((a >> 5) & 1);
+    if (isa == RNX_ISA_AVX_VNNI) return avx2 && ((a >> 4) & 1);
     return 0;
 }
 #endif
@@ -179,7 +181,8 @@ int rnx_isa_supported(rnx_isa isa) {
     case RNX_ISA_AVX2:
     case RNX_ISA_AVX512:
     case RNX_ISA_AVX512_VNNI:
-    case RNX_ISA_AVX512_BF16: return cpu_has(isa);
+    case RNX_ISA_AVX512_BF16:
+    case RNX_ISA_AVX_VNNI: return cpu_has(isa);
 #endif
     default: return 0;
     }
@@ -194,23 +197,25 @@ const rnx_kernels *rnx_kernels_for(rnx_isa isa) {
     case RNX_ISA_AVX512: return &rnx_kernels_avx512;
     case RNX_ISA_AVX512_VNNI: return &rnx_kernels_avx512_vnni;
     case RNX_ISA_AVX512_BF16: return &rnx_kernels_avx512_bf16;
+    case RNX_ISA_AVX_VNNI: return &rnx_kernels_avx_vnni;
 #endif
     default: return NULL;
     }
 }
 
-/* RNNEXT_ISA if set (RNX_ISA_AUTO when it names nothing usable), else the widest supported. */
+/* RNNEXT_ISA if set (RNX_ISA_AUTO when it names nothing usable), else the first supported of
+ * these, best first. */
+static const rnx_isa preference[] = {RNX_ISA_AVX512_BF16, RNX_ISA_AVX512_VNNI, RNX_ISA_AVX512,
+                                     RNX_ISA_AVX_VNNI,    RNX_ISA_AVX2,        RNX_ISA_SCALAR};
 static rnx_isa choose_isa(void) {
     const char *forced = getenv("RNNEXT_ISA");
-    if (forced && *forced) {
-        for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX512_BF16; isa++)
-            if (strcmp(forced, rnx_isa_name((rnx_isa)isa)) == 0)
-                return rnx_isa_supported((rnx_isa)isa) ? (rnx_isa)isa : RNX_ISA_AUTO;
-        return RNX_ISA_AUTO;
+    const int n = (int)(sizeof preference / sizeof preference[0]);
+    for (int i = 0; i < n; i++) {
+        const rnx_isa isa = preference[i];
+        if (forced && *forced ? strcmp(forced, rnx_isa_name(isa)) == 0 : rnx_isa_supported(isa))
+            return rnx_isa_supported(isa) ? isa : RNX_ISA_AUTO;
     }
-    for (int isa = RNX_ISA_AVX512_BF16; isa > RNX_ISA_SCALAR; isa--)
-        if (rnx_isa_supported((rnx_isa)isa)) return (rnx_isa)isa;
-    return RNX_ISA_SCALAR;
+    return RNX_ISA_AUTO; /* RNNEXT_ISA named none of them */
 }
 
 rnx_isa rnx_default_isa(void) {

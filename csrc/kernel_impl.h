@@ -267,8 +267,16 @@ RNX_INLINE void accumulate_packed(vf acc[2][RNX_MR][4], const float *const *a,
  * ------------------------------------------------------------------------------------------- */
 
 #define RNX_Q8_EXACT_GROUPS 128
+/* RNX_DPBUSD(sum, a, w): vpdpbusd, sum's int32 lanes plus the products of a's unsigned and w's
+ * signed bytes, four to a lane: the EVEX form on 16 lanes, the VEX form of AVX-VNNI on 8. */
 #if defined(__AVX512VNNI__) && RNX_VW == 16
 #define RNX_VNNI 1
+#define RNX_DPBUSD(sum, a, w)                                                                     \
+    (vi) _mm512_dpbusd_epi32((__m512i)(sum), (__m512i)(a), (__m512i)(w))
+#elif defined(__AVXVNNI__) && RNX_VW == 8
+#define RNX_VNNI 1
+#define RNX_DPBUSD(sum, a, w)                                                                     \
+    (vi) _mm256_dpbusd_avx_epi32((__m256i)(sum), (__m256i)(a), (__m256i)(w))
 #else
 #define RNX_VNNI 0
 #endif
@@ -302,13 +310,12 @@ RNX_INLINE void accumulate_q8(vf acc[2][RNX_MR][4], const rnx_qrow *qa, const rn
             for (int r = 0; r < NR; r++) {
                 int32_t four;
                 memcpy(&four, qa[r].q + 4 * g, sizeof four);
-                const __m512i a4 = _mm512_set1_epi32(four);
+                const vi a4 = (vi){0} + four;
 #pragma GCC unroll 2
                 for (int q = 0; q < NP; q++)
 #pragma GCC unroll 4
                     for (int j = 0; j < NV; j++)
-                        sum[q][r][j] = (vi)_mm512_dpbusd_epi32((__m512i)sum[q][r][j], a4,
-                                                               (__m512i)wv[q][j]);
+                        sum[q][r][j] = RNX_DPBUSD(sum[q][r][j], a4, wv[q][j]);
             }
 #else
 #pragma GCC unroll 4

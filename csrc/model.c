@@ -538,7 +538,7 @@ rnx_status rnx_model_create_precision(rnx_model **out, const rnx_layer *layers, 
     rnx_status s = check_list(layers, n_layers, &embedding_params, &recurrent_params, &total);
     if (s != RNX_OK) return s;
     if (!params) return RNX_ERR_NULL_ARGUMENT;
-    if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX512_BF16) return RNX_ERR_BAD_CONFIG;
+    if (isa < RNX_ISA_AUTO || isa > RNX_ISA_AVX_VNNI) return RNX_ERR_BAD_CONFIG;
     if (precision < RNX_PRECISION_FP32 || precision > RNX_PRECISION_INT8) return RNX_ERR_BAD_CONFIG;
     for (int i = 0; i < n_layers && precision == RNX_PRECISION_INT8; i++)
         if (layers[i].kind == RNX_LAYER_RECURRENT &&

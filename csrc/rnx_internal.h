@@ -104,6 +104,7 @@ extern const rnx_kernels rnx_kernels_scalar;
 extern const rnx_kernels rnx_kernels_avx2;
 extern const rnx_kernels rnx_kernels_avx512;
 extern const rnx_kernels rnx_kernels_avx512_vnni;
+extern const rnx_kernels rnx_kernels_avx_vnni;
 extern const rnx_kernels rnx_kernels_avx512_bf16;
 #endif
 

@@ -24,6 +24,7 @@ cdef extern from "rnnext.h" nogil:
         RNX_ISA_AVX512
         RNX_ISA_AVX512_VNNI
         RNX_ISA_AVX512_BF16
+        RNX_ISA_AVX_VNNI
 
     ctypedef enum rnx_precision:
         RNX_PRECISION_FP32

@@ -43,8 +43,8 @@ cdef extern from *:
     const int rnx_openmp_version
 
 ISAS = {"auto": RNX_ISA_AUTO, "scalar": RNX_ISA_SCALAR, "avx2": RNX_ISA_AVX2,
-        "avx512": RNX_ISA_AVX512, "avx512_vnni": RNX_ISA_AVX512_VNNI,
-        "avx512_bf16": RNX_ISA_AVX512_BF16}
+        "avx_vnni": RNX_ISA_AVX_VNNI, "avx512": RNX_ISA_AVX512,
+        "avx512_vnni": RNX_ISA_AVX512_VNNI, "avx512_bf16": RNX_ISA_AVX512_BF16}
 PRECISIONS = {"fp32": RNX_PRECISION_FP32, "bf16": RNX_PRECISION_BF16, "int8": RNX_PRECISION_INT8}
 CELLS = {"rnn_tanh": RNX_CELL_RNN_TANH, "rnn_relu": RNX_CELL_RNN_RELU, "lstm": RNX_CELL_LSTM,
          "gru": RNX_CELL_GRU, "gru_reset_before": RNX_CELL_GRU_RESET_BEFORE}
@@ -331,8 +331,8 @@ cdef class CoreModel:
                                                 &flat[0] if count else NULL)
         if isa == "auto" and status == RNX_ERR_ISA_UNAVAILABLE:
             raise RuntimeError("RNNEXT_ISA names an instruction set that is unknown or not "
-                               "supported by this CPU; use scalar, avx2, avx512, avx512_vnni or "
-                               "avx512_bf16")
+                               "supported by this CPU; use scalar, avx2, avx_vnni, avx512, "
+                               "avx512_vnni or avx512_bf16")
         check(status, f"CoreModel(isa={isa!r})")
         cdef rnx_model_info i = rnx_model_get_info(self.ptr)
         self.info = {"isa": rnx_isa_name(<rnx_isa>i.isa).decode(), "n_layers": i.n_layers,

@@ -48,7 +48,8 @@ CELL_ARGS = {
     "gru_reset_before": {"cell": "gru", "linear_before_reset": False},
 }
 CELLS = list(CELL_ARGS)
-ISAS = ["scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16"]
+# least to most preferred: the default is the last one supported
+ISAS = ["scalar", "avx2", "avx_vnni", "avx512", "avx512_vnni", "avx512_bf16"]
 
 
 def require_isa(isa):

@@ -126,17 +126,25 @@ def test_first_step_is_exact(isa, precision, case, rng):
 FMA_ISAS = ISAS[1:]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+# int8 products over more than one exact float32 block of the widening path (128 groups of 4 k):
+# K = 600 inputs and 517 states
+LONG_K = ("rnn-long-k", [RNN(517)], 600, "float")
+SAME_BITS_CASES = PRECISION_CASES + [("int8", LONG_K)]
+
+
+@pytest.mark.parametrize("precision, case", SAME_BITS_CASES,
+                         ids=[f"{p}-{c[0]}" for p, c in SAME_BITS_CASES])
 @pytest.mark.parametrize("isa", FMA_ISAS[1:])
-def test_bf16_core_gives_the_same_bits_on_every_fma_isa(isa, case, rng):
+def test_reduced_precision_core_gives_the_same_bits_on_every_fma_isa(isa, precision, case, rng):
     """rnnext.h's bf16 sums: each pair of k by two FMAs, k+1 first, as vdpbf16ps adds them, so
     the AVX512-BF16 kernels (the instruction itself) and the others (the FMAs in registers) give
-    the same bits (odd K and H here: a pair's last input is a zero)."""
+    the same bits (odd K and H here: a pair's last input is a zero). int8: vpdpbusd (avx_vnni,
+    avx512_vnni) and the widening path's exact float32 blocks sum the same integers."""
     require_isa("avx2")
     require_isa(isa)
-    model, x = make_case(case, rng, B=5, T=7)
-    want = at_isa(model, "avx2").predict(x)
-    np.testing.assert_array_equal(at_isa(model, isa).predict(x), want)
+    model, x = make_case(case, rng, B=5, T=7, precision=precision)
+    want = at_isa(model, "avx2", precision).predict(x)
+    np.testing.assert_array_equal(at_isa(model, isa, precision).predict(x), want)
 
 
 def test_bf16_reference_rounds_weights_and_inputs_as_torch(rng):

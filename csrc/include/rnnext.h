@@ -100,8 +100,8 @@ typedef enum rnx_cell {
 } rnx_cell;
 
 /* Instruction sets of the compute kernels. RNX_ISA_AUTO takes the one chosen at start-up: the
- * best the CPU and OS support, or the one named by the environment variable RNNEXT_ISA
- * (scalar, avx2, avx512, avx512_vnni or avx512_bf16). RNX_ISA_SCALAR is portable C (the
+ * first the CPU and OS support of avx512_bf16, avx512_vnni, avx512, avx_vnni, avx2 and scalar,
+ * or the one named by the environment variable RNNEXT_ISA. RNX_ISA_SCALAR is portable C (the
  * compiler maps its 4-wide generic vectors onto the baseline instruction set) and defines
  * correctness. */
 typedef enum rnx_isa {
@@ -110,7 +110,8 @@ typedef enum rnx_isa {
     RNX_ISA_AVX2 = 2,       /* AVX2 + FMA, 8 lanes */
     RNX_ISA_AVX512 = 3,     /* AVX-512F and DQ, 16 lanes */
     RNX_ISA_AVX512_VNNI = 4, /* RNX_ISA_AVX512 with AVX-512BW and VNNI: int8 products by vpdpbusd */
-    RNX_ISA_AVX512_BF16 = 5  /* RNX_ISA_AVX512_VNNI with AVX512-BF16: bf16 products by vdpbf16ps */
+    RNX_ISA_AVX512_BF16 = 5, /* RNX_ISA_AVX512_VNNI with AVX512-BF16: bf16 products by vdpbf16ps */
+    RNX_ISA_AVX_VNNI = 6     /* RNX_ISA_AVX2 with AVX-VNNI: int8 products by the VEX vpdpbusd */
 } rnx_isa;
 
 /* The instruction set that RNX_ISA_AUTO resolves to in this process. If RNNEXT_ISA names an
@@ -119,7 +120,8 @@ typedef enum rnx_isa {
 RNX_API rnx_isa rnx_default_isa(void);
 /* Whether this CPU and OS can run the kernels of `isa`. */
 RNX_API int rnx_isa_supported(rnx_isa isa);
-/* "auto", "scalar", "avx2", "avx512", "avx512_vnni"; "unknown" for other values. */
+/* "auto", "scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "avx_vnni"; "unknown" for
+ * other values. */
 RNX_API const char *rnx_isa_name(rnx_isa isa);
 /* The most threads a call may ask for: n_threads above it is RNX_ERR_BAD_ARGUMENT, and the
  * OpenMP default that n_threads <= 0 takes is capped at it. 1024 is above the hardware threads

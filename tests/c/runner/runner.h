@@ -62,7 +62,7 @@ void fill_uniform(float *out, size_t n, uint64_t *seed, float scale);
 int random_below(uint64_t *seed, int n);
 
 /* The instruction sets this CPU runs, scalar first; returns how many (1 to 4). */
-int supported_isas(rnx_isa out[RNX_ISA_AVX512_BF16]);
+int supported_isas(rnx_isa out[RNX_ISA_AVX_VNNI]);
 
 /* A model of `layers` with uniform random parameters in [-scale, scale), which stay in
  * *params (the caller frees them) when params is not NULL. A failing create is a failed check
