@@ -49,7 +49,7 @@ def test_isa_matches_reference(isa, cell, shape, n_threads, rng):
         assert_f32_close(c_n.reshape(LD, B, H), c_ref, "c_n")
 
 
-@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+@pytest.mark.parametrize("isa", ["avx2", "avx_vnni", "avx512"])
 def test_unsupported_isa_is_refused(isa):
     if _core.isa_supported(isa):
         pytest.skip(f"this CPU supports {isa}: nothing to refuse")

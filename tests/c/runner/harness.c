@@ -91,9 +91,9 @@ void fill_uniform(float *out, size_t n, uint64_t *seed, float scale) {
 
 int random_below(uint64_t *seed, int n) { return (int)((next_random(seed) >> 33) % (uint64_t)n); }
 
-int supported_isas(rnx_isa out[RNX_ISA_AVX_VNNI]) {
+int supported_isas(rnx_isa out[LAST_ISA]) {
     int n = 0;
-    for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX_VNNI; isa++)
+    for (int isa = RNX_ISA_SCALAR; isa <= LAST_ISA; isa++)
         if (rnx_isa_supported((rnx_isa)isa)) out[n++] = (rnx_isa)isa;
     return n;
 }

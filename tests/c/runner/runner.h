@@ -61,8 +61,11 @@ void fill_uniform(float *out, size_t n, uint64_t *seed, float scale);
 /* A uniform integer in [0, n). */
 int random_below(uint64_t *seed, int n);
 
-/* The instruction sets this CPU runs, scalar first; returns how many (1 to 4). */
-int supported_isas(rnx_isa out[RNX_ISA_AVX_VNNI]);
+/* The last value of rnx_isa: the instruction sets are RNX_ISA_SCALAR .. LAST_ISA, LAST_ISA of them
+ * (RNX_ISA_AUTO is 0). */
+#define LAST_ISA RNX_ISA_AVX_VNNI
+/* The instruction sets this CPU runs, scalar first; returns how many (1 to LAST_ISA). */
+int supported_isas(rnx_isa out[LAST_ISA]);
 
 /* A model of `layers` with uniform random parameters in [-scale, scale), which stay in
  * *params (the caller frees them) when params is not NULL. A failing create is a failed check

@@ -17,7 +17,7 @@ static void version_and_names(void) {
     CHECK(rnx_status_string((rnx_status)-1) != NULL);
     const char *isa_names[] = {"auto",        "scalar",      "avx2",    "avx512",
                                "avx512_vnni", "avx512_bf16", "avx_vnni"};
-    for (int isa = RNX_ISA_AUTO; isa <= RNX_ISA_AVX_VNNI; isa++)
+    for (int isa = RNX_ISA_AUTO; isa <= LAST_ISA; isa++)
         CHECK(strcmp(rnx_isa_name((rnx_isa)isa), isa_names[isa]) == 0);
     CHECK(strcmp(rnx_isa_name((rnx_isa)42), "unknown") == 0);
     const char *dtype_names[] = {"F32", "F16", "BF16", "F64"};
@@ -52,8 +52,8 @@ static void isa_selection(void) {
         rnx_model_free(m);
     }
     CHECK(rnx_isa_supported(RNX_ISA_SCALAR) && !rnx_isa_supported(RNX_ISA_AUTO));
-    CHECK(!rnx_isa_supported((rnx_isa)(RNX_ISA_AVX_VNNI + 1)));
-    for (int isa = RNX_ISA_SCALAR; isa <= RNX_ISA_AVX_VNNI; isa++) {
+    CHECK(!rnx_isa_supported((rnx_isa)(LAST_ISA + 1)));
+    for (int isa = RNX_ISA_SCALAR; isa <= LAST_ISA; isa++) {
         m = NULL;
         const rnx_status s = rnx_model_create(&m, &layer, 1, isa, params);
         CHECK_STATUS(s, rnx_isa_supported((rnx_isa)isa) ? RNX_OK : RNX_ERR_ISA_UNAVAILABLE);
@@ -71,7 +71,7 @@ static void activation_accuracy(void) {
     static float in[N + 3], out[N + 3];
     for (int i = 0; i < N; i++) in[i] = -20.0f + 40.0f * (float)i / (N - 1);
     in[N] = INFINITY, in[N + 1] = -INFINITY, in[N + 2] = NAN;
-    rnx_isa isas[RNX_ISA_AVX_VNNI];
+    rnx_isa isas[LAST_ISA];
     const int n_isas = supported_isas(isas);
     for (int k = 0; k < n_isas; k++) {
         for (int fn = RNX_FN_SIGMOID; fn <= RNX_FN_TANH; fn++) {
@@ -153,7 +153,7 @@ static void model_creation_errors(void) {
     m = not_null;
     CHECK_STATUS(rnx_model_create(&m, good, 2, RNX_ISA_SCALAR, NULL), RNX_ERR_NULL_ARGUMENT);
     CHECK(m == NULL);
-    const int bad_isas[] = {-1, RNX_ISA_AVX_VNNI + 1};
+    const int bad_isas[] = {-1, LAST_ISA + 1};
     for (int i = 0; i < 2; i++) {
         m = not_null;
         CHECK_STATUS(rnx_model_create(&m, good, 2, bad_isas[i], params), RNX_ERR_BAD_CONFIG);
@@ -339,7 +339,7 @@ static void model_precision_bf16(void) {
     x_moved[0] += 1.0f / 4096;
     float want[N], got[N], fp32_y[N], fp32_moved[N], fma_y[N];
     int fma_seen = 0;
-    rnx_isa isas[RNX_ISA_AVX_VNNI];
+    rnx_isa isas[LAST_ISA];
     const int n_isas = supported_isas(isas);
     for (int k = 0; k < n_isas; k++) {
         rnx_model *fp32 = NULL, *bf16 = NULL, *bf16_moved = NULL, *fp32_w = NULL;
@@ -439,7 +439,7 @@ static void model_precision_int8(void) {
         x[i] = (float)(v - 100) / 64;
     }
     float want[B * T * 5], got[B * T * 5], other[B * T * 5];
-    rnx_isa isas[RNX_ISA_AVX_VNNI];
+    rnx_isa isas[LAST_ISA];
     const int n_isas = supported_isas(isas);
     for (int k = 0; k < n_isas; k++) {
         rnx_model *fp32 = NULL, *int8 = NULL;

@@ -86,7 +86,7 @@ static void reference_layer(float *y, float *h_n, float *c_n, int cell, const fl
 static void forward_matches_reference(void) {
     enum { B = 4, T = 7, I = 5, H = 11 };
     const int32_t lengths[B] = {7, 3, 1, 6};
-    rnx_isa isas[RNX_ISA_AVX_VNNI];
+    rnx_isa isas[LAST_ISA];
     const int n_isas = supported_isas(isas);
     uint64_t seed = 11;
     float *x = random_floats(B * T * I, &seed, 1.0f), *h0 = random_floats(B * H, &seed, 0.8f);
@@ -144,7 +144,7 @@ static void forward_threads_identical(void) {
                          rnx_recurrent_layer(RNX_CELL_RNN_TANH, 6, 9, RNX_DIRECTION_FORWARD)};
     list[1].clip = 0.7f;
     const int32_t lengths[B] = {9, 1, 4, 9, 2, 8, 5};
-    rnx_isa isas[RNX_ISA_AVX_VNNI];
+    rnx_isa isas[LAST_ISA];
     const int n_isas = supported_isas(isas);
     uint64_t seed = 5;
     float *x = random_floats(B * T * I, &seed, 1.0f);
@@ -457,7 +457,7 @@ static void forward_masking(void) {
         with_lengths[i] = by_value[i] && i % T < lengths[i / T];
     }
     CHECK(!by_value[0] && !by_value[T + 2] && !by_value[2 * T + 5] && by_value[3 * T + 1]);
-    rnx_isa isas[RNX_ISA_AVX_VNNI];
+    rnx_isa isas[LAST_ISA];
     const int n_isas = supported_isas(isas);
     for (int k = 0; k < n_isas; k++) {
         float *params = NULL;

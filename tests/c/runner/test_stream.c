@@ -12,7 +12,7 @@ static void stream_equals_forward(void) {
                          rnx_recurrent_layer(RNX_CELL_GRU, H, 9, RNX_DIRECTION_FORWARD),
                          rnx_readout_layer(RNX_READOUT_SEQUENCE),
                          rnx_dense_layer(9, O, RNX_ACT_TANH)};
-    rnx_isa isas[RNX_ISA_AVX_VNNI];
+    rnx_isa isas[LAST_ISA];
     const int n_isas = supported_isas(isas);
     uint64_t seed = 13;
     float *x = random_floats(B * T * I, &seed, 1.0f);
